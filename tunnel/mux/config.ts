@@ -1,0 +1,50 @@
+/**
+ * Multiplexer settings. `DEFAULT_MUX_CONFIG` is tuned for the tunnel (large
+ * windows for full speed on one stream); `verifyMuxConfig` rejects nonsense
+ * before a session starts, like hashicorp/yamux's VerifyConfig.
+ */
+import { UnderpassError } from '../errors.js';
+import { INITIAL_WINDOW } from './frame.js';
+
+export interface MuxConfig {
+  /** Receive window granted to the peer per stream; also the bound on buffered bytes per stream. */
+  maxStreamWindow: number;
+  /** Largest Data frame we send. */
+  maxFrameSize: number;
+  /** Send a Ping after this much inbound silence (0 = no keepalive). */
+  keepaliveIntervalMs: number;
+  /** Close the session when nothing at all arrived for this long. */
+  keepaliveTimeoutMs: number;
+  /** Streams the peer may have open at once; more are reset. */
+  maxStreams: number;
+  /** Bytes queued for the transport before stream writers are held back. */
+  writeQueueHighWater: number;
+}
+
+export const DEFAULT_MUX_CONFIG: Readonly<MuxConfig> = Object.freeze({
+  maxStreamWindow: 4 * 1024 * 1024,
+  maxFrameSize: 256 * 1024,
+  keepaliveIntervalMs: 5_000,
+  keepaliveTimeoutMs: 10_000,
+  maxStreams: 65_536,
+  writeQueueHighWater: 1024 * 1024,
+});
+
+export function muxConfig(overrides: Partial<MuxConfig> = {}): MuxConfig {
+  const config = { ...DEFAULT_MUX_CONFIG, ...overrides };
+  verifyMuxConfig(config);
+  return config;
+}
+
+export function verifyMuxConfig(c: MuxConfig): void {
+  const fail = (field: string, problem: string): never => {
+    throw new UnderpassError('ERR_MUX_CONFIG', `mux config ${field}: ${problem}`);
+  };
+  if (!Number.isInteger(c.maxStreamWindow) || c.maxStreamWindow < INITIAL_WINDOW) fail('maxStreamWindow', `must be an integer ≥ ${INITIAL_WINDOW}`);
+  if (c.maxStreamWindow > 0x7fffffff) fail('maxStreamWindow', 'must fit in 31 bits');
+  if (!Number.isInteger(c.maxFrameSize) || c.maxFrameSize < 1024) fail('maxFrameSize', 'must be an integer ≥ 1024');
+  if (c.keepaliveIntervalMs < 0) fail('keepaliveIntervalMs', 'must be ≥ 0');
+  if (c.keepaliveIntervalMs > 0 && c.keepaliveTimeoutMs <= c.keepaliveIntervalMs) fail('keepaliveTimeoutMs', 'must be greater than keepaliveIntervalMs');
+  if (!Number.isInteger(c.maxStreams) || c.maxStreams < 1) fail('maxStreams', 'must be a positive integer');
+  if (c.writeQueueHighWater < 1) fail('writeQueueHighWater', 'must be positive');
+}

@@ -1,0 +1,265 @@
+import { afterEach, describe, expect, it } from '@jest/globals';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { Readable } from 'node:stream';
+import { duplexPair, type PairOptions } from '../testing/duplex-pair.js';
+import { encodeHeader, Flag, FrameType } from './frame.js';
+import type { MuxConfig } from './config.js';
+import { Session } from './session.js';
+import type { MuxStream } from './stream.js';
+
+const sessions: Session[] = [];
+afterEach(() => {
+  for (const s of sessions.splice(0)) s.close();
+});
+
+function pair(opts: PairOptions = {}, config: Partial<MuxConfig> = {}): { client: Session; server: Session } {
+  const [a, b] = duplexPair(opts);
+  const client = new Session(a, { client: true, config: { keepaliveIntervalMs: 0, ...config } });
+  const server = new Session(b, { client: false, config: { keepaliveIntervalMs: 0, ...config } });
+  sessions.push(client, server);
+  return { client, server };
+}
+
+function echo(session: Session): void {
+  session.on('stream', (s) => {
+    s.on('error', () => undefined);
+    s.pipe(s);
+  });
+}
+
+/** Reads to EOF without destroying the stream (a for-await loop would destroy it, sending RST). */
+function readAll(stream: MuxStream): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    stream.on('data', (d: Buffer) => parts.push(d));
+    stream.once('end', () => resolve(Buffer.concat(parts)));
+    stream.once('error', reject);
+  });
+}
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+describe('Session streams', () => {
+  it('echoes data on a stream opened by the client', async () => {
+    const { client, server } = pair();
+    echo(server);
+    const s = client.open();
+    s.end('ping');
+    expect((await readAll(s)).toString()).toBe('ping');
+  });
+
+  it('echoes data on a stream opened by the server, with even ids', async () => {
+    const { client, server } = pair();
+    echo(client);
+    const s = server.open();
+    expect(s.id % 2).toBe(0);
+    s.end('from server');
+    expect((await readAll(s)).toString()).toBe('from server');
+  });
+
+  it.each([1, 3, 7])('carries a full exchange when every chunk is split into %i-byte pieces', async (n) => {
+    const { client, server } = pair({ splitEvery: n });
+    echo(server);
+    const data = randomBytes(100_000);
+    const s = client.open();
+    s.end(data);
+    const [got, rtt] = await Promise.all([readAll(s), client.ping()]);
+    expect(sha(got)).toBe(sha(data));
+    expect(rtt).toBeGreaterThanOrEqual(0);
+  });
+
+  it('half-closes: the client ends its side and still reads the whole response', async () => {
+    const { client, server } = pair();
+    server.on('stream', async (s) => {
+      const request = await readAll(s); // returns only after the client's FIN
+      s.end(Buffer.concat([Buffer.from('got:'), request, randomBytes(1 << 20)]));
+    });
+    const s = client.open();
+    s.end('question');
+    const response = await readAll(s);
+    expect(response.subarray(0, 12).toString()).toBe('got:question');
+    expect(response.length).toBe(12 + (1 << 20));
+  });
+
+  it('keeps 200 concurrent streams apart', async () => {
+    const { client, server } = pair();
+    echo(server);
+    const results = await Promise.all(
+      Array.from({ length: 200 }, async () => {
+        const data = randomBytes(20_000 + Math.floor(Math.random() * 20_000));
+        const s = client.open();
+        s.end(data);
+        return sha(await readAll(s)) === sha(data);
+      }),
+    );
+    expect(results.every(Boolean)).toBe(true);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(client.streamCount).toBe(0);
+    expect(server.streamCount).toBe(0);
+  });
+
+  it('resets a stream without disturbing the others', async () => {
+    const { client, server } = pair();
+    server.on('stream', (s) => {
+      s.on('error', () => undefined);
+      s.once('data', (d: Buffer) => (d.toString() === 'kill' ? s.destroy() : s.pipe(s) && s.write(d)));
+    });
+    const victim = client.open();
+    const other = client.open();
+    victim.write('kill');
+    const [err] = (await once(victim, 'error')) as [Error & { code: string }];
+    expect(err.code).toBe('ERR_STREAM_RESET');
+    other.end('alive');
+    expect((await readAll(other)).toString()).toBe('alive');
+  });
+
+  it('refuses streams with RST when nobody accepts them', async () => {
+    const { client } = pair();
+    const s = client.open();
+    s.write('anyone?');
+    const [err] = (await once(s, 'error')) as [Error & { code: string }];
+    expect(err.code).toBe('ERR_STREAM_RESET');
+  });
+
+  it('refuses streams beyond maxStreams', async () => {
+    const { client, server } = pair({}, { maxStreams: 2 });
+    server.on('stream', (s) => s.on('error', () => undefined));
+    const [a, b, c] = [client.open(), client.open(), client.open()];
+    for (const s of [a, b]) s.on('error', () => undefined);
+    const [err] = (await once(c, 'error')) as [Error & { code: string }];
+    expect(err.code).toBe('ERR_STREAM_RESET');
+  });
+});
+
+describe('Session flow control', () => {
+  it('stops a writer at one window when the reader is paused, then delivers all 256 MiB', async () => {
+    const window = 1 << 20;
+    const { client, server } = pair({}, { maxStreamWindow: window });
+    const accepted = once(server, 'stream') as Promise<[MuxStream]>;
+    const total = 256 * 1024 * 1024;
+    const chunk = randomBytes(64 * 1024);
+    let offered = 0;
+    const source = new Readable({
+      read() {
+        if (offered >= total) return void this.push(null);
+        offered += chunk.length;
+        this.push(chunk);
+      },
+    });
+    const s = client.open();
+    s.on('error', () => undefined);
+    source.pipe(s);
+    const [remote] = await accepted;
+    remote.on('error', () => undefined);
+    remote.pause();
+    const memBefore = process.memoryUsage();
+    await new Promise((r) => setTimeout(r, 300));
+    // Buffered at the reader is bounded by the window; the writer is stuck.
+    expect(remote.readableLength).toBeLessThanOrEqual(window);
+    expect(s.bytesWritten).toBeLessThanOrEqual(window);
+    const offeredWhilePaused = offered;
+    await new Promise((r) => setTimeout(r, 200));
+    expect(offered).toBe(offeredWhilePaused);
+    const memPaused = process.memoryUsage();
+    expect(memPaused.arrayBuffers - memBefore.arrayBuffers).toBeLessThan(16 * 1024 * 1024);
+    let received = 0;
+    remote.on('data', (d: Buffer) => (received += d.length));
+    remote.resume();
+    await once(remote, 'end');
+    expect(received).toBe(total);
+  }, 60_000);
+
+  it('does not let a stream exceed its window: the session ends with a protocol error', async () => {
+    const [a, b] = duplexPair();
+    const server = new Session(b, { client: false, config: { keepaliveIntervalMs: 0, maxStreamWindow: 256 * 1024 } });
+    server.on('stream', (s) => s.on('error', () => undefined));
+    sessions.push(server);
+    const fromServer: Buffer[] = [];
+    a.on('data', (d: Buffer) => fromServer.push(d));
+    a.write(encodeHeader(FrameType.WindowUpdate, Flag.SYN, 1, 0));
+    a.write(encodeHeader(FrameType.Data, 0, 1, 300 * 1024)); // initial window is 256 KiB
+    const err = await server.closed;
+    expect(err).toMatchObject({ code: 'ERR_MUX_WINDOW_EXCEEDED' });
+    expect(err?.message).toMatch(/window/);
+    await new Promise((r) => setTimeout(r, 20));
+    // After the ACK, the server told us why: GoAway with the protocol-error code.
+    expect(Buffer.concat(fromServer).includes(encodeHeader(FrameType.GoAway, 0, 0, 1))).toBe(true);
+  });
+});
+
+describe('Session control frames', () => {
+  it.each([
+    ['a bad version byte', Buffer.from('020000000000000100000000', 'hex'), 'ERR_MUX_BAD_VERSION'],
+    ['an unknown frame type', Buffer.from('000700000000000100000000', 'hex'), 'ERR_MUX_BAD_TYPE'],
+    ['a duplicate SYN', Buffer.concat([encodeHeader(FrameType.WindowUpdate, Flag.SYN, 1, 0), encodeHeader(FrameType.WindowUpdate, Flag.SYN, 1, 0)]), 'ERR_MUX_DUPLICATE_STREAM'],
+    ['a SYN with the wrong parity', encodeHeader(FrameType.WindowUpdate, Flag.SYN, 2, 0), 'ERR_MUX_BAD_STREAM'],
+    ['plain HTTP', Buffer.from('GET /v1/tunnel HTTP/1.1\r\n\r\n'), 'ERR_MUX_BAD_VERSION'],
+  ])('closes the session on %s with a clear error and never throws', async (_name, bytes, code) => {
+    const [a, b] = duplexPair();
+    const server = new Session(b, { client: false, config: { keepaliveIntervalMs: 0 } });
+    server.on('stream', (s) => s.on('error', () => undefined));
+    a.on('data', () => undefined);
+    a.write(bytes);
+    const err = await server.closed;
+    expect(err).toMatchObject({ code });
+    expect(server.isClosed).toBe(true);
+  });
+
+  it('answers pings and measures the round trip', async () => {
+    const { client, server } = pair();
+    const [c, s] = await Promise.all([client.ping(), server.ping()]);
+    expect(c).toBeGreaterThanOrEqual(0);
+    expect(s).toBeGreaterThanOrEqual(0);
+  });
+
+  it('after GoAway, refuses new streams but lets open ones finish', async () => {
+    const { client, server } = pair();
+    echo(server);
+    const open = client.open();
+    open.write('before');
+    await once(open, 'data');
+    server.goAway();
+    await once(client, 'goaway');
+    expect(() => client.open()).toThrow(expect.objectContaining({ code: 'ERR_MUX_GOAWAY' }));
+    open.end('after');
+    expect((await readAll(open)).toString()).toBe('after');
+  });
+
+  it('drain waits for streams to finish, then closes cleanly', async () => {
+    const { client, server } = pair();
+    echo(server);
+    const s = client.open();
+    s.write('x');
+    await once(s, 'data');
+    const drained = server.drain(5_000);
+    setTimeout(() => s.end(), 50);
+    await drained;
+    expect(await server.closed).toBeUndefined();
+  });
+
+  it('detects a silent peer through keepalive', async () => {
+    const [a, b] = duplexPair();
+    a.on('data', () => undefined); // swallows pings, never answers
+    const session = new Session(b, { client: true, config: { keepaliveIntervalMs: 20, keepaliveTimeoutMs: 60 } });
+    const started = Date.now();
+    const err = await session.closed;
+    expect(err).toMatchObject({ code: 'ERR_MUX_KEEPALIVE_TIMEOUT' });
+    expect(Date.now() - started).toBeLessThan(1_000);
+  });
+
+  it('fails open streams with a coded error when the transport dies', async () => {
+    const [a, b] = duplexPair();
+    const client = new Session(a, { client: true, config: { keepaliveIntervalMs: 0 } });
+    const server = new Session(b, { client: false, config: { keepaliveIntervalMs: 0 } });
+    echo(server);
+    const s = client.open();
+    s.write('hello');
+    await once(s, 'data');
+    const failed = once(s, 'error');
+    b.destroy();
+    const [err] = (await failed) as [Error & { code: string }];
+    expect(err.code).toBe('ERR_MUX_SESSION_CLOSED');
+    expect(client.isClosed).toBe(true);
+  });
+});

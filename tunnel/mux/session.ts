@@ -1,0 +1,397 @@
+/**
+ * A yamux session over any Node Duplex byte stream (TCP, TLS, a WebSocket
+ * adapter, an in-memory pair). One reader (FrameReader → frame handlers), one
+ * writer (frames queued within a tick are written together, corked), and one
+ * close path (#terminate) that records why the session ended.
+ */
+import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
+import { ProtocolError, UnderpassError } from '../errors.js';
+import { muxConfig, type MuxConfig } from './config.js';
+import {
+  describeHeader,
+  encodeHeader,
+  Flag,
+  FrameReader,
+  FrameType,
+  GoAwayCode,
+  type FrameHandler,
+  type FrameHeader,
+} from './frame.js';
+import { MuxStream, type StreamHost } from './stream.js';
+
+export interface SessionOptions {
+  /** The dialling side is the client (odd stream ids); the accepting side the server (even). */
+  client: boolean;
+  config?: Partial<MuxConfig>;
+  /** Injected clock for keepalive tests. */
+  now?: () => number;
+}
+
+type Callback = (err?: Error | null) => void;
+
+interface PendingPing {
+  resolve: (rttMs: number) => void;
+  reject: (err: Error) => void;
+  started: bigint;
+  timer: NodeJS.Timeout | undefined;
+}
+
+export interface Session {
+  on(event: 'stream', listener: (stream: MuxStream) => void): this;
+  on(event: 'goaway', listener: (code: number) => void): this;
+  on(event: 'close', listener: (err: Error | undefined) => void): this;
+  once(event: 'close', listener: (err: Error | undefined) => void): this;
+  once(event: 'goaway', listener: (code: number) => void): this;
+}
+
+export class Session extends EventEmitter implements StreamHost, FrameHandler {
+  readonly client: boolean;
+  readonly config: MuxConfig;
+  /** Resolves with the error that ended the session (undefined for a clean close). */
+  readonly closed: Promise<Error | undefined>;
+  readonly #transport: Duplex;
+  readonly #now: () => number;
+  readonly #reader: FrameReader;
+  readonly #streams = new Map<number, MuxStream>();
+  #nextId: number;
+  #out: Buffer[] = [];
+  #outCallbacks: Callback[] = [];
+  #heldCallbacks: Callback[] = [];
+  #flushScheduled = false;
+  /** FIN flags of a Data frame wait until its payload has been delivered. */
+  #deferredFlags: { streamId: number; flags: number } | undefined;
+  readonly #pings = new Map<number, PendingPing>();
+  #pingId = 0;
+  #localGoAway = false;
+  #remoteGoAway = false;
+  #isClosed = false;
+  #closeError: Error | undefined;
+  #resolveClosed!: (err: Error | undefined) => void;
+  #lastInbound: number;
+  #keepaliveTimer: NodeJS.Timeout | undefined;
+
+  constructor(transport: Duplex, options: SessionOptions) {
+    super();
+    this.client = options.client;
+    this.config = muxConfig(options.config);
+    this.#transport = transport;
+    this.#now = options.now ?? Date.now;
+    this.#nextId = options.client ? 1 : 2;
+    this.#reader = new FrameReader(this);
+    this.#lastInbound = this.#now();
+    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+    transport.on('data', (chunk: Buffer) => this.#onTransportData(chunk));
+    transport.on('drain', () => this.#releaseHeldCallbacks());
+    transport.on('end', () => this.#terminate(this.#localGoAway || this.#remoteGoAway ? undefined : new UnderpassError('ERR_MUX_EOF', 'the peer closed the connection')));
+    transport.on('error', (err: Error) => this.#terminate(new UnderpassError('ERR_MUX_TRANSPORT', `transport failed: ${err.message}`, { cause: err })));
+    transport.on('close', () => this.#terminate(new UnderpassError('ERR_MUX_EOF', 'the connection closed')));
+    this.#startKeepalive();
+  }
+
+  get isClosed(): boolean {
+    return this.#isClosed;
+  }
+
+  get closeError(): Error | undefined {
+    return this.#closeError;
+  }
+
+  /** The peer sent GoAway: no new streams may be opened towards it. */
+  get remoteGoneAway(): boolean {
+    return this.#remoteGoAway;
+  }
+
+  get localGoneAway(): boolean {
+    return this.#localGoAway;
+  }
+
+  get streamCount(): number {
+    return this.#streams.size;
+  }
+
+  /** Opens a stream. Data may be written at once (the spec allows it before the ACK). */
+  open(): MuxStream {
+    if (this.#isClosed) throw new UnderpassError('ERR_MUX_SESSION_CLOSED', 'the session is closed', { cause: this.#closeError });
+    if (this.#remoteGoAway) throw new UnderpassError('ERR_MUX_GOAWAY', 'the peer is going away and accepts no new streams');
+    if (this.#localGoAway) throw new UnderpassError('ERR_MUX_GOAWAY', 'this session is going away');
+    const id = this.#nextId;
+    if (id > 0xffffffff - 2) throw new UnderpassError('ERR_MUX_IDS_EXHAUSTED', 'stream ids exhausted; open a new session');
+    this.#nextId += 2;
+    const stream = new MuxStream(this, id);
+    this.#streams.set(id, stream);
+    stream._announce(Flag.SYN);
+    return stream;
+  }
+
+  /** Round-trip time in milliseconds. */
+  ping(timeoutMs = this.config.keepaliveTimeoutMs || 10_000): Promise<number> {
+    if (this.#isClosed) return Promise.reject(new UnderpassError('ERR_MUX_SESSION_CLOSED', 'the session is closed'));
+    const id = (this.#pingId = (this.#pingId + 1) >>> 0);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pings.delete(id);
+        reject(new UnderpassError('ERR_MUX_PING_TIMEOUT', `no ping answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      timer.unref();
+      this.#pings.set(id, { resolve, reject, started: process.hrtime.bigint(), timer });
+      this.#sendControl(encodeHeader(FrameType.Ping, Flag.SYN, 0, id));
+    });
+  }
+
+  /** Tells the peer we accept no new streams; existing ones continue. */
+  goAway(code: GoAwayCode = GoAwayCode.Normal): void {
+    if (this.#localGoAway || this.#isClosed) return;
+    this.#localGoAway = true;
+    this.#sendControl(encodeHeader(FrameType.GoAway, 0, 0, code));
+  }
+
+  /**
+   * Graceful end: GoAway, wait for open streams to finish up to `deadlineMs`,
+   * then close. Streams still open at the deadline are reset.
+   */
+  async drain(deadlineMs: number): Promise<void> {
+    this.goAway();
+    if (this.#streams.size > 0 && !this.#isClosed) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, deadlineMs);
+        const check = (): void => {
+          if (this.#streams.size === 0 || this.#isClosed) done();
+        };
+        const interval = setInterval(check, 50);
+        function done(): void {
+          clearTimeout(timer);
+          clearInterval(interval);
+          resolve();
+        }
+        check();
+      });
+    }
+    this.close();
+  }
+
+  /** Closes the session. With an error, the peer is told it was an internal error. */
+  close(err?: Error): void {
+    if (this.#isClosed) return;
+    if (!this.#localGoAway) {
+      this.#localGoAway = true;
+      this.#sendControl(encodeHeader(FrameType.GoAway, 0, 0, err ? GoAwayCode.InternalError : GoAwayCode.Normal));
+    }
+    this.#flush();
+    this.#terminate(err, true);
+  }
+
+  // ---- StreamHost ----------------------------------------------------------
+
+  sendFrame(header: Buffer, payload: Buffer | undefined, cb?: Callback): void {
+    if (this.#isClosed) {
+      cb?.(new UnderpassError('ERR_MUX_SESSION_CLOSED', 'the session is closed', { cause: this.#closeError }));
+      return;
+    }
+    this.#out.push(header);
+    if (payload) this.#out.push(payload);
+    if (cb) this.#outCallbacks.push(cb);
+    this.#scheduleFlush();
+  }
+
+  streamFinished(stream: MuxStream): void {
+    if (this.#streams.get(stream.id) === stream) this.#streams.delete(stream.id);
+  }
+
+  // ---- FrameHandler (reader side) -----------------------------------------
+
+  onHeader(h: FrameHeader): void {
+    switch (h.type) {
+      case FrameType.Data:
+      case FrameType.WindowUpdate:
+        return this.#onStreamFrame(h);
+      case FrameType.Ping:
+        return this.#onPing(h);
+      case FrameType.GoAway:
+        return this.#onGoAway(h);
+    }
+  }
+
+  onPayload(streamId: number, chunk: Buffer, last: boolean): void {
+    this.#streams.get(streamId)?._receive(chunk);
+    if (last && this.#deferredFlags?.streamId === streamId) {
+      const { flags } = this.#deferredFlags;
+      this.#deferredFlags = undefined;
+      this.#streams.get(streamId)?._applyFlags(flags);
+    }
+  }
+
+  #onStreamFrame(h: FrameHeader): void {
+    let stream = this.#streams.get(h.streamId);
+    if (h.flags & Flag.SYN) {
+      if (stream) throw new ProtocolError('ERR_MUX_DUPLICATE_STREAM', `SYN for stream ${h.streamId}, which is already open`);
+      if ((h.streamId % 2 === 1) === this.client) {
+        throw new ProtocolError('ERR_MUX_BAD_STREAM', `peer opened stream ${h.streamId}, an id reserved for our side`);
+      }
+      stream = this.#accept(h.streamId);
+      if (!stream) return; // refused with RST; any payload is discarded
+    }
+    if (!stream) return; // late frame for a stream that is gone: ignored, as the spec allows
+    if (h.type === FrameType.Data) {
+      if (h.length > stream.recvWindow) {
+        throw new ProtocolError(
+          'ERR_MUX_WINDOW_EXCEEDED',
+          `peer sent ${h.length} bytes on stream ${h.streamId} with only ${stream.recvWindow} bytes of window`,
+        );
+      }
+      stream._reserve(h.length);
+      const late = h.flags & (Flag.FIN);
+      const now = h.flags & ~Flag.FIN;
+      if (now) stream._applyFlags(now);
+      if (late) {
+        if (h.length === 0) stream._applyFlags(late);
+        else this.#deferredFlags = { streamId: h.streamId, flags: late };
+      }
+    } else {
+      stream._grantSend(h.length);
+      if (h.flags) stream._applyFlags(h.flags);
+    }
+  }
+
+  #accept(id: number): MuxStream | undefined {
+    const refuse = this.#localGoAway || this.#streams.size >= this.config.maxStreams || this.listenerCount('stream') === 0;
+    if (refuse) {
+      this.#sendControl(encodeHeader(FrameType.WindowUpdate, Flag.RST, id, 0));
+      return undefined;
+    }
+    const stream = new MuxStream(this, id);
+    this.#streams.set(id, stream);
+    stream._announce(Flag.ACK);
+    this.emit('stream', stream);
+    return stream;
+  }
+
+  #onPing(h: FrameHeader): void {
+    if (h.flags & Flag.SYN) {
+      this.#sendControl(encodeHeader(FrameType.Ping, Flag.ACK, 0, h.length));
+    } else if (h.flags & Flag.ACK) {
+      const pending = this.#pings.get(h.length);
+      if (!pending) return;
+      this.#pings.delete(h.length);
+      clearTimeout(pending.timer);
+      pending.resolve(Number(process.hrtime.bigint() - pending.started) / 1e6);
+    }
+  }
+
+  #onGoAway(h: FrameHeader): void {
+    this.#remoteGoAway = true;
+    this.emit('goaway', h.length);
+    if (h.length === GoAwayCode.ProtocolError) {
+      this.#terminate(new ProtocolError('ERR_MUX_PEER_PROTOCOL_ERROR', 'the peer reported a protocol error and is closing the session'));
+    } else if (h.length === GoAwayCode.InternalError) {
+      this.#terminate(new UnderpassError('ERR_MUX_PEER_INTERNAL_ERROR', 'the peer reported an internal error and is closing the session'));
+    }
+  }
+
+  #onTransportData(chunk: Buffer): void {
+    if (this.#isClosed) return;
+    this.#lastInbound = this.#now();
+    try {
+      this.#reader.push(chunk);
+    } catch (err) {
+      const error = err instanceof UnderpassError ? err : new UnderpassError('ERR_MUX_INTERNAL', `frame handling failed: ${String(err)}`, { cause: err });
+      // Tell the peer why, then stop reading: nothing after a bad frame can be trusted.
+      if (!this.#localGoAway) {
+        this.#localGoAway = true;
+        this.#out.push(encodeHeader(FrameType.GoAway, 0, 0, err instanceof ProtocolError ? GoAwayCode.ProtocolError : GoAwayCode.InternalError));
+      }
+      this.#flush();
+      this.#terminate(error, true);
+    }
+  }
+
+  // ---- writer --------------------------------------------------------------
+
+  #sendControl(header: Buffer): void {
+    this.sendFrame(header, undefined);
+  }
+
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    queueMicrotask(() => this.#flush());
+  }
+
+  /** Writes everything queued in one corked batch; holds write callbacks while the transport is full. */
+  #flush(): void {
+    this.#flushScheduled = false;
+    if (this.#out.length === 0 || this.#transport.destroyed || this.#transport.writableEnded) return;
+    const out = this.#out;
+    const callbacks = this.#outCallbacks;
+    this.#out = [];
+    this.#outCallbacks = [];
+    const t = this.#transport;
+    t.cork();
+    for (const buf of out) t.write(buf);
+    t.uncork();
+    if (t.writableNeedDrain) {
+      for (const cb of callbacks) this.#heldCallbacks.push(cb);
+    } else {
+      for (const cb of callbacks) cb();
+    }
+  }
+
+  #releaseHeldCallbacks(): void {
+    const held = this.#heldCallbacks;
+    this.#heldCallbacks = [];
+    for (const cb of held) cb();
+  }
+
+  // ---- keepalive and close -------------------------------------------------
+
+  #startKeepalive(): void {
+    const interval = this.config.keepaliveIntervalMs;
+    if (interval <= 0) return;
+    const tick = Math.max(10, Math.min(interval, this.config.keepaliveTimeoutMs - interval) / 2);
+    this.#keepaliveTimer = setInterval(() => this.#keepaliveTick(), tick);
+    this.#keepaliveTimer.unref();
+  }
+
+  #keepaliveTick(): void {
+    const silent = this.#now() - this.#lastInbound;
+    if (silent >= this.config.keepaliveTimeoutMs) {
+      this.#terminate(new UnderpassError('ERR_MUX_KEEPALIVE_TIMEOUT', `nothing received from the peer for ${silent} ms; the connection is considered dead`));
+    } else if (silent >= this.config.keepaliveIntervalMs) {
+      this.ping().catch(() => undefined); // the timeout above decides; a lost ping alone does not
+    }
+  }
+
+  /**
+   * The one place a session ends; records why, fails what is pending, tells
+   * listeners once. `graceful` lets queued frames (our GoAway) reach the peer.
+   */
+  #terminate(err: Error | undefined, graceful = false): void {
+    if (this.#isClosed) return;
+    this.#isClosed = true;
+    this.#closeError = err;
+    clearInterval(this.#keepaliveTimer);
+    const streamErr = new UnderpassError('ERR_MUX_SESSION_CLOSED', `session closed${err ? `: ${err.message}` : ''}`, { cause: err });
+    for (const stream of [...this.#streams.values()]) stream._abort(streamErr);
+    this.#streams.clear();
+    for (const [, ping] of this.#pings) {
+      clearTimeout(ping.timer);
+      ping.reject(streamErr);
+    }
+    this.#pings.clear();
+    const callbacks = [...this.#heldCallbacks, ...this.#outCallbacks];
+    this.#heldCallbacks = [];
+    this.#outCallbacks = [];
+    for (const cb of callbacks) cb(streamErr);
+    if (graceful || !err) {
+      this.#transport.end();
+      // A peer that never finishes the close handshake must not keep the socket.
+      setTimeout(() => this.#transport.destroy(), 2_000).unref();
+    } else {
+      this.#transport.destroy();
+    }
+    this.#resolveClosed(err);
+    this.emit('close', err);
+  }
+}
+
+export { describeHeader };

@@ -1,0 +1,187 @@
+/**
+ * One yamux stream as a Node Duplex.
+ *
+ * Flow control follows the spec with one deliberate choice: receive credit is
+ * returned to the peer when the application *consumes* bytes (they leave the
+ * Readable buffer), never on arrival. A paused reader therefore stops its
+ * writer once one window is buffered, and a stream never holds more than
+ * `maxStreamWindow` unread bytes.
+ */
+import { Duplex } from 'node:stream';
+import { UnderpassError } from '../errors.js';
+import type { MuxConfig } from './config.js';
+import { encodeHeader, Flag, FrameType, INITIAL_WINDOW } from './frame.js';
+
+/** What a stream needs from its session. */
+export interface StreamHost {
+  readonly config: MuxConfig;
+  sendFrame(header: Buffer, payload: Buffer | undefined, cb?: (err?: Error | null) => void): void;
+  streamFinished(stream: MuxStream): void;
+}
+
+export type StreamState = 'open' | 'local-closed' | 'remote-closed' | 'closed' | 'reset';
+
+type WriteCallback = (err?: Error | null) => void;
+
+export class MuxStream extends Duplex {
+  readonly id: number;
+  readonly #host: StreamHost;
+  readonly #maxWindow: number;
+  #sendWindow = INITIAL_WINDOW;
+  /** Bytes the peer may still send before our next window update. */
+  #recvWindow = INITIAL_WINDOW;
+  /** Bytes pushed into the Readable buffer, ever. */
+  #delivered = 0;
+  /** Of the delivered bytes, how many have been consumed and re-granted. */
+  #regranted = 0;
+  #localFin = false;
+  #remoteFin = false;
+  #reset = false;
+  #finished = false;
+  #pendingWrite: { chunk: Buffer; cb: WriteCallback } | undefined;
+  /** Bytes sent and received on this stream (Data payload only). */
+  bytesWritten = 0;
+  bytesRead = 0;
+
+  constructor(host: StreamHost, id: number) {
+    super({ allowHalfOpen: true, decodeStrings: true, emitClose: true });
+    this.id = id;
+    this.#host = host;
+    this.#maxWindow = host.config.maxStreamWindow;
+  }
+
+  get state(): StreamState {
+    if (this.#reset) return 'reset';
+    if (this.#localFin && this.#remoteFin) return 'closed';
+    if (this.#localFin) return 'local-closed';
+    if (this.#remoteFin) return 'remote-closed';
+    return 'open';
+  }
+
+  /** Receive credit the peer currently has (for the session's window check). */
+  get recvWindow(): number {
+    return this.#recvWindow;
+  }
+
+  /** @internal Send the opening frame: SYN (we opened) or ACK (we accepted), raising the window. */
+  _announce(flag: Flag.SYN | Flag.ACK): void {
+    const delta = this.#maxWindow - INITIAL_WINDOW;
+    this.#recvWindow += delta;
+    this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, flag, this.id, delta), undefined);
+  }
+
+  /** @internal The session checked `length <= recvWindow` before the payload arrives. */
+  _reserve(length: number): void {
+    this.#recvWindow -= length;
+  }
+
+  /** @internal Part of a Data frame's payload. `chunk` is a view into the transport's buffer. */
+  _receive(chunk: Buffer): void {
+    if (this.#remoteFin || this.#reset || this.destroyed) return;
+    this.bytesRead += chunk.length;
+    this.#delivered += chunk.length;
+    // Handed straight to a flowing consumer, a view is fine; kept in our buffer,
+    // it would pin the whole transport chunk, so copy to keep memory = window.
+    const direct = this.readableFlowing === true && this.readableLength === 0;
+    this.push(direct ? chunk : Buffer.from(chunk));
+    if (this.readableLength === 0) this.#maybeGrant();
+  }
+
+  /** @internal Window update from the peer. */
+  _grantSend(delta: number): void {
+    if (delta === 0) return;
+    this.#sendWindow = Math.min(this.#sendWindow + delta, 0xffffffff);
+    const pending = this.#pendingWrite;
+    if (pending && this.#sendWindow > 0) {
+      this.#pendingWrite = undefined;
+      this.#writeChunk(pending.chunk, pending.cb);
+    }
+  }
+
+  /** @internal ACK / FIN / RST flags from the peer. */
+  _applyFlags(flags: number): void {
+    if (flags & Flag.RST) {
+      this.#reset = true;
+      this.#finish();
+      this.destroy(new UnderpassError('ERR_STREAM_RESET', `stream ${this.id} was reset by the peer`));
+      return;
+    }
+    if (flags & Flag.FIN && !this.#remoteFin) {
+      this.#remoteFin = true;
+      this.push(null);
+      if (this.#localFin) this.#finish();
+    }
+  }
+
+  /** @internal The session is gone; end this stream with its error. */
+  _abort(err: Error): void {
+    this.#reset = true;
+    this.#finish();
+    this.destroy(err);
+  }
+
+  override _read(): void {
+    this.#maybeGrant();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, cb: WriteCallback): void {
+    this.#writeChunk(chunk, cb);
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, cb: WriteCallback): void {
+    this.#writeChunk(chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk)), cb);
+  }
+
+  override _final(cb: WriteCallback): void {
+    if (this.#reset) return cb(new UnderpassError('ERR_STREAM_RESET', `stream ${this.id} was reset`));
+    this.#localFin = true;
+    this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, Flag.FIN, this.id, 0), undefined, cb);
+    if (this.#remoteFin) this.#finish();
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    if (!this.#reset && !(this.#localFin && this.#remoteFin)) {
+      this.#reset = true;
+      this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, Flag.RST, this.id, 0), undefined);
+    }
+    const pending = this.#pendingWrite;
+    this.#pendingWrite = undefined;
+    pending?.cb(err ?? new UnderpassError('ERR_STREAM_DESTROYED', `stream ${this.id} was destroyed`));
+    this.#finish();
+    cb(err);
+  }
+
+  #writeChunk(chunk: Buffer, cb: WriteCallback): void {
+    if (this.#reset) return cb(new UnderpassError('ERR_STREAM_RESET', `stream ${this.id} was reset`));
+    const maxFrame = this.#host.config.maxFrameSize;
+    while (chunk.length > 0) {
+      if (this.#sendWindow === 0) {
+        this.#pendingWrite = { chunk, cb };
+        return;
+      }
+      const n = Math.min(chunk.length, this.#sendWindow, maxFrame);
+      const last = n === chunk.length;
+      this.#sendWindow -= n;
+      this.bytesWritten += n;
+      this.#host.sendFrame(encodeHeader(FrameType.Data, 0, this.id, n), chunk.subarray(0, n), last ? cb : undefined);
+      chunk = chunk.subarray(n);
+    }
+  }
+
+  /** Return credit for consumed bytes once it reaches half a window (as hashicorp/yamux does). */
+  #maybeGrant(): void {
+    if (this.#remoteFin || this.#reset) return;
+    const consumed = this.#delivered - this.readableLength;
+    const delta = consumed - this.#regranted;
+    if (delta < this.#maxWindow / 2) return;
+    this.#regranted = consumed;
+    this.#recvWindow += delta;
+    this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, 0, this.id, delta), undefined);
+  }
+
+  #finish(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#host.streamFinished(this);
+  }
+}
