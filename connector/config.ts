@@ -1,0 +1,139 @@
+/**
+ * The connector's config file (docs/configuration.md has the reference):
+ *
+ *   name: dc1-a
+ *   worker: "wss://127.0.0.1:8443"       # or a list of URLs
+ *   tls: {cert: connector-dc1-a.crt, key: connector-dc1-a.key, ca: ca.crt}
+ *   allow: ["127.0.0.1:5432", "10.0.0.0/8:443", "*.corp.example:5432"]
+ *
+ * Parsed once into a ConnectorConfig; unknown fields at any level are errors.
+ */
+import { z } from 'zod';
+import { ConfigError } from '../tunnel/errors.js';
+import { isDns1123Label, type HostPort } from '../tunnel/address.js';
+import { AllowList, parseAllowRule } from '../tunnel/policy.js';
+import { formatDuration } from '../tunnel/duration.js';
+import {
+  auditSchema, checkTlsFiles, durationSchema, hostPortSchema, keepaliveSchema, loadYamlFile, logSchema,
+  parseConfig, positiveDurationSchema, resolveFrom, resolveTlsFiles, strictObject, tlsSchema, type LogLevel,
+} from '../tunnel/config-load.js';
+import type { TlsFiles } from '../worker/config.js';
+
+export interface ConnectorConfig {
+  file: string;
+  name: string;
+  workers: URL[];
+  tls: TlsFiles;
+  /** Absent = dial whatever the worker's mappings name. */
+  allow?: AllowList;
+  /** The raw rule strings, for logs. */
+  allowRules?: string[];
+  admin?: HostPort;
+  keepalive: { intervalMs: number; timeoutMs: number };
+  reconnect: { initialDelayMs: number; maxDelayMs: number };
+  drainTimeoutMs: number;
+  log: { level: LogLevel };
+  audit?: { file: string };
+}
+
+/** A worker endpoint: wss:// only, no credentials, query or fragment. */
+export function parseWorkerUrl(s: string): URL {
+  let url: URL;
+  try {
+    url = new URL(s);
+  } catch {
+    throw new ConfigError(`"${s}" is not a URL (expected e.g. wss://tunnel.example.com:8443)`);
+  }
+  // Checked first and not echoed: the text holds a secret.
+  if (url.username || url.password) throw new ConfigError('must not carry credentials (user:password@); the connector authenticates with its certificate');
+  if (url.protocol === 'ws:') throw new ConfigError(`"${s}": plain ws is not allowed; the tunnel requires TLS (use wss://)`);
+  if (url.protocol !== 'wss:') throw new ConfigError(`"${s}": must be a wss:// URL`);
+  if (url.search || url.hash) throw new ConfigError(`"${s}": must not have a query or fragment`);
+  return url;
+}
+
+const nameSchema = z.string().refine(isDns1123Label,
+  'must be a DNS-1123 label: lowercase letters, digits and "-", at most 63, starting and ending with a letter or digit');
+
+const workersSchema = z.union([z.string(), z.array(z.string())], {
+  error: 'must be a wss:// URL or a list of wss:// URLs',
+}).transform((value, ctx) => {
+  const list = typeof value === 'string' ? [value] : value;
+  if (list.length === 0) ctx.addIssue({ code: 'custom', message: 'must list at least one worker URL' });
+  const seen = new Map<string, number>();
+  return list.map((s, i) => {
+    const path = typeof value === 'string' ? [] : [i];
+    try {
+      const url = parseWorkerUrl(s);
+      const first = seen.get(url.href);
+      if (first !== undefined) ctx.addIssue({ code: 'custom', path, message: `duplicate worker URL ${url.href} (also worker[${first}])` });
+      seen.set(url.href, i);
+      return url;
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path, message: err instanceof ConfigError ? err.problem : String(err) });
+      return z.NEVER;
+    }
+  });
+});
+
+const reconnectSchema = strictObject({
+  initialDelay: positiveDurationSchema.default(500),
+  maxDelay: positiveDurationSchema.default(30_000),
+}).default({ initialDelay: 500, maxDelay: 30_000 }).transform((r, ctx) => {
+  if (r.maxDelay < r.initialDelay) {
+    ctx.addIssue({ code: 'custom', path: ['maxDelay'], message: `must not be less than initialDelay (${formatDuration(r.initialDelay)})` });
+  }
+  return { initialDelayMs: r.initialDelay, maxDelayMs: r.maxDelay };
+});
+
+const allowSchema = z.array(z.string()).transform((raw, ctx) => {
+  const rules = raw.map((s, i) => {
+    try {
+      return parseAllowRule(s);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: [i], message: err instanceof ConfigError ? err.problem : String(err) });
+      return z.NEVER;
+    }
+  });
+  return { raw, rules };
+});
+
+const connectorSchema = strictObject({
+  name: nameSchema,
+  worker: workersSchema,
+  tls: tlsSchema,
+  allow: allowSchema.optional(),
+  admin: hostPortSchema.optional(),
+  keepalive: keepaliveSchema,
+  reconnect: reconnectSchema,
+  drainTimeout: durationSchema.default(30_000),
+  log: logSchema,
+  audit: auditSchema.optional(),
+});
+
+export function parseConnectorConfig(raw: unknown, file: string): ConnectorConfig {
+  const c = parseConfig(connectorSchema, raw, file);
+  const config: ConnectorConfig = {
+    file,
+    name: c.name,
+    workers: c.worker,
+    tls: resolveTlsFiles(file, c.tls),
+    keepalive: c.keepalive,
+    reconnect: c.reconnect,
+    drainTimeoutMs: c.drainTimeout,
+    log: c.log,
+  };
+  if (c.allow) {
+    config.allow = new AllowList(c.allow.rules);
+    config.allowRules = c.allow.raw;
+  }
+  if (c.admin) config.admin = c.admin;
+  if (c.audit) config.audit = { file: resolveFrom(file, c.audit.file) };
+  return config;
+}
+
+export async function loadConnectorConfig(file: string): Promise<ConnectorConfig> {
+  const config = parseConnectorConfig(loadYamlFile(file), file);
+  await checkTlsFiles(file, config.tls);
+  return config;
+}

@@ -1,0 +1,111 @@
+import { describe, it, expect } from '@jest/globals';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ConfigError } from '../tunnel/errors.js';
+import { loadWorkerConfig, parseConnectionId, parseWorkerConfig } from './config.js';
+
+const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'test', 'fixtures', 'config');
+const FILE = '/etc/underpass/worker.yaml';
+const minimal = { connection: 'team-a/dc1', listen: '127.0.0.1:8443', tls: { cert: 'worker.crt', key: 'worker.key', ca: 'ca.crt' } };
+
+function refusal(raw: unknown): ConfigError {
+  try {
+    parseWorkerConfig(raw, FILE);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('parseWorkerConfig', () => {
+  it('fills every default', () => {
+    expect(parseWorkerConfig(minimal, FILE)).toEqual({
+      file: FILE,
+      connection: { namespace: 'team-a', name: 'dc1' },
+      instance: os.hostname(),
+      listen: { host: '127.0.0.1', port: 8443 },
+      tls: { cert: '/etc/underpass/worker.crt', key: '/etc/underpass/worker.key', ca: '/etc/underpass/ca.crt' },
+      mappings: [],
+      keepalive: { intervalMs: 5000, timeoutMs: 10000 },
+      drainTimeoutMs: 30000,
+      log: { level: 'info' },
+    });
+  });
+
+  it('reads every optional field', () => {
+    const config = parseWorkerConfig({
+      ...minimal,
+      instance: 'worker-0',
+      admin: '[::1]:9090',
+      keepalive: { interval: '1s', timeout: '3s' },
+      drainTimeout: '1m',
+      log: { level: 'trace' },
+      audit: { file: 'audit/audit.jsonl' },
+      tls: { cert: '/pki/w.crt', key: '/pki/w.key', ca: '../ca.crt' },
+      mappings: [{ name: 'db', target: { side: 'Connector', host: 'db.internal', port: 5432 }, listen: { port: 15432 } }],
+    }, FILE);
+    expect(config).toMatchObject({
+      instance: 'worker-0',
+      admin: { host: '::1', port: 9090 },
+      keepalive: { intervalMs: 1000, timeoutMs: 3000 },
+      drainTimeoutMs: 60000,
+      log: { level: 'trace' },
+      audit: { file: '/etc/underpass/audit/audit.jsonl' },
+      tls: { cert: '/pki/w.crt', key: '/pki/w.key', ca: '/etc/ca.crt' },
+    });
+    expect(config.mappings).toHaveLength(1);
+    expect(config.mappings[0]!.listen.address).toBe('0.0.0.0');
+  });
+
+  it.each([
+    ['an unknown field', { ...minimal, mapping: [] }, 'mapping', 'unknown field'],
+    ['a missing listen', { connection: 'a/b', tls: minimal.tls }, 'listen', 'is required'],
+    ['a bad instance', { ...minimal, instance: 'has space' }, 'instance', 'must be 1 to 253'],
+    ['an admin address on the tunnel port', { ...minimal, admin: '0.0.0.0:8443' }, 'admin', 'conflicts with listen'],
+    ['an admin address on another port', { ...minimal, admin: '127.0.0.1:8443' }, 'admin', 'conflicts with listen'],
+    ['a mapping listener on the admin port', {
+      ...minimal, admin: '127.0.0.1:9090',
+      mappings: [{ name: 'db', target: { side: 'Connector', host: 'x', port: 1 }, listen: { port: 9090, address: '127.0.0.1' } }],
+    }, 'mappings[0].listen.port', "conflicts with the worker's admin address"],
+  ])('refuses %s', (_name, raw, field, message) => {
+    const err = refusal(raw);
+    expect(err.field).toBe(field);
+    expect(err.message).toContain(message);
+    expect(err.file).toBe(FILE);
+  });
+
+  it('lets a Cluster-side listener use the worker port: it listens on the connector', () => {
+    const raw = { ...minimal, mappings: [{ name: 'api', target: { side: 'Cluster', host: 'x', port: 1 }, listen: { port: 8443 } }] };
+    expect(() => parseWorkerConfig(raw, FILE)).not.toThrow();
+  });
+
+  it('refuses an empty document', () => {
+    expect(refusal(undefined).message).toBe(`${FILE}: the file is empty`);
+  });
+});
+
+describe('parseConnectionId', () => {
+  it.each([['team-a/dc1', { namespace: 'team-a', name: 'dc1' }], ['a/b', { namespace: 'a', name: 'b' }]])('reads %s', (s, want) => {
+    expect(parseConnectionId(s)).toEqual(want);
+  });
+
+  it.each([['dc1'], ['a/b/c'], ['/dc1'], ['team-a/'], ['Team/dc1'], ['team_a/dc1']])('refuses %s', (s) => {
+    expect(() => parseConnectionId(s)).toThrow('is not a connection id');
+  });
+});
+
+describe('loadWorkerConfig', () => {
+  it('loads the documented example with absolute TLS paths', async () => {
+    const config = await loadWorkerConfig(path.join(fixtures, 'valid', 'worker-documented.yaml'));
+    expect(config.tls.ca).toBe(path.join(fixtures, 'tls', 'ca.crt'));
+    expect(config.mappings.map((m) => m.name)).toEqual(['db', 'api']);
+    expect(config.mappings[0]!.allowedSources).toEqual(['127.0.0.0/8']);
+  });
+
+  it('names a missing config file', async () => {
+    const file = path.join(fixtures, 'no-such-worker.yaml');
+    await expect(loadWorkerConfig(file)).rejects.toMatchObject({ file, message: expect.stringContaining('no such file') });
+  });
+});
