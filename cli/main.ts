@@ -1,6 +1,8 @@
 import { Command, CommanderError } from 'commander';
 import { ConfigError, errorMessage } from '../tunnel/errors.js';
+import { registerDemoCommand } from './demo.js';
 import { registerPkiCommands } from './pki.js';
+import { registerRunCommands } from './run.js';
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or usage. */
 export const EXIT_OK = 0;
@@ -13,6 +15,8 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   registerPkiCommands(program);
+  registerRunCommands(program);
+  registerDemoCommand(program);
   return program;
 }
 

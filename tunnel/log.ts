@@ -22,7 +22,7 @@ export function createLogger(name: string, options: LogOptions = {}): Logger {
       redact: { paths: ['*.key', '*.privateKey', '*.token', '*.password', 'key', 'token'], censor: 'MASKED' },
       formatters: { level: (label) => ({ level: label }) },
     },
-    options.destination ?? pino.destination({ dest: 2, sync: false }),
+    options.destination ?? pino.destination({ dest: 2, sync: true }),
   );
 }
 

@@ -1,0 +1,103 @@
+/**
+ * `underpass worker` and `underpass connector`: load and validate the config
+ * file once (exit 2 naming file and field when invalid), run until SIGTERM or
+ * SIGINT, then drain. A second signal stops at once.
+ */
+import type { Command } from 'commander';
+import { loadConnectorConfig } from '../connector/config.js';
+import { Connector } from '../connector/connector.js';
+import { AuditLog } from '../tunnel/audit.js';
+import { ConfigError } from '../tunnel/errors.js';
+import { createLogger, type Logger } from '../tunnel/log.js';
+import { LOG_LEVELS } from '../tunnel/config-load.js';
+import { loadWorkerConfig } from '../worker/config.js';
+import { Worker } from '../worker/worker.js';
+
+interface RunFlags {
+  config: string;
+  logLevel?: string;
+}
+
+interface Runnable {
+  stop(deadlineMs?: number): Promise<void>;
+}
+
+export function registerRunCommands(program: Command): void {
+  program
+    .command('worker')
+    .description('run a tunnel worker: accept connectors over mutual-TLS WebSocket and serve the mappings in the config file')
+    .requiredOption('--config <file>', 'worker config file (YAML); see docs/configuration.md')
+    .option('--log-level <level>', `override log.level (${LOG_LEVELS.join(', ')})`)
+    .addHelpText('after', `
+Logs are JSON lines on stderr; audit events (one per stream and per session) are JSON lines on stdout
+unless audit.file is set. SIGTERM drains: new connectors and clients are refused, connectors get GoAway,
+open streams get up to drainTimeout (default 30s) to finish.
+
+Example:
+  $ underpass pki init --dir ./pki --connection team-a/dc1
+  $ underpass worker --config ./worker.yaml`)
+    .action(async (flags: RunFlags) => {
+      const config = await loadWorkerConfig(flags.config);
+      const logger = createLogger('worker', { level: level(flags, config.log.level) });
+      const audit = AuditLog.open(config.audit?.file);
+      const worker = new Worker(config, { logger, audit });
+      await worker.start();
+      await untilSignal(worker, config.drainTimeoutMs, logger);
+      await audit.close();
+    });
+
+  program
+    .command('connector')
+    .description('run a connector: dial out to the workers, dial targets the mappings (and the local allow-list) permit')
+    .requiredOption('--config <file>', 'connector config file (YAML); see docs/configuration.md')
+    .option('--log-level <level>', `override log.level (${LOG_LEVELS.join(', ')})`)
+    .addHelpText('after', `
+The connector only dials out; it needs no inbound port. Without an \`allow\` list it dials whatever the
+worker's mappings name (and says so at start-up); with one, mappings outside it are refused and reported
+to the worker. It reconnects with jittered exponential backoff (capped by reconnect.maxDelay, default 30s).
+
+Example:
+  $ underpass pki connector --dir ./pki --name dc1-a
+  $ underpass connector --config ./connector.yaml`)
+    .action(async (flags: RunFlags) => {
+      const config = await loadConnectorConfig(flags.config);
+      const logger = createLogger('connector', { level: level(flags, config.log.level) });
+      const audit = AuditLog.open(config.audit?.file);
+      const connector = new Connector(config, { logger, audit });
+      await connector.start();
+      await untilSignal(connector, config.drainTimeoutMs, logger);
+      await audit.close();
+    });
+}
+
+function level(flags: RunFlags, fromConfig: string): string {
+  if (flags.logLevel === undefined) return fromConfig;
+  if (!(LOG_LEVELS as readonly string[]).includes(flags.logLevel)) {
+    throw new ConfigError(`must be one of ${LOG_LEVELS.join(', ')}`, { field: '--log-level' });
+  }
+  return flags.logLevel;
+}
+
+function untilSignal(target: Runnable, drainMs: number, logger: Logger): Promise<void> {
+  return new Promise((resolve) => {
+    let signals = 0;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      signals++;
+      if (signals === 1) {
+        logger.info({ signal }, `received ${signal}: draining for up to ${drainMs} ms (send it again to stop at once)`);
+        void target.stop(drainMs).then(done);
+      } else {
+        logger.warn({ signal }, `received ${signal} again: stopping now`);
+        void target.stop(0).then(done);
+        done();
+      }
+    };
+    const done = (): void => {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      resolve();
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}

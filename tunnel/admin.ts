@@ -1,0 +1,77 @@
+/**
+ * The admin endpoint of a worker or connector: liveness, readiness (with the
+ * reason when not ready), Prometheus metrics and a JSON status document.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import type { HostPort } from './address.js';
+import { formatHostPort } from './address.js';
+
+export interface AdminHandlers {
+  /** undefined = ready; otherwise the reason it is not. */
+  notReadyReason(): string | undefined;
+  status(): unknown;
+  registry: Registry;
+}
+
+export class AdminServer {
+  readonly #server: http.Server;
+  readonly #log: Logger;
+
+  constructor(handlers: AdminHandlers, logger: Logger) {
+    this.#log = logger;
+    this.#server = http.createServer((req, res) => {
+      void route(handlers, req, res).catch((err: Error) => {
+        res.writeHead(500, { 'content-type': 'text/plain' }).end(`internal error: ${err.message}\n`);
+      });
+    });
+  }
+
+  async listen(at: HostPort): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(at.port, at.host, () => {
+        this.#server.off('error', reject);
+        resolve();
+      });
+    });
+    const address = this.#server.address() as AddressInfo;
+    this.#log.info({ admin: formatHostPort({ host: address.address, port: address.port }) }, `admin endpoint on http://${formatHostPort({ host: address.address, port: address.port })} (/healthz, /readyz, /metrics, /status)`);
+    return address;
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#server.close(() => resolve());
+      this.#server.closeAllConnections();
+    });
+  }
+}
+
+async function route(h: AdminHandlers, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  const path = (req.url ?? '/').split('?')[0];
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    res.writeHead(405, { allow: 'GET, HEAD' }).end();
+    return;
+  }
+  switch (path) {
+    case '/healthz':
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      return;
+    case '/readyz': {
+      const reason = h.notReadyReason();
+      res.writeHead(reason ? 503 : 200, { 'content-type': 'text/plain' }).end(reason ? `not ready: ${reason}\n` : 'ready\n');
+      return;
+    }
+    case '/metrics':
+      res.writeHead(200, { 'content-type': h.registry.contentType }).end(await h.registry.metrics());
+      return;
+    case '/status':
+      res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(h.status(), null, 2)}\n`);
+      return;
+    default:
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found; try /healthz, /readyz, /metrics or /status\n');
+  }
+}

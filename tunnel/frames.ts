@@ -1,0 +1,91 @@
+/**
+ * Length-prefixed JSON messages on a byte stream, shared by the control
+ * channel (u32 length) and the stream-open header (u16 length).
+ */
+import type { Readable } from 'node:stream';
+import { ProtocolError, UnderpassError } from './errors.js';
+
+export function encodeJsonFrame(value: unknown, lengthBytes: 2 | 4): Buffer {
+  const body = Buffer.from(JSON.stringify(value), 'utf8');
+  const max = lengthBytes === 2 ? 0xffff : 0xffffffff;
+  if (body.length > max) throw new UnderpassError('ERR_FRAME_TOO_LARGE', `message of ${body.length} bytes does not fit a ${lengthBytes}-byte length`);
+  const head = Buffer.allocUnsafe(lengthBytes);
+  if (lengthBytes === 2) head.writeUInt16BE(body.length);
+  else head.writeUInt32BE(body.length);
+  return Buffer.concat([head, body]);
+}
+
+/** Incremental decoder of u32-length JSON frames. */
+export class JsonFrameDecoder {
+  readonly #maxBytes: number;
+  #buffer: Buffer = Buffer.alloc(0);
+
+  constructor(maxBytes: number) {
+    this.#maxBytes = maxBytes;
+  }
+
+  /** Returns the complete messages in `chunk` (parsed JSON, not yet validated). */
+  push(chunk: Buffer): unknown[] {
+    this.#buffer = this.#buffer.length === 0 ? chunk : Buffer.concat([this.#buffer, chunk]);
+    const out: unknown[] = [];
+    while (this.#buffer.length >= 4) {
+      const length = this.#buffer.readUInt32BE(0);
+      if (length > this.#maxBytes) {
+        throw new ProtocolError('ERR_CONTROL_TOO_LARGE', `control message of ${length} bytes exceeds the ${this.#maxBytes}-byte limit`);
+      }
+      if (this.#buffer.length < 4 + length) break;
+      out.push(parseJson(this.#buffer.subarray(4, 4 + length)));
+      this.#buffer = this.#buffer.subarray(4 + length);
+    }
+    return out;
+  }
+}
+
+function parseJson(body: Buffer): unknown {
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch (err) {
+    throw new ProtocolError('ERR_FRAME_JSON', 'message is not valid JSON', { cause: err });
+  }
+}
+
+/**
+ * Reads one u16-length JSON frame from the start of `stream` and leaves any
+ * bytes after it in the stream (paused) for whoever pipes it next.
+ */
+export function readJsonFrame16(stream: Readable, timeoutMs: number, what: string): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    let buffer: Buffer = Buffer.alloc(0);
+    const timer = setTimeout(() => fail(new UnderpassError('ERR_OPEN_TIMEOUT', `no ${what} within ${timeoutMs} ms`)), timeoutMs);
+    const onData = (chunk: Buffer): void => {
+      buffer = buffer.length === 0 ? chunk : Buffer.concat([buffer, chunk]);
+      if (buffer.length < 2) return;
+      const length = buffer.readUInt16BE(0);
+      if (buffer.length < 2 + length) return;
+      cleanup();
+      stream.pause();
+      const rest = buffer.subarray(2 + length);
+      if (rest.length > 0) stream.unshift(rest);
+      try {
+        resolve(parseJson(buffer.subarray(2, 2 + length)));
+      } catch (err) {
+        reject(err);
+      }
+    };
+    const onEnd = (): void => fail(new UnderpassError('ERR_OPEN_EOF', `stream ended before the ${what}`));
+    const onError = (err: Error): void => fail(err);
+    function fail(err: Error): void {
+      cleanup();
+      reject(err);
+    }
+    function cleanup(): void {
+      clearTimeout(timer);
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      stream.off('error', onError);
+    }
+    stream.on('data', onData);
+    stream.once('end', onEnd);
+    stream.once('error', onError);
+  });
+}

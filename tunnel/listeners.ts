@@ -1,0 +1,107 @@
+/**
+ * Keeps one TCP listener per mapping in step with a mapping set. Applying a
+ * new set rebinds only listeners whose address or port changed; a removed
+ * mapping's listener stops accepting, while connections it already accepted
+ * carry on. Each accepted socket is passed to `onConnection` with the mapping
+ * as it is *now* (a changed target applies to new connections at once).
+ */
+import net from 'node:net';
+import type { Logger } from 'pino';
+import { formatHostPort } from './address.js';
+import type { Mapping } from './mapping.js';
+
+export interface ListenResult {
+  name: string;
+  ok: boolean;
+  error?: Error;
+}
+
+interface Entry {
+  mapping: Mapping;
+  server: net.Server;
+}
+
+export class MappingListeners {
+  readonly #entries = new Map<string, Entry>();
+  readonly #onConnection: (mapping: Mapping, socket: net.Socket) => void;
+  readonly #log: Logger;
+  readonly #where: string;
+
+  constructor(options: { onConnection: (mapping: Mapping, socket: net.Socket) => void; logger: Logger; where: string }) {
+    this.#onConnection = options.onConnection;
+    this.#log = options.logger;
+    this.#where = options.where;
+  }
+
+  get names(): string[] {
+    return [...this.#entries.keys()];
+  }
+
+  /** The address a mapping's listener is bound to (useful with port 0 in tests). */
+  address(name: string): net.AddressInfo | undefined {
+    const a = this.#entries.get(name)?.server.address();
+    return a && typeof a === 'object' ? a : undefined;
+  }
+
+  async apply(mappings: readonly Mapping[]): Promise<ListenResult[]> {
+    const wanted = new Map(mappings.map((m) => [m.name, m]));
+    for (const [name, entry] of this.#entries) {
+      const next = wanted.get(name);
+      if (!next || next.listen.port !== entry.mapping.listen.port || next.listen.address !== entry.mapping.listen.address) {
+        this.#entries.delete(name);
+        entry.server.close();
+        this.#log.info({ mapping: name, listen: this.#describe(entry.mapping) }, `stopped listening for mapping "${name}"`);
+      }
+    }
+    const results: ListenResult[] = [];
+    for (const mapping of mappings) {
+      const existing = this.#entries.get(mapping.name);
+      if (existing) {
+        existing.mapping = mapping;
+        results.push({ name: mapping.name, ok: true });
+        continue;
+      }
+      try {
+        await this.#listen(mapping);
+        results.push({ name: mapping.name, ok: true });
+      } catch (err) {
+        const error = err as NodeJS.ErrnoException;
+        this.#log.error({ mapping: mapping.name, listen: this.#describe(mapping), err: error.message, code: error.code },
+          `cannot listen on ${this.#describe(mapping)} for mapping "${mapping.name}": ${error.message}`);
+        results.push({ name: mapping.name, ok: false, error });
+      }
+    }
+    return results;
+  }
+
+  /** Stops accepting on every listener (connections already accepted continue). */
+  async close(): Promise<void> {
+    const servers = [...this.#entries.values()].map((e) => e.server);
+    this.#entries.clear();
+    await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  }
+
+  #listen(mapping: Mapping): Promise<void> {
+    const entry: Entry = { mapping, server: net.createServer({ allowHalfOpen: true, noDelay: true }) };
+    entry.server.on('connection', (socket) => {
+      socket.setKeepAlive(true, 30_000);
+      this.#onConnection(entry.mapping, socket);
+    });
+    return new Promise((resolve, reject) => {
+      entry.server.once('error', reject);
+      entry.server.listen({ host: mapping.listen.address, port: mapping.listen.port }, () => {
+        entry.server.off('error', reject);
+        entry.server.on('error', (err) => this.#log.error({ mapping: mapping.name, err: err.message }, 'listener error'));
+        this.#entries.set(mapping.name, entry);
+        const bound = entry.server.address() as net.AddressInfo;
+        this.#log.info({ mapping: mapping.name, listen: formatHostPort({ host: bound.address, port: bound.port }), target: formatHostPort(mapping.target) },
+          `listening on ${formatHostPort({ host: bound.address, port: bound.port })} (${this.#where}) for mapping "${mapping.name}" → ${mapping.target.side} ${formatHostPort(mapping.target)}`);
+        resolve();
+      });
+    });
+  }
+
+  #describe(m: Mapping): string {
+    return formatHostPort({ host: m.listen.address, port: m.listen.port });
+  }
+}

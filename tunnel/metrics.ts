@@ -1,0 +1,42 @@
+/**
+ * Prometheus metrics for the worker and the connector: a registry of our own
+ * (never the global one), every name prefixed `underpass_`, labels bounded
+ * (mapping names, outcomes, reasons — never client addresses).
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export type Role = 'worker' | 'connector';
+
+export class TunnelMetrics {
+  readonly registry = new Registry();
+  readonly sessions: Gauge<'role'>;
+  readonly streamsOpen: Gauge<'mapping'>;
+  readonly streamsTotal: Counter<'mapping' | 'outcome' | 'reason'>;
+  readonly bytes: Counter<'mapping' | 'direction'>;
+  readonly dialSeconds: Histogram<'mapping' | 'result'>;
+  readonly handshakeFailures: Counter<'reason'>;
+  readonly reconnects: Counter<'worker'>;
+  readonly keepaliveRtt: Gauge<'session'>;
+  readonly certExpiry: Gauge<'certificate'>;
+
+  constructor(readonly role: Role, options: { defaultMetrics?: boolean } = {}) {
+    const registers = [this.registry];
+    this.registry.setDefaultLabels({ role });
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'underpass_process_' });
+    this.sessions = new Gauge({ name: 'underpass_sessions', help: 'Tunnel sessions currently established (worker: connectors attached; connector: workers reached).', labelNames: ['role'], registers });
+    this.streamsOpen = new Gauge({ name: 'underpass_streams_open', help: 'Application streams currently open, by mapping.', labelNames: ['mapping'], registers });
+    this.streamsTotal = new Counter({ name: 'underpass_streams_total', help: 'Application streams finished, by mapping, outcome (closed, refused, failed) and reason.', labelNames: ['mapping', 'outcome', 'reason'], registers });
+    this.bytes = new Counter({ name: 'underpass_stream_bytes_total', help: 'Application bytes carried, by mapping and direction (in = client to target, out = target to client).', labelNames: ['mapping', 'direction'], registers });
+    this.dialSeconds = new Histogram({
+      name: 'underpass_dial_duration_seconds',
+      help: 'Time to connect to a mapping target, by mapping and result.',
+      labelNames: ['mapping', 'result'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.handshakeFailures = new Counter({ name: 'underpass_handshake_failures_total', help: 'Tunnel handshakes that failed, by reason.', labelNames: ['reason'], registers });
+    this.reconnects = new Counter({ name: 'underpass_reconnects_total', help: 'Connector reconnect attempts, by worker URL.', labelNames: ['worker'], registers });
+    this.keepaliveRtt = new Gauge({ name: 'underpass_keepalive_rtt_seconds', help: 'Last keepalive round-trip time, by session.', labelNames: ['session'], registers });
+    this.certExpiry = new Gauge({ name: 'underpass_certificate_expiry_timestamp_seconds', help: 'Expiry time (Unix seconds) of the certificates in use.', labelNames: ['certificate'], registers });
+  }
+}

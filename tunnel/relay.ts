@@ -1,0 +1,41 @@
+/**
+ * Joins a TCP socket and a tunnel stream both ways, keeping half-close (a
+ * client that shuts its write side still reads the whole response) and
+ * backpressure (pipe). An error on either side tears down both; the socket is
+ * reset so its peer sees an error rather than a clean end.
+ */
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+
+export interface RelayResult {
+  /** Bytes read from the socket (sent into the tunnel). */
+  bytesFromSocket: number;
+  /** Bytes written to the socket (received from the tunnel). */
+  bytesToSocket: number;
+  /** Set when the relay ended by an error instead of two clean half-closes. */
+  error?: Error;
+}
+
+export function relay(socket: Socket, stream: Duplex): Promise<RelayResult> {
+  return new Promise((resolve) => {
+    let error: Error | undefined;
+    let open = 2;
+    const onClosed = (): void => {
+      if (--open > 0) return;
+      resolve({ bytesFromSocket: socket.bytesRead, bytesToSocket: socket.bytesWritten, ...(error ? { error } : {}) });
+    };
+    socket.once('close', onClosed);
+    stream.once('close', onClosed);
+    socket.on('error', (err: Error) => {
+      error ??= err;
+      stream.destroy();
+    });
+    stream.on('error', (err: Error) => {
+      error ??= err;
+      if (!socket.destroyed) socket.resetAndDestroy();
+    });
+    // A socket that ends both ways closes itself; a stream does the same (autoDestroy).
+    socket.pipe(stream);
+    stream.pipe(socket);
+  });
+}

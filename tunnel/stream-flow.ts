@@ -1,0 +1,247 @@
+/**
+ * The two halves of every application connection, shared by worker and
+ * connector (each plays both, for opposite mapping sides):
+ *
+ *  - carryClient: a client connected to our listener → check allowedSources →
+ *    open a stream on a live session (round-robin candidates; a session that
+ *    fails before answering is skipped) → name the mapping → wait for ok → relay.
+ *  - serveStream: a stream arrived → read which mapping → policy (resolve) →
+ *    dial the target → answer ok or a coded refusal → relay.
+ *
+ * Each ends in exactly one audit line and one metrics update.
+ */
+import net from 'node:net';
+import type { Logger } from 'pino';
+import type { AuditLog, StreamOutcome } from './audit.js';
+import { formatHostPort, type HostPort } from './address.js';
+import { CidrSet } from './cidr.js';
+import { errorMessage } from './errors.js';
+import type { Mapping } from './mapping.js';
+import type { TunnelMetrics } from './metrics.js';
+import type { Session } from './mux/session.js';
+import type { MuxStream } from './mux/stream.js';
+import { readOpenRequest, readOpenResponse, writeOpenRequest, writeOpenResponse, type OpenRequest, type RefusalCode } from './open.js';
+import { relay } from './relay.js';
+
+export interface FlowEnv {
+  connection: string;
+  audit: AuditLog;
+  metrics: TunnelMetrics;
+  log: Logger;
+  dialTimeoutMs?: number;
+}
+
+/** A session that can carry a stream, with the identities for the audit line. */
+export interface Carrier {
+  session: Session;
+  connector: string;
+  worker: string;
+}
+
+export type Resolution =
+  | { ok: true; mapping: Mapping; dial: HostPort; target: string }
+  | { ok: false; code: RefusalCode; message: string; mapping?: Mapping };
+
+interface Finish {
+  mapping: string;
+  side?: Mapping['target']['side'];
+  client: string;
+  target?: string;
+  connector: string;
+  worker: string;
+  outcome: StreamOutcome;
+  reason?: string;
+  message?: string;
+  bytesIn?: number;
+  bytesOut?: number;
+}
+
+const sourceSets = new WeakMap<Mapping, CidrSet>();
+
+export function sourceAllowed(mapping: Mapping, address: string | undefined): boolean {
+  if (mapping.allowedSources.length === 0) return true;
+  if (!address) return false;
+  let set = sourceSets.get(mapping);
+  if (!set) sourceSets.set(mapping, (set = new CidrSet(mapping.allowedSources)));
+  return set.contains(address);
+}
+
+function describePeer(socket: net.Socket): string {
+  return socket.remoteAddress ? formatHostPort({ host: socket.remoteAddress, port: socket.remotePort ?? 0 }) : 'unknown';
+}
+
+function record(env: FlowEnv, started: number, f: Finish): void {
+  const durationMs = Date.now() - started;
+  env.audit.write({
+    event: 'stream',
+    connection: env.connection,
+    connector: f.connector,
+    worker: f.worker,
+    mapping: f.mapping,
+    ...(f.side ? { side: f.side } : {}),
+    client: f.client,
+    ...(f.target ? { target: f.target } : {}),
+    outcome: f.outcome,
+    ...(f.reason ? { reason: f.reason } : {}),
+    ...(f.message ? { message: f.message } : {}),
+    bytesIn: f.bytesIn ?? 0,
+    bytesOut: f.bytesOut ?? 0,
+    durationMs,
+  });
+  env.metrics.streamsTotal.inc({ mapping: f.mapping, outcome: f.outcome, reason: f.reason ?? '' });
+  if (f.bytesIn) env.metrics.bytes.inc({ mapping: f.mapping, direction: 'in' }, f.bytesIn);
+  if (f.bytesOut) env.metrics.bytes.inc({ mapping: f.mapping, direction: 'out' }, f.bytesOut);
+  if (f.outcome !== 'closed') {
+    env.log.info({ mapping: f.mapping, client: f.client, outcome: f.outcome, reason: f.reason }, `stream for mapping "${f.mapping}" from ${f.client} ${f.outcome}${f.reason ? ` (${f.reason})` : ''}${f.message ? `: ${f.message}` : ''}`);
+  }
+}
+
+/** Opener side. `carriers` yields sessions in the order to try (round-robin start). */
+export async function carryClient(env: FlowEnv, mapping: Mapping, socket: net.Socket, carriers: Iterable<Carrier>): Promise<void> {
+  const started = Date.now();
+  const client = describePeer(socket);
+  let socketError: Error | undefined;
+  socket.on('error', (err) => (socketError ??= err));
+  socket.setNoDelay(true);
+  const base = { mapping: mapping.name, side: mapping.target.side, client, connector: '', worker: '' };
+  if (!sourceAllowed(mapping, socket.remoteAddress)) {
+    socket.resetAndDestroy();
+    record(env, started, { ...base, outcome: 'refused', reason: 'SOURCE_NOT_ALLOWED', message: `${socket.remoteAddress} is outside allowedSources (${mapping.allowedSources.join(', ')})` });
+    return;
+  }
+  let lastProblem = 'no tunnel session is established';
+  for (const carrier of carriers) {
+    const who = { connector: carrier.connector, worker: carrier.worker };
+    let stream: MuxStream;
+    try {
+      stream = carrier.session.open();
+    } catch (err) {
+      lastProblem = errorMessage(err);
+      continue;
+    }
+    stream.on('error', () => undefined); // relay or the checks below decide what an error means
+    writeOpenRequest(stream, { mapping: mapping.name, source: client });
+    let response;
+    try {
+      response = await readOpenResponse(stream);
+    } catch (err) {
+      stream.destroy();
+      lastProblem = errorMessage(err);
+      if (carrier.session.isClosed || carrier.session.remoteGoneAway) continue; // the session died: try the next
+      break;
+    }
+    if (!response.ok) {
+      stream.end();
+      stream.resume();
+      socket.resetAndDestroy();
+      record(env, started, { ...base, ...who, outcome: 'refused', reason: response.code, message: response.message });
+      return;
+    }
+    if (socket.destroyed) {
+      stream.destroy();
+      record(env, started, { ...base, ...who, outcome: 'failed', reason: 'CLIENT_GONE', message: socketError?.message ?? 'the client closed before the stream opened' });
+      return;
+    }
+    env.metrics.streamsOpen.inc({ mapping: mapping.name });
+    const result = await relay(socket, stream);
+    env.metrics.streamsOpen.dec({ mapping: mapping.name });
+    record(env, started, {
+      ...base,
+      ...who,
+      outcome: result.error ? 'failed' : 'closed',
+      ...(result.error ? { reason: 'ABORTED', message: result.error.message } : {}),
+      bytesIn: result.bytesFromSocket,
+      bytesOut: result.bytesToSocket,
+    });
+    return;
+  }
+  socket.resetAndDestroy();
+  record(env, started, { ...base, outcome: 'refused', reason: 'NO_SESSION', message: lastProblem });
+}
+
+/** Acceptor side: `resolve` applies this end's policy and says what to dial. */
+export async function serveStream(
+  env: FlowEnv,
+  who: { connector: string; worker: string },
+  stream: MuxStream,
+  resolve: (req: OpenRequest) => Promise<Resolution> | Resolution,
+): Promise<void> {
+  const started = Date.now();
+  stream.on('error', () => undefined);
+  let req: OpenRequest;
+  try {
+    req = await readOpenRequest(stream);
+  } catch (err) {
+    stream.destroy();
+    record(env, started, { ...who, mapping: '', client: '', outcome: 'failed', reason: 'BAD_REQUEST', message: errorMessage(err) });
+    return;
+  }
+  const base = { ...who, mapping: req.mapping, client: req.source };
+  const refuse = (code: RefusalCode, message: string, extra: Partial<Finish> = {}): void => {
+    writeOpenResponse(stream, { ok: false, code, message });
+    stream.end();
+    stream.resume();
+    record(env, started, { ...base, ...extra, outcome: 'refused', reason: code, message });
+  };
+  let resolution: Resolution;
+  try {
+    resolution = await resolve(req);
+  } catch (err) {
+    refuse('DIAL_FAILED', errorMessage(err));
+    return;
+  }
+  if (!resolution.ok) {
+    refuse(resolution.code, resolution.message, resolution.mapping ? { side: resolution.mapping.target.side } : {});
+    return;
+  }
+  const { mapping, dial, target } = resolution;
+  const dialStarted = process.hrtime.bigint();
+  let socket: net.Socket;
+  try {
+    socket = await connect(dial, env.dialTimeoutMs ?? 10_000);
+  } catch (err) {
+    env.metrics.dialSeconds.observe({ mapping: mapping.name, result: 'error' }, Number(process.hrtime.bigint() - dialStarted) / 1e9);
+    refuse('DIAL_FAILED', `cannot connect to ${target}: ${errorMessage(err)}`, { side: mapping.target.side, target });
+    return;
+  }
+  env.metrics.dialSeconds.observe({ mapping: mapping.name, result: 'ok' }, Number(process.hrtime.bigint() - dialStarted) / 1e9);
+  if (stream.destroyed) {
+    socket.destroy();
+    record(env, started, { ...base, side: mapping.target.side, target, outcome: 'failed', reason: 'ABORTED', message: 'the stream closed while dialling' });
+    return;
+  }
+  writeOpenResponse(stream, { ok: true });
+  env.metrics.streamsOpen.inc({ mapping: mapping.name });
+  const result = await relay(socket, stream);
+  env.metrics.streamsOpen.dec({ mapping: mapping.name });
+  record(env, started, {
+    ...base,
+    side: mapping.target.side,
+    target,
+    outcome: result.error ? 'failed' : 'closed',
+    ...(result.error ? { reason: 'ABORTED', message: result.error.message } : {}),
+    // At this end the socket is the target: bytes to it came from the client.
+    bytesIn: result.bytesToSocket,
+    bytesOut: result.bytesFromSocket,
+  });
+}
+
+function connect(to: HostPort, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: to.host, port: to.port, allowHalfOpen: true, noDelay: true });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      socket.setKeepAlive(true, 30_000);
+      resolve(socket);
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}

@@ -1,0 +1,159 @@
+/**
+ * The worker's WSS endpoint. TLS asks for a client certificate but lets the
+ * handshake finish without one, so that every refusal can be answered at the
+ * HTTP layer with a reason the connector can log — and so that every refusal
+ * goes through one function (`rejectUpgrade`, like ws's abortHandshake).
+ * Only `GET /v1/tunnel` with an upgrade and a certificate from this
+ * connection's CA naming a connector of this connection gets a WebSocket.
+ */
+import https from 'node:https';
+import type { IncomingMessage } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { HostPort } from '../tunnel/address.js';
+import { formatHostPort } from '../tunnel/address.js';
+import { errorCode, errorMessage } from '../tunnel/errors.js';
+import { identityFromPeerCertificate, type ConnectionId } from '../tunnel/identity.js';
+import type { TlsMaterial } from '../tunnel/transport/tls-files.js';
+
+export const TUNNEL_PATH = '/v1/tunnel';
+/** Largest WebSocket message accepted; the sender splits batches well below this. */
+export const MAX_MESSAGE = 16 << 20;
+
+export interface AcceptedConnector {
+  ws: WebSocket;
+  connector: string;
+  peer: string;
+  certificateSerial: string;
+}
+
+export interface Denial {
+  peer: string;
+  status: number;
+  reason: string;
+  message: string;
+}
+
+export interface TunnelServerOptions {
+  connection: ConnectionId;
+  tls: TlsMaterial;
+  logger: Logger;
+  onConnector: (c: AcceptedConnector) => void;
+  onDenied: (d: Denial) => void;
+  /** False while draining: new connectors are told to go elsewhere. */
+  accepting: () => boolean;
+}
+
+export class TunnelServer {
+  readonly #server: https.Server;
+  readonly #wss: WebSocketServer;
+  readonly #opts: TunnelServerOptions;
+
+  constructor(opts: TunnelServerOptions) {
+    this.#opts = opts;
+    this.#server = https.createServer({
+      ...secureOptions(opts.tls),
+      requestCert: true,
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.2',
+    });
+    this.#wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: MAX_MESSAGE });
+    this.#server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.#onUpgrade(req, socket, head));
+    this.#server.on('request', (req, res) => {
+      const upgradeNeeded = req.url?.split('?')[0] === TUNNEL_PATH;
+      res.writeHead(upgradeNeeded ? 426 : 404, { 'content-type': 'text/plain', connection: 'close' });
+      res.end(upgradeNeeded ? 'this endpoint takes WebSocket upgrades from Underpass connectors\n' : 'not found\n');
+    });
+    this.#server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
+      const peer = peerOf(socket);
+      opts.onDenied({ peer, status: 0, reason: 'TLS_HANDSHAKE', message: errorMessage(err) });
+    });
+    this.#server.on('clientError', (err: Error, socket: Socket) => {
+      socket.destroy();
+      opts.logger.debug({ peer: peerOf(socket), err: err.message }, 'malformed HTTP on the tunnel port');
+    });
+  }
+
+  async listen(at: HostPort): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(at.port, at.host, () => {
+        this.#server.off('error', reject);
+        resolve();
+      });
+    });
+    return this.#server.address() as AddressInfo;
+  }
+
+  /** Renewed certificates apply to new handshakes; established sessions are untouched. */
+  reloadTls(tls: TlsMaterial): void {
+    this.#server.setSecureContext(secureOptions(tls));
+  }
+
+  /** Stops accepting new connections (established WebSockets stay up). */
+  stopAccepting(): Promise<void> {
+    return new Promise((resolve) => this.#server.close(() => resolve()));
+  }
+
+  closeAll(): void {
+    for (const ws of this.#wss.clients) ws.terminate();
+    this.#server.closeAllConnections();
+  }
+
+  #onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    const tlsSocket = socket as TLSSocket;
+    const peer = peerOf(socket);
+    socket.on('error', () => undefined);
+    if (req.url?.split('?')[0] !== TUNNEL_PATH) return this.#reject(socket, peer, 404, 'BAD_PATH', `no tunnel at ${req.url}; connectors use ${TUNNEL_PATH}`);
+    if (!this.#opts.accepting()) return this.#reject(socket, peer, 503, 'DRAINING', 'this worker is shutting down; reconnect to another');
+    const cert = tlsSocket.getPeerCertificate();
+    if (!cert || Object.keys(cert).length === 0) {
+      return this.#reject(socket, peer, 401, 'NO_CLIENT_CERT', 'a client certificate is required');
+    }
+    if (!tlsSocket.authorized) {
+      const code = String(tlsSocket.authorizationError ?? 'UNKNOWN');
+      const why = code === 'CERT_HAS_EXPIRED' ? 'the client certificate has expired'
+        : code === 'CERT_NOT_YET_VALID' ? 'the client certificate is not valid yet'
+          : `the client certificate was not issued by the CA of connection ${this.#connectionName()} (${code})`;
+      return this.#reject(socket, peer, 403, code === 'CERT_HAS_EXPIRED' ? 'CERT_EXPIRED' : 'CERT_UNTRUSTED', why);
+    }
+    let connector: string;
+    try {
+      const identity = identityFromPeerCertificate(cert, { connection: this.#opts.connection, role: 'connector' });
+      connector = identity.name!;
+    } catch (err) {
+      return this.#reject(socket, peer, 403, errorCode(err) === 'ERR_IDENTITY_MISMATCH' ? 'WRONG_CONNECTION' : 'BAD_IDENTITY', errorMessage(err));
+    }
+    this.#wss.handleUpgrade(req, socket, head, (ws) => {
+      this.#opts.onConnector({ ws, connector, peer, certificateSerial: cert.serialNumber });
+    });
+  }
+
+  #reject(socket: Socket, peer: string, status: number, reason: string, message: string): void {
+    this.#opts.onDenied({ peer, status, reason, message });
+    if (socket.writable) {
+      const body = `${message}\n`;
+      socket.end(
+        `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: text/plain\r\n` +
+          `X-Underpass-Reason: ${reason}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
+    }
+    socket.destroySoon?.();
+  }
+
+  #connectionName(): string {
+    return `${this.#opts.connection.namespace}/${this.#opts.connection.name}`;
+  }
+}
+
+const STATUS_TEXT: Record<number, string> = { 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 503: 'Service Unavailable' };
+
+function secureOptions(tls: TlsMaterial): { cert: Buffer; key: Buffer; ca: Buffer } {
+  return { cert: tls.cert, key: tls.key, ca: tls.ca };
+}
+
+function peerOf(socket: Socket): string {
+  return socket.remoteAddress ? formatHostPort({ host: socket.remoteAddress, port: socket.remotePort ?? 0 }) : 'unknown';
+}
