@@ -43,7 +43,7 @@ Example:
 EOF
 }
 
-default_controllers="garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,deployment-controller,replicaset-controller,root-ca-certificate-publisher-controller"
+default_controllers="garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,deployment-controller,replicaset-controller,root-ca-certificate-publisher-controller,clusterrole-aggregation-controller"
 timeout="${UNDERPASS_TESTENV_START_TIMEOUT:-90}" build=1 dir=""
 while (($#)); do
   case "$1" in
@@ -224,6 +224,7 @@ launch kube-apiserver \
   --service-cluster-ip-range=10.0.0.0/24 \
   --disable-admission-plugins=ServiceAccount \
   --allow-privileged=true \
+  --endpoint-reconciler-type=none \
   --shutdown-delay-duration=0s
 wait_for kube-apiserver https_ok "$APISERVER_URL/readyz"
 

@@ -39,13 +39,23 @@ wait_for "$WORK/server.out" '^READY ' 10
 addr="$(sed -n 's/^READY //p' "$WORK/server.out" | head -n1)"
 
 "$BIN" -mode client -connect "$addr" -open "$OPEN" -size "$SIZE" -ping -seed 2 \
-  </dev/null >"$WORK/client.out" 2>"$WORK/client.err" &
+  </dev/null >"$WORK/client.out" 2>"$WORK/client.err" 3>&- &
 client_pid=$!
 
 wait_for "$WORK/server.out" '^OPEN-(OK|FAIL)' 120 || true
 wait_for "$WORK/client.out" '^OPEN-(OK|FAIL)' 120 || true
 exec 3>&- # EOF on the server's stdin: it closes the session
 
+# Both must exit on their own within 30 s; a hung peer is killed (and then fails the check).
+deadline=$((SECONDS + 30))
+while kill -0 "$server_pid" 2>/dev/null || kill -0 "$client_pid" 2>/dev/null; do
+  if ((SECONDS >= deadline)); then
+    echo "timeout: peers did not exit; killing them" >&2
+    kill "$server_pid" "$client_pid" 2>/dev/null || true
+    break
+  fi
+  sleep 0.05
+done
 server_rc=0 client_rc=0
 wait "$server_pid" || server_rc=$?
 server_pid=""

@@ -48,7 +48,8 @@ func oneLine(s string) string {
 
 var failed atomic.Bool
 
-// fail reports an error event and makes the process exit 1.
+// fail reports an ERROR event and makes the process exit 1. Every failure goes through it, so
+// the exit code is 1 exactly when at least one ERROR line was printed.
 func fail(format string, args ...any) {
 	failed.Store(true)
 	emit("ERROR "+format, args...)
@@ -291,7 +292,6 @@ func openAll(sess *yamux.Session, n int, seed uint64, size int64, timeout time.D
 		emit("OPEN-OK %d %d", n, size)
 		return
 	}
-	failed.Store(true)
 	emit("OPEN-FAIL %d of %d streams failed; first: %v", nfail, n, first)
 }
 
@@ -483,7 +483,7 @@ func run(o options) int {
 		if o.ping {
 			rtt, err := sess.Ping()
 			if err != nil {
-				failed.Store(true)
+				fail("ping: %v", err)
 				emit("PING-FAIL %v", err)
 			} else {
 				emit("PING-OK %d", rtt.Microseconds())

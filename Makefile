@@ -1,0 +1,43 @@
+# Underpass — every entry point a developer or CI needs.
+#   make demo   a complete local tunnel (no cluster needed)
+#   make test   install what the tests need and run the whole suite
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+NODE_MODULES_STAMP := node_modules/.package-lock.json
+TS_SOURCES := $(shell find tunnel worker connector operator cli bench -name '*.ts' -not -name '*.test.ts' 2>/dev/null)
+
+.PHONY: help deps build typecheck demo test test-unit interop-peer testenv-bins testenv testenv-stop clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(NODE_MODULES_STAMP): package.json package-lock.json
+	@# npm ci rejects npm 11 lockfiles that omit other platforms' optional packages; install follows the lock.
+	npm install --no-fund --no-audit
+	@touch $@
+
+deps: $(NODE_MODULES_STAMP) ## install npm dependencies (from package-lock.json)
+
+dist/.stamp: $(NODE_MODULES_STAMP) $(TS_SOURCES) tsconfig.json tsconfig.build.json package.json
+	npx tsc -p tsconfig.build.json
+	@touch $@
+
+build: dist/.stamp ## compile TypeScript to dist/ (bin/underpass runs it)
+
+typecheck: deps ## type-check sources and tests
+	npx tsc -p tsconfig.json --noEmit
+
+demo: build ## run a complete local tunnel: certificates, worker, connector, an app on each side
+	./bin/underpass demo
+
+interop-peer: ## build the hashicorp/yamux Go test peer (cached by content hash)
+	@bash test/interop/build-peer.sh >/dev/null
+
+test: build typecheck interop-peer ## everything: unit, interop, end-to-end and cluster tests
+	npm test
+
+test-unit: build ## unit tests only (no Go, no cluster)
+	npm test -- tunnel worker connector cli
+
+clean: ## remove build output
+	rm -rf dist
