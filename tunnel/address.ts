@@ -17,13 +17,10 @@ export interface HostPort {
   port: number;
 }
 
-const LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const HOST_LABEL = /^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$/i;
 
-/** Kubernetes DNS-1123 label: lowercase letters, digits and '-', 1..63, alphanumeric at both ends. */
-export function isDns1123Label(s: string): boolean {
-  return LABEL.test(s);
-}
+/** Kubernetes DNS-1123 label; one implementation, in tunnel/identity.ts. */
+export { isDns1123Label } from './identity.js';
 
 /** A DNS host name (RFC 1123; '_' tolerated for service records), optionally with a trailing dot. */
 export function isDnsName(s: string): boolean {

@@ -103,7 +103,7 @@ export async function carryClient(env: FlowEnv, mapping: Mapping, socket: net.So
   let socketError: Error | undefined;
   socket.on('error', (err) => (socketError ??= err));
   socket.setNoDelay(true);
-  const base = { mapping: mapping.name, side: mapping.target.side, client, connector: '', worker: '' };
+  const base = { mapping: mapping.name, side: mapping.target.side, client, target: formatHostPort(mapping.target), connector: '', worker: '' };
   if (!sourceAllowed(mapping, socket.remoteAddress)) {
     socket.resetAndDestroy();
     record(env, started, { ...base, outcome: 'refused', reason: 'SOURCE_NOT_ALLOWED', message: `${socket.remoteAddress} is outside allowedSources (${mapping.allowedSources.join(', ')})` });

@@ -10,8 +10,9 @@
  */
 import os from 'node:os';
 import { z } from 'zod';
-import { ConfigError } from '../tunnel/errors.js';
-import { formatHostPort, isDns1123Label, listenersOverlap, type HostPort } from '../tunnel/address.js';
+import { ConfigError, errorMessage } from '../tunnel/errors.js';
+import { parseConnectionId as parseIdentityConnectionId } from '../tunnel/identity.js';
+import { formatHostPort, listenersOverlap, type HostPort } from '../tunnel/address.js';
 import { findMappingProblem, mappingSchema, type Mapping } from '../tunnel/mapping.js';
 import {
   auditSchema, checkTlsFiles, durationSchema, hostPortSchema, keepaliveSchema, loadYamlFile, logSchema,
@@ -40,11 +41,11 @@ export interface WorkerConfig {
 
 /** "team-a/dc1" → {namespace: "team-a", name: "dc1"}. */
 export function parseConnectionId(s: string): { namespace: string; name: string } {
-  const parts = s.split('/');
-  if (parts.length !== 2 || !parts.every(isDns1123Label)) {
-    throw new ConfigError(`"${s}" is not a connection id; expected "<namespace>/<name>" with both DNS-1123 labels, e.g. team-a/dc1`);
+  try {
+    return parseIdentityConnectionId(s);
+  } catch (err) {
+    throw new ConfigError(`"${s}" is not a connection id (expected "<namespace>/<name>", e.g. team-a/dc1): ${errorMessage(err)}`);
   }
-  return { namespace: parts[0]!, name: parts[1]! };
 }
 
 const instanceSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/,
