@@ -19,6 +19,7 @@ import type { OpenRequest } from '../tunnel/open.js';
 import { readTlsFiles, TlsFileWatcher, type TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { VERSION } from '../tunnel/version.js';
 import type { WorkerConfig } from './config.js';
+import { ConfigWatcher } from './config-watcher.js';
 import { ConnectorSession } from './connector-session.js';
 import { SessionRegistry } from './session-registry.js';
 import { TunnelServer, type AcceptedConnector, type Denial } from './tunnel-server.js';
@@ -29,6 +30,8 @@ export interface WorkerDeps {
   metrics?: TunnelMetrics;
   /** How often TLS files are checked for renewal. */
   tlsReloadIntervalMs?: number;
+  /** How often the config file is checked for changes (0 = never). */
+  configReloadIntervalMs?: number;
 }
 
 export interface WorkerAddresses {
@@ -50,9 +53,11 @@ export class Worker {
   #server: TunnelServer | undefined;
   #admin: AdminServer | undefined;
   #tlsWatcher: TlsFileWatcher | undefined;
+  #configWatcher: ConfigWatcher | undefined;
   #draining = false;
   #stopped: Promise<void> | undefined;
   readonly #tlsReloadIntervalMs: number;
+  readonly #configReloadIntervalMs: number;
 
   constructor(config: WorkerConfig, deps: WorkerDeps) {
     this.#config = config;
@@ -61,6 +66,7 @@ export class Worker {
     this.#audit = deps.audit;
     this.metrics = deps.metrics ?? new TunnelMetrics('worker');
     this.#tlsReloadIntervalMs = deps.tlsReloadIntervalMs ?? 10_000;
+    this.#configReloadIntervalMs = deps.configReloadIntervalMs ?? 1_000;
     this.#registry = new SessionRegistry(config.instance);
     this.#env = { connection: this.#connection, audit: this.#audit, metrics: this.metrics, log: this.#log };
     this.#listeners = new MappingListeners({
@@ -85,6 +91,18 @@ export class Worker {
     this.#tlsWatcher = new TlsFileWatcher(this.#config.tls, tls, this.#tlsReloadIntervalMs, (m) => this.#reloadTls(m), (err) =>
       this.#log.warn({ err: errorMessage(err) }, `TLS files changed but cannot be used yet: ${errorMessage(err)}`));
     await this.applyMappings(this.#config.mappings);
+    if (this.#configReloadIntervalMs > 0) {
+      this.#configWatcher = new ConfigWatcher({
+        file: this.#config.file,
+        intervalMs: this.#configReloadIntervalMs,
+        onChange: (next) => this.#reloadConfig(next),
+        onInvalid: (message) => {
+          this.#log.error({ file: this.#config.file }, `config file changed but is invalid; keeping the running config: ${message}`);
+          this.#audit.write({ event: 'config-rejected', connection: this.#connection, message });
+        },
+      });
+      await this.#configWatcher.prime();
+    }
     let admin: AddressInfo | undefined;
     if (this.#config.admin) {
       this.#admin = new AdminServer({ registry: this.metrics.registry, notReadyReason: () => this.notReadyReason(), status: () => this.status() }, this.#log);
@@ -171,6 +189,7 @@ export class Worker {
     const sessions = this.#registry.all;
     this.#log.info({ sessions: sessions.length, deadlineMs }, `draining: ${sessions.length} connector session(s), up to ${deadlineMs} ms for open streams`);
     this.#tlsWatcher?.stop();
+    this.#configWatcher?.stop();
     const serverClosed = this.#server?.stopAccepting();
     await this.#listeners.close();
     await Promise.all(sessions.map((s) => s.drain(deadlineMs)));
@@ -178,6 +197,16 @@ export class Worker {
     await serverClosed;
     await this.#admin?.close();
     this.#log.info('worker stopped');
+  }
+
+  async #reloadConfig(next: WorkerConfig): Promise<void> {
+    const fixed: Array<keyof WorkerConfig> = ['connection', 'listen', 'tls', 'admin', 'instance', 'audit'];
+    const needRestart = fixed.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(this.#config[k]));
+    if (needRestart.length > 0) {
+      this.#log.warn({ fields: needRestart }, `config file changed ${needRestart.join(', ')}; those take effect after a restart (mappings apply now)`);
+    }
+    this.#log.info({ file: next.file }, 'config file changed; applying mappings');
+    await this.applyMappings(next.mappings);
   }
 
   #configMessage() {
