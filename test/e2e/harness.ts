@@ -300,3 +300,30 @@ export function bulkEcho(port: number, size: number, host = '127.0.0.1'): Promis
     socket.on('close', () => resolve({ sent: sentHash.digest('hex'), received: recvHash.digest('hex'), receivedBytes, ...(error ? { error } : {}) }));
   });
 }
+
+/** How a plain TCP connect attempt ends: connected, refused (RST), timeout (dropped), or another error code. */
+export function tcpProbe(host: string, port: number, timeoutMs = 1_500): Promise<'connected' | 'refused' | 'timeout' | string> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port });
+    const timer = setTimeout(() => finish('timeout'), timeoutMs);
+    const finish = (outcome: string): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(outcome);
+    };
+    socket.once('connect', () => finish('connected'));
+    socket.once('error', (err: NodeJS.ErrnoException) => finish(err.code === 'ECONNREFUSED' ? 'refused' : (err.code ?? err.message)));
+  });
+}
+
+/** One sample of a Prometheus metric from an admin endpoint (sum over series matching `labels`). */
+export async function metricValue(adminPort: number, name: string, labels: Record<string, string> = {}, host = '127.0.0.1'): Promise<number> {
+  const text = await (await fetch(`http://${host}:${adminPort}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (!m || m[1] !== name) continue;
+    if (Object.entries(labels).every(([k, v]) => (m[2] ?? '').includes(`${k}="${v}"`))) sum += Number(m[3]);
+  }
+  return sum;
+}
