@@ -33,7 +33,17 @@ demo: build ## run a complete local tunnel: certificates, worker, connector, an 
 interop-peer: ## build the hashicorp/yamux Go test peer (cached by content hash)
 	@bash test/interop/build-peer.sh >/dev/null
 
-test: build typecheck interop-peer ## everything: unit, interop, end-to-end and cluster tests
+testenv-bins: ## build kube-apiserver, etcd, kube-controller-manager, kubectl, helm from Go modules (cached)
+	bash test/env/build.sh
+
+testenv: testenv-bins ## start a real API server in the background; kubeconfig in .testenv/kubeconfig
+	bash test/env/start.sh $(CURDIR)/.testenv
+	@echo "export KUBECONFIG=$(CURDIR)/.testenv/kubeconfig"
+
+testenv-stop: ## stop what `make testenv` started
+	bash test/env/stop.sh $(CURDIR)/.testenv
+
+test: build typecheck interop-peer testenv-bins ## everything: unit, interop, end-to-end and cluster tests
 	npm test
 
 test-unit: build ## unit tests only (no Go, no cluster)

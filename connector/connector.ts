@@ -53,7 +53,7 @@ export class Connector {
     this.#listeners = new MappingListeners({
       logger: this.#log,
       where: 'connector',
-      onConnection: (mapping, socket) => void carryClient(this.#env(), mapping, socket, this.#candidates()),
+      onConnection: (mapping, socket) => void carryClient(this.#env(), mapping, socket, this.#candidates(), { self: { connector: config.name, worker: '' } }),
     });
     this.#links = config.workers.map((url) => {
       const link = new WorkerLink(url, {

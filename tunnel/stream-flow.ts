@@ -96,21 +96,30 @@ function record(env: FlowEnv, started: number, f: Finish): void {
   }
 }
 
+export interface CarryOptions {
+  /** This end's identity for audit lines before a carrier is chosen. */
+  self: { connector: string; worker: string };
+  /** Why no session could carry the mapping when sessions exist (e.g. every connector refused it). */
+  explainNoCarrier?: () => { code: RefusalCode; message: string } | undefined;
+}
+
 /** Opener side. `carriers` yields sessions in the order to try (round-robin start). */
-export async function carryClient(env: FlowEnv, mapping: Mapping, socket: net.Socket, carriers: Iterable<Carrier>): Promise<void> {
+export async function carryClient(env: FlowEnv, mapping: Mapping, socket: net.Socket, carriers: Iterable<Carrier>, opts: CarryOptions): Promise<void> {
   const started = Date.now();
   const client = describePeer(socket);
   let socketError: Error | undefined;
   socket.on('error', (err) => (socketError ??= err));
   socket.setNoDelay(true);
-  const base = { mapping: mapping.name, side: mapping.target.side, client, target: formatHostPort(mapping.target), connector: '', worker: '' };
+  const base = { mapping: mapping.name, side: mapping.target.side, client, target: formatHostPort(mapping.target), ...opts.self };
   if (!sourceAllowed(mapping, socket.remoteAddress)) {
     socket.resetAndDestroy();
     record(env, started, { ...base, outcome: 'refused', reason: 'SOURCE_NOT_ALLOWED', message: `${socket.remoteAddress} is outside allowedSources (${mapping.allowedSources.join(', ')})` });
     return;
   }
   let lastProblem = 'no tunnel session is established';
+  let tried = 0;
   for (const carrier of carriers) {
+    tried++;
     const who = { connector: carrier.connector, worker: carrier.worker };
     let stream: MuxStream;
     try {
@@ -156,7 +165,8 @@ export async function carryClient(env: FlowEnv, mapping: Mapping, socket: net.So
     return;
   }
   socket.resetAndDestroy();
-  record(env, started, { ...base, outcome: 'refused', reason: 'NO_SESSION', message: lastProblem });
+  const explained = tried === 0 ? opts.explainNoCarrier?.() : undefined;
+  record(env, started, { ...base, outcome: 'refused', reason: explained?.code ?? 'NO_SESSION', message: explained?.message ?? lastProblem });
 }
 
 /** Acceptor side: `resolve` applies this end's policy and says what to dial. */

@@ -3,6 +3,7 @@
  * sessions that can carry the mapping; a session that is gone or going away is
  * skipped at once, so one lost connector never stalls new streams.
  */
+import type { RefusalCode } from '../tunnel/open.js';
 import type { Carrier } from '../tunnel/stream-flow.js';
 import type { ConnectorSession } from './connector-session.js';
 
@@ -29,6 +30,20 @@ export class SessionRegistry {
 
   remove(session: ConnectorSession): void {
     this.#sessions = this.#sessions.filter((s) => s !== session);
+  }
+
+  /**
+   * When no session can carry `mapping` although connectors are attached:
+   * their own reason (a connector refused it), so audit lines name the real cause.
+   */
+  whyNot(mapping: string): { code: RefusalCode; message: string } | undefined {
+    const ready = this.#sessions.filter((s) => s.ready);
+    const refusals = ready.map((s) => ({ s, u: s.unavailable.get(mapping) })).filter((x) => x.u);
+    if (ready.length === 0 || refusals.length !== ready.length) return undefined;
+    const first = refusals[0]!;
+    const code: RefusalCode = first.u!.reason === 'NotAllowed' ? 'NOT_ALLOWED' : 'DIAL_FAILED';
+    const message = refusals.map(({ s, u }) => `connector "${s.connector}" cannot serve mapping "${mapping}": ${u!.message ?? u!.reason ?? u!.state}`).join('; ');
+    return { code, message };
   }
 
   /** Sessions to try for one new stream, starting at the next round-robin position. */

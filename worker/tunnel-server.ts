@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { HostPort } from '../tunnel/address.js';
 import { formatHostPort } from '../tunnel/address.js';
-import { errorCode, errorMessage } from '../tunnel/errors.js';
+import { errorMessage } from '../tunnel/errors.js';
 import { identityFromPeerCertificate, type ConnectionId } from '../tunnel/identity.js';
 import type { TlsMaterial } from '../tunnel/transport/tls-files.js';
 
@@ -121,10 +121,18 @@ export class TunnelServer {
     }
     let connector: string;
     try {
-      const identity = identityFromPeerCertificate(cert, { connection: this.#opts.connection, role: 'connector' });
-      connector = identity.name!;
+      const identity = identityFromPeerCertificate(cert);
+      const c = this.#opts.connection;
+      if (identity.namespace !== c.namespace || identity.connection !== c.name) {
+        return this.#reject(socket, peer, 403, 'WRONG_CONNECTION',
+          `the client certificate is for connection ${identity.namespace}/${identity.connection}, not ${this.#connectionName()}`);
+      }
+      if (identity.role !== 'connector') {
+        return this.#reject(socket, peer, 403, 'WRONG_ROLE', `the client certificate identifies a ${identity.role}, not a connector`);
+      }
+      connector = identity.name;
     } catch (err) {
-      return this.#reject(socket, peer, 403, errorCode(err) === 'ERR_IDENTITY_MISMATCH' ? 'WRONG_CONNECTION' : 'BAD_IDENTITY', errorMessage(err));
+      return this.#reject(socket, peer, 403, 'BAD_IDENTITY', errorMessage(err));
     }
     this.#wss.handleUpgrade(req, socket, head, (ws) => {
       this.#opts.onConnector({ ws, connector, peer, certificateSerial: cert.serialNumber });

@@ -1,26 +1,30 @@
 /**
  * The cluster end of a tunnel connection: accepts connectors on WSS, listens
  * for Connector-side mappings, dials Cluster-side targets for streams the
- * connectors open, reports health and status, and drains on shutdown.
+ * connectors open, reports health and status, and drains on shutdown. With
+ * `operator` configured it also reports to the operator, and the mapping set
+ * comes from the operator's answers (the file's mappings only start it up).
  */
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { AdminServer } from '../tunnel/admin.js';
 import type { AuditLog } from '../tunnel/audit.js';
 import { formatHostPort } from '../tunnel/address.js';
-import { errorMessage } from '../tunnel/errors.js';
+import { errorMessage, UnderpassError } from '../tunnel/errors.js';
 import { MappingListeners } from '../tunnel/listeners.js';
 import { diffMappings, isEmptyDiff } from '../tunnel/mapping-diff.js';
 import type { Mapping } from '../tunnel/mapping.js';
+import type { WorkerReport } from '../operator/reports.js';
 import { TunnelMetrics } from '../tunnel/metrics.js';
 import { certificateInfo } from '../tunnel/pki.js';
 import { carryClient, serveStream, sourceAllowed, type FlowEnv, type Resolution } from '../tunnel/stream-flow.js';
 import type { OpenRequest } from '../tunnel/open.js';
 import { readTlsFiles, TlsFileWatcher, type TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { VERSION } from '../tunnel/version.js';
-import type { WorkerConfig } from './config.js';
+import { findWorkerMappingProblem, type WorkerConfig } from './config.js';
 import { ConfigWatcher } from './config-watcher.js';
 import { ConnectorSession } from './connector-session.js';
+import { OperatorReporter } from './reporter.js';
 import { SessionRegistry } from './session-registry.js';
 import { TunnelServer, type AcceptedConnector, type Denial } from './tunnel-server.js';
 
@@ -54,6 +58,10 @@ export class Worker {
   #admin: AdminServer | undefined;
   #tlsWatcher: TlsFileWatcher | undefined;
   #configWatcher: ConfigWatcher | undefined;
+  #reporter: OperatorReporter | undefined;
+  /** Connector-side mappings whose listener could not be opened, from the last apply. */
+  #listenerFailures: Array<{ mapping: string; message: string }> = [];
+  #ignoredFileMappingsLogged = false;
   #draining = false;
   #stopped: Promise<void> | undefined;
   readonly #tlsReloadIntervalMs: number;
@@ -72,7 +80,10 @@ export class Worker {
     this.#listeners = new MappingListeners({
       logger: this.#log,
       where: 'worker',
-      onConnection: (mapping, socket) => void carryClient(this.#env, mapping, socket, this.#registry.candidates(mapping.name)),
+      onConnection: (mapping, socket) => void carryClient(this.#env, mapping, socket, this.#registry.candidates(mapping.name), {
+        self: { connector: '', worker: config.instance },
+        explainNoCarrier: () => this.#registry.whyNot(mapping.name),
+      }),
     });
   }
 
@@ -108,6 +119,7 @@ export class Worker {
       this.#admin = new AdminServer({ registry: this.metrics.registry, notReadyReason: () => this.notReadyReason(), status: () => this.status() }, this.#log);
       admin = await this.#admin.listen(this.#config.admin);
     }
+    this.#startReporter();
     this.#log.info({ listen: formatHostPort({ host: tunnel.address, port: tunnel.port }), version: VERSION },
       `worker ${this.#config.instance} of connection ${this.#connection} accepting connectors on wss://${formatHostPort({ host: tunnel.address, port: tunnel.port })}/v1/tunnel`);
     return { tunnel, ...(admin ? { admin } : {}) };
@@ -131,8 +143,10 @@ export class Worker {
     if (isEmptyDiff(diff) && this.#revision > 0) return;
     this.#mappings = new Map(next.map((m) => [m.name, m]));
     this.#revision++;
-    await this.#listeners.apply(next.filter((m) => m.target.side === 'Connector'));
+    const results = await this.#listeners.apply(next.filter((m) => m.target.side === 'Connector'));
+    this.#listenerFailures = results.filter((r) => !r.ok).map((r) => ({ mapping: r.name, message: truncate(errorMessage(r.error)) }));
     for (const s of this.#registry.all) if (s.ready) s.sendConfig(this.#configMessage());
+    this.#reporter?.trigger();
     this.#audit.write({
       event: 'config-applied',
       connection: this.#connection,
@@ -172,6 +186,26 @@ export class Worker {
         target: formatHostPort(m.target),
         listen: formatHostPort({ host: m.listen.address, port: m.listen.port }),
       })),
+      listenerFailures: this.#listenerFailures,
+    };
+  }
+
+  /** What the operator gets (operator/reports.ts validates it; free text is truncated to fit). */
+  report(): WorkerReport {
+    return {
+      instance: this.#config.instance,
+      version: VERSION,
+      ready: this.notReadyReason() === undefined,
+      draining: this.#draining,
+      connectors: this.#registry.all.filter((s) => s.ready).map((s) => ({
+        name: s.connector,
+        session: s.id,
+        since: s.since.toISOString(),
+        version: s.version,
+        address: s.peer,
+        unavailableMappings: [...s.unavailable.values()].map((u) => ({ ...u, ...(u.message ? { message: truncate(u.message) } : {}) })),
+      })),
+      listenerFailures: this.#listenerFailures,
     };
   }
 
@@ -186,6 +220,7 @@ export class Worker {
 
   async #stop(deadlineMs: number): Promise<void> {
     this.#draining = true;
+    this.#reporter?.trigger(); // the operator learns at once that this worker is going away
     const sessions = this.#registry.all;
     this.#log.info({ sessions: sessions.length, deadlineMs }, `draining: ${sessions.length} connector session(s), up to ${deadlineMs} ms for open streams`);
     this.#tlsWatcher?.stop();
@@ -195,18 +230,54 @@ export class Worker {
     await Promise.all(sessions.map((s) => s.drain(deadlineMs)));
     this.#server?.closeAll();
     await serverClosed;
+    await this.#reporter?.stop({ finalReport: true });
     await this.#admin?.close();
     this.#log.info('worker stopped');
   }
 
   async #reloadConfig(next: WorkerConfig): Promise<void> {
-    const fixed: Array<keyof WorkerConfig> = ['connection', 'listen', 'tls', 'admin', 'instance', 'audit'];
+    const fixed: Array<keyof WorkerConfig> = ['connection', 'listen', 'tls', 'admin', 'instance', 'audit', 'operator'];
     const needRestart = fixed.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(this.#config[k]));
     if (needRestart.length > 0) {
       this.#log.warn({ fields: needRestart }, `config file changed ${needRestart.join(', ')}; those take effect after a restart (mappings apply now)`);
     }
+    if (this.#reporter) {
+      if (!this.#ignoredFileMappingsLogged) {
+        this.#ignoredFileMappingsLogged = true;
+        this.#log.info({ file: next.file, operator: this.#config.operator?.url.href },
+          'config file changed; its mappings are not applied: mappings come from the operator channel (the file only gives the start-up set)');
+      }
+      return;
+    }
     this.#log.info({ file: next.file }, 'config file changed; applying mappings');
     await this.applyMappings(next.mappings);
+  }
+
+  #startReporter(): void {
+    const operator = this.#config.operator;
+    if (!operator) return;
+    this.#reporter = new OperatorReporter({
+      url: operator.url,
+      caFile: operator.ca,
+      tls: this.#config.tls,
+      connection: this.#config.connection,
+      intervalMs: operator.intervalMs,
+      report: () => this.report(),
+      onDesired: (d) => this.#applyDesired(d.mappings),
+      logger: this.#log,
+    });
+    this.#reporter.start();
+  }
+
+  /** A mapping set from the operator: checked against this worker's own ports, ignored while draining. */
+  async #applyDesired(mappings: Mapping[]): Promise<void> {
+    if (this.#draining) return;
+    const problem = findWorkerMappingProblem(mappings, this.#config);
+    if (problem) {
+      const at = problem.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${p}`)).join('');
+      throw new UnderpassError('ERR_OPERATOR_MAPPINGS', `mappings${at}: ${problem.message}`);
+    }
+    await this.applyMappings(mappings);
   }
 
   #configMessage() {
@@ -224,11 +295,13 @@ export class Worker {
     session.on('ready', () => {
       this.metrics.sessions.inc({ role: 'worker' });
       session.sendConfig(this.#configMessage());
+      this.#reporter?.trigger();
       this.#log.info({ connector: session.connector, peer: session.peer, session: session.id, version: session.version },
         `connector "${session.connector}" connected from ${session.peer} (version ${session.version})`);
       this.#audit.write({ event: 'session-opened', connection: this.#connection, connector: session.connector, worker: this.#config.instance, peer: session.peer, session: session.id });
     });
     session.on('mapping-status', (entries) => {
+      this.#reporter?.trigger();
       for (const e of entries.filter((x) => x.state !== 'Ready')) {
         this.#log.warn({ connector: session.connector, mapping: e.name, state: e.state, reason: e.reason },
           `connector "${session.connector}" cannot serve mapping "${e.name}": ${e.state}${e.reason ? ` (${e.reason})` : ''}${e.message ? `: ${e.message}` : ''}`);
@@ -241,6 +314,7 @@ export class Worker {
       const wasReady = this.#registry.all.includes(session) && session.version !== '';
       this.#registry.remove(session);
       if (!wasReady) return;
+      this.#reporter?.trigger();
       this.metrics.sessions.dec({ role: 'worker' });
       const durationMs = Date.now() - session.since.getTime();
       this.#log.info({ connector: session.connector, session: session.id, err: err?.message },
@@ -288,4 +362,11 @@ export class Worker {
       this.#log.warn({ err: errorMessage(err) }, 'cannot read certificate expiry');
     }
   }
+}
+
+/** Free text in reports stays within what the operator accepts (MAX_MESSAGE_CHARS there). */
+const MAX_REPORTED_MESSAGE = 512;
+
+function truncate(message: string): string {
+  return message.length <= MAX_REPORTED_MESSAGE ? message : `${message.slice(0, MAX_REPORTED_MESSAGE - 1)}…`;
 }

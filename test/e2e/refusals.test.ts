@@ -184,7 +184,7 @@ describe('refusals: what the tunnel refuses and how it says so (real processes)'
       const crafted = await craftLeaf(pki.ca, { commonName: 'dc9-a', uris: ['underpass://team-b/dc9/connector/dc9-a'] });
       const r = await tryUpgrade(worker.url, { cert: Buffer.from(crafted.certPem), key: Buffer.from(crafted.keyPem), ca });
       expect(r).toMatchObject({ status: 403, reason: 'WRONG_CONNECTION' });
-      expect(r.body).toMatch(/belongs to connection team-b\/dc9, not team-a\/dc1/);
+      expect(r.body).toMatch(/is for connection team-b\/dc9, not team-a\/dc1/);
       const denied = await waitFor('session-denied audit line', () => auditMatches(worker.proc, { event: 'session-denied', reason: 'WRONG_CONNECTION' })[0]);
       expect(denied.message).toMatch(/team-b\/dc9/);
     });
@@ -193,7 +193,7 @@ describe('refusals: what the tunnel refuses and how it says so (real processes)'
       const cases = [
         { uris: [], body: /carries no underpass:\/\/ SAN URI/ },
         { uris: ['underpass://team-a/dc1/connector/x', 'underpass://team-a/dc1/connector/y'], body: /carries 2 underpass:\/\/ SAN URIs/ },
-        { uris: ['underpass://team-a/dc1/worker'], body: /has role worker, expected connector/ },
+        { uris: ['underpass://team-a/dc1/worker'], body: /identifies a worker, not a connector/ },
       ];
       for (const c of cases) {
         const crafted = await craftLeaf(pki.ca, { uris: c.uris });

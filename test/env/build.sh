@@ -23,7 +23,7 @@ into
 (set UNDERPASS_TESTENV_CACHE to move the cache root, default \$HOME/.cache/underpass-testenv).
 
 Only binaries that are missing, or whose stamp file (bin/.stamp-NAME) does not match the
-pinned versions, are built; a second run takes seconds. A cold build takes 10-30 minutes
+pinned versions, are built; a second run takes seconds. A cold build takes ~10 minutes
 on 2 cores; the Go build cache and module cache (go env GOCACHE / GOMODCACHE) are reused.
 Concurrent invocations serialize on a lock file in the cache directory.
 
@@ -210,7 +210,7 @@ build_kubernetes() {
   local pkgs=() b out
   for b in "${bins[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
   out="$(mktemp -d "$UNDERPASS_TESTENV_PREFIX/tmp.XXXXXX")"
-  testenv_log "kubernetes $V: go build ${bins[*]} (the slow part: 10-30 min cold on 2 cores)"
+  testenv_log "kubernetes $V: go build ${bins[*]} (the slow part: ~6-8 min cold on 2 cores)"
   (cd "$dir" && go build "${GOVERBOSE[@]}" -trimpath -tags=selinux,notest,grpcnotrace -ldflags="$ldf" -o "$out/" "${pkgs[@]}")
   install_from "$out" "${bins[@]}"
   rmdir "$out"

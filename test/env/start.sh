@@ -23,7 +23,7 @@ background processes that keep running after this script exits, with all state i
 Ports are free loopback ports picked at random (two concurrent runs do not collide).
 Exits 0 once /readyz of the apiserver and /healthz of the controller manager answer "ok";
 on failure prints the tail of the logs, stops what it started and exits non-zero.
-Missing binaries are built first with test/env/build.sh (10-30 minutes on a cold cache)
+Missing binaries are built first with test/env/build.sh (~10 minutes on a cold cache)
 unless --no-build is given. If DIR holds state from an earlier run that was stopped, the
 certificates and etcd data are reused. Stop with: test/env/stop.sh DIR
 
