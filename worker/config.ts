@@ -5,6 +5,7 @@
  *   listen: "127.0.0.1:8443"
  *   tls: {cert: worker.crt, key: worker.key, ca: ca.crt}
  *   mappings: [...]
+ *   operator: {url: "https://underpass-operator.underpass-system.svc:9443", ca: operator-ca.crt}
  *
  * Parsed once into a WorkerConfig; unknown fields at any level are errors.
  */
@@ -13,9 +14,9 @@ import { z } from 'zod';
 import { ConfigError, errorMessage } from '../tunnel/errors.js';
 import { parseConnectionId as parseIdentityConnectionId } from '../tunnel/identity.js';
 import { formatHostPort, listenersOverlap, type HostPort } from '../tunnel/address.js';
-import { findMappingProblem, mappingSchema, type Mapping } from '../tunnel/mapping.js';
+import { findMappingProblem, mappingSchema, type Mapping, type MappingProblem } from '../tunnel/mapping.js';
 import {
-  auditSchema, checkTlsFiles, durationSchema, hostPortSchema, keepaliveSchema, loadYamlFile, logSchema,
+  auditSchema, checkReadableFiles, checkTlsFiles, durationSchema, hostPortSchema, keepaliveSchema, loadYamlFile, logSchema,
   parseConfig, parsedString, resolveFrom, resolveTlsFiles, strictObject, tlsSchema, type LogLevel,
 } from '../tunnel/config-load.js';
 
@@ -37,6 +38,8 @@ export interface WorkerConfig {
   drainTimeoutMs: number;
   log: { level: LogLevel };
   audit?: { file: string };
+  /** The operator channel (docs/operator-channel.md): when set, mappings come from the operator. */
+  operator?: { url: URL; ca: string; intervalMs: number };
 }
 
 /** "team-a/dc1" → {namespace: "team-a", name: "dc1"}. */
@@ -47,6 +50,30 @@ export function parseConnectionId(s: string): { namespace: string; name: string 
     throw new ConfigError(`"${s}" is not a connection id (expected "<namespace>/<name>", e.g. team-a/dc1): ${errorMessage(err)}`);
   }
 }
+
+/** The operator's report endpoint: https only, no credentials, query or fragment. */
+export function parseOperatorUrl(s: string): URL {
+  let url: URL;
+  try {
+    url = new URL(s);
+  } catch {
+    throw new ConfigError(`"${s}" is not a URL (expected e.g. https://underpass-operator.underpass-system.svc:9443)`);
+  }
+  // Checked first and not echoed: the text holds a secret.
+  if (url.username || url.password) throw new ConfigError('must not carry credentials (user:password@); the worker authenticates with its certificate');
+  if (url.protocol !== 'https:') throw new ConfigError(`"${s}": must be an https:// URL (the channel uses mutual TLS)`);
+  if (url.search || url.hash) throw new ConfigError(`"${s}": must not have a query or fragment`);
+  return url;
+}
+
+const MIN_REPORT_INTERVAL_MS = 100;
+
+const operatorSchema = strictObject({
+  url: parsedString(parseOperatorUrl),
+  ca: z.string().min(1, 'must not be empty'),
+  interval: durationSchema.default(2000)
+    .refine((ms) => ms >= MIN_REPORT_INTERVAL_MS, `must be at least ${MIN_REPORT_INTERVAL_MS}ms`),
+});
 
 const instanceSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/,
   'must be 1 to 253 letters, digits, ".", "_" or "-", starting with a letter or digit');
@@ -62,25 +89,40 @@ const workerSchema = strictObject({
   drainTimeout: durationSchema.default(30_000),
   log: logSchema,
   audit: auditSchema.optional(),
+  operator: operatorSchema.optional(),
 }).superRefine((c, ctx) => {
-  const mappingProblem = findMappingProblem(c.mappings);
-  if (mappingProblem) ctx.addIssue({ code: 'custom', path: ['mappings', ...mappingProblem.path], message: mappingProblem.message });
+  const problem = findWorkerMappingProblem(c.mappings, c);
+  if (problem) ctx.addIssue({ code: 'custom', path: ['mappings', ...problem.path], message: problem.message });
   if (c.admin && listenersOverlap(c.admin, c.listen)) {
     ctx.addIssue({ code: 'custom', path: ['admin'], message: `conflicts with listen (${formatHostPort(c.listen)})` });
   }
-  // Connector-side targets are served by listeners on the worker itself.
-  c.mappings.forEach((m, i) => {
+});
+
+/**
+ * The first problem of a mapping set on this worker: a duplicate name, two
+ * listeners colliding, or a Connector-side listener (which runs on the worker
+ * itself) on the worker's tunnel or admin address. For the config file and
+ * for mapping sets that arrive from the operator.
+ */
+export function findWorkerMappingProblem(
+  mappings: readonly Mapping[],
+  worker: { listen: HostPort; admin?: HostPort | undefined },
+): MappingProblem | undefined {
+  const problem = findMappingProblem(mappings);
+  if (problem) return problem;
+  for (const [i, m] of mappings.entries()) {
     const own = { host: m.listen.address, port: m.listen.port };
     const clash = m.target.side === 'Connector'
-      && ([['listen', c.listen], ['admin', c.admin]] as const).find(([, hp]) => hp && listenersOverlap(own, hp));
+      && ([['listen', worker.listen], ['admin', worker.admin]] as const).find(([, hp]) => hp && listenersOverlap(own, hp));
     if (clash) {
-      ctx.addIssue({
-        code: 'custom', path: ['mappings', i, 'listen', 'port'],
+      return {
+        path: [i, 'listen', 'port'],
         message: `listener ${formatHostPort(own)} conflicts with the worker's ${clash[0]} address (${formatHostPort(clash[1]!)})`,
-      });
+      };
     }
-  });
-});
+  }
+  return undefined;
+}
 
 export function parseWorkerConfig(raw: unknown, file: string): WorkerConfig {
   const c = parseConfig(workerSchema, raw, file);
@@ -97,11 +139,13 @@ export function parseWorkerConfig(raw: unknown, file: string): WorkerConfig {
   };
   if (c.admin) config.admin = c.admin;
   if (c.audit) config.audit = { file: resolveFrom(file, c.audit.file) };
+  if (c.operator) config.operator = { url: c.operator.url, ca: resolveFrom(file, c.operator.ca), intervalMs: c.operator.interval };
   return config;
 }
 
 export async function loadWorkerConfig(file: string): Promise<WorkerConfig> {
   const config = parseWorkerConfig(loadYamlFile(file), file);
   await checkTlsFiles(file, config.tls);
+  if (config.operator) await checkReadableFiles(file, [['operator.ca', config.operator.ca]]);
   return config;
 }

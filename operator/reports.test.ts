@@ -1,0 +1,229 @@
+import { describe, it, expect, beforeAll, afterAll } from '@jest/globals';
+import https from 'node:https';
+import { createCA, issueConnectorCert, issueWorkerCert, loadCA, type CertificateAuthority, type PemKeyPair } from '../tunnel/pki.js';
+import { createSelfSignedCA, issueServingCert, loadSigningCA } from '../tunnel/pki-generic.js';
+import { silentLogger } from '../tunnel/log.js';
+import type { Mapping } from '../tunnel/mapping.js';
+import { ReportServer, ReportStore, workerReportSchema, type DesiredWorkerConfig, type WorkerReport } from './reports.js';
+
+const DC1 = { namespace: 'team-a', name: 'dc1' };
+const DC2 = { namespace: 'team-a', name: 'dc2' };
+const DAY = 86_400_000;
+const PATH = '/v1/connections/team-a/dc1/report';
+
+const DB: Mapping = {
+  name: 'db', protocol: 'TCP', target: { side: 'Connector', host: '127.0.0.1', port: 5432 },
+  listen: { port: 15432, address: '127.0.0.1' }, allowedSources: [],
+};
+
+function report(overrides: Partial<WorkerReport> = {}): WorkerReport {
+  return { instance: 'dc1-worker-0', version: '0.1.0', ready: false, draining: false, connectors: [], listenerFailures: [], ...overrides };
+}
+
+interface Answer {
+  status: number;
+  body: Record<string, unknown>;
+}
+
+let operatorCa: string;
+let dc1: { caPem: string; ca: CertificateAuthority; worker: PemKeyPair; connector: PemKeyPair; expired: PemKeyPair };
+let dc2: { caPem: string; worker: PemKeyPair };
+let store: ReportStore;
+let server: ReportServer;
+let port: number;
+let desired: Map<string, DesiredWorkerConfig>;
+
+function post(path: string, body: string | Buffer, client?: PemKeyPair, method = 'POST', chunked = false): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = https.request({
+      host: '127.0.0.1', port, path, method, ca: operatorCa, agent: false,
+      ...(client ? { cert: client.certPem, key: client.keyPem } : {}),
+      headers: { 'content-type': 'application/json' },
+    }, (res) => {
+      let text = '';
+      res.on('data', (d: Buffer) => (text += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as Record<string, unknown> }));
+    });
+    req.on('error', reject);
+    if (!chunked) return void req.end(body);
+    // No content-length: the server has to count while reading.
+    const bytes = Buffer.from(body);
+    req.write(bytes.subarray(0, bytes.length >> 1));
+    req.end(bytes.subarray(bytes.length >> 1));
+  });
+}
+
+beforeAll(async () => {
+  const opCaPems = await createSelfSignedCA({ commonName: 'underpass-operator-ca', validityDays: 10 });
+  operatorCa = opCaPems.certPem;
+  const serving = await issueServingCert(await loadSigningCA(opCaPems.certPem, opCaPems.keyPem), { commonName: 'operator', sans: ['127.0.0.1'], validityDays: 1 });
+
+  const dc1Pems = await createCA({ connection: DC1 });
+  const ca = await loadCA(dc1Pems.certPem, dc1Pems.keyPem);
+  const now = Date.now();
+  dc1 = {
+    caPem: dc1Pems.certPem,
+    ca,
+    worker: await issueWorkerCert(ca, { sans: ['localhost'] }),
+    connector: await issueConnectorCert(ca, { connector: 'site-a' }),
+    expired: await issueWorkerCert(ca, { sans: ['localhost'], notBefore: new Date(now - 3 * DAY), notAfter: new Date(now - DAY) }),
+  };
+  const dc2Pems = await createCA({ connection: DC2 });
+  dc2 = { caPem: dc2Pems.certPem, worker: await issueWorkerCert(await loadCA(dc2Pems.certPem, dc2Pems.keyPem), { sans: ['localhost'] }) };
+
+  desired = new Map([['team-a/dc1', { mappings: [DB] }]]);
+  // "shared" wrongly gets dc1's CA: only the identity check (lock 2) stands between dc1's workers and it.
+  const cas = new Map([['team-a/dc1', dc1.caPem], ['team-a/dc2', dc2.caPem], ['team-a/shared', dc1.caPem]]);
+  store = new ReportStore();
+  server = new ReportServer({
+    tls: { cert: serving.certPem, key: serving.keyPem },
+    logger: silentLogger(),
+    store,
+    caFor: (c) => cas.get(`${c.namespace}/${c.name}`),
+    desiredFor: (c) => desired.get(`${c.namespace}/${c.name}`),
+  });
+  port = (await server.listen({ host: '127.0.0.1', port: 0 })).port;
+});
+
+afterAll(() => server?.close());
+
+describe('ReportServer', () => {
+  it('answers a worker of the connection with its desired mappings and records the report', async () => {
+    const events: string[] = [];
+    store.on('report', (c) => events.push(c));
+    const sent = report({ instance: 'w-accepted', ready: true });
+    const first = await post(PATH, JSON.stringify(sent), dc1.worker);
+    const second = await post(PATH, JSON.stringify(sent), dc1.worker);
+    expect(first).toEqual({ status: 200, body: { mappings: [DB] } });
+    expect(second.status).toBe(200);
+    expect(events).toEqual(['team-a/dc1']);
+    expect(store.live('team-a/dc1', 60_000).find((r) => r.instance === 'w-accepted')).toMatchObject(sent);
+    expect(store.hasReported('team-a/dc1')).toBe(true);
+
+    await post(PATH, JSON.stringify({ ...sent, draining: true }), dc1.worker);
+    expect(events).toEqual(['team-a/dc1', 'team-a/dc1']);
+  });
+
+  it('applies a changed desired set in the next answer', async () => {
+    desired.set('team-a/dc1', { mappings: [] });
+    try {
+      expect(await post(PATH, JSON.stringify(report()), dc1.worker)).toEqual({ status: 200, body: { mappings: [] } });
+    } finally {
+      desired.set('team-a/dc1', { mappings: [DB] });
+    }
+  });
+
+  it.each([
+    ['no client certificate', () => undefined, 401, 'NO_CLIENT_CERT'],
+    ['a connector certificate of the same connection', () => dc1.connector, 403, 'WRONG_ROLE'],
+    ["a worker certificate from another connection's CA", () => dc2.worker, 403, 'CERT_UNTRUSTED'],
+    ['an expired worker certificate', () => dc1.expired, 403, 'CERT_EXPIRED'],
+    ["a worker of another connection when both share a CA", () => dc1.worker, 403, 'WRONG_CONNECTION', 'shared'],
+  ])('refuses %s', async (_name, client, status, reason, connection = 'dc1') => {
+    const before = store.live('team-a/dc1', 60_000).length;
+    const answer = await post(`/v1/connections/team-a/${connection}/report`, JSON.stringify(report({ instance: 'w-refused' })), client());
+    expect(answer.status).toBe(status);
+    expect(answer.body).toMatchObject({ reason, error: expect.any(String) });
+    expect(store.live('team-a/dc1', 60_000)).toHaveLength(before);
+  });
+
+  it('refuses an unknown connection with 404', async () => {
+    const answer = await post('/v1/connections/team-a/nope/report', JSON.stringify(report()), dc1.worker);
+    expect(answer).toMatchObject({ status: 404, body: { reason: 'UNKNOWN_CONNECTION' } });
+  });
+
+  it.each([
+    ['malformed JSON', '{"instance": ', 'INVALID_JSON', undefined],
+    ['a missing field', JSON.stringify({ ...report(), ready: undefined }), 'INVALID_REPORT', 'ready'],
+    ['a bad nested field', JSON.stringify(report({ connectors: [{ name: 'a' } as never] })), 'INVALID_REPORT', 'connectors[0].session'],
+    ['a bad instance name', JSON.stringify(report({ instance: 'has space' })), 'INVALID_REPORT', 'instance'],
+  ])('refuses %s with 400 naming the field', async (_name, body, reason, field) => {
+    const answer = await post(PATH, body, dc1.worker);
+    expect(answer.status).toBe(400);
+    expect(answer.body.reason).toBe(reason);
+    if (field) {
+      expect(answer.body.field).toBe(field);
+      expect(answer.body.error).toContain(`field "${field}"`);
+    }
+  });
+
+  it.each([
+    ['with a content-length', false],
+    ['sent chunked', true],
+  ])('refuses a body over 1 MiB with 413 (%s)', async (_name, chunked) => {
+    const answer = await post(PATH, Buffer.alloc((1 << 20) + 1, 0x20), dc1.worker, 'POST', chunked);
+    expect(answer).toMatchObject({ status: 413, body: { reason: 'TOO_LARGE' } });
+  });
+
+  it('answers 503 while the mapping set is not known, after recording the report', async () => {
+    const answer = await post('/v1/connections/team-a/dc2/report', JSON.stringify(report({ instance: 'dc2-w' })), dc2.worker);
+    expect(answer).toMatchObject({ status: 503, body: { reason: 'DESIRED_UNKNOWN' } });
+    expect(store.live('team-a/dc2', 60_000).map((r) => r.instance)).toEqual(['dc2-w']);
+  });
+
+  it.each([
+    ['another path', 'GET', '/v1/other', 404, 'NOT_FOUND'],
+    ['a GET of the report path', 'GET', PATH, 405, 'METHOD_NOT_ALLOWED'],
+  ])('refuses %s', async (_name, method, path, status, reason) => {
+    const answer = await post(path, '', dc1.worker, method);
+    expect(answer).toMatchObject({ status, body: { reason } });
+  });
+});
+
+describe('ReportStore', () => {
+  function clocked(): { store: ReportStore; advance: (ms: number) => void; events: string[] } {
+    let now = 1_000_000;
+    const s = new ReportStore(() => now);
+    const events: string[] = [];
+    s.on('report', (c) => events.push(c));
+    return { store: s, advance: (ms) => (now += ms), events };
+  }
+
+  it('keeps only reports newer than maxAge in live()', () => {
+    const { store: s, advance } = clocked();
+    s.record('ns/c', report({ instance: 'a' }));
+    advance(1500);
+    s.record('ns/c', report({ instance: 'b' }));
+    advance(1000);
+    expect(s.live('ns/c', 2000).map((r) => r.instance)).toEqual(['b']);
+    expect(s.live('ns/c', 2000)[0]!.receivedAt).toBe(1_001_500);
+    advance(5000);
+    expect(s.live('ns/c', 2000)).toEqual([]);
+    expect(s.hasReported('ns/c')).toBe(true);
+  });
+
+  it('fires for a new worker, changed content and a worker reappearing, not for repeats', () => {
+    const { store: s, advance, events } = clocked();
+    s.record('ns/c', report({ instance: 'a' }));
+    s.record('ns/c', report({ instance: 'a' }));
+    s.record('ns/c', report({ instance: 'b' }));
+    s.record('ns/c', report({ instance: 'a', ready: true }));
+    expect(events).toHaveLength(3);
+    s.live('ns/c', 2000);
+    advance(1000);
+    s.record('ns/c', report({ instance: 'a', ready: true }));
+    expect(events).toHaveLength(3);
+    advance(3000);
+    s.record('ns/c', report({ instance: 'a', ready: true }));
+    expect(events).toHaveLength(4);
+  });
+
+  it('forgets a connection', () => {
+    const { store: s } = clocked();
+    s.record('ns/c', report());
+    s.forget('ns/c');
+    expect(s.hasReported('ns/c')).toBe(false);
+    expect(s.live('ns/c', 1000)).toEqual([]);
+  });
+});
+
+describe('workerReportSchema', () => {
+  it('drops unknown fields so newer workers can report more', () => {
+    expect(workerReportSchema.parse({ ...report(), extra: 1 })).toEqual(report());
+  });
+
+  it('bounds free text', () => {
+    const long = { mapping: 'db', message: 'x'.repeat(1025) };
+    expect(workerReportSchema.safeParse(report({ listenerFailures: [long] })).success).toBe(false);
+  });
+});
