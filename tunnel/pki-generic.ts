@@ -133,7 +133,7 @@ export function normaliseSans(sans: readonly string[]): string[] {
   return [...new Set(sans.map((s) => classifySan(s).value))].sort();
 }
 
-export type LeafProblemCode = 'CERT_UNTRUSTED' | 'CERT_EXPIRED' | 'CERT_NOT_YET_VALID' | 'CA_EXPIRED' | 'WRONG_USAGE';
+export type LeafProblemCode = 'CERT_UNTRUSTED' | 'CERT_EXPIRED' | 'CERT_NOT_YET_VALID' | 'CA_NOT_VALID' | 'WRONG_USAGE';
 
 export interface LeafProblem {
   code: LeafProblemCode;
@@ -151,7 +151,7 @@ export function leafProblem(leaf: NodeX509Certificate, ca: NodeX509Certificate, 
   }
   const t = now.getTime();
   if (t > Date.parse(ca.validTo) || t < Date.parse(ca.validFrom)) {
-    return { code: 'CA_EXPIRED', message: `CA "${ca.subject}" is not valid now (${ca.validFrom} to ${ca.validTo})` };
+    return { code: 'CA_NOT_VALID', message: `CA "${ca.subject}" is not valid now (${ca.validFrom} to ${ca.validTo})` };
   }
   if (t > Date.parse(leaf.validTo)) {
     return { code: 'CERT_EXPIRED', message: `certificate "${leaf.subject}" expired ${new Date(leaf.validTo).toISOString()}` };

@@ -3,7 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../tunnel/errors.js';
-import { loadWorkerConfig, parseConnectionId, parseWorkerConfig } from './config.js';
+import type { Mapping } from '../tunnel/mapping.js';
+import { findWorkerMappingProblem, loadWorkerConfig, parseConnectionId, parseWorkerConfig } from './config.js';
 
 const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'test', 'fixtures', 'config');
 const FILE = '/etc/underpass/worker.yaml';
@@ -83,6 +84,56 @@ describe('parseWorkerConfig', () => {
 
   it('refuses an empty document', () => {
     expect(refusal(undefined).message).toBe(`${FILE}: the file is empty`);
+  });
+});
+
+describe('the operator section', () => {
+  const operator = { url: 'https://underpass-operator.underpass-system.svc:9443', ca: 'operator-ca.crt' };
+
+  it('resolves the CA next to the file and defaults the interval to 2s', () => {
+    const config = parseWorkerConfig({ ...minimal, operator }, FILE);
+    expect(config.operator).toEqual({ url: new URL(operator.url), ca: '/etc/underpass/operator-ca.crt', intervalMs: 2000 });
+  });
+
+  it('reads an interval', () => {
+    expect(parseWorkerConfig({ ...minimal, operator: { ...operator, interval: '500ms' } }, FILE).operator?.intervalMs).toBe(500);
+  });
+
+  it.each([
+    ['plain http', { ...operator, url: 'http://op:9443' }, 'operator.url', 'must be an https:// URL'],
+    ['a wss URL', { ...operator, url: 'wss://op:9443' }, 'operator.url', 'must be an https:// URL'],
+    ['a query', { ...operator, url: 'https://op:9443/?x=1' }, 'operator.url', 'must not have a query'],
+    ['not a URL', { ...operator, url: 'op:9443' }, 'operator.url', 'must be an https:// URL'],
+    ['an empty ca', { ...operator, ca: '' }, 'operator.ca', 'must not be empty'],
+    ['a zero interval', { ...operator, interval: '0' }, 'operator.interval', 'must be at least 100ms'],
+  ])('refuses %s', (_name, section, field, message) => {
+    const err = refusal({ ...minimal, operator: section });
+    expect(err.field).toBe(field);
+    expect(err.message).toContain(message);
+  });
+
+  it('refuses credentials in the URL without repeating them', () => {
+    const err = refusal({ ...minimal, operator: { ...operator, url: 'https://admin:hunter2@op:9443' } });
+    expect(err.field).toBe('operator.url');
+    expect(err.message).not.toContain('hunter2');
+  });
+});
+
+describe('findWorkerMappingProblem', () => {
+  const worker = { listen: { host: '0.0.0.0', port: 8443 }, admin: { host: '127.0.0.1', port: 9090 } };
+  const m = (name: string, side: 'Connector' | 'Cluster', port: number): Mapping => ({
+    name, protocol: 'TCP', target: { side, host: 'x', port: 1 }, listen: { port, address: '0.0.0.0' }, allowedSources: [],
+  });
+
+  it.each([
+    ['a valid set', [m('a', 'Connector', 15432), m('b', 'Cluster', 8443)], undefined],
+    ['a duplicate name', [m('a', 'Connector', 1), m('a', 'Cluster', 2)], 'duplicate mapping name'],
+    ['a listener on the tunnel port', [m('a', 'Connector', 8443)], "conflicts with the worker's listen address"],
+    ['a listener on the admin port', [m('a', 'Connector', 9090)], "conflicts with the worker's admin address"],
+  ])('judges %s', (_name, mappings, problem) => {
+    const found = findWorkerMappingProblem(mappings, worker);
+    if (problem === undefined) expect(found).toBeUndefined();
+    else expect(found?.message).toContain(problem);
   });
 });
 
