@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { ConfigError, errorMessage } from '../tunnel/errors.js';
+import { registerBundleCommand } from './bundle.js';
 import { registerDemoCommand } from './demo.js';
 import { registerPkiCommands } from './pki.js';
 import { registerRunCommands } from './run.js';
@@ -15,7 +16,8 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   registerPkiCommands(program);
-  registerRunCommands(program);
+  const { connector } = registerRunCommands(program);
+  registerBundleCommand(connector);
   registerDemoCommand(program);
   return program;
 }

@@ -22,7 +22,8 @@ interface Runnable {
   stop(deadlineMs?: number): Promise<void>;
 }
 
-export function registerRunCommands(program: Command): void {
+/** Returns the `connector` command so other subcommands (bundle) can be added to it. */
+export function registerRunCommands(program: Command): { connector: Command } {
   program
     .command('worker')
     .description('run a tunnel worker: accept connectors over mutual-TLS WebSocket and serve the mappings in the config file')
@@ -46,8 +47,13 @@ Example:
       await audit.close();
     });
 
-  program
+  // `connector` has subcommands (`run`, the default, and `bundle` from cli/bundle.ts), so
+  // `underpass connector --config F` and `underpass connector run --config F` are the same.
+  const connectorCommand = program
     .command('connector')
+    .description('run a connector (the default subcommand), or bundle a ready-to-run one from the cluster');
+  connectorCommand
+    .command('run', { isDefault: true })
     .description('run a connector: dial out to the workers, dial targets the mappings (and the local allow-list) permit')
     .requiredOption('--config <file>', 'connector config file (YAML); see docs/configuration.md')
     .option('--log-level <level>', `override log.level (${LOG_LEVELS.join(', ')})`)
@@ -55,6 +61,7 @@ Example:
 The connector only dials out; it needs no inbound port. Without an \`allow\` list it dials whatever the
 worker's mappings name (and says so at start-up); with one, mappings outside it are refused and reported
 to the worker. It reconnects with jittered exponential backoff (capped by reconnect.maxDelay, default 30s).
+"underpass connector --config F" is short for "underpass connector run --config F".
 
 Example:
   $ underpass pki connector --dir ./pki --name dc1-a
@@ -68,6 +75,7 @@ Example:
       await untilSignal(connector, config.drainTimeoutMs, logger);
       await audit.close();
     });
+  return { connector: connectorCommand };
 }
 
 function level(flags: RunFlags, fromConfig: string): string {
