@@ -1,0 +1,94 @@
+/**
+ * `underpass operator`: reconcile TunnelConnections and ApplicationMappings
+ * into workers. Flags are validated here once; SIGTERM stops cleanly and
+ * hands the leader lease over.
+ */
+import os from 'node:os';
+import type { Command } from 'commander';
+import { parseHostPort } from '../tunnel/address.js';
+import { ConfigError } from '../tunnel/errors.js';
+import { createLogger } from '../tunnel/log.js';
+import { LOG_LEVELS } from '../tunnel/config-load.js';
+import { VERSION } from '../tunnel/version.js';
+import { loadKubeConfig } from '../operator/kube.js';
+import { Operator } from '../operator/operator.js';
+
+interface OperatorFlags {
+  kubeconfig?: string;
+  namespace?: string;
+  workerImage: string;
+  admin: string;
+  reportListen?: string;
+  reportUrl?: string;
+  reportSan?: string[];
+  podNamespace: string;
+  leaseName: string;
+  identity?: string;
+  logLevel: string;
+}
+
+const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
+
+export function registerOperatorCommand(program: Command): void {
+  program
+    .command('operator')
+    .description('run the operator: reconcile TunnelConnection and ApplicationMapping resources into worker Deployments, Services, Secrets and status')
+    .option('--kubeconfig <file>', 'kubeconfig file (default: in-cluster service account, then $KUBECONFIG, then ~/.kube/config)')
+    .option('--namespace <ns>', 'watch only this namespace (default: all namespaces)')
+    .option('--worker-image <image>', 'container image for worker pods (a TunnelConnection may override it)', `ghcr.io/underpass/underpass:${VERSION}`)
+    .option('--admin <host:port>', 'address for /healthz, /readyz (ready = leader) and /metrics', '0.0.0.0:8080')
+    .option('--report-listen <host:port>', 'address of the HTTPS endpoint workers report to (mutual TLS with their connection certificate)')
+    .option('--report-url <url>', 'the URL workers use to reach --report-listen, written into their config (e.g. https://underpass-operator.underpass-system.svc:8443)')
+    .option('--report-san <name>', 'extra DNS name or IP for the report endpoint certificate (repeatable)', collect)
+    .option('--pod-namespace <ns>', 'namespace of the operator itself: leader Lease and report TLS Secret live here', process.env.POD_NAMESPACE ?? 'underpass-system')
+    .option('--lease-name <name>', 'name of the leader-election Lease', 'underpass-operator')
+    .option('--identity <id>', 'this replica\'s identity in the Lease (default: the pod/host name)')
+    .option('--log-level <level>', `log level (${LOG_LEVELS.join(', ')})`, 'info')
+    .addHelpText('after', `
+Several replicas may run; one holds the Lease and reconciles, the others wait (their /readyz says so).
+
+Example (outside a cluster, against a kubeconfig):
+  $ underpass operator --kubeconfig ~/.kube/config --admin 127.0.0.1:8080 \\
+      --report-listen 0.0.0.0:8443 --report-url https://underpass-operator.underpass-system.svc:8443`)
+    .action(async (flags: OperatorFlags) => {
+      if (!(LOG_LEVELS as readonly string[]).includes(flags.logLevel)) throw new ConfigError(`must be one of ${LOG_LEVELS.join(', ')}`, { field: '--log-level' });
+      const admin = parseHostPort(flags.admin, '--admin');
+      if (Boolean(flags.reportListen) !== Boolean(flags.reportUrl)) {
+        throw new ConfigError('give both --report-listen and --report-url, or neither', { field: flags.reportListen ? '--report-url' : '--report-listen' });
+      }
+      let report;
+      if (flags.reportListen && flags.reportUrl) {
+        let url: URL;
+        try {
+          url = new URL(flags.reportUrl);
+        } catch {
+          throw new ConfigError(`"${flags.reportUrl}" is not a URL`, { field: '--report-url' });
+        }
+        if (url.protocol !== 'https:') throw new ConfigError('must be an https:// URL (workers authenticate with mutual TLS)', { field: '--report-url' });
+        report = { listen: parseHostPort(flags.reportListen, '--report-listen'), url: url.href.replace(/\/$/, ''), secretNamespace: flags.podNamespace, secretName: 'underpass-operator-report-tls', sans: flags.reportSan ?? [] };
+      }
+      const logger = createLogger('operator', { level: flags.logLevel });
+      const operator = new Operator({
+        kc: loadKubeConfig(flags.kubeconfig),
+        logger,
+        ...(flags.namespace ? { namespace: flags.namespace } : {}),
+        identity: flags.identity ?? os.hostname(),
+        lease: { namespace: flags.podNamespace, name: flags.leaseName },
+        workerImage: flags.workerImage,
+        admin,
+        ...(report ? { report } : {}),
+      });
+      await operator.start();
+      await new Promise<void>((resolve) => {
+        const stop = (signal: NodeJS.Signals): void => {
+          logger.info({ signal }, `received ${signal}: stopping (the leader lease is released)`);
+          process.off('SIGTERM', stop);
+          process.off('SIGINT', stop);
+          resolve();
+        };
+        process.on('SIGTERM', stop);
+        process.on('SIGINT', stop);
+      });
+      await operator.stop();
+    });
+}

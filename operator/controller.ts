@@ -1,0 +1,245 @@
+/**
+ * Reconciles one TunnelConnection (and the statuses of its
+ * ApplicationMappings). Idempotent and quiet: reads only from informer
+ * caches, writes an object only when its desired hash changed, writes status
+ * only when it changed, records Events only on transitions.
+ */
+import * as k8s from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { errorMessage } from '../tunnel/errors.js';
+import type { Mapping } from '../tunnel/mapping.js';
+import type { Applier } from './apply.js';
+import { stableHash } from './apply.js';
+import { findCondition } from './conditions.js';
+import * as desired from './desired.js';
+import type { EventRecorder } from './events.js';
+import type { Informer } from './informer.js';
+import { GROUP, VERSION, type Kube, type ObjectRef } from './kube.js';
+import { resolveMappings, type MappingVerdict } from './mapping-resolution.js';
+import { FINALIZER, namesFor } from './names.js';
+import { ensurePki, workerSans, type PkiResult } from './pki-secrets.js';
+import type { ProcessResult } from './queue.js';
+import type { ReportStore, WorkerReport } from './reports.js';
+import { mappingStatus, tunnelConnectionStatus } from './status.js';
+import { APPLICATION_MAPPINGS, TUNNEL_CONNECTIONS, type ApplicationMapping, type TunnelConnection } from './types.js';
+
+export interface Caches {
+  tcs: Informer<TunnelConnection>;
+  ams: Informer<ApplicationMapping>;
+  deployments: Informer<k8s.V1Deployment>;
+  services: Informer<k8s.V1Service>;
+  configMaps: Informer<k8s.V1ConfigMap>;
+  secrets: Informer<k8s.V1Secret>;
+  serviceAccounts: Informer<k8s.V1ServiceAccount>;
+  networkPolicies: Informer<k8s.V1NetworkPolicy>;
+}
+
+export interface ControllerOptions {
+  workerImage: string;
+  channel?: desired.OperatorChannel;
+  /** Create OpenShift Routes (the route.openshift.io API exists). */
+  routes: boolean;
+  /** Worker reports older than this are ignored. */
+  reportMaxAgeMs: number;
+  /** After start-up, how long missing reports do not yet mean "no connectors". */
+  reportGraceMs: number;
+}
+
+export interface ControllerDeps {
+  kube: Kube;
+  applier: Applier;
+  caches: Caches;
+  reports: ReportStore;
+  events: EventRecorder;
+  logger: Logger;
+  options: ControllerOptions;
+  now?: () => Date;
+}
+
+const RESYNC_MS = 10_000;
+
+export class TunnelController {
+  readonly #d: ControllerDeps;
+  readonly #now: () => Date;
+  readonly #startedAt: number;
+
+  constructor(deps: ControllerDeps) {
+    this.#d = deps;
+    this.#now = deps.now ?? (() => new Date());
+    this.#startedAt = this.#now().getTime();
+  }
+
+  /** The mapping set a worker of `ref` should serve (the report channel's answer). */
+  desiredMappings(ref: ObjectRef): Mapping[] | undefined {
+    const tc = this.#d.caches.tcs.get(ref.name, ref.namespace);
+    if (!tc || tc.metadata.deletionTimestamp) return undefined;
+    return this.#served(this.#verdicts(tc));
+  }
+
+  caPem(ref: ObjectRef): string | undefined {
+    const s = this.#d.caches.secrets.get(namesFor(ref.name).caSecret, ref.namespace);
+    const b64 = s?.data?.['ca.crt'];
+    return b64 ? Buffer.from(b64, 'base64').toString('utf8') : undefined;
+  }
+
+  async reconcileConnection(ref: ObjectRef): Promise<ProcessResult> {
+    const { caches, reports } = this.#d;
+    const tc = caches.tcs.get(ref.name, ref.namespace);
+    if (!tc) {
+      reports.forget(`${ref.namespace}/${ref.name}`);
+      return;
+    }
+    if (tc.metadata.deletionTimestamp) return this.#finalize(tc);
+    if (!tc.metadata.finalizers?.includes(FINALIZER)) {
+      await this.#patchFinalizers(tc, [...(tc.metadata.finalizers ?? []), FINALIZER]);
+      return; // the update event brings us back with the new object
+    }
+    const now = this.#now();
+    const names = namesFor(tc.metadata.name);
+    const ns = tc.metadata.namespace;
+    const verdicts = this.#verdicts(tc);
+    const mappings = this.#served(verdicts);
+
+    const tunnelSvc = caches.services.get(names.tunnelService, ns);
+    const lbNames = (tunnelSvc?.status?.loadBalancer?.ingress ?? []).flatMap((i) => [i.hostname, i.ip].filter((x): x is string => Boolean(x)));
+    let pki: PkiResult | undefined;
+    let pkiError: string | undefined;
+    try {
+      pki = await ensurePki(this.#d.kube, tc, { ca: caches.secrets.get(names.caSecret, ns), workerTls: caches.secrets.get(names.workerTlsSecret, ns) }, workerSans(tc, lbNames), now);
+      if (pki.action === 'renewed' || pki.action === 'reissued') {
+        await this.#d.events.record(tc, 'Normal', 'CertificateRenewed', `worker certificate reissued (${pki.reason}); valid until ${pki.notAfter.toISOString()}`);
+      } else if (pki.action === 'ca-created') {
+        await this.#d.events.record(tc, 'Normal', 'CertificatesIssued', `created the connection CA and the worker certificate (valid until ${pki.notAfter.toISOString()})`);
+      }
+    } catch (err) {
+      pkiError = errorMessage(err);
+      this.#d.logger.error({ connection: `${ns}/${tc.metadata.name}`, err: pkiError }, `certificates: ${pkiError}`);
+    }
+
+    await this.#applyOwned(tc, mappings);
+
+    const live = reports.live(`${ns}/${tc.metadata.name}`, this.#d.options.reportMaxAgeMs);
+    const reportsKnown = reports.hasReported(`${ns}/${tc.metadata.name}`) || now.getTime() - this.#startedAt > this.#d.options.reportGraceMs;
+    const status = tunnelConnectionStatus({
+      tc, verdicts, deployment: caches.deployments.get(names.deployment, ns), tunnelService: tunnelSvc, reports: live, reportsKnown,
+      pki: pki ? { ok: true, notAfter: pki.notAfter, renewalTime: pki.renewalTime } : { ok: false, message: pkiError ?? 'unknown' },
+      now,
+    });
+    await this.#writeTcStatus(tc, status);
+    await this.#writeMappingStatuses(tc, verdicts, live, now);
+
+    const untilRenewal = pki ? pki.renewalTime.getTime() - now.getTime() : RESYNC_MS;
+    return { requeueAfterMs: Math.max(1_000, Math.min(untilRenewal, RESYNC_MS)) };
+  }
+
+  /** An ApplicationMapping whose connection does not exist gets its status here. */
+  async reconcileOrphanMapping(ref: ObjectRef): Promise<ProcessResult> {
+    const am = this.#d.caches.ams.get(ref.name, ref.namespace);
+    if (!am) return;
+    const tc = this.#d.caches.tcs.get(am.spec.connection, ref.namespace);
+    if (tc && !tc.metadata.deletionTimestamp) return; // its connection's reconcile owns the status
+    await this.#writeAmStatus(am, mappingStatus(am, undefined, undefined, [], this.#now()));
+  }
+
+  #verdicts(tc: TunnelConnection): MappingVerdict[] {
+    return resolveMappings(this.#d.caches.ams.list(tc.metadata.namespace).filter((am) => am.spec.connection === tc.metadata.name));
+  }
+
+  #served(verdicts: MappingVerdict[]): Mapping[] {
+    return verdicts.filter((v) => v.mapping).map((v) => v.mapping!);
+  }
+
+  async #applyOwned(tc: TunnelConnection, mappings: Mapping[]): Promise<void> {
+    const { applier, caches, options } = this.#d;
+    const names = namesFor(tc.metadata.name);
+    const ns = tc.metadata.namespace;
+    const before = caches.deployments.get(names.deployment, ns);
+    await applier.apply(desired.serviceAccount(tc), caches.serviceAccounts.get(names.serviceAccount, ns), 'serviceaccounts');
+    await applier.apply(desired.configMap(tc, mappings, options.channel), caches.configMaps.get(names.configMap, ns), 'configmaps');
+    const dep = await applier.apply(desired.deployment(tc, mappings, { workerImage: options.workerImage, ...(options.channel ? { channel: options.channel } : {}) }), before, 'deployments');
+    await applier.apply(desired.tunnelService(tc), caches.services.get(names.tunnelService, ns), 'services');
+    await applier.apply(desired.networkPolicy(tc, mappings), caches.networkPolicies.get(names.networkPolicy, ns), 'networkpolicies');
+    const apps = desired.appsService(tc, mappings);
+    if (apps) await applier.apply(apps, caches.services.get(names.appsService, ns), 'services');
+    else if (caches.services.get(names.appsService, ns)) await applier.remove({ apiVersion: 'v1', kind: 'Service', metadata: { name: names.appsService, namespace: ns } }, 'services');
+    if (options.routes && tc.spec.endpoint.route?.enabled !== false) {
+      await applier.apply(desired.route(tc) as k8s.KubernetesObject, undefined, 'routes').catch(() => undefined);
+    }
+    if (dep === 'created') await this.#d.events.record(tc, 'Normal', 'WorkersCreated', `created Deployment ${names.deployment} with ${tc.spec.replicas} worker(s)`);
+    else if (dep === 'updated') await this.#d.events.record(tc, 'Normal', 'WorkersUpdated', `rolled out Deployment ${names.deployment} (${tc.spec.replicas} worker(s))`);
+  }
+
+  async #writeTcStatus(tc: TunnelConnection, status: NonNullable<TunnelConnection['status']>): Promise<void> {
+    const previous = tc.status ?? {};
+    if (stableHash(previous) === stableHash(status)) return;
+    await this.#d.kube.write('update', 'tunnelconnections/status', () => this.#d.kube.custom.replaceNamespacedCustomObjectStatus({
+      group: GROUP, version: VERSION, namespace: tc.metadata.namespace, plural: TUNNEL_CONNECTIONS, name: tc.metadata.name,
+      body: { ...tc, status },
+    }));
+    await this.#transitionEvents(tc, previous, status);
+  }
+
+  async #transitionEvents(tc: TunnelConnection, before: NonNullable<TunnelConnection['status']>, after: NonNullable<TunnelConnection['status']>): Promise<void> {
+    const key = (c: { name: string; worker: string }): string => `${c.name}@${c.worker}`;
+    const was = new Map((before.connectors ?? []).map((c) => [key(c), c]));
+    const now = new Map((after.connectors ?? []).map((c) => [key(c), c]));
+    for (const [k, c] of now) if (!was.has(k)) await this.#d.events.record(tc, 'Normal', 'ConnectorConnected', `connector ${c.name} connected to worker ${c.worker} from ${c.address} (version ${c.version})`);
+    for (const [k, c] of was) if (!now.has(k)) await this.#d.events.record(tc, 'Warning', 'ConnectorDisconnected', `connector ${c.name} is no longer connected to worker ${c.worker}`);
+    const readyBefore = findCondition(before.conditions, 'Ready');
+    const readyAfter = findCondition(after.conditions, 'Ready');
+    if (readyAfter && readyBefore?.status !== readyAfter.status) {
+      await this.#d.events.record(tc, readyAfter.status === 'True' ? 'Normal' : 'Warning', readyAfter.status === 'True' ? 'Ready' : `NotReady${readyAfter.reason}`, readyAfter.message);
+    }
+  }
+
+  async #writeMappingStatuses(tc: TunnelConnection, verdicts: MappingVerdict[], reports: WorkerReport[], now: Date): Promise<void> {
+    for (const v of verdicts) await this.#writeAmStatus(v.am, mappingStatus(v.am, v, tc, reports, now));
+  }
+
+  async #writeAmStatus(am: ApplicationMapping, status: NonNullable<ApplicationMapping['status']>): Promise<void> {
+    if (stableHash(am.status ?? {}) === stableHash(status)) return;
+    await this.#d.kube.write('update', 'applicationmappings/status', () => this.#d.kube.custom.replaceNamespacedCustomObjectStatus({
+      group: GROUP, version: VERSION, namespace: am.metadata.namespace, plural: APPLICATION_MAPPINGS, name: am.metadata.name,
+      body: { ...am, status },
+    }));
+  }
+
+  async #patchFinalizers(tc: TunnelConnection, finalizers: string[]): Promise<void> {
+    await this.#d.kube.write('patch', 'tunnelconnections', () => this.#d.kube.custom.patchNamespacedCustomObject(
+      { group: GROUP, version: VERSION, namespace: tc.metadata.namespace, plural: TUNNEL_CONNECTIONS, name: tc.metadata.name,
+        body: { metadata: { finalizers, resourceVersion: tc.metadata.resourceVersion } } },
+      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+    ));
+  }
+
+  /** Deletion: remove what we created (even where no garbage collector runs), then release the finalizer. */
+  async #finalize(tc: TunnelConnection): Promise<ProcessResult> {
+    if (!tc.metadata.finalizers?.includes(FINALIZER)) return;
+    const names = namesFor(tc.metadata.name);
+    const namespace = tc.metadata.namespace;
+    const owned: Array<[string, string, string, string]> = [
+      ['apps/v1', 'Deployment', names.deployment, 'deployments'],
+      ['v1', 'Service', names.tunnelService, 'services'],
+      ['v1', 'Service', names.appsService, 'services'],
+      ['networking.k8s.io/v1', 'NetworkPolicy', names.networkPolicy, 'networkpolicies'],
+      ['v1', 'ConfigMap', names.configMap, 'configmaps'],
+      ['v1', 'ServiceAccount', names.serviceAccount, 'serviceaccounts'],
+      ['v1', 'Secret', names.workerTlsSecret, 'secrets'],
+      ['v1', 'Secret', names.caSecret, 'secrets'],
+    ];
+    const cached: Record<string, (n: string) => unknown> = {
+      deployments: (n) => this.#d.caches.deployments.get(n, namespace),
+      services: (n) => this.#d.caches.services.get(n, namespace),
+      networkpolicies: (n) => this.#d.caches.networkPolicies.get(n, namespace),
+      configmaps: (n) => this.#d.caches.configMaps.get(n, namespace),
+      serviceaccounts: (n) => this.#d.caches.serviceAccounts.get(n, namespace),
+      secrets: (n) => this.#d.caches.secrets.get(n, namespace),
+    };
+    for (const [apiVersion, kind, name, resource] of owned) {
+      if (cached[resource]!(name)) await this.#d.applier.remove({ apiVersion, kind, metadata: { name, namespace } }, resource);
+    }
+    this.#d.reports.forget(`${namespace}/${tc.metadata.name}`);
+    await this.#patchFinalizers(tc, (tc.metadata.finalizers ?? []).filter((f) => f !== FINALIZER));
+    this.#d.logger.info({ connection: `${namespace}/${tc.metadata.name}` }, `TunnelConnection ${namespace}/${tc.metadata.name} deleted: removed its workers, services and secrets`);
+  }
+}

@@ -1,0 +1,195 @@
+/**
+ * Pure builders of the objects one TunnelConnection needs: worker config,
+ * ServiceAccount, Deployment, Services, NetworkPolicy, Route. Same input,
+ * same output — the reconcile compares a hash of these to what exists.
+ */
+import type * as k8s from '@kubernetes/client-node';
+import YAML from 'yaml';
+import type { Mapping } from '../tunnel/mapping.js';
+import { ADMIN_PORT, namesFor, ownedLabels, selectorLabels, TUNNEL_PORT } from './names.js';
+import type { TunnelConnection } from './types.js';
+
+export interface OperatorChannel {
+  url: string;
+  caPem: string;
+}
+
+export interface BuildOptions {
+  workerImage: string;
+  channel?: OperatorChannel;
+}
+
+/** Where the pod mounts things; the worker config uses paths relative to its own folder. */
+const CONFIG_DIR = '/etc/underpass/config';
+const TLS_DIR = '/etc/underpass/tls';
+
+export function ownerReference(tc: TunnelConnection): k8s.V1OwnerReference {
+  return { apiVersion: tc.apiVersion!, kind: tc.kind!, name: tc.metadata.name, uid: tc.metadata.uid!, controller: true, blockOwnerDeletion: true };
+}
+
+function meta(tc: TunnelConnection, name: string, extra: Partial<k8s.V1ObjectMeta> = {}): k8s.V1ObjectMeta {
+  return { name, namespace: tc.metadata.namespace, labels: ownedLabels(tc.metadata.name), ownerReferences: [ownerReference(tc)], ...extra };
+}
+
+export function workerConfigYaml(tc: TunnelConnection, mappings: readonly Mapping[], channel?: OperatorChannel): string {
+  const config: Record<string, unknown> = {
+    connection: `${tc.metadata.namespace}/${tc.metadata.name}`,
+    listen: `0.0.0.0:${TUNNEL_PORT}`,
+    tls: { cert: '../tls/tls.crt', key: '../tls/tls.key', ca: '../tls/ca.crt' },
+    admin: `0.0.0.0:${ADMIN_PORT}`,
+    drainTimeout: tc.spec.worker.drainTimeout,
+    mappings: mappings.map((m) => ({
+      name: m.name,
+      protocol: m.protocol,
+      target: m.target,
+      listen: m.listen,
+      ...(m.allowedSources.length > 0 ? { allowedSources: m.allowedSources } : {}),
+    })),
+  };
+  if (channel) config.operator = { url: channel.url, ca: 'operator-ca.crt' };
+  return `# Written by the Underpass operator for TunnelConnection ${tc.metadata.namespace}/${tc.metadata.name}; do not edit.\n${YAML.stringify(config)}`;
+}
+
+export function configMap(tc: TunnelConnection, mappings: readonly Mapping[], channel?: OperatorChannel): k8s.V1ConfigMap {
+  const data: Record<string, string> = { 'worker.yaml': workerConfigYaml(tc, mappings, channel) };
+  if (channel) data['operator-ca.crt'] = channel.caPem;
+  return { apiVersion: 'v1', kind: 'ConfigMap', metadata: meta(tc, namesFor(tc.metadata.name).configMap), data };
+}
+
+export function serviceAccount(tc: TunnelConnection): k8s.V1ServiceAccount {
+  return { apiVersion: 'v1', kind: 'ServiceAccount', metadata: meta(tc, namesFor(tc.metadata.name).serviceAccount), automountServiceAccountToken: false };
+}
+
+function drainSeconds(tc: TunnelConnection): number {
+  const m = /^(\d+)(ms|s|m|h)$/.exec(tc.spec.worker.drainTimeout);
+  if (!m) return 30;
+  const n = Number(m[1]);
+  return Math.ceil({ ms: n / 1000, s: n, m: n * 60, h: n * 3600 }[m[2] as 'ms' | 's' | 'm' | 'h']);
+}
+
+export function deployment(tc: TunnelConnection, mappings: readonly Mapping[], opts: BuildOptions): k8s.V1Deployment {
+  const names = namesFor(tc.metadata.name);
+  const w = tc.spec.worker;
+  const mappingPorts = mappings.filter((m) => m.target.side === 'Connector').map((m) => ({ containerPort: m.listen.port, name: portName(m.listen.port), protocol: 'TCP' }));
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: meta(tc, names.deployment),
+    spec: {
+      replicas: tc.spec.replicas,
+      selector: { matchLabels: selectorLabels(tc.metadata.name) },
+      // Never take every worker down: surge one new pod before an old one goes.
+      strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
+      template: {
+        metadata: { labels: ownedLabels(tc.metadata.name) },
+        spec: {
+          serviceAccountName: names.serviceAccount,
+          automountServiceAccountToken: false,
+          terminationGracePeriodSeconds: drainSeconds(tc) + 10,
+          securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' } },
+          ...(w.nodeSelector ? { nodeSelector: w.nodeSelector } : {}),
+          ...(w.tolerations ? { tolerations: w.tolerations } : {}),
+          containers: [{
+            name: 'worker',
+            image: w.image ?? opts.workerImage,
+            args: ['worker', '--config', `${CONFIG_DIR}/worker.yaml`],
+            ports: [
+              { containerPort: TUNNEL_PORT, name: 'tunnel', protocol: 'TCP' },
+              { containerPort: ADMIN_PORT, name: 'admin', protocol: 'TCP' },
+              ...mappingPorts,
+            ],
+            readinessProbe: { httpGet: { path: '/readyz', port: 'admin' }, periodSeconds: 5, failureThreshold: 2 },
+            livenessProbe: { httpGet: { path: '/healthz', port: 'admin' }, periodSeconds: 10, failureThreshold: 3 },
+            resources: w.resources ?? { requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '512Mi' } },
+            securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
+            volumeMounts: [
+              { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
+              { name: 'tls', mountPath: TLS_DIR, readOnly: true },
+            ],
+          }],
+          volumes: [
+            { name: 'config', configMap: { name: names.configMap } },
+            { name: 'tls', secret: { secretName: names.workerTlsSecret, defaultMode: 0o440 } },
+          ],
+        },
+      },
+    },
+  };
+}
+
+export function tunnelService(tc: TunnelConnection): k8s.V1Service {
+  const s = tc.spec.endpoint.service;
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: meta(tc, namesFor(tc.metadata.name).tunnelService, s.annotations ? { annotations: s.annotations } : {}),
+    spec: {
+      type: s.type,
+      selector: selectorLabels(tc.metadata.name),
+      // Workers are "ready" only with a connector attached; connectors must reach them before that.
+      publishNotReadyAddresses: true,
+      ports: [{ name: 'tunnel', port: s.port, targetPort: TUNNEL_PORT, protocol: 'TCP', ...(s.type !== 'ClusterIP' && s.nodePort ? { nodePort: s.nodePort } : {}) }],
+      ...(s.type === 'LoadBalancer' && s.loadBalancerSourceRanges ? { loadBalancerSourceRanges: s.loadBalancerSourceRanges } : {}),
+    },
+  };
+}
+
+/** One ClusterIP Service with a port per Connector-side mapping; undefined when there is none. */
+export function appsService(tc: TunnelConnection, mappings: readonly Mapping[]): k8s.V1Service | undefined {
+  const ports = mappings.filter((m) => m.target.side === 'Connector').map((m) => ({
+    name: portName(m.listen.port), port: m.listen.port, targetPort: m.listen.port, protocol: 'TCP',
+  }));
+  if (ports.length === 0) return undefined;
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: meta(tc, namesFor(tc.metadata.name).appsService),
+    spec: { type: 'ClusterIP', selector: selectorLabels(tc.metadata.name), ports },
+  };
+}
+
+/**
+ * Worker pods accept: the tunnel port from anywhere (connectors are outside),
+ * the admin port from inside the cluster, each mapping port from its
+ * allowedSources (or the cluster when none). Everything else is dropped.
+ */
+export function networkPolicy(tc: TunnelConnection, mappings: readonly Mapping[]): k8s.V1NetworkPolicy {
+  const inCluster: k8s.V1NetworkPolicyPeer[] = [{ namespaceSelector: {} }];
+  const ingress: k8s.V1NetworkPolicyIngressRule[] = [
+    { ports: [{ port: TUNNEL_PORT, protocol: 'TCP' }] },
+    { ports: [{ port: ADMIN_PORT, protocol: 'TCP' }], _from: inCluster },
+  ];
+  for (const m of mappings.filter((x) => x.target.side === 'Connector')) {
+    ingress.push({
+      ports: [{ port: m.listen.port, protocol: 'TCP' }],
+      _from: m.allowedSources.length > 0 ? m.allowedSources.map((cidr) => ({ ipBlock: { cidr } })) : inCluster,
+    });
+  }
+  return {
+    apiVersion: 'networking.k8s.io/v1',
+    kind: 'NetworkPolicy',
+    metadata: meta(tc, namesFor(tc.metadata.name).networkPolicy),
+    spec: { podSelector: { matchLabels: selectorLabels(tc.metadata.name) }, policyTypes: ['Ingress'], ingress },
+  };
+}
+
+/** OpenShift Route with TLS passthrough: the worker terminates mutual TLS itself. */
+export function route(tc: TunnelConnection): Record<string, unknown> {
+  const host = tc.spec.endpoint.route?.host;
+  return {
+    apiVersion: 'route.openshift.io/v1',
+    kind: 'Route',
+    metadata: meta(tc, namesFor(tc.metadata.name).route),
+    spec: {
+      ...(host ? { host } : {}),
+      to: { kind: 'Service', name: namesFor(tc.metadata.name).tunnelService, weight: 100 },
+      port: { targetPort: 'tunnel' },
+      tls: { termination: 'passthrough', insecureEdgeTerminationPolicy: 'None' },
+    },
+  };
+}
+
+/** Service/container port names are at most 15 characters: "p" + port number. */
+export function portName(port: number): string {
+  return `p${port}`;
+}

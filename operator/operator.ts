@@ -1,0 +1,273 @@
+/**
+ * The operator process: informers on both CRDs and on what it owns (handlers
+ * only enqueue), a per-key work queue that runs only while this replica holds
+ * the leader Lease, the worker report channel (leader only), and an admin
+ * endpoint whose /readyz is "leader and caches synced" — so a Service in
+ * front of the replicas sends worker reports to the leader.
+ */
+import type { AddressInfo } from 'node:net';
+import http from 'node:http';
+import * as k8s from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { formatHostPort, type HostPort } from '../tunnel/address.js';
+import { errorMessage } from '../tunnel/errors.js';
+import { Applier } from './apply.js';
+import { TunnelController, type Caches } from './controller.js';
+import { EventRecorder } from './events.js';
+import { Informer } from './informer.js';
+import { apiErrorMessage, GROUP, Kube, keyOf, refOf, VERSION } from './kube.js';
+import { LeaderElector } from './leader.js';
+import { OperatorMetrics } from './metrics.js';
+import { MANAGED_BY } from './names.js';
+import { ensureOperatorTls } from './operator-pki.js';
+import { WorkQueue } from './queue.js';
+import { ReportServer, ReportStore } from './reports.js';
+import { APPLICATION_MAPPINGS, TUNNEL_CONNECTIONS, type ApplicationMapping, type TunnelConnection } from './types.js';
+
+export interface OperatorOptions {
+  kc: k8s.KubeConfig;
+  logger: Logger;
+  /** Watch one namespace only (Role-scoped RBAC); undefined = all namespaces. */
+  namespace?: string;
+  identity: string;
+  lease: { namespace: string; name: string; durationMs?: number; renewDeadlineMs?: number; renewIntervalMs?: number; retryIntervalMs?: number };
+  workerImage: string;
+  admin: HostPort;
+  /** The worker report channel; without it workers only get mappings through their ConfigMap. */
+  report?: { listen: HostPort; url: string; secretNamespace: string; secretName: string; sans: string[] };
+  reportMaxAgeMs?: number;
+  reportGraceMs?: number;
+}
+
+export class Operator {
+  readonly kube: Kube;
+  readonly metrics = new OperatorMetrics();
+  readonly store = new ReportStore();
+  readonly #o: OperatorOptions;
+  readonly #log: Logger;
+  readonly #caches: Caches;
+  readonly #queue: WorkQueue;
+  readonly #abort = new AbortController();
+  #controller: TunnelController | undefined;
+  #elector: LeaderElector | undefined;
+  #electing: Promise<void> | undefined;
+  #reportServer: ReportServer | undefined;
+  #admin: http.Server | undefined;
+  #synced = false;
+  readonly #amConnection = new Map<string, string>();
+
+  constructor(o: OperatorOptions) {
+    this.#o = o;
+    this.#log = o.logger;
+    this.kube = new Kube(o.kc);
+    this.kube.onWrite((verb, resource) => this.metrics.apiWrites.inc({ verb, resource }));
+    this.#caches = this.#makeCaches();
+    this.#queue = new WorkQueue({
+      process: (key) => this.#process(key),
+      onError: (key, err, retryInMs) => {
+        this.metrics.reconcileErrors.inc({ kind: key.startsWith('tc:') ? 'TunnelConnection' : 'ApplicationMapping' });
+        this.#log.warn({ key, err: apiErrorMessage(err), retryInMs }, `reconcile ${key.slice(3)} failed: ${apiErrorMessage(err)}; retrying in ${retryInMs} ms`);
+      },
+    });
+    this.store.on('report', (connection: string) => this.#queue.add(`tc:${connection}`));
+  }
+
+  get isLeader(): boolean {
+    return this.#elector?.isLeader ?? false;
+  }
+
+  get reportAddress(): AddressInfo | undefined {
+    return this.#reportAddress;
+  }
+
+  #reportAddress: AddressInfo | undefined;
+
+  async start(): Promise<{ admin: AddressInfo }> {
+    const admin = await this.#startAdmin();
+    const routes = await this.#hasRoutes();
+    const channel = this.#o.report ? await this.#prepareReportTls() : undefined;
+    this.#controller = new TunnelController({
+      kube: this.kube,
+      applier: new Applier(this.kube),
+      caches: this.#caches,
+      reports: this.store,
+      events: new EventRecorder(this.kube, this.#log, this.#o.identity),
+      logger: this.#log,
+      options: {
+        workerImage: this.#o.workerImage,
+        ...(channel && this.#o.report ? { channel: { url: this.#o.report.url, caPem: channel.caPem } } : {}),
+        routes,
+        reportMaxAgeMs: this.#o.reportMaxAgeMs ?? 15_000,
+        reportGraceMs: this.#o.reportGraceMs ?? 10_000,
+      },
+    });
+    await Promise.all(Object.values(this.#caches).map((c) => c.start()));
+    await Promise.all(Object.values(this.#caches).map((c) => c.synced()));
+    this.#synced = true;
+    this.#log.info({ namespace: this.#o.namespace ?? '(all)', identity: this.#o.identity }, 'caches synced; waiting for leadership');
+    this.#elector = new LeaderElector({
+      kube: this.kube,
+      namespace: this.#o.lease.namespace,
+      name: this.#o.lease.name,
+      identity: this.#o.identity,
+      ...(this.#o.lease.durationMs ? { leaseDurationMs: this.#o.lease.durationMs } : {}),
+      ...(this.#o.lease.renewDeadlineMs ? { renewDeadlineMs: this.#o.lease.renewDeadlineMs } : {}),
+      ...(this.#o.lease.renewIntervalMs ? { renewIntervalMs: this.#o.lease.renewIntervalMs } : {}),
+      ...(this.#o.lease.retryIntervalMs ? { retryIntervalMs: this.#o.lease.retryIntervalMs } : {}),
+      logger: this.#log,
+      onStartedLeading: () => void this.#lead(channel),
+      onStoppedLeading: () => void this.#follow(),
+    });
+    this.#electing = this.#elector.run(this.#abort.signal);
+    return { admin };
+  }
+
+  /** Resolves when nothing is queued or being reconciled (tests). */
+  idle(): Promise<void> {
+    return this.#queue.idle();
+  }
+
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    await this.#electing;
+    await this.#queue.stop();
+    await this.#reportServer?.close();
+    await Promise.all(Object.values(this.#caches).map((c) => c.stop()));
+    await new Promise<void>((resolve) => {
+      if (!this.#admin) return resolve();
+      this.#admin.close(() => resolve());
+      this.#admin.closeAllConnections();
+    });
+    this.#log.info('operator stopped');
+  }
+
+  async #lead(channel: { caPem: string; certPem: string; keyPem: string } | undefined): Promise<void> {
+    this.metrics.leader.set(1);
+    if (channel && this.#o.report && this.#controller) {
+      const controller = this.#controller;
+      this.#reportServer = new ReportServer({
+        tls: { cert: channel.certPem, key: channel.keyPem },
+        logger: this.#log,
+        store: this.store,
+        caFor: (c) => controller.caPem(c),
+        desiredFor: (c) => {
+          const mappings = controller.desiredMappings(c);
+          return mappings ? { mappings } : undefined;
+        },
+      });
+      try {
+        this.#reportAddress = await this.#reportServer.listen(this.#o.report.listen);
+      } catch (err) {
+        this.#log.error({ err: errorMessage(err) }, `cannot open the worker report endpoint on ${formatHostPort(this.#o.report.listen)}: ${errorMessage(err)}`);
+      }
+    }
+    for (const tc of this.#caches.tcs.list()) this.#queue.add(`tc:${keyOf(tc.metadata)}`);
+    for (const am of this.#caches.ams.list()) this.#queue.add(`am:${keyOf(am.metadata)}`);
+    this.#queue.start();
+  }
+
+  async #follow(): Promise<void> {
+    this.metrics.leader.set(0);
+    await this.#queue.stop();
+    await this.#reportServer?.close();
+    this.#reportServer = undefined;
+    this.#reportAddress = undefined;
+  }
+
+  async #process(key: string): Promise<ReturnType<TunnelController['reconcileConnection']> extends Promise<infer R> ? R : never> {
+    const controller = this.#controller!;
+    const kind = key.startsWith('tc:') ? 'TunnelConnection' : 'ApplicationMapping';
+    const end = this.metrics.reconcileSeconds.startTimer({ kind });
+    this.metrics.queueDepth.set(this.#queue.depth);
+    try {
+      const ref = refOf(key.slice(3));
+      const result = kind === 'TunnelConnection' ? await controller.reconcileConnection(ref) : await controller.reconcileOrphanMapping(ref);
+      end({ result: 'ok' });
+      return result;
+    } catch (err) {
+      end({ result: 'error' });
+      throw err;
+    }
+  }
+
+  #makeCaches(): Caches {
+    const o = this.#o;
+    const kc = o.kc;
+    const ns = o.namespace;
+    const log = this.#log;
+    const owned = `app.kubernetes.io/managed-by=${MANAGED_BY}`;
+    const enqueueOwner = (obj: k8s.KubernetesObject): void => {
+      const conn = obj.metadata?.labels?.['underpass.dev/connection'];
+      if (conn && obj.metadata?.namespace) this.#queue.add(`tc:${obj.metadata.namespace}/${conn}`);
+    };
+    const path = (prefix: string, plural: string): string => (ns ? `${prefix}/namespaces/${ns}/${plural}` : `${prefix}/${plural}`);
+    const custom = (plural: string) => () => (ns
+      ? this.kube.custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural })
+      : this.kube.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural })) as Promise<k8s.KubernetesListObject<never>>;
+    const mk = <T extends k8s.KubernetesObject>(name: string, p: string, list: () => Promise<k8s.KubernetesListObject<T>>, onChange: (o: T, kind: 'add' | 'update' | 'delete') => void, labelSelector?: string) =>
+      new Informer<T>({ kc, path: p, list, onChange, logger: log, name, ...(labelSelector ? { labelSelector } : {}) });
+    const core = this.kube.core;
+    return {
+      tcs: mk<TunnelConnection>('tunnelconnections', path(`/apis/${GROUP}/${VERSION}`, TUNNEL_CONNECTIONS), custom(TUNNEL_CONNECTIONS), (tc, kind) => {
+        this.#queue.add(`tc:${keyOf(tc.metadata)}`);
+        if (kind === 'delete') for (const am of this.#caches.ams.list(tc.metadata.namespace)) if (am.spec.connection === tc.metadata.name) this.#queue.add(`am:${keyOf(am.metadata)}`);
+      }),
+      ams: mk<ApplicationMapping>('applicationmappings', path(`/apis/${GROUP}/${VERSION}`, APPLICATION_MAPPINGS), custom(APPLICATION_MAPPINGS), (am, kind) => {
+        const key = keyOf(am.metadata);
+        const previous = this.#amConnection.get(key);
+        if (previous && previous !== am.spec.connection) this.#queue.add(`tc:${am.metadata.namespace}/${previous}`);
+        if (kind === 'delete') this.#amConnection.delete(key);
+        else this.#amConnection.set(key, am.spec.connection);
+        this.#queue.add(`tc:${am.metadata.namespace}/${am.spec.connection}`);
+        if (kind !== 'delete') this.#queue.add(`am:${key}`);
+      }),
+      deployments: mk('deployments', path('/apis/apps/v1', 'deployments'), () => (ns ? this.kube.apps.listNamespacedDeployment({ namespace: ns, labelSelector: owned }) : this.kube.apps.listDeploymentForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
+      services: mk('services', path('/api/v1', 'services'), () => (ns ? core.listNamespacedService({ namespace: ns, labelSelector: owned }) : core.listServiceForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
+      configMaps: mk('configmaps', path('/api/v1', 'configmaps'), () => (ns ? core.listNamespacedConfigMap({ namespace: ns, labelSelector: owned }) : core.listConfigMapForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
+      secrets: mk('secrets', path('/api/v1', 'secrets'), () => (ns ? core.listNamespacedSecret({ namespace: ns, labelSelector: owned }) : core.listSecretForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
+      serviceAccounts: mk('serviceaccounts', path('/api/v1', 'serviceaccounts'), () => (ns ? core.listNamespacedServiceAccount({ namespace: ns, labelSelector: owned }) : core.listServiceAccountForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
+      networkPolicies: mk('networkpolicies', path('/apis/networking.k8s.io/v1', 'networkpolicies'), () => (ns ? this.kube.networking.listNamespacedNetworkPolicy({ namespace: ns, labelSelector: owned }) : this.kube.networking.listNetworkPolicyForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
+    };
+  }
+
+  async #hasRoutes(): Promise<boolean> {
+    try {
+      const groups = await this.kube.apis.getAPIVersions();
+      const found = groups.groups.some((g) => g.name === 'route.openshift.io');
+      this.#log.info(found ? 'OpenShift Route API found: workers get a passthrough Route' : 'no OpenShift Route API: not creating Routes');
+      return found;
+    } catch (err) {
+      this.#log.warn({ err: apiErrorMessage(err) }, 'API discovery failed; not creating Routes');
+      return false;
+    }
+  }
+
+  async #prepareReportTls(): Promise<{ caPem: string; certPem: string; keyPem: string }> {
+    const r = this.#o.report!;
+    const host = new URL(r.url).hostname.replace(/^\[|\]$/g, '');
+    return ensureOperatorTls({ kube: this.kube, namespace: r.secretNamespace, secretName: r.secretName, sans: [...new Set([host, ...r.sans])], logger: this.#log });
+  }
+
+  async #startAdmin(): Promise<AddressInfo> {
+    this.#admin = http.createServer((req, res) => {
+      const p = (req.url ?? '/').split('?')[0];
+      if (p === '/healthz') return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      if (p === '/readyz') {
+        const why = !this.#synced ? 'caches not synced' : !this.isLeader ? 'not the leader (standby)' : undefined;
+        return void res.writeHead(why ? 503 : 200, { 'content-type': 'text/plain' }).end(why ? `not ready: ${why}\n` : 'ready (leader)\n');
+      }
+      if (p === '/metrics') {
+        void this.metrics.registry.metrics().then((body) => res.writeHead(200, { 'content-type': this.metrics.registry.contentType }).end(body));
+        return;
+      }
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found; try /healthz, /readyz, /metrics\n');
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.#admin!.once('error', reject);
+      this.#admin!.listen(this.#o.admin.port, this.#o.admin.host, () => resolve());
+    });
+    const a = this.#admin.address() as AddressInfo;
+    this.#log.info(`operator admin endpoint on http://${formatHostPort({ host: a.address, port: a.port })} (/healthz, /readyz, /metrics)`);
+    return a;
+  }
+}

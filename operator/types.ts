@@ -1,0 +1,71 @@
+/** The custom resources as the operator reads them (see crds/ for the schema with descriptions). */
+import type * as k8s from '@kubernetes/client-node';
+import type { Condition } from './conditions.js';
+
+export type ServiceType = 'ClusterIP' | 'NodePort' | 'LoadBalancer';
+
+export interface TunnelConnectionSpec {
+  replicas: number;
+  endpoint: {
+    service: { type: ServiceType; port: number; nodePort?: number; annotations?: Record<string, string>; loadBalancerSourceRanges?: string[] };
+    hosts?: string[];
+    route?: { enabled?: boolean; host?: string };
+  };
+  certificates: { duration: string; renewBefore: string };
+  worker: {
+    image?: string;
+    resources?: k8s.V1ResourceRequirements;
+    nodeSelector?: Record<string, string>;
+    tolerations?: k8s.V1Toleration[];
+    drainTimeout: string;
+  };
+  connectors?: string[];
+}
+
+export interface ConnectorStatus {
+  name: string;
+  worker: string;
+  since: string;
+  version: string;
+  address: string;
+}
+
+export interface TunnelConnectionStatus {
+  observedGeneration?: number;
+  conditions?: Condition[];
+  readyConnectors?: number;
+  connectors?: ConnectorStatus[];
+  workers?: { desired: number; ready: number };
+  endpoint?: string;
+  certificate?: { notAfter: string; renewalTime: string };
+}
+
+export interface TunnelConnection extends k8s.KubernetesObject {
+  metadata: k8s.V1ObjectMeta & { name: string; namespace: string };
+  spec: TunnelConnectionSpec;
+  status?: TunnelConnectionStatus;
+}
+
+export interface ApplicationMappingSpec {
+  connection: string;
+  target: { side: 'Connector' | 'Cluster'; host: string; port: number };
+  listen: { port: number; address?: string };
+  protocol?: 'TCP' | 'UDP';
+  allowedSources?: string[];
+  description?: string;
+}
+
+export interface ApplicationMappingStatus {
+  observedGeneration?: number;
+  conditions?: Condition[];
+  endpoint?: string;
+}
+
+export interface ApplicationMapping extends k8s.KubernetesObject {
+  metadata: k8s.V1ObjectMeta & { name: string; namespace: string };
+  spec: ApplicationMappingSpec;
+  status?: ApplicationMappingStatus;
+}
+
+export const TUNNEL_CONNECTIONS = 'tunnelconnections';
+export const APPLICATION_MAPPINGS = 'applicationmappings';
