@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError, errorMessage } from '../tunnel/errors.js';
 import { registerBundleCommand } from './bundle.js';
 import { registerDemoCommand } from './demo.js';
+import { registerOperatorCommand } from './operator.js';
 import { registerPkiCommands } from './pki.js';
 import { registerRunCommands } from './run.js';
 
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
   registerPkiCommands(program);
   const { connector } = registerRunCommands(program);
   registerBundleCommand(connector);
+  registerOperatorCommand(program);
   registerDemoCommand(program);
   return program;
 }

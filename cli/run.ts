@@ -11,11 +11,15 @@ import { ConfigError } from '../tunnel/errors.js';
 import { createLogger, type Logger } from '../tunnel/log.js';
 import { LOG_LEVELS } from '../tunnel/config-load.js';
 import { loadWorkerConfig } from '../worker/config.js';
-import { Worker } from '../worker/worker.js';
+import { Worker, type WorkerOverrides } from '../worker/worker.js';
+import { parseHostPort } from '../tunnel/address.js';
 
 interface RunFlags {
   config: string;
   logLevel?: string;
+  listen?: string;
+  admin?: string;
+  instance?: string;
 }
 
 interface Runnable {
@@ -29,6 +33,9 @@ export function registerRunCommands(program: Command): { connector: Command } {
     .description('run a tunnel worker: accept connectors over mutual-TLS WebSocket and serve the mappings in the config file')
     .requiredOption('--config <file>', 'worker config file (YAML); see docs/configuration.md')
     .option('--log-level <level>', `override log.level (${LOG_LEVELS.join(', ')})`)
+    .option('--listen <host:port>', 'override `listen` (e.g. to run an operator-written config outside its pod)')
+    .option('--admin <host:port>', 'override `admin`')
+    .option('--instance <name>', 'override `instance` (default: the host name; the pod name in Kubernetes)')
     .addHelpText('after', `
 Logs are JSON lines on stderr; audit events (one per stream and per session) are JSON lines on stdout
 unless audit.file is set. SIGTERM drains: new connectors and clients are refused, connectors get GoAway,
@@ -38,10 +45,15 @@ Example:
   $ underpass pki init --dir ./pki --connection team-a/dc1
   $ underpass worker --config ./worker.yaml`)
     .action(async (flags: RunFlags) => {
-      const config = await loadWorkerConfig(flags.config);
+      const overrides: WorkerOverrides = {
+        ...(flags.listen ? { listen: parseHostPort(flags.listen, '--listen') } : {}),
+        ...(flags.admin ? { admin: parseHostPort(flags.admin, '--admin') } : {}),
+        ...(flags.instance ? { instance: flags.instance } : {}),
+      };
+      const config = { ...(await loadWorkerConfig(flags.config)), ...overrides };
       const logger = createLogger('worker', { level: level(flags, config.log.level) });
       const audit = AuditLog.open(config.audit?.file);
-      const worker = new Worker(config, { logger, audit });
+      const worker = new Worker(config, { logger, audit, overrides });
       await worker.start();
       await untilSignal(worker, config.drainTimeoutMs, logger);
       await audit.close();

@@ -28,7 +28,11 @@ import { OperatorReporter } from './reporter.js';
 import { SessionRegistry } from './session-registry.js';
 import { TunnelServer, type AcceptedConnector, type Denial } from './tunnel-server.js';
 
+/** Command-line values that replace the file's, now and on every reload. */
+export type WorkerOverrides = Partial<Pick<WorkerConfig, 'listen' | 'admin' | 'instance'>>;
+
 export interface WorkerDeps {
+  overrides?: WorkerOverrides;
   logger: Logger;
   audit: AuditLog;
   metrics?: TunnelMetrics;
@@ -66,6 +70,7 @@ export class Worker {
   #stopped: Promise<void> | undefined;
   readonly #tlsReloadIntervalMs: number;
   readonly #configReloadIntervalMs: number;
+  readonly #overrides: WorkerOverrides;
 
   constructor(config: WorkerConfig, deps: WorkerDeps) {
     this.#config = config;
@@ -75,6 +80,7 @@ export class Worker {
     this.metrics = deps.metrics ?? new TunnelMetrics('worker');
     this.#tlsReloadIntervalMs = deps.tlsReloadIntervalMs ?? 10_000;
     this.#configReloadIntervalMs = deps.configReloadIntervalMs ?? 1_000;
+    this.#overrides = deps.overrides ?? {};
     this.#registry = new SessionRegistry(config.instance);
     this.#env = { connection: this.#connection, audit: this.#audit, metrics: this.metrics, log: this.#log };
     this.#listeners = new MappingListeners({
@@ -106,7 +112,7 @@ export class Worker {
       this.#configWatcher = new ConfigWatcher({
         file: this.#config.file,
         intervalMs: this.#configReloadIntervalMs,
-        onChange: (next) => this.#reloadConfig(next),
+        onChange: (next) => this.#reloadConfig({ ...next, ...this.#overrides }),
         onInvalid: (message) => {
           this.#log.error({ file: this.#config.file }, `config file changed but is invalid; keeping the running config: ${message}`);
           this.#audit.write({ event: 'config-rejected', connection: this.#connection, message });
