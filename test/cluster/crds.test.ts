@@ -64,9 +64,23 @@ describe('installing', () => {
   });
 });
 
+/**
+ * `kubectl explain` reads the OpenAPI v3 document, which the API server
+ * publishes for a new CRD a little after it is Established: retry until then.
+ */
+async function explain(field: string): Promise<string> {
+  const deadline = Date.now() + 25_000;
+  for (;;) {
+    const r = await env.kubectl(['explain', field]);
+    if (r.code === 0) return r.stdout;
+    if (Date.now() > deadline || !/couldn't find resource/.test(r.stderr)) throw new Error(`kubectl explain ${field} exited ${r.code}:\n${r.stderr}`);
+    await new Promise((res) => setTimeout(res, 500));
+  }
+}
+
 describe('kubectl explain', () => {
   it('tunnelconnection.spec.endpoint shows the descriptions of the field and its children', async () => {
-    const out = squash(await env.kubectlOk(['explain', 'tunnelconnection.spec.endpoint']));
+    const out = squash(await explain('tunnelconnection.spec.endpoint'));
     const endpoint = schemaAt('TunnelConnection', 'spec.endpoint');
     expect(out).toContain('KIND: TunnelConnection');
     expect(out).toContain('VERSION: v1alpha1');
@@ -78,14 +92,14 @@ describe('kubectl explain', () => {
   });
 
   it('applicationmapping.spec.target shows required fields and the side enum', async () => {
-    const out = squash(await env.kubectlOk(['explain', 'am.spec.target']));
+    const out = squash(await explain('am.spec.target'));
     expect(out).toContain('side <string> -required- enum: Connector, Cluster');
     expect(out).toContain('host <string> -required-');
     expect(out).toContain(squash(schemaAt('ApplicationMapping', 'spec.target.side').description!));
   });
 
   it('states defaults in the text (explain has no default column)', async () => {
-    const out = squash(await env.kubectlOk(['explain', 'tc.spec.certificates']));
+    const out = squash(await explain('tc.spec.certificates'));
     expect(out).toContain('default 720h');
     expect(out).toContain('default 240h');
   });
