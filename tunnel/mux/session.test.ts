@@ -170,6 +170,34 @@ describe('Session flow control', () => {
     expect(received).toBe(total);
   }, 60_000);
 
+  it('keeps a slow for-await reader going past many windows (credit returned after read())', async () => {
+    const { client, server } = pair({}, { maxStreamWindow: 256 * 1024 });
+    const total = 8 * 1024 * 1024;
+    server.on('stream', (s) => {
+      s.on('error', () => undefined);
+      const chunk = randomBytes(64 * 1024);
+      let sent = 0;
+      const pump = (): void => {
+        while (sent < total) {
+          sent += chunk.length;
+          if (!s.write(chunk)) return void s.once('drain', pump);
+        }
+        s.end();
+      };
+      pump();
+    });
+    const s = client.open();
+    s.on('error', () => undefined);
+    s.end();
+    let received = 0;
+    for await (const chunk of s.iterator({ destroyOnReturn: false })) {
+      received += (chunk as Buffer).length;
+      if (received % (512 * 1024) < 65536) await new Promise((r) => setTimeout(r, 1)); // slow consumer
+      expect(s.readableLength).toBeLessThanOrEqual(256 * 1024);
+    }
+    expect(received).toBe(total);
+  }, 30_000);
+
   it('does not let a stream exceed its window: the session ends with a protocol error', async () => {
     const [a, b] = duplexPair();
     const server = new Session(b, { client: false, config: { keepaliveIntervalMs: 0, maxStreamWindow: 256 * 1024 } });

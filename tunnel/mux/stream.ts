@@ -124,6 +124,17 @@ export class MuxStream extends Duplex {
     this.#maybeGrant();
   }
 
+  /**
+   * Node calls `_read()` before it takes the bytes being read out of the
+   * buffer, so credit is also checked after every read() that returned data
+   * (otherwise a `for await` reader a full window behind waits forever).
+   */
+  override read(size?: number): any {
+    const chunk = super.read(size);
+    if (chunk !== null) this.#maybeGrant();
+    return chunk;
+  }
+
   override _write(chunk: Buffer, _encoding: BufferEncoding, cb: WriteCallback): void {
     this.#writeChunk(chunk, cb);
   }
