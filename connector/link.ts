@@ -7,10 +7,8 @@
  * session drains.
  */
 import { EventEmitter } from 'node:events';
-import type { IncomingMessage } from 'node:http';
 import os from 'node:os';
 import type { Logger } from 'pino';
-import WebSocket from 'ws';
 import { Backoff, sleep } from '../tunnel/backoff.js';
 import { ControlChannel, PROTOCOL_VERSION, type ConfigMessage, type MappingStatusEntry, type Welcome } from '../tunnel/control.js';
 import { errorMessage, UnderpassError } from '../tunnel/errors.js';
@@ -19,7 +17,7 @@ import type { MuxConfig } from '../tunnel/mux/config.js';
 import { Session } from '../tunnel/mux/session.js';
 import type { MuxStream } from '../tunnel/mux/stream.js';
 import { readTlsFiles, type TlsFiles, type TlsMaterial } from '../tunnel/transport/tls-files.js';
-import { WebSocketDuplex } from '../tunnel/transport/ws-duplex.js';
+import { connectWebSocket, type WebSocketStream } from '../tunnel/transport/websocket.js';
 import { VERSION } from '../tunnel/version.js';
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -118,7 +116,7 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
     const tls = await readTlsFiles(this.#opts.tls);
     this.#opts.onTls?.(tls);
     const ws = await this.#dial(tls, signal);
-    const session = new Session(new WebSocketDuplex(ws), { client: true, config: this.#opts.mux });
+    const session = new Session(ws, { client: true, config: this.#opts.mux });
     this.#sessions.add(session);
     session.on('stream', (stream) => this.emit('stream', stream));
     const control = new ControlChannel(session.open());
@@ -164,47 +162,20 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
     return true;
   }
 
-  #dial(tls: TlsMaterial, signal: AbortSignal): Promise<WebSocket> {
-    const target = new URL('/v1/tunnel', this.url);
-    return new Promise((resolve, reject) => {
-      const ws = new WebSocket(target, {
+  async #dial(tls: TlsMaterial, signal: AbortSignal): Promise<WebSocketStream> {
+    try {
+      return await connectWebSocket(new URL('/v1/tunnel', this.url), {
         cert: tls.cert,
         key: tls.key,
         ca: tls.ca,
-        perMessageDeflate: false,
-        handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
-        maxPayload: 16 << 20,
-        headers: { 'user-agent': `underpass-connector/${VERSION}` },
-        // Over TLS, client-frame masking protects nothing; a zero mask lets ws skip it.
-        generateMask: (mask: Buffer) => void mask.fill(0),
+        timeoutMs: HANDSHAKE_TIMEOUT_MS,
+        signal,
+        headers: { 'User-Agent': `underpass-connector/${VERSION}` },
       });
-      const onAbort = (): void => ws.terminate();
-      signal.addEventListener('abort', onAbort, { once: true });
-      const done = (err?: Error): void => {
-        signal.removeEventListener('abort', onAbort);
-        ws.off('open', onOpen);
-        ws.off('error', onError);
-        ws.off('unexpected-response', onResponse);
-        if (err) {
-          ws.on('error', () => undefined);
-          reject(err);
-        } else resolve(ws);
-      };
-      const onOpen = (): void => done();
-      const onError = (err: Error): void => done(new UnderpassError(tlsCode(err), describeDialError(err), { cause: err }));
-      const onResponse = (_req: unknown, res: IncomingMessage): void => {
-        let body = '';
-        res.on('data', (d: Buffer) => (body += d.toString()));
-        res.on('end', () => {
-          const reason = res.headers['x-underpass-reason'];
-          done(new UnderpassError(`ERR_WORKER_REFUSED`, `worker refused the connection (HTTP ${res.statusCode}${reason ? ` ${String(reason)}` : ''}): ${body.trim()}`));
-        });
-        res.on('error', () => done(new UnderpassError('ERR_WORKER_REFUSED', `worker refused the connection (HTTP ${res.statusCode})`)));
-      };
-      ws.on('open', onOpen);
-      ws.on('error', onError);
-      ws.on('unexpected-response', onResponse);
-    });
+    } catch (err) {
+      if (err instanceof UnderpassError) throw err;
+      throw new UnderpassError(tlsCode(err as Error), describeDialError(err as Error), { cause: err });
+    }
   }
 }
 

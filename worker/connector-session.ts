@@ -11,7 +11,6 @@ import { errorMessage, UnderpassError } from '../tunnel/errors.js';
 import type { MuxConfig } from '../tunnel/mux/config.js';
 import { Session } from '../tunnel/mux/session.js';
 import type { MuxStream } from '../tunnel/mux/stream.js';
-import { WebSocketDuplex } from '../tunnel/transport/ws-duplex.js';
 import { VERSION } from '../tunnel/version.js';
 import type { AcceptedConnector } from './tunnel-server.js';
 
@@ -52,7 +51,7 @@ export class ConnectorSession extends EventEmitter {
     this.peer = accepted.peer;
     this.#opts = opts;
     this.#log = opts.logger.child({ connector: accepted.connector, session: this.id, peer: accepted.peer });
-    this.mux = new Session(new WebSocketDuplex(accepted.ws), { client: false, config: opts.mux });
+    this.mux = new Session(accepted.stream, { client: false, config: opts.mux });
     this.mux.on('stream', (stream) => this.#onStream(stream));
     this.mux.on('close', (err) => this.emit('close', err));
     const timer = setTimeout(() => {

@@ -11,19 +11,16 @@ import type { IncomingMessage } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
-import { WebSocketServer, type WebSocket } from 'ws';
 import type { HostPort } from '../tunnel/address.js';
 import { formatHostPort } from '../tunnel/address.js';
 import { errorMessage } from '../tunnel/errors.js';
 import { identityFromPeerCertificate, type ConnectionId } from '../tunnel/identity.js';
 import type { TlsMaterial } from '../tunnel/transport/tls-files.js';
+import { acceptWebSocket, WebSocketStream } from '../tunnel/transport/websocket.js';
 
 export const TUNNEL_PATH = '/v1/tunnel';
-/** Largest WebSocket message accepted; the sender splits batches well below this. */
-export const MAX_MESSAGE = 16 << 20;
-
 export interface AcceptedConnector {
-  ws: WebSocket;
+  stream: WebSocketStream;
   connector: string;
   peer: string;
   certificateSerial: string;
@@ -48,7 +45,7 @@ export interface TunnelServerOptions {
 
 export class TunnelServer {
   readonly #server: https.Server;
-  readonly #wss: WebSocketServer;
+  readonly #streams = new Set<WebSocketStream>();
   readonly #opts: TunnelServerOptions;
 
   constructor(opts: TunnelServerOptions) {
@@ -59,7 +56,6 @@ export class TunnelServer {
       rejectUnauthorized: false,
       minVersion: 'TLSv1.2',
     });
-    this.#wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: MAX_MESSAGE });
     this.#server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.#onUpgrade(req, socket, head));
     this.#server.on('request', (req, res) => {
       const upgradeNeeded = req.url?.split('?')[0] === TUNNEL_PATH;
@@ -98,7 +94,7 @@ export class TunnelServer {
   }
 
   closeAll(): void {
-    for (const ws of this.#wss.clients) ws.terminate();
+    for (const s of this.#streams) s.destroy();
     this.#server.closeAllConnections();
   }
 
@@ -134,9 +130,11 @@ export class TunnelServer {
     } catch (err) {
       return this.#reject(socket, peer, 403, 'BAD_IDENTITY', errorMessage(err));
     }
-    this.#wss.handleUpgrade(req, socket, head, (ws) => {
-      this.#opts.onConnector({ ws, connector, peer, certificateSerial: cert.serialNumber });
-    });
+    const accepted = acceptWebSocket(req, socket, head);
+    if (!(accepted instanceof WebSocketStream)) return this.#reject(socket, peer, accepted.status, 'BAD_UPGRADE', accepted.message);
+    this.#streams.add(accepted);
+    accepted.once('close', () => this.#streams.delete(accepted));
+    this.#opts.onConnector({ stream: accepted, connector, peer, certificateSerial: cert.serialNumber });
   }
 
   #reject(socket: Socket, peer: string, status: number, reason: string, message: string): void {
@@ -156,7 +154,7 @@ export class TunnelServer {
   }
 }
 
-const STATUS_TEXT: Record<number, string> = { 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 503: 'Service Unavailable' };
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 426: 'Upgrade Required', 503: 'Service Unavailable' };
 
 function secureOptions(tls: TlsMaterial): { cert: Buffer; key: Buffer; ca: Buffer } {
   return { cert: tls.cert, key: tls.key, ca: tls.ca };

@@ -235,7 +235,8 @@ export class Worker {
     await this.#listeners.close();
     await Promise.all(sessions.map((s) => s.drain(deadlineMs)));
     this.#server?.closeAll();
-    await serverClosed;
+    // A peer that never answers the close must not hold the exit.
+    await Promise.race([serverClosed, new Promise((r) => setTimeout(r, 2_000).unref())]);
     await this.#reporter?.stop({ finalReport: true });
     await this.#admin?.close();
     this.#log.info('worker stopped');

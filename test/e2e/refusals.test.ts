@@ -19,7 +19,7 @@ import { ControlChannel, PROTOCOL_VERSION, type ControlMessage } from '../../tun
 import type { Mapping } from '../../tunnel/mapping.js';
 import { Session } from '../../tunnel/mux/session.js';
 import { readOpenResponse, writeOpenRequest, type OpenResponse } from '../../tunnel/open.js';
-import { WebSocketDuplex } from '../../tunnel/transport/ws-duplex.js';
+import { WebSocketDuplex } from '../../tunnel/testing/ws-duplex.js';
 import { craftLeaf, impostorConnectorCert, writeConnectorFiles } from './certs.js';
 import {
   echoServer, exchange, freePort, getJson, makePki, Proc, removeDir, startConnector, startWorker, tempDir, waitFor, waitHttp,

@@ -1,4 +1,7 @@
 /**
+ * TEST SUPPORT: lets tests drive our tunnel with the `ws` library (conformance of
+ * tunnel/transport/websocket.ts against a mainstream implementation).
+ *
  * Presents a WebSocket as a Node Duplex byte stream for the multiplexer.
  * Message boundaries mean nothing to yamux, so every batch of frames the
  * session flushes becomes one binary message (split when very large).

@@ -1,0 +1,141 @@
+/**
+ * The tunnel's WebSocket against the `ws` library in both directions (real
+ * TLS sockets on loopback): conformance with a mainstream implementation.
+ */
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { Duplex } from 'node:stream';
+import WebSocket, { WebSocketServer } from 'ws';
+import { createCA, issueConnectorCert, issueWorkerCert, loadCA } from '../pki.js';
+import { WebSocketDuplex } from '../testing/ws-duplex.js';
+import { acceptWebSocket, connectWebSocket, WebSocketRefused, WebSocketStream } from './websocket.js';
+
+let tls: { ca: Buffer; serverCert: Buffer; serverKey: Buffer; clientCert: Buffer; clientKey: Buffer };
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+beforeAll(async () => {
+  const c = await createCA({ connection: { namespace: 'ns', name: 'c' } });
+  const ca = await loadCA(c.certPem, c.keyPem);
+  const server = await issueWorkerCert(ca, { sans: ['localhost', '127.0.0.1'] });
+  const client = await issueConnectorCert(ca, { connector: 'x' });
+  tls = { ca: Buffer.from(c.certPem), serverCert: Buffer.from(server.certPem), serverKey: Buffer.from(server.keyPem), clientCert: Buffer.from(client.certPem), clientKey: Buffer.from(client.keyPem) };
+});
+
+async function listen(server: https.Server): Promise<number> {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return (server.address() as AddressInfo).port;
+}
+
+/** Sends `data`, half-closes, and collects what the other side echoes until it ends. */
+function roundTrip(stream: Duplex, data: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    stream.on('data', (d: Buffer) => parts.push(d));
+    stream.on('end', () => resolve(Buffer.concat(parts)));
+    stream.on('error', reject);
+    stream.write(data);
+  });
+}
+
+describe('our WebSocket client against a ws server', () => {
+  let server: https.Server;
+  let port: number;
+  beforeAll(async () => {
+    server = https.createServer({ cert: tls.serverCert, key: tls.serverKey, ca: tls.ca, requestCert: true });
+    const wss = new WebSocketServer({ server, perMessageDeflate: false, maxPayload: 64 << 20 });
+    // Echo every byte back; close after `size` bytes (read from the first 4 bytes).
+    wss.on('connection', (ws) => {
+      const d = new WebSocketDuplex(ws);
+      let need = -1;
+      let got = 0;
+      d.on('data', (chunk: Buffer) => {
+        if (need < 0) need = chunk.readUInt32BE(0);
+        got += chunk.length;
+        d.write(chunk);
+        if (got >= need) d.end();
+      });
+      d.on('error', () => undefined);
+    });
+    port = await listen(server);
+  });
+  afterAll(() => void server.close());
+
+  it('carries 32 MiB through ws (which masks nothing back) and ends cleanly', async () => {
+    const stream = await connectWebSocket(new URL(`wss://localhost:${port}/`), { cert: tls.clientCert, key: tls.clientKey, ca: tls.ca, timeoutMs: 5_000 });
+    const data = randomBytes(32 << 20);
+    data.writeUInt32BE(data.length, 0);
+    const echoed = await roundTrip(stream, data);
+    expect(sha(echoed)).toBe(sha(data));
+  }, 30_000);
+
+  it('verifies the server certificate against the CA and the host name', async () => {
+    await expect(connectWebSocket(new URL(`wss://127.0.0.2:${port}/`), { cert: tls.clientCert, key: tls.clientKey, ca: tls.ca, timeoutMs: 5_000 }))
+      .rejects.toMatchObject({ code: expect.stringMatching(/ERR_TLS_CERT_ALTNAME_INVALID|ECONNREFUSED/) });
+  });
+});
+
+describe('a ws client (random masks) against our WebSocket server', () => {
+  let server: https.Server;
+  let port: number;
+  beforeAll(async () => {
+    server = https.createServer({ cert: tls.serverCert, key: tls.serverKey });
+    server.on('upgrade', (req, socket, head) => {
+      if (req.url === '/refuse') {
+        socket.end('HTTP/1.1 403 Forbidden\r\nX-Underpass-Reason: TEST\r\nContent-Length: 4\r\n\r\nnope');
+        return;
+      }
+      const s = acceptWebSocket(req, socket as never, head);
+      if (!(s instanceof WebSocketStream)) return void socket.end(`HTTP/1.1 ${s.status} x\r\n\r\n`);
+      s.on('error', () => undefined);
+      s.pipe(s);
+    });
+    port = await listen(server);
+  });
+  afterAll(() => void server.close());
+
+  it('echoes 32 MiB sent by ws with random masking keys', async () => {
+    const ws = new WebSocket(`wss://localhost:${port}/`, { ca: tls.ca, perMessageDeflate: false, maxPayload: 64 << 20 });
+    await once(ws, 'open');
+    const data = randomBytes(32 << 20);
+    const got: Buffer[] = [];
+    let n = 0;
+    const done = new Promise<void>((resolve) => ws.on('message', (m: Buffer) => {
+      got.push(m);
+      n += m.length;
+      if (n >= data.length) resolve();
+    }));
+    for (let i = 0; i < data.length; i += 1 << 20) ws.send(data.subarray(i, i + (1 << 20)));
+    await done;
+    expect(sha(Buffer.concat(got))).toBe(sha(data));
+    ws.close(1000);
+    const [code] = (await once(ws, 'close')) as [number];
+    expect(code).toBe(1000);
+  }, 30_000);
+
+  it('answers ws pings with pongs', async () => {
+    const ws = new WebSocket(`wss://localhost:${port}/`, { ca: tls.ca });
+    await once(ws, 'open');
+    ws.ping(Buffer.from('hello'));
+    const [payload] = (await once(ws, 'pong')) as [Buffer];
+    expect(payload.toString()).toBe('hello');
+    ws.terminate();
+  });
+
+  it('closes with 1003 when ws sends a text message', async () => {
+    const ws = new WebSocket(`wss://localhost:${port}/`, { ca: tls.ca });
+    await once(ws, 'open');
+    ws.send('text is not tunnel data');
+    const [code] = (await once(ws, 'close')) as [number];
+    expect(code).toBe(1003);
+  });
+
+  it('reports an HTTP refusal with its status and reason to our client', async () => {
+    const err = await connectWebSocket(new URL(`wss://localhost:${port}/refuse`), { cert: tls.clientCert, key: tls.clientKey, ca: tls.ca, timeoutMs: 5_000 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WebSocketRefused);
+    expect(err).toMatchObject({ status: 403, reason: 'TEST', message: expect.stringContaining('HTTP 403 TEST') });
+  });
+});

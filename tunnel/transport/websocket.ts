@@ -1,0 +1,240 @@
+/**
+ * The tunnel's WebSocket: RFC 6455 handshake on both ends and a Duplex that
+ * carries yamux bytes in binary frames (see ws-frame.ts for why payloads are
+ * streamed, not reassembled). Writes go straight to the TLS socket, one frame
+ * per corked batch; reads hand payload views to the multiplexer.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import https from 'node:https';
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import { Duplex } from 'node:stream';
+import { UnderpassError } from '../errors.js';
+import { encodeClosePayload, encodeControlFrame, encodeFrameHeader, FrameDecoder, Opcode, WebSocketProtocolError, type FrameSink } from './ws-frame.js';
+
+const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+/** Largest frame we accept; the sender stays far below it. */
+export const MAX_FRAME = 16 << 20;
+/** Largest frame we send (a batch above it is split). */
+const SEND_FRAME = 4 << 20;
+
+type Callback = (err?: Error | null) => void;
+
+export function acceptKey(key: string): string {
+  return createHash('sha1').update(key + GUID).digest('base64');
+}
+
+export class WebSocketStream extends Duplex {
+  readonly socket: Socket;
+  readonly #client: boolean;
+  readonly #decoder: FrameDecoder;
+  #closeSent = false;
+  #closeReceived = false;
+
+  constructor(socket: Socket, head: Buffer, role: 'client' | 'server') {
+    super({ allowHalfOpen: false, readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
+    this.socket = socket;
+    this.#client = role === 'client';
+    const sink: FrameSink = {
+      onData: (chunk) => {
+        if (!this.push(chunk)) socket.pause();
+      },
+      onPing: (payload) => this.#control(Opcode.Pong, payload),
+      onPong: () => undefined,
+      onClose: (code, reason) => this.#onClose(code, reason),
+    };
+    this.#decoder = new FrameDecoder(sink, { expectMasked: !this.#client, maxFrame: MAX_FRAME });
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('error', (err: Error) => this.destroy(err));
+    // HTTP server sockets allow half-open connections: a peer that sends FIN
+    // without a close frame must not leave our side open forever.
+    socket.on('end', () => {
+      if (!this.#closeReceived) this.destroy(new UnderpassError('ERR_WS_CLOSED', 'the peer closed the connection without a WebSocket close frame'));
+      socket.end();
+    });
+    socket.on('close', () => {
+      if (!this.destroyed) this.destroy(this.#closeReceived ? undefined : new UnderpassError('ERR_WS_CLOSED', 'the connection closed without a WebSocket close frame'));
+    });
+    if (head.length > 0) queueMicrotask(() => this.#onData(head));
+  }
+
+  override _read(): void {
+    if (this.socket.isPaused()) this.socket.resume();
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: Callback): void {
+    this.#send([chunk], chunk.length, cb);
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, cb: Callback): void {
+    let total = 0;
+    const list = chunks.map((c) => ((total += c.chunk.length), c.chunk));
+    this.#send(list, total, cb);
+  }
+
+  override _final(cb: Callback): void {
+    this.#sendClose(1000, 'session closed');
+    this.socket.end();
+    cb();
+  }
+
+  override _destroy(err: Error | null, cb: Callback): void {
+    if (!this.socket.destroyed) {
+      if (err) {
+        if (err instanceof WebSocketProtocolError) this.#sendClose(err.closeCode, err.message);
+        this.socket.destroySoon();
+        setTimeout(() => this.socket.destroy(), 1_000).unref();
+      } else {
+        this.#sendClose(1000, 'session closed');
+        this.socket.end();
+      }
+    }
+    cb(err);
+  }
+
+  #send(chunks: Buffer[], total: number, cb: Callback): void {
+    const s = this.socket;
+    if (s.destroyed || this.#closeSent) return cb(new UnderpassError('ERR_WS_CLOSED', 'the WebSocket is closed'));
+    s.cork();
+    if (total <= SEND_FRAME) {
+      s.write(encodeFrameHeader(Opcode.Binary, total, this.#client));
+      for (const c of chunks) s.write(c);
+    } else {
+      // Split into frames of at most SEND_FRAME bytes (a chunk may straddle two frames).
+      let frameLeft = 0;
+      for (let c of chunks) {
+        while (c.length > 0) {
+          if (frameLeft === 0) {
+            frameLeft = Math.min(SEND_FRAME, total);
+            total -= frameLeft;
+            s.write(encodeFrameHeader(Opcode.Binary, frameLeft, this.#client));
+          }
+          const n = Math.min(frameLeft, c.length);
+          s.write(c.subarray(0, n));
+          c = c.subarray(n);
+          frameLeft -= n;
+        }
+      }
+    }
+    s.uncork();
+    if (s.writableNeedDrain) s.once('drain', () => cb());
+    else cb();
+  }
+
+  #onData(chunk: Buffer): void {
+    try {
+      this.#decoder.push(chunk);
+    } catch (err) {
+      this.destroy(err as Error);
+    }
+  }
+
+  #control(opcode: Opcode, payload: Buffer): void {
+    if (this.socket.destroyed || this.#closeSent) return;
+    this.socket.write(encodeControlFrame(opcode, payload, this.#client));
+  }
+
+  #sendClose(code: number, reason: string): void {
+    if (this.#closeSent || this.socket.destroyed) return;
+    this.#control(Opcode.Close, encodeClosePayload(code, reason));
+    this.#closeSent = true;
+  }
+
+  #onClose(code: number, reason: string): void {
+    this.#closeReceived = true;
+    this.#sendClose(code === 1005 ? 1000 : code, '');
+    this.socket.end();
+    if (code === 1000 || code === 1001 || code === 1005) this.push(null);
+    else this.destroy(new UnderpassError('ERR_WS_CLOSED', `the peer closed the WebSocket with code ${code}${reason ? `: ${reason}` : ''}`));
+  }
+}
+
+export interface HandshakeRefusal {
+  status: number;
+  message: string;
+  headers?: Record<string, string>;
+}
+
+/** Server side: validates an upgrade request; on success answers 101 and returns the stream. */
+export function acceptWebSocket(req: IncomingMessage, socket: Socket, head: Buffer): WebSocketStream | HandshakeRefusal {
+  if (req.method !== 'GET') return { status: 405, message: 'WebSocket upgrades use GET' };
+  if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return { status: 400, message: 'Upgrade: websocket is required' };
+  if (req.headers['sec-websocket-version'] !== '13') return { status: 426, message: 'WebSocket version 13 is required', headers: { 'Sec-WebSocket-Version': '13' } };
+  const key = req.headers['sec-websocket-key'];
+  if (typeof key !== 'string' || !/^[A-Za-z0-9+/]{22}==$/.test(key)) return { status: 400, message: 'missing or malformed Sec-WebSocket-Key' };
+  socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptKey(key)}\r\n\r\n`);
+  return new WebSocketStream(socket, head, 'server');
+}
+
+export class WebSocketRefused extends UnderpassError {
+  readonly status: number;
+  readonly reason: string | undefined;
+  readonly body: string;
+  constructor(status: number, reason: string | undefined, body: string) {
+    super('ERR_WORKER_REFUSED', `worker refused the connection (HTTP ${status}${reason ? ` ${reason}` : ''}): ${body.trim()}`);
+    this.status = status;
+    this.reason = reason;
+    this.body = body;
+  }
+}
+
+export interface ConnectOptions {
+  cert: Buffer;
+  key: Buffer;
+  ca: Buffer;
+  headers?: Record<string, string>;
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
+
+/** Client side: TLS with client certificate, upgrade, verified Sec-WebSocket-Accept. */
+export function connectWebSocket(url: URL, o: ConnectOptions): Promise<WebSocketStream> {
+  return new Promise((resolve, reject) => {
+    const key = randomBytes(16).toString('base64');
+    const req = https.request({
+      host: url.hostname.replace(/^\[|\]$/g, ''),
+      port: url.port || 443,
+      path: `${url.pathname}${url.search}`,
+      method: 'GET',
+      agent: false,
+      cert: o.cert,
+      key: o.key,
+      ca: o.ca,
+      minVersion: 'TLSv1.2',
+      headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': key, ...o.headers },
+    });
+    const timer = setTimeout(() => fail(new UnderpassError('ERR_DIAL', `no WebSocket handshake within ${o.timeoutMs} ms`)), o.timeoutMs);
+    const onAbort = (): void => fail(new UnderpassError('ERR_DIAL', 'aborted'));
+    o.signal?.addEventListener('abort', onAbort, { once: true });
+    let settled = false;
+    function fail(err: Error): void {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      o.signal?.removeEventListener('abort', onAbort);
+      req.destroy();
+      reject(err);
+    }
+    req.on('upgrade', (res: IncomingMessage, socket: Socket, head: Buffer) => {
+      if (res.headers['sec-websocket-accept'] !== acceptKey(key)) {
+        socket.destroy();
+        return fail(new UnderpassError('ERR_WS_HANDSHAKE', 'the server answered the upgrade with a wrong Sec-WebSocket-Accept'));
+      }
+      settled = true;
+      clearTimeout(timer);
+      o.signal?.removeEventListener('abort', onAbort);
+      resolve(new WebSocketStream(socket, head, 'client'));
+    });
+    req.on('response', (res: IncomingMessage) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body = (body + d).slice(0, 4096)));
+      const reason = res.headers['x-underpass-reason'];
+      res.on('end', () => fail(new WebSocketRefused(res.statusCode ?? 0, typeof reason === 'string' ? reason : undefined, body)));
+      res.on('error', () => fail(new WebSocketRefused(res.statusCode ?? 0, typeof reason === 'string' ? reason : undefined, body)));
+    });
+    req.on('error', (err) => fail(err));
+    req.end();
+  });
+}
