@@ -119,6 +119,7 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
     const session = new Session(ws, { client: true, config: this.#opts.mux });
     this.#sessions.add(session);
     session.on('stream', (stream) => this.emit('stream', stream));
+    session.on('rtt', (ms) => this.#opts.metrics.keepaliveRtt.set({ peer: this.url.href }, ms / 1000));
     const control = new ControlChannel(session.open());
     control.on('error', (err) => {
       if (!session.isClosed) this.#log.warn({ err: err.message }, `control channel: ${err.message}`);

@@ -12,7 +12,7 @@ export class OperatorMetrics {
 
   constructor() {
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry, prefix: 'underpass_operator_process_' });
+    collectDefaultMetrics({ register: this.registry, prefix: 'underpass_operator_' });
     this.reconcileSeconds = new Histogram({ name: 'underpass_operator_reconcile_duration_seconds', help: 'Reconcile duration by kind and result.', labelNames: ['kind', 'result'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers });
     this.reconcileErrors = new Counter({ name: 'underpass_operator_reconcile_errors_total', help: 'Reconciles that failed (and were retried with backoff), by kind.', labelNames: ['kind'], registers });
     this.queueDepth = new Gauge({ name: 'underpass_operator_workqueue_depth', help: 'Keys waiting in the work queue.', registers });

@@ -16,13 +16,13 @@ export class TunnelMetrics {
   readonly dialSeconds: Histogram<'mapping' | 'result'>;
   readonly handshakeFailures: Counter<'reason'>;
   readonly reconnects: Counter<'worker'>;
-  readonly keepaliveRtt: Gauge<'session'>;
+  readonly keepaliveRtt: Gauge<'peer'>;
   readonly certExpiry: Gauge<'certificate'>;
 
   constructor(readonly role: Role, options: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
     this.registry.setDefaultLabels({ role });
-    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'underpass_process_' });
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'underpass_' });
     this.sessions = new Gauge({ name: 'underpass_sessions', help: 'Tunnel sessions currently established (worker: connectors attached; connector: workers reached).', labelNames: ['role'], registers });
     this.streamsOpen = new Gauge({ name: 'underpass_streams_open', help: 'Application streams currently open, by mapping.', labelNames: ['mapping'], registers });
     this.streamsTotal = new Counter({ name: 'underpass_streams_total', help: 'Application streams finished, by mapping, outcome (closed, refused, failed) and reason.', labelNames: ['mapping', 'outcome', 'reason'], registers });
@@ -36,7 +36,7 @@ export class TunnelMetrics {
     });
     this.handshakeFailures = new Counter({ name: 'underpass_handshake_failures_total', help: 'Tunnel handshakes that failed, by reason.', labelNames: ['reason'], registers });
     this.reconnects = new Counter({ name: 'underpass_reconnects_total', help: 'Connector reconnect attempts, by worker URL.', labelNames: ['worker'], registers });
-    this.keepaliveRtt = new Gauge({ name: 'underpass_keepalive_rtt_seconds', help: 'Last keepalive round-trip time, by session.', labelNames: ['session'], registers });
+    this.keepaliveRtt = new Gauge({ name: 'underpass_keepalive_rtt_seconds', help: 'Last keepalive round-trip time, by peer (worker: connector name; connector: worker URL).', labelNames: ['peer'], registers });
     this.certExpiry = new Gauge({ name: 'underpass_certificate_expiry_timestamp_seconds', help: 'Expiry time (Unix seconds) of the certificates in use.', labelNames: ['certificate'], registers });
   }
 }

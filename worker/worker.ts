@@ -299,6 +299,7 @@ export class Worker {
       logger: this.#log,
     });
     this.#registry.add(session);
+    session.mux.on('rtt', (ms) => this.metrics.keepaliveRtt.set({ peer: session.connector }, ms / 1000));
     session.on('ready', () => {
       this.metrics.sessions.inc({ role: 'worker' });
       session.sendConfig(this.#configMessage());

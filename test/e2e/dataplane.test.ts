@@ -118,5 +118,9 @@ describe('data plane end to end (real processes, loopback)', () => {
     const metrics = await (await fetch(`http://127.0.0.1:${worker.adminPort}/metrics`)).text();
     expect(metrics).toMatch(/underpass_sessions\{role="worker"\} 1/);
     expect(metrics).toMatch(/underpass_streams_total\{mapping="private-echo",outcome="closed"/);
+    // Keepalive (1 s in the harness) reports round trips per peer on both ends.
+    const rtt = /underpass_keepalive_rtt_seconds\{peer="[^"]+",role="(worker|connector)"\} [0-9.e-]+/;
+    await waitFor('worker keepalive rtt', async () => rtt.test(await (await fetch(`http://127.0.0.1:${worker.adminPort}/metrics`)).text()), 5_000);
+    await waitFor('connector keepalive rtt', async () => rtt.test(await (await fetch(`http://127.0.0.1:${connector.adminPort}/metrics`)).text()), 5_000);
   });
 });

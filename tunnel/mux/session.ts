@@ -41,6 +41,8 @@ export interface Session {
   on(event: 'stream', listener: (stream: MuxStream) => void): this;
   on(event: 'goaway', listener: (code: number) => void): this;
   on(event: 'close', listener: (err: Error | undefined) => void): this;
+  /** A keepalive ping was answered (round trip in milliseconds). */
+  on(event: 'rtt', listener: (ms: number) => void): this;
   once(event: 'close', listener: (err: Error | undefined) => void): this;
   once(event: 'goaway', listener: (code: number) => void): this;
 }
@@ -357,7 +359,7 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     if (silent >= this.config.keepaliveTimeoutMs) {
       this.#terminate(new UnderpassError('ERR_MUX_KEEPALIVE_TIMEOUT', `nothing received from the peer for ${silent} ms; the connection is considered dead`));
     } else if (silent >= this.config.keepaliveIntervalMs) {
-      this.ping().catch(() => undefined); // the timeout above decides; a lost ping alone does not
+      this.ping().then((ms) => this.emit('rtt', ms), () => undefined); // the timeout above decides; a lost ping alone does not
     }
   }
 
