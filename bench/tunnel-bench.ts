@@ -1,0 +1,256 @@
+/**
+ * `make bench`: Underpass against direct TCP, OpenSSH `ssh -L` and chisel, on
+ * one machine over loopback, every contender in the same run. Prints a table
+ * (absolute numbers, ratio to ssh -L, PASS/MISS against the targets) and
+ * rewrites docs/benchmarks.md. `make bench-soak` runs the 10-minute soak.
+ *
+ *   node dist/bench/tunnel-bench.js [--quick] [--only bulk,rtt,…] [--contenders ssh,underpass]
+ *                                   [--no-docs] [--soak-seconds N] [--keep]
+ *
+ * Progress goes to stderr, the report to stdout.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { startApps } from './tunnel/apps.js';
+import { chiselContender } from './tunnel/chisel.js';
+import { CONTENDER_IDS, ROOT, log, type Contender, type ContenderId } from './tunnel/common.js';
+import { directContender } from './tunnel/direct.js';
+import { loadAvg, machine, raiseOpenFileLimit } from './tunnel/env.js';
+import { httpTool } from './tunnel/http.js';
+import { applies, FULL, MEASUREMENTS, measure, QUICK, Results, rowKeys, type Ctx, type MeasurementKey } from './tunnel/plan.js';
+import { cpuTable, renderTable, resultsTable, soakSection, verdict, writeDocs, writeSoakDocs } from './tunnel/report.js';
+import { soak, type SoakResult } from './tunnel/soak.js';
+import { sshContender } from './tunnel/ssh.js';
+import { startIperfServer } from './tunnel/throughput.js';
+import { makePki, underpassContender } from './tunnel/underpass.js';
+
+const HELP = `usage: node dist/bench/tunnel-bench.js [options]
+  --quick              tiny sizes, direct + Underpass only, Node-based clients (the test suite's smoke run)
+  --only a,b           measurements: ${MEASUREMENTS.join(', ')} (default: all but soak)
+  --contenders a,b     ${CONTENDER_IDS.join(', ')} (default: all that are installed)
+  --no-docs            do not write docs/benchmarks.md
+  --soak-seconds N     soak duration (default 600; 3 with --quick)
+  --keep               keep the temp dir with every process's log`;
+
+interface Flags {
+  quick: boolean;
+  only: MeasurementKey[] | undefined;
+  contenders: ContenderId[] | undefined;
+  docs: boolean;
+  soakSeconds: number | undefined;
+  keep: boolean;
+}
+
+function parseFlags(argv: string[]): Flags {
+  const f: Flags = { quick: false, only: undefined, contenders: undefined, docs: true, soakSeconds: undefined, keep: false };
+  const list = <T extends string>(v: string | undefined, allowed: readonly T[], flag: string): T[] => {
+    const items = (v ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+    const bad = items.filter((x) => !allowed.includes(x as T));
+    if (bad.length || items.length === 0) fail(`${flag}: unknown ${bad.join(', ') || '(empty)'}; expected some of ${allowed.join(', ')}`);
+    return items as T[];
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const [name, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
+    const value = (): string | undefined => inline ?? argv[++i];
+    if (name === '--quick') f.quick = true;
+    else if (name === '--no-docs') f.docs = false;
+    else if (name === '--keep') f.keep = true;
+    else if (name === '--only') f.only = list(value(), MEASUREMENTS, '--only');
+    else if (name === '--contenders') f.contenders = list(value(), CONTENDER_IDS, '--contenders');
+    else if (name === '--soak-seconds') f.soakSeconds = Number(value());
+    else if (name === '--help' || name === '-h') {
+      console.log(HELP);
+      process.exit(0);
+    } else fail(`unknown option ${a}\n${HELP}`);
+  }
+  if (f.soakSeconds !== undefined && !(f.soakSeconds > 0)) fail('--soak-seconds: must be a positive number');
+  return f;
+}
+
+function fail(msg: string): never {
+  process.stderr.write(`tunnel-bench: ${msg}\n`);
+  process.exit(2);
+}
+
+async function main(): Promise<void> {
+  const flags = parseFlags(process.argv.slice(2));
+  const sizes = flags.quick ? QUICK : FULL;
+  const measurements: MeasurementKey[] = flags.only ?? (flags.quick ? [...MEASUREMENTS] : MEASUREMENTS.filter((m) => m !== 'soak'));
+  const wanted: ContenderId[] = flags.contenders ?? (flags.quick ? ['direct', 'underpass'] : CONTENDER_IDS);
+  const fullRun = !flags.quick && !flags.only;
+  const soakOnly = measurements.length === 1 && measurements[0] === 'soak';
+  const m = machine();
+  const loadBefore = loadAvg();
+  raiseOpenFileLimit(65_535, sizes.idleStreams + 2_000);
+  log(`${m.date}: ${m.cpu} × ${m.cores}, ${m.kernel}, Node ${m.node}; load average ${loadBefore}`);
+
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'underpass-bench-'));
+  const cleanup: Array<() => Promise<void>> = [];
+  const contenders: Contender[] = [];
+  const skipped: string[] = [];
+  let failed = false;
+  try {
+    const apps = await startApps(dir);
+    cleanup.push(() => apps.stop());
+    const iperf = flags.quick ? undefined : await startIperfServer(dir);
+    if (iperf) cleanup.push(() => iperf.stop());
+    else if (!flags.quick) skipped.push('iperf3 not installed: bulk transfers use the Node client');
+    const pki = wanted.includes('underpass') ? await makePki(path.join(dir, 'sessions')) : undefined;
+    const ctx: Ctx = {
+      sizes,
+      bulkTool: iperf ? 'iperf3' : 'node',
+      httpTool: httpTool(flags.quick),
+      ports: { echo: apps.echo, bulk: apps.bulk, http: apps.http, ...(iperf ? { iperf: iperf.port } : {}) },
+      pki,
+      deadlineMs: flags.quick ? 30_000 : 600_000,
+    };
+    for (const id of wanted) {
+      const c = id === 'direct' ? directContender()
+        : id === 'ssh' ? await sshContender(dir)
+          : id === 'chisel' || id === 'chisel-tls' ? await chiselContender(dir, id === 'chisel-tls')
+            : await underpassContender(dir);
+      if (typeof c === 'string') {
+        skipped.push(`${id}: ${c}`);
+        log(`skipping ${id}: ${c}`);
+        continue;
+      }
+      contenders.push(c);
+      cleanup.push(() => c.close());
+    }
+
+    const results = new Results(ctx);
+    const runSoak = async (c: Contender): Promise<SoakResult> => {
+      const fwd = await c.forward(apps.echo);
+      try {
+        return await soak(fwd, {
+          seconds: flags.soakSeconds ?? (flags.quick ? 3 : 600),
+          intervalSeconds: flags.quick ? 1 : 10,
+          warmupSeconds: flags.quick ? 1 : 30,
+          echoConnections: 8,
+          messageBytes: 16 * 1024,
+          newPerSecond: 20,
+        });
+      } finally {
+        await fwd.stop();
+      }
+    };
+    let soakResult: SoakResult | undefined;
+    for (const key of measurements) {
+      for (const c of contenders) {
+        const ok = applies(key, c.id);
+        if (ok !== true) {
+          results.note(rowKeys(key), c.id, ok);
+          continue;
+        }
+        log(`${key}: ${c.label}`);
+        // One retry: on a shared machine a forwarder process can be killed from outside.
+        const attempts = key === 'soak' ? 1 : 2;
+        for (let attempt = 1; attempt <= attempts; attempt++) {
+          try {
+            if (key === 'soak') soakResult = await runSoak(c);
+            else await measure(key, c, ctx, results);
+            if (attempt > 1) results.problems.push(`${c.label}, ${key}: succeeded on the second attempt`);
+            break;
+          } catch (err) {
+            const msg = (err as Error).message.split('\n')[0]!;
+            log(`  ${c.label} ${key} FAILED (attempt ${attempt}): ${(err as Error).message}`);
+            if (attempt < attempts) continue;
+            results.note(rowKeys(key), c.id, 'failed');
+            results.problems.push(`${c.label}, ${key}: ${msg}`);
+            failed = true;
+          }
+        }
+      }
+    }
+
+    const loadAfter = loadAvg();
+    const columns = contenders.map((c) => ({ id: c.id, label: c.label }));
+    const rows = results.selected(measurements);
+    const facts = [
+      `date: ${m.date}`,
+      `cpu: ${m.cpu}, ${m.cores} cores; memory ${m.memory}; kernel ${m.kernel}; Node ${m.node}`,
+      `load average (1, 5, 15 min): ${loadBefore} before, ${loadAfter} after`,
+      ...contenders.filter((c) => Object.keys(c.info).length).map((c) => `${c.label}: ${Object.entries(c.info).map(([k, v]) => `${k} ${v}`).join('; ')}`),
+      ...skipped.map((s) => `skipped: ${s}`),
+    ];
+    const sections: string[] = [];
+    if (rows.length) sections.push('## Results\n', `Each cell: the absolute number, and in brackets the ratio to \`ssh -L\` in the same run. Targets apply to Underpass.\n`, resultsTable(columns, rows));
+    if (results.cpu.length) sections.push('\n## CPU during bulk transfer\n', 'From /proc/PID/stat (utime + stime) of each forwarding process and its children; `bench` is the benchmark process (the Node client when iperf3 is not used); `machine` is every process on the machine (at most 100% × cores: near it, the run was CPU-bound, iperf3 and other load included). CPU s/GiB and syscalls/MiB (from /proc/PID/io) count the forwarder\'s processes only, per byte carried: less sensitive to background load than Gbit/s.\n', cpuTable(results.cpu));
+    if (results.details.length) sections.push('\n## Memory detail\n', results.details.map((d) => `- ${d}`).join('\n'));
+    if (soakResult) {
+      const s = soakResult;
+      sections.push('\n## Soak\n', renderTable(['duration', 'RSS start', 'RSS end', 'RSS max', 'growth', 'target', 'result', 'errors'], [[
+        `${s.seconds} s`, `${(s.start / 2 ** 20).toFixed(1)} MiB`, `${(s.end / 2 ** 20).toFixed(1)} MiB`, `${(s.max / 2 ** 20).toFixed(1)} MiB`,
+        `${s.growthPct.toFixed(1)}%`, '< 5%', s.growthPct < 5 ? 'PASS' : 'MISS', `${s.errors}`]]));
+    }
+    if (results.problems.length) sections.push('\n## Problems\n', results.problems.map((p) => `- ${p}`).join('\n'));
+    const report = `# Tunnel benchmark\n\n${facts.map((f) => `- ${f}`).join('\n')}\n\n${sections.join('\n')}\n`;
+    process.stdout.write(report);
+    const misses = rows.filter((r) => verdict(r) === 'MISS').length;
+    log(`done: ${rows.length} rows, ${misses} targets missed${results.problems.length ? `, ${results.problems.length} problems` : ''}`);
+
+    const docFile = path.join(ROOT, 'docs/benchmarks.md');
+    if (flags.docs && !flags.quick && (fullRun || (soakOnly && soakResult))) {
+      const main = docsMain(facts);
+      if (fullRun) writeDocs(docFile, `${main}\n${sections.join('\n')}\n${METHOD}`);
+      if (soakOnly && soakResult) {
+        writeSoakDocs(docFile, soakSection(soakResult, { date: m.date, load: loadBefore, what: SOAK_WHAT(soakResult.seconds) }), `${main}\nNo full run recorded yet: run \`make bench\`.\n`);
+      }
+      log(`wrote ${path.relative(process.cwd(), docFile)}`);
+    }
+    if (soakResult) log(`soak: RSS ${(soakResult.start / 2 ** 20).toFixed(1)} → ${(soakResult.end / 2 ** 20).toFixed(1)} MiB (${soakResult.growthPct.toFixed(1)}%)`);
+  } finally {
+    for (const f of cleanup.reverse()) await f().catch(() => undefined);
+    if (flags.keep || failed) log(`logs kept in ${dir}`);
+    else rmSync(dir, { recursive: true, force: true });
+  }
+  if (failed) process.exitCode = 1;
+}
+
+function docsMain(facts: string[]): string {
+  return [
+    '# Benchmarks',
+    '',
+    '<!-- Generated by `make bench` (bench/tunnel-bench.ts): the sections above "What limits us" and the soak',
+    'section (`make bench-soak`) are rewritten on each run; text under the analysis marker is kept. -->',
+    '',
+    'Underpass against direct TCP, OpenSSH `ssh -L` and chisel, on one machine over loopback, every',
+    'contender in the same run. The numbers are one run on a shared 2-core machine: read them next to',
+    'the load average.',
+    '',
+    facts.map((f) => `- ${f}`).join('\n'),
+    '',
+  ].join('\n');
+}
+
+const SOAK_WHAT = (seconds: number): string => `Underpass for ${seconds} s: 8 connections echoing 16 KiB messages back to back plus 20 new connections per second ` +
+  '(each one 64-byte round trip); worker + connector RSS every 10 s. Start = mean of the first three samples after a 30 s warm-up, end = mean of the last three.';
+
+const METHOD = `
+## How it is measured
+
+- Every contender exposes the same thing: a local port forwarding to a target on 127.0.0.1. Each
+  measurement starts a fresh forward (for Underpass: a new worker and connector process with one
+  Connector-side mapping) and stops it afterwards. Direct TCP connects to the target itself.
+- Targets run in a child process of their own (\`bench/tunnel/apps.ts\`): an echo server, a bulk
+  source/sink and a small HTTP server; iperf3's server for the bulk rows.
+- Bulk: \`iperf3 -n 1G\` (\`-R\` for target→client, \`-P 8\` for 8 streams); the receiver's rate.
+  Both iperf3 connections (control and data) go through the forward.
+- RTT: one connection, 64 bytes out, wait for all 64 back, repeat; 1,000 warm-up round trips, then 20,000 timed.
+- Connection rate: 8 loops of connect → 64-byte round trip → half-close, for 5 s.
+- Idle streams: 10,000 connections, each proven end to end by a 1-byte echo, then idle; RSS (VmRSS of
+  every process of the forwarder, children included) after 3 s of rest, minus before, divided by the count.
+- Idle sessions: 1,000 mutual-TLS WebSocket sessions (ws + yamux + control hello, each with its own
+  connector certificate) opened on one worker from the benchmark process; the worker's RSS delta per session.
+- HTTP: \`wrk -t2 -c32 -d10s\` against a Node \`http\` server answering 32 bytes.
+- \`ssh -L\` runs against our own \`sshd -D\` (generated keys, \`UsePAM no\`) with OpenSSH's default
+  cipher negotiation. \`chisel (no TLS)\` flatters chisel: it saves the TLS layer (it still encrypts
+  with its inner SSH); \`chisel (mTLS)\` is the like-for-like comparison.
+`;
+
+main().catch((err) => {
+  process.stderr.write(`tunnel-bench: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,168 @@
+/**
+ * Memory at rest:
+ *  - idle streams: N connections through a forward, each proven end to end by
+ *    a 1-byte echo, then left idle; RSS of the forwarder's processes before and
+ *    after, divided by N.
+ *  - idle connector sessions: N sessions opened on one worker from this
+ *    process with the connector's own WorkerLink (mTLS WebSocket, yamux,
+ *    control hello/welcome), each with its own connector certificate; the
+ *    worker's RSS before and after, divided by N.
+ * RSS settles for a few seconds before each reading (no forced GC: these are
+ * the processes as deployed).
+ */
+import net from 'node:net';
+import pino from 'pino';
+import { WorkerLink } from '../../connector/link.js';
+import { TunnelMetrics } from '../../tunnel/metrics.js';
+import { log, pool, rssByRole, sleep, sum, type Forward } from './common.js';
+import { metric, startWorker, type UnderpassPki } from './underpass.js';
+
+interface IdleSession {
+  close(): Promise<void>;
+}
+
+export interface MemoryResult {
+  count: number;
+  /** Bytes of RSS per stream/session, all roles together. */
+  perItem: number;
+  perRole: Record<string, number>;
+  before: Record<string, number>;
+  after: Record<string, number>;
+  /** RSS after the streams/sessions were closed again. */
+  released: Record<string, number>;
+  errors: number;
+  firstError?: string;
+  note?: string;
+}
+
+/** RSS per role after `seconds` of rest. */
+async function settledRss(roles: Record<string, number>, seconds: number): Promise<Record<string, number>> {
+  await sleep(seconds * 1000);
+  return rssByRole(roles);
+}
+
+function perRole(before: Record<string, number>, after: Record<string, number>, n: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const role of Object.keys(after)) out[role] = ((after[role] ?? 0) - (before[role] ?? 0)) / Math.max(1, n);
+  return out;
+}
+
+export async function idleStreams(fwd: Forward, n: number, settle = 3): Promise<MemoryResult> {
+  const before = await settledRss(fwd.roles, settle);
+  const sockets: net.Socket[] = [];
+  let errors = 0;
+  let firstError: string | undefined;
+  await pool(n, 128, (i) => new Promise<void>((resolve) => {
+    const s = net.connect({ port: fwd.port, host: '127.0.0.1', noDelay: true });
+    const timer = setTimeout(() => fail(new Error('no echo within 20 s')), 20_000);
+    function fail(err: Error): void {
+      clearTimeout(timer);
+      errors++;
+      firstError ??= `stream ${i}: ${err.message}`;
+      s.destroy();
+      resolve();
+    }
+    s.once('connect', () => s.write('x'));
+    s.once('data', () => {
+      clearTimeout(timer);
+      s.removeAllListeners('error');
+      s.on('error', () => undefined);
+      sockets.push(s);
+      resolve();
+    });
+    s.once('error', fail);
+  }));
+  if (errors) log(`idle streams: ${errors} of ${n} failed (${firstError})`);
+  let note: string | undefined;
+  if (fwd.adminPorts?.worker) {
+    const open = await metric(fwd.adminPorts.worker, 'underpass_streams_open').catch(() => NaN);
+    if (open !== sockets.length) note = `worker reports ${open} open streams for ${sockets.length} clients`;
+  }
+  const after = await settledRss(fwd.roles, settle);
+  for (const s of sockets) s.destroy();
+  const released = await settledRss(fwd.roles, settle);
+  const count = sockets.length;
+  return {
+    count,
+    perItem: (sum(Object.values(after)) - sum(Object.values(before))) / Math.max(1, count),
+    perRole: perRole(before, after, count),
+    before, after, released, errors,
+    ...(firstError ? { firstError } : {}),
+    ...(note ? { note } : {}),
+  };
+}
+
+export async function idleSessions(pki: UnderpassPki, n: number, settle = 3): Promise<MemoryResult> {
+  const worker = await startWorker(pki);
+  const roles = { worker: worker.child.pid };
+  const t0 = Date.now();
+  const creds: Array<{ name: string; cert: string; key: string; ca: string }> = [];
+  for (let i = 0; i < n; i++) creds.push({ name: `idle-${i}`, ...(await pki.connector(`idle-${i}`)) });
+  log(`idle sessions: issued ${n} connector certificates in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  const sessions: IdleSession[] = [];
+  let errors = 0;
+  let firstError: string | undefined;
+  try {
+    const before = await settledRss(roles, settle);
+    await pool(n, 16, async (i) => {
+      try {
+        sessions.push(await openSession(worker.url, creds[i]!));
+      } catch (err) {
+        errors++;
+        firstError ??= `session ${i}: ${(err as Error).message}`;
+      }
+    });
+    if (errors) log(`idle sessions: ${errors} of ${n} failed (${firstError})`);
+    const count = sessions.length;
+    const reported = await metric(worker.adminPort, 'underpass_sessions').catch(() => NaN);
+    const after = await settledRss(roles, settle);
+    await Promise.all(sessions.splice(0).map((s) => s.close()));
+    const released = await settledRss(roles, settle);
+    return {
+      count,
+      perItem: (sum(Object.values(after)) - sum(Object.values(before))) / Math.max(1, count),
+      perRole: perRole(before, after, count),
+      before, after, released, errors,
+      ...(firstError ? { firstError } : {}),
+      ...(reported !== count ? { note: `worker reports ${reported} sessions for ${count} opened` } : {}),
+    };
+  } finally {
+    await Promise.all(sessions.map((s) => s.close()));
+    await worker.child.stop();
+  }
+}
+
+const quiet = pino({ level: 'silent' });
+const linkMetrics = new TunnelMetrics('connector', { defaultMetrics: false });
+
+/** One connector session made by the connector's own WorkerLink (the same dial, TLS, WebSocket, yamux and hello). */
+async function openSession(url: string, c: { name: string; cert: string; key: string; ca: string }): Promise<IdleSession> {
+  const abort = new AbortController();
+  const link = new WorkerLink(new URL(url), {
+    name: c.name,
+    tls: { cert: c.cert, key: c.key, ca: c.ca },
+    mux: {},
+    reconnect: { initialDelayMs: 200, maxDelayMs: 2_000 },
+    logger: quiet,
+    metrics: linkMetrics,
+  });
+  const up = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no session within 30 s: ${link.lastError ?? 'no error reported'}`)), 30_000);
+    link.once('up', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+  void link.run(abort.signal);
+  const close = async (): Promise<void> => {
+    await link.drain(1_000).catch(() => undefined);
+    abort.abort();
+  };
+  try {
+    await up;
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return { close };
+}

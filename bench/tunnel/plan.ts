@@ -1,0 +1,187 @@
+/**
+ * The measurements of tunnel-bench, their sizes (full and --quick), the rows
+ * they fill and the targets those rows are held to.
+ */
+import { connRate } from './connrate.js';
+import type { Contender, ContenderId, Forward } from './common.js';
+import { log, withDeadline } from './common.js';
+import { httpLoad, type HttpTool } from './http.js';
+import { idleSessions, idleStreams } from './memory.js';
+import type { CpuRow, Row } from './report.js';
+import { rtt } from './rtt.js';
+import { bulk, type BulkTool } from './throughput.js';
+import type { UnderpassPki } from './underpass.js';
+
+export const MEASUREMENTS = ['bulk', 'bulk8', 'rtt', 'connrate', 'idle-streams', 'idle-sessions', 'http', 'soak'] as const;
+export type MeasurementKey = (typeof MEASUREMENTS)[number];
+
+export interface Sizes {
+  bulkBytes: number;
+  idleStreams: number;
+  idleSessions: number;
+  rttWarmup: number;
+  rttSamples: number;
+  loopSeconds: number;
+  httpSeconds: number;
+  /** Seconds RSS may settle before each memory reading. */
+  settleSeconds: number;
+}
+
+export const FULL: Sizes = { bulkBytes: 2 ** 30, idleStreams: 10_000, idleSessions: 1_000, rttWarmup: 1_000, rttSamples: 20_000, loopSeconds: 5, httpSeconds: 10, settleSeconds: 3 };
+export const QUICK: Sizes = { bulkBytes: 8 * 2 ** 20, idleStreams: 200, idleSessions: 20, rttWarmup: 200, rttSamples: 2_000, loopSeconds: 2, httpSeconds: 2, settleSeconds: 0.5 };
+
+export interface Ctx {
+  sizes: Sizes;
+  bulkTool: BulkTool;
+  httpTool: HttpTool;
+  ports: { echo: number; bulk: number; http: number; iperf?: number };
+  pki: UnderpassPki | undefined;
+  /** How long one measurement of one contender may take before it counts as failed. */
+  deadlineMs: number;
+}
+
+export class Results {
+  readonly rows = new Map<string, Row>();
+  readonly cpu: CpuRow[] = [];
+  readonly problems: string[] = [];
+  readonly details: string[] = [];
+
+  constructor(ctx: Ctx) {
+    const s = ctx.sizes;
+    const size = s.bulkBytes >= 2 ** 30 ? `${s.bulkBytes / 2 ** 30} GiB` : `${s.bulkBytes / 2 ** 20} MiB`;
+    const tool = ctx.bulkTool === 'iperf3' ? 'iperf3' : 'Node client';
+    const one = { kind: 'ratio', min: 1.0, text: '≥ 1.0× ssh -L (aim 1.25×)' } as const;
+    const even = { kind: 'ratio', min: 1.0, text: '≥ 1.0× ssh -L' } as const;
+    this.add('bulk-up', { label: `1 stream, ${size} client→target (${tool})`, unit: 'Gbit/s', decimals: 2, values: {}, target: one });
+    this.add('bulk-down', { label: `1 stream, ${size} target→client (${tool})`, unit: 'Gbit/s', decimals: 2, values: {}, target: one });
+    this.add('bulk8-up', { label: `8 streams, ${size} in all, client→target`, unit: 'Gbit/s', decimals: 2, values: {}, target: even });
+    this.add('bulk8-down', { label: `8 streams, ${size} in all, target→client`, unit: 'Gbit/s', decimals: 2, values: {}, target: even });
+    this.add('rtt-p50', { label: `RTT p50, 64 B echo (${s.rttSamples.toLocaleString('en-US')} samples)`, unit: 'µs', decimals: 0, values: {}, target: { kind: 'ratio', max: 1.0, text: '≤ ssh -L' } });
+    this.add('rtt-p99', { label: 'RTT p99, 64 B echo', unit: 'µs', decimals: 0, values: {} });
+    this.add('connrate', { label: `new connections + 1 round trip, 8 at a time, ${s.loopSeconds} s`, unit: 'conn/s', decimals: 0, values: {}, target: even });
+    this.add('idle-streams', { label: `${s.idleStreams.toLocaleString('en-US')} idle streams: RSS per stream, all processes`, unit: 'KiB', decimals: 1, values: {}, target: { kind: 'abs', max: 16, text: '≤ 16 KiB' } });
+    this.add('idle-sessions', { label: `${s.idleSessions.toLocaleString('en-US')} idle connector sessions: worker RSS per session`, unit: 'KiB', decimals: 1, values: {}, target: { kind: 'abs', max: 64, text: '≤ 64 KiB' } });
+    this.add('http', { label: `HTTP GET, 32 keep-alive connections, ${s.httpSeconds} s (${ctx.httpTool === 'wrk' ? 'wrk -t2 -c32' : 'Node client'})`, unit: 'req/s', decimals: 0, values: {} });
+  }
+
+  add(key: string, row: Row): void {
+    this.rows.set(key, row);
+  }
+
+  set(key: string, id: ContenderId, value: number): void {
+    this.rows.get(key)!.values[id] = value;
+  }
+
+  note(keys: string[], id: ContenderId, text: string): void {
+    for (const key of keys) {
+      const row = this.rows.get(key)!;
+      (row.notes ??= {})[id] = text;
+    }
+  }
+
+  /** Rows of the measurements that ran, in order. */
+  selected(keys: readonly MeasurementKey[]): Row[] {
+    return keys.flatMap((k) => rowKeys(k)).map((k) => this.rows.get(k)!);
+  }
+}
+
+export function rowKeys(m: MeasurementKey): string[] {
+  switch (m) {
+    case 'bulk': return ['bulk-up', 'bulk-down'];
+    case 'bulk8': return ['bulk8-up', 'bulk8-down'];
+    case 'rtt': return ['rtt-p50', 'rtt-p99'];
+    case 'soak': return [];
+    default: return [m];
+  }
+}
+
+/** Whether a measurement applies to a contender; otherwise the note for its cell. */
+export function applies(m: MeasurementKey, id: ContenderId): true | string {
+  if (m === 'idle-streams' && id === 'direct') return 'no forwarder';
+  if (m === 'idle-sessions' && id !== 'underpass') return 'n/a';
+  if (m === 'soak' && id !== 'underpass') return 'n/a';
+  return true;
+}
+
+function targetPort(m: MeasurementKey, ctx: Ctx): number {
+  if (m === 'bulk' || m === 'bulk8') return ctx.bulkTool === 'iperf3' ? ctx.ports.iperf! : ctx.ports.bulk;
+  if (m === 'http') return ctx.ports.http;
+  return ctx.ports.echo;
+}
+
+const mib = (b: number): string => `${(b / 2 ** 20).toFixed(1)} MiB`;
+const kib = (b: number): string => `${(b / 1024).toFixed(1)} KiB`;
+
+/** Runs one measurement for one contender (a fresh forward each time) and records it. */
+export async function measure(m: MeasurementKey, c: Contender, ctx: Ctx, r: Results): Promise<void> {
+  const s = ctx.sizes;
+  if (m === 'idle-sessions') {
+    const res = await withDeadline(idleSessions(ctx.pki!, s.idleSessions, s.settleSeconds), ctx.deadlineMs, 'idle sessions');
+    r.set('idle-sessions', c.id, res.perItem / 1024);
+    r.details.push(`${c.label}, ${res.count} idle connector sessions: worker RSS ${mib(res.before.worker!)} → ${mib(res.after.worker!)} (${kib(res.perItem)} per session), ` +
+      `${mib(res.released.worker!)} after closing them${res.errors ? `; ${res.errors} failed: ${res.firstError}` : ''}${res.note ? `; ${res.note}` : ''}`);
+    return;
+  }
+  const fwd: Forward = await c.forward(targetPort(m, ctx));
+  try {
+    await withDeadline(run(m, c, ctx, r, fwd), ctx.deadlineMs, `${c.label} ${m}`);
+  } finally {
+    await fwd.stop();
+  }
+}
+
+async function run(m: MeasurementKey, c: Contender, ctx: Ctx, r: Results, fwd: Forward): Promise<void> {
+  const s = ctx.sizes;
+  switch (m) {
+    case 'bulk':
+    case 'bulk8': {
+      const streams = m === 'bulk' ? 1 : 8;
+      for (const reverse of [false, true]) {
+        const key = `${m}-${reverse ? 'down' : 'up'}`;
+        const res = await bulk(fwd, { bytes: s.bulkBytes, streams, reverse, tool: ctx.bulkTool });
+        r.set(key, c.id, res.gbps);
+        const what = `${streams} stream${streams > 1 ? 's' : ''}, ${reverse ? 'target→client' : 'client→target'}`;
+        r.cpu.splice(0, r.cpu.length, ...r.cpu.filter((x) => x.contender !== c.label || x.what !== what));
+        r.cpu.push({ contender: c.label, what, value: `${res.gbps.toFixed(2)} Gbit/s`, cpu: res.cpu, cpuPerGiB: res.cpuPerGiB, syscallsPerMiB: res.syscallsPerMiB });
+        log(`  ${c.label} ${key}: ${res.gbps.toFixed(2)} Gbit/s in ${res.seconds.toFixed(1)} s; CPU ${fmtCpu(res.cpu)}; ${res.cpuPerGiB.toFixed(2)} CPU s/GiB, ${res.syscallsPerMiB.toFixed(0)} syscalls/MiB`);
+      }
+      return;
+    }
+    case 'rtt': {
+      const res = await rtt(fwd, { warmup: s.rttWarmup, samples: s.rttSamples });
+      r.set('rtt-p50', c.id, res.p50);
+      r.set('rtt-p99', c.id, res.p99);
+      log(`  ${c.label} rtt: p50 ${res.p50.toFixed(0)} µs, p99 ${res.p99.toFixed(0)} µs; CPU ${fmtCpu(res.cpu)}`);
+      return;
+    }
+    case 'connrate': {
+      const res = await connRate(fwd, { concurrency: 8, seconds: s.loopSeconds });
+      r.set('connrate', c.id, res.perSecond);
+      if (res.errors) r.problems.push(`${c.label}, connection rate: ${res.errors} of ${res.completed + res.errors} connections failed (${res.firstError})`);
+      log(`  ${c.label} connrate: ${res.perSecond.toFixed(0)} conn/s (${res.errors} errors); CPU ${fmtCpu(res.cpu)}`);
+      return;
+    }
+    case 'idle-streams': {
+      const res = await idleStreams(fwd, s.idleStreams, s.settleSeconds);
+      r.set('idle-streams', c.id, res.perItem / 1024);
+      const roles = Object.keys(res.after).map((role) => `${role} ${mib(res.before[role]!)} → ${mib(res.after[role]!)} (${kib(res.perRole[role]!)}/stream; ${mib(res.released[role]!)} after close)`);
+      r.details.push(`${c.label}, ${res.count} idle streams: ${roles.join('; ')}${res.errors ? `; ${res.errors} failed: ${res.firstError}` : ''}${res.note ? `; ${res.note}` : ''}`);
+      if (res.errors) r.problems.push(`${c.label}, idle streams: ${res.errors} of ${s.idleStreams} could not be opened (${res.firstError})`);
+      log(`  ${c.label} idle streams: ${kib(res.perItem)} per stream over ${res.count}`);
+      return;
+    }
+    case 'http': {
+      const res = await httpLoad(fwd, { tool: ctx.httpTool, seconds: s.httpSeconds, connections: 32 });
+      r.set('http', c.id, res.perSecond);
+      if (res.errors) r.problems.push(`${c.label}, HTTP: ${res.errors} errors`);
+      log(`  ${c.label} http: ${res.perSecond.toFixed(0)} req/s (${res.errors} errors); CPU ${fmtCpu(res.cpu)}`);
+      return;
+    }
+    default:
+      throw new Error(`measure(${m}) is not a table measurement`);
+  }
+}
+
+export function fmtCpu(cpu: Record<string, number>): string {
+  return Object.entries(cpu).map(([k, v]) => `${k} ${v.toFixed(0)}%`).join(', ');
+}

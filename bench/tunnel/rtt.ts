@@ -1,0 +1,53 @@
+/**
+ * Round-trip time: one connection through the forward to the echo server,
+ * 64 bytes written, the next 64 written only after all 64 came back.
+ * Warm-up round trips first, then the timed samples (p50/p99 in µs).
+ */
+import net from 'node:net';
+import { percentile, withCpu, type Forward } from './common.js';
+
+export interface RttResult {
+  p50: number;
+  p99: number;
+  samples: number;
+  cpu: Record<string, number>;
+}
+
+export async function rtt(fwd: Forward, o: { warmup: number; samples: number; size?: number }): Promise<RttResult> {
+  const size = o.size ?? 64;
+  const socket = net.connect({ port: fwd.port, host: '127.0.0.1', noDelay: true });
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  const payload = Buffer.alloc(size, 0x61);
+  const times = new Float64Array(o.samples);
+  let i = -o.warmup;
+  let got = 0;
+  let t0 = 0n;
+  const done = new Promise<void>((resolve, reject) => {
+    socket.on('error', reject);
+    socket.on('close', () => reject(new Error(`the connection closed after ${i + o.warmup} round trips`)));
+    socket.on('data', (d: Buffer) => {
+      got += d.length;
+      if (got < size) return;
+      if (got > size) return reject(new Error(`echo returned ${got} bytes for ${size}`));
+      const t = process.hrtime.bigint();
+      if (i >= 0) times[i] = Number(t - t0) / 1e3;
+      i++;
+      if (i >= o.samples) return resolve();
+      got = 0;
+      t0 = process.hrtime.bigint();
+      socket.write(payload);
+    });
+  });
+  const { cpu } = await withCpu(fwd.roles, async () => {
+    t0 = process.hrtime.bigint();
+    socket.write(payload);
+    await done;
+  });
+  socket.removeAllListeners('close');
+  socket.destroy();
+  const sorted = Array.from(times).sort((a, b) => a - b);
+  return { p50: percentile(sorted, 50), p99: percentile(sorted, 99), samples: sorted.length, cpu };
+}

@@ -1,0 +1,125 @@
+/**
+ * Soak: steady load through one forward for a long time while the RSS of its
+ * processes is sampled. Load: `echoConnections` connections each echoing
+ * 16 KiB messages back to back, plus `newPerSecond` new connections per second,
+ * each carrying one 64-byte round trip. "start" is the mean of the first three
+ * samples after the warm-up, "end" the mean of the last three (one GC cycle
+ * more or less must not decide the verdict); max is the largest sample.
+ */
+import net from 'node:net';
+import { log, rssByRole, sleep, sum, type Forward } from './common.js';
+
+export interface SoakOptions {
+  seconds: number;
+  intervalSeconds: number;
+  warmupSeconds: number;
+  echoConnections: number;
+  messageBytes: number;
+  newPerSecond: number;
+}
+
+export interface SoakResult {
+  seconds: number;
+  baseline: number;
+  start: number;
+  end: number;
+  max: number;
+  growthPct: number;
+  samples: Array<{ t: number; rss: number }>;
+  messages: number;
+  connections: number;
+  errors: number;
+  firstError?: string;
+}
+
+export async function soak(fwd: Forward, o: SoakOptions): Promise<SoakResult> {
+  const total = (): number => sum(Object.values(rssByRole(fwd.roles)));
+  const baseline = total();
+  let stopping = false;
+  let messages = 0;
+  let connections = 0;
+  let errors = 0;
+  let firstError: string | undefined;
+  const fail = (err: Error): void => {
+    errors++;
+    firstError ??= err.message;
+  };
+
+  const message = Buffer.alloc(o.messageBytes, 0x63);
+  const echoLoop = async (): Promise<void> => {
+    while (!stopping) {
+      const s = net.connect({ port: fwd.port, host: '127.0.0.1', noDelay: true });
+      await new Promise<void>((resolve) => {
+        let got = 0;
+        s.on('connect', () => s.write(message));
+        s.on('data', (d: Buffer) => {
+          got += d.length;
+          while (got >= message.length) {
+            got -= message.length;
+            messages++;
+            if (stopping) return void s.end();
+            s.write(message);
+          }
+        });
+        s.on('error', (err) => fail(err));
+        s.on('close', () => resolve());
+      });
+      if (!stopping) await sleep(100); // a dropped connection is replaced, not spun on
+    }
+  };
+  const oneConnection = (): void => {
+    const s = net.connect({ port: fwd.port, host: '127.0.0.1', noDelay: true, allowHalfOpen: true });
+    let got = 0;
+    s.on('connect', () => s.write(message.subarray(0, 64)));
+    s.on('data', (d: Buffer) => {
+      got += d.length;
+      if (got >= 64) {
+        connections++;
+        s.end();
+      }
+    });
+    s.on('error', (err) => fail(err));
+    s.setTimeout(10_000, () => {
+      fail(new Error('a new connection got no echo within 10 s'));
+      s.destroy();
+    });
+  };
+
+  const echoes = Array.from({ length: o.echoConnections }, () => echoLoop());
+  const opener = setInterval(oneConnection, 1000 / o.newPerSecond);
+  const samples: SoakResult['samples'] = [];
+  const t0 = Date.now();
+  let nextLog = 60;
+  while (Date.now() - t0 < o.seconds * 1000) {
+    await sleep(Math.min(o.intervalSeconds * 1000, o.seconds * 1000 - (Date.now() - t0)));
+    const t = (Date.now() - t0) / 1000;
+    samples.push({ t, rss: total() });
+    if (t >= nextLog) {
+      log(`soak: ${t.toFixed(0)} s, RSS ${(samples.at(-1)!.rss / 2 ** 20).toFixed(1)} MiB, ${messages} messages, ${connections} connections, ${errors} errors`);
+      nextLog += 60;
+    }
+  }
+  clearInterval(opener);
+  stopping = true;
+  await Promise.race([Promise.all(echoes), sleep(5_000)]);
+
+  const steady = samples.filter((s) => s.t >= o.warmupSeconds);
+  const use = steady.length >= 2 ? steady : samples;
+  const k = Math.max(1, Math.min(3, Math.floor(use.length / 2)));
+  const mean = (xs: typeof samples): number => sum(xs.map((x) => x.rss)) / xs.length;
+  const start = mean(use.slice(0, k));
+  const end = mean(use.slice(-k));
+  return {
+    seconds: o.seconds,
+    baseline,
+    start,
+    end,
+    max: Math.max(...samples.map((s) => s.rss)),
+    growthPct: (100 * (end - start)) / start,
+    samples,
+    messages,
+    connections,
+    errors,
+    ...(firstError ? { firstError } : {}),
+  };
+}

@@ -1,0 +1,60 @@
+/**
+ * Smoke run of the tunnel benchmark (bench/tunnel-bench.ts) so it cannot rot:
+ * `--quick` (a few MiB, direct TCP + Underpass, Node clients only; no sshd,
+ * chisel, iperf3 or wrk needed). Asserts that it exits 0 and prints a results
+ * table whose Underpass cells are positive numbers — never how fast they are.
+ * Requires `make build` (dist/).
+ */
+import { describe, expect, it } from '@jest/globals';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const SCRIPT = path.join(ROOT, 'dist/bench/tunnel-bench.js');
+
+function runBench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [SCRIPT, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** The first Markdown table after `heading`: header cells and body rows. */
+function tableAfter(text: string, heading: string): { header: string[]; rows: string[][] } {
+  const after = text.slice(text.indexOf(heading)).split('\n');
+  const first = after.findIndex((l) => l.startsWith('|'));
+  const end = after.findIndex((l, i) => i > first && !l.startsWith('|'));
+  const lines = first < 0 ? [] : after.slice(first, end < 0 ? undefined : end);
+  const cells = (l: string): string[] => l.split('|').slice(1, -1).map((c) => c.trim());
+  return { header: cells(lines[0] ?? ''), rows: lines.slice(2).map(cells) };
+}
+
+describe('tunnel benchmark smoke run', () => {
+  it('--quick --no-docs exits 0 and reports positive Underpass numbers', async () => {
+    expect(existsSync(SCRIPT)).toBe(true);
+    const { code, stdout, stderr } = await runBench(['--quick', '--no-docs']);
+    if (code !== 0) throw new Error(`tunnel-bench exited ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr.slice(-4000)}`);
+    expect(stdout).toContain('## Results');
+    const { header, rows } = tableAfter(stdout, '## Results');
+    const col = header.indexOf('Underpass');
+    expect(col).toBeGreaterThan(0);
+    expect(rows.length).toBeGreaterThanOrEqual(8);
+    const labels = rows.map((r) => r[0] ?? '');
+    for (const want of ['1 stream', '8 streams', 'RTT p50', 'new connections', 'idle streams', 'idle connector sessions', 'HTTP']) {
+      expect(labels.some((l) => l.includes(want))).toBe(true);
+    }
+    for (const row of rows) {
+      const value = Number((row[col] ?? '').split(' ')[0]!.replace(/,/g, ''));
+      // Memory rows are RSS differences: at smoke sizes a GC can make one zero or negative.
+      const ok = (row[0] ?? '').includes('[KiB]') ? Number.isFinite(value) : value > 0;
+      if (!ok) throw new Error(`row "${row[0]}": Underpass cell "${row[col]}" is not a ${row[0]?.includes('[KiB]') ? '' : 'positive '}number\n${stdout}`);
+    }
+    expect(stdout).toContain('## Soak');
+  }, 180_000);
+});
