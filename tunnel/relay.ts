@@ -45,18 +45,29 @@ export function relay(socket: Socket, stream: Duplex): Promise<RelayResult> {
   });
 }
 
-/** Like `from.pipe(to)`, but the writes of one event-loop turn leave as one writev. */
+/**
+ * Like `from.pipe(to)`, but writes after the first in one event-loop turn are
+ * corked and leave together at the end of the turn: a lone message (an
+ * interactive round trip) goes out at once, a bulk burst as one writev.
+ */
 function pipeCorked(from: Duplex, to: Socket): void {
+  let inTurn = false;
   let corked = false;
-  const uncork = (): void => {
-    corked = false;
-    to.uncork();
+  const endTurn = (): void => {
+    inTurn = false;
+    if (corked) {
+      corked = false;
+      to.uncork();
+    }
   };
+  const uncork = endTurn;
   from.on('data', (chunk: Buffer) => {
-    if (!corked) {
+    if (!inTurn) {
+      inTurn = true;
+      setImmediate(endTurn);
+    } else if (!corked) {
       corked = true;
       to.cork();
-      setImmediate(uncork);
     }
     if (!to.write(chunk)) from.pause();
   });
