@@ -2,20 +2,18 @@
  * Certificates that belong to no connection: a self-signed CA of our own (the
  * operator's) and TLS serving certificates it issues, plus the one check a
  * server that verifies client certificates itself needs (`leafProblem`).
- * tunnel/pki.ts stays the per-connection PKI; the algorithms are the same
- * (ECDSA P-256, SHA-256, PKCS#8, random 16-byte serials, 5-minute backdating).
+ * tunnel/pki.ts stays the per-connection PKI; both sign through
+ * tunnel/pki-leaf.ts, and both backdate by CLOCK_SKEW_MS.
  */
-import { createPrivateKey, createPublicKey, randomBytes, webcrypto, X509Certificate as NodeX509Certificate } from 'node:crypto';
+import { createPrivateKey, webcrypto, X509Certificate as NodeX509Certificate } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { UnderpassError } from './errors.js';
-import { classifySan, CLOCK_SKEW_MS, type PemKeyPair } from './pki.js';
+import { classifySan, CLOCK_SKEW_MS } from './pki.js';
+import {
+  dedupeNames, importSigningKey, issueLeaf, refuseOutlivingCA, selfSignCA, wholeSeconds, type PemKeyPair,
+} from './pki-leaf.js';
 
-const subtle = webcrypto.subtle;
-const provider = webcrypto;
 type CryptoKey = webcrypto.CryptoKey;
-type CryptoKeyPair = webcrypto.CryptoKeyPair;
-const EC_KEY = { name: 'ECDSA', namedCurve: 'P-256' } as const;
-const SIGNING = { name: 'ECDSA', hash: 'SHA-256' } as const;
 const DAY_MS = 86_400_000;
 export const SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
 export const CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
@@ -42,22 +40,7 @@ export interface ServingCertOptions {
 }
 
 export async function createSelfSignedCA(options: SelfSignedCAOptions): Promise<PemKeyPair> {
-  const { notBefore, notAfter } = validity(options.now, options.validityDays);
-  const keys = (await subtle.generateKey(EC_KEY, true, ['sign', 'verify'])) as CryptoKeyPair;
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: randomSerial(),
-    name: [{ CN: [options.commonName] }],
-    keys,
-    notBefore,
-    notAfter,
-    signingAlgorithm: SIGNING,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey, false, provider),
-    ],
-  }, provider);
-  return { certPem: `${cert.toString('pem')}\n`, keyPem: await privateKeyPem(keys.privateKey) };
+  return selfSignCA({ ...validity(options.now, options.validityDays), commonName: options.commonName });
 }
 
 /** Parses a CA pair: a CA certificate and the P-256 key that belongs to it. */
@@ -80,12 +63,7 @@ export async function loadSigningCA(certPem: string, keyPem: string): Promise<Si
   if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
     throw new UnderpassError('ERR_PKI_KEY_UNSUPPORTED', 'the CA key is not an ECDSA P-256 key');
   }
-  if (!createPublicKey(key).export({ type: 'spki', format: 'der' }).equals(Buffer.from(certificate.publicKey.rawData))) {
-    throw new UnderpassError('ERR_PKI_KEY_MISMATCH', `the CA key does not belong to the CA certificate (${certificate.subject})`);
-  }
-  const der = key.export({ type: 'pkcs8', format: 'der' });
-  const signingKey = (await subtle.importKey('pkcs8', der, EC_KEY, false, ['sign'])) as CryptoKey;
-  return { certPem, certificate, signingKey };
+  return { certPem, certificate, signingKey: await importSigningKey(certificate, key) };
 }
 
 /** A TLS server certificate (EKU serverAuth) for `sans`, signed by `ca`. */
@@ -93,33 +71,11 @@ export async function issueServingCert(ca: SigningCA, options: ServingCertOption
   if (options.sans.length === 0) {
     throw new UnderpassError('ERR_PKI_SAN_REQUIRED', 'a serving certificate needs at least one DNS name or IP address');
   }
-  const { notBefore, notAfter } = validity(options.now, options.validityDays);
-  if (notAfter > ca.certificate.notAfter) {
-    throw new UnderpassError('ERR_PKI_VALIDITY', `the certificate would expire ${notAfter.toISOString()}, after its CA (${ca.certificate.notAfter.toISOString()})`);
-  }
-  const names = [...new Map(options.sans.map(classifySan).map((n) => [`${n.type}:${n.value}`, n])).values()];
-  const keys = (await subtle.generateKey(EC_KEY, true, ['sign', 'verify'])) as CryptoKeyPair;
-  const ski = ca.certificate.getExtension(x509.SubjectKeyIdentifierExtension);
-  const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: randomSerial(),
-    subject: [{ CN: [options.commonName] }],
-    issuer: ca.certificate.subjectName,
-    publicKey: keys.publicKey,
-    signingKey: ca.signingKey,
-    notBefore,
-    notAfter,
-    signingAlgorithm: SIGNING,
-    extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-      new x509.SubjectAlternativeNameExtension(names),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey, false, provider),
-      ski ? new x509.AuthorityKeyIdentifierExtension(ski.keyId)
-        : await x509.AuthorityKeyIdentifierExtension.create(ca.certificate.publicKey, false, provider),
-    ],
-  }, provider);
-  return { certPem: `${cert.toString('pem')}\n`, keyPem: await privateKeyPem(keys.privateKey) };
+  const window = validity(options.now, options.validityDays);
+  // Checked before the SANs are parsed, so a caller with both faults hears about the validity first, as always.
+  refuseOutlivingCA(ca, window.notAfter);
+  const names = dedupeNames(options.sans.map(classifySan));
+  return issueLeaf(ca, { ...window, commonName: options.commonName, names, usages: [x509.ExtendedKeyUsage.serverAuth] });
 }
 
 /** The DNS and IP SANs of a certificate, as `classifySan` spells them, sorted. */
@@ -171,18 +127,5 @@ export function leafProblem(leaf: NodeX509Certificate, ca: NodeX509Certificate, 
 function validity(now: Date | undefined, days: number): { notBefore: Date; notAfter: Date } {
   if (!Number.isFinite(days) || days <= 0) throw new UnderpassError('ERR_PKI_VALIDITY', `validity must be a positive number of days, got ${days}`);
   const t = (now ?? new Date()).getTime();
-  // X.509 stores whole seconds; truncate so what we compute is what the certificate says.
-  const whole = (ms: number) => new Date(Math.floor(ms / 1000) * 1000);
-  return { notBefore: whole(t - CLOCK_SKEW_MS), notAfter: whole(t + days * DAY_MS) };
-}
-
-/** 16 random bytes, positive, with no leading zero byte (as tunnel/pki.ts). */
-function randomSerial(): string {
-  const bytes = randomBytes(16);
-  bytes[0] = ((bytes[0] as number) & 0x7f) | 0x40;
-  return bytes.toString('hex');
-}
-
-async function privateKeyPem(key: CryptoKey): Promise<string> {
-  return `${x509.PemConverter.encode(await subtle.exportKey('pkcs8', key), 'PRIVATE KEY')}\n`;
+  return { notBefore: wholeSeconds(t - CLOCK_SKEW_MS), notAfter: wholeSeconds(t + days * DAY_MS) };
 }

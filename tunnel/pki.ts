@@ -1,4 +1,4 @@
-import { createPrivateKey, createPublicKey, randomBytes, webcrypto, X509Certificate as NodeX509Certificate, type KeyObject } from 'node:crypto';
+import { createPrivateKey, randomBytes, webcrypto, X509Certificate as NodeX509Certificate, type KeyObject } from 'node:crypto';
 import { open, mkdir, lstat, rename, unlink } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { basename, join } from 'node:path';
@@ -8,6 +8,9 @@ import {
   caUri, connectorUri, formatConnectionId, isIdentityUri, parseConnectorName, parseIdentityUri,
   sameConnection, workerUri, type ConnectionId,
 } from './identity.js';
+import { dedupeNames, importSigningKey, issueLeaf, selfSignCA, wholeSeconds, type PemKeyPair } from './pki-leaf.js';
+
+export type { PemKeyPair } from './pki-leaf.js';
 
 /**
  * One certificate authority per connection: it signs that connection's worker
@@ -16,22 +19,12 @@ import {
  * See docs/pki.md for what each certificate carries and why.
  */
 
-const subtle = webcrypto.subtle;
-const provider = webcrypto;
 type CryptoKey = webcrypto.CryptoKey;
-type CryptoKeyPair = webcrypto.CryptoKeyPair;
-const EC_KEY = { name: 'ECDSA', namedCurve: 'P-256' } as const;
-const SIGNING = { name: 'ECDSA', hash: 'SHA-256' } as const;
 const HOUR_MS = 3_600_000;
 /** Certificates start a little in the past so a peer whose clock runs behind still accepts them. */
 export const CLOCK_SKEW_MS = 5 * 60_000;
 export const DEFAULT_CA_VALIDITY_DAYS = 3650;
 export const DEFAULT_LEAF_VALIDITY_HOURS = 720;
-
-export interface PemKeyPair {
-  certPem: string;
-  keyPem: string;
-}
 
 /** A loaded CA, ready to issue. The signing key is imported non-extractable. */
 export interface CertificateAuthority {
@@ -85,23 +78,8 @@ export interface CertificateInfo {
 export async function createCA(options: CreateCAOptions): Promise<PemKeyPair> {
   const uri = caUri(options.connection);
   const days = options.validityDays ?? DEFAULT_CA_VALIDITY_DAYS;
-  const { notBefore, notAfter } = validity({ now: options.now, validityHours: positive(days, 'validityDays') * 24 });
-  const keys = (await subtle.generateKey(EC_KEY, true, ['sign', 'verify'])) as CryptoKeyPair;
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: randomSerial(),
-    name: [{ CN: [`underpass-ca ${formatConnectionId(options.connection)}`] }],
-    keys,
-    notBefore,
-    notAfter,
-    signingAlgorithm: SIGNING,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      new x509.SubjectAlternativeNameExtension([{ type: 'url', value: uri }]),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey, false, provider),
-    ],
-  }, provider);
-  return { certPem: cert.toString('pem') + '\n', keyPem: await privateKeyPem(keys.privateKey) };
+  const window = validity({ now: options.now, validityHours: positive(days, 'validityDays') * 24 });
+  return selfSignCA({ ...window, commonName: `underpass-ca ${formatConnectionId(options.connection)}`, names: [{ type: 'url', value: uri }] });
 }
 
 export async function issueWorkerCert(ca: CertificateAuthority, options: WorkerCertOptions): Promise<PemKeyPair> {
@@ -109,8 +87,8 @@ export async function issueWorkerCert(ca: CertificateAuthority, options: WorkerC
   if (options.sans.length === 0) {
     throw new UnderpassError('ERR_PKI_SAN_REQUIRED', 'a worker certificate needs at least one DNS name or IP address');
   }
-  const sans = dedupe(options.sans.map(classifySan));
-  return issueLeaf(ca, options, {
+  const sans = dedupeNames(options.sans.map(classifySan));
+  return issueConnectionLeaf(ca, options, {
     commonName: `underpass-worker ${formatConnectionId(connection)}`,
     names: [...sans, { type: 'url', value: workerUri(connection) }],
     // clientAuth too: a worker may later dial its peer workers with the same certificate.
@@ -121,60 +99,24 @@ export async function issueWorkerCert(ca: CertificateAuthority, options: WorkerC
 export async function issueConnectorCert(ca: CertificateAuthority, options: ConnectorCertOptions): Promise<PemKeyPair> {
   const connection = connectionFor(ca, options.connection);
   const name = parseConnectorName(options.connector);
-  return issueLeaf(ca, options, {
+  return issueConnectionLeaf(ca, options, {
     commonName: name,
     names: [{ type: 'url', value: connectorUri(connection, name) }],
     usages: [x509.ExtendedKeyUsage.clientAuth],
   });
 }
 
-interface LeafProfile {
-  commonName: string;
-  names: x509.JsonGeneralName[];
-  usages: string[];
-}
-
-async function issueLeaf(ca: CertificateAuthority, options: ValidityOptions, profile: LeafProfile): Promise<PemKeyPair> {
-  const { notBefore, notAfter } = validity(options);
-  if (notAfter > ca.certificate.notAfter) {
-    throw new UnderpassError(
-      'ERR_PKI_VALIDITY',
-      `the certificate would expire ${notAfter.toISOString()}, after its CA (${ca.certificate.notAfter.toISOString()}); shorten the validity or renew the CA`,
-    );
-  }
-  const keys = (await subtle.generateKey(EC_KEY, true, ['sign', 'verify'])) as CryptoKeyPair;
-  const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: randomSerial(),
-    subject: [{ CN: [profile.commonName] }],
-    issuer: ca.certificate.subjectName,
-    publicKey: keys.publicKey,
-    signingKey: ca.signingKey,
-    notBefore,
-    notAfter,
-    signingAlgorithm: SIGNING,
-    extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension(profile.usages),
-      new x509.SubjectAlternativeNameExtension(profile.names),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey, false, provider),
-      await authorityKeyIdentifier(ca),
-    ],
-  }, provider);
-  return { certPem: cert.toString('pem') + '\n', keyPem: await privateKeyPem(keys.privateKey) };
+function issueConnectionLeaf(
+  ca: CertificateAuthority, options: ValidityOptions, profile: { commonName: string; names: x509.JsonGeneralName[]; usages: string[] },
+): Promise<PemKeyPair> {
+  return issueLeaf(ca, { ...validity(options), ...profile, outlivesCAHint: 'shorten the validity or renew the CA' });
 }
 
 /** Parses and checks a CA: it must be a CA certificate of one connection, and the key must be its key. */
 export async function loadCA(certPem: string, keyPem: string): Promise<CertificateAuthority> {
   const certificate = parseCertificate(certPem);
   const connection = connectionFromCertificate(certificate);
-  const privateKey = parsePrivateKey(keyPem);
-  const publicFromKey = createPublicKey(privateKey).export({ type: 'spki', format: 'der' });
-  if (!publicFromKey.equals(Buffer.from(certificate.publicKey.rawData))) {
-    throw new UnderpassError('ERR_PKI_KEY_MISMATCH', `the CA key does not belong to the CA certificate (${certificate.subject})`);
-  }
-  const der = privateKey.export({ type: 'pkcs8', format: 'der' });
-  const signingKey = (await subtle.importKey('pkcs8', der, EC_KEY, false, ['sign'])) as CryptoKey;
+  const signingKey = await importSigningKey(certificate, parsePrivateKey(keyPem));
   return { connection, certPem, certificate, signingKey };
 }
 
@@ -230,11 +172,6 @@ function dnsNameProblem(value: string): string | undefined {
   return undefined;
 }
 
-function dedupe(names: x509.JsonGeneralName[]): x509.JsonGeneralName[] {
-  const byKey = new Map(names.map((n) => [`${n.type}:${n.value}`, n]));
-  return [...byKey.values()];
-}
-
 function connectionFor(ca: CertificateAuthority, requested: ConnectionId | undefined): ConnectionId {
   if (requested && !sameConnection(requested, ca.connection)) {
     throw new UnderpassError(
@@ -267,7 +204,6 @@ function connectionFromCertificate(cert: x509.X509Certificate): ConnectionId {
 function validity(options: ValidityOptions): { notBefore: Date; notAfter: Date } {
   const now = (options.now ?? new Date()).getTime();
   const hours = positive(options.validityHours ?? DEFAULT_LEAF_VALIDITY_HOURS, 'validityHours');
-  // X.509 times have whole seconds; truncate so what we return is what the certificate says.
   const notBefore = wholeSeconds(options.notBefore?.getTime() ?? now - CLOCK_SKEW_MS);
   const notAfter = wholeSeconds(options.notAfter?.getTime() ?? now + hours * HOUR_MS);
   if (notAfter <= notBefore) {
@@ -281,29 +217,6 @@ function positive(value: number, what: string): number {
     throw new UnderpassError('ERR_PKI_VALIDITY', `${what} must be a positive number, got ${value}`);
   }
   return value;
-}
-
-function wholeSeconds(ms: number): Date {
-  return new Date(Math.floor(ms / 1000) * 1000);
-}
-
-/** 16 random bytes, top bit clear (positive) and next bit set (no leading zero byte to trim). */
-function randomSerial(): string {
-  const bytes = randomBytes(16);
-  bytes[0] = ((bytes[0] as number) & 0x7f) | 0x40;
-  return bytes.toString('hex');
-}
-
-async function authorityKeyIdentifier(ca: CertificateAuthority): Promise<x509.AuthorityKeyIdentifierExtension> {
-  // Reuse the CA's own SKI when it has one: chain building matches AKI to SKI byte for byte.
-  const ski = ca.certificate.getExtension(x509.SubjectKeyIdentifierExtension);
-  if (ski) return new x509.AuthorityKeyIdentifierExtension(ski.keyId);
-  return x509.AuthorityKeyIdentifierExtension.create(ca.certificate.publicKey, false, provider);
-}
-
-async function privateKeyPem(key: CryptoKey): Promise<string> {
-  const der = await subtle.exportKey('pkcs8', key);
-  return x509.PemConverter.encode(der, 'PRIVATE KEY') + '\n';
 }
 
 function parseCertificate(pem: string): x509.X509Certificate {
