@@ -79,6 +79,8 @@ async function main(): Promise<void> {
   const sizes = flags.quick ? QUICK : FULL;
   const measurements: MeasurementKey[] = flags.only ?? (flags.quick ? [...MEASUREMENTS] : MEASUREMENTS.filter((m) => m !== 'soak'));
   const wanted: ContenderId[] = flags.contenders ?? (flags.quick ? ['direct', 'underpass'] : CONTENDER_IDS);
+  // Only the contenders some selected measurement applies to (a soak-only run starts no sshd).
+  const needed = wanted.filter((id) => measurements.some((m) => applies(m, id) === true));
   const fullRun = !flags.quick && !flags.only;
   const soakOnly = measurements.length === 1 && measurements[0] === 'soak';
   const m = machine();
@@ -86,7 +88,7 @@ async function main(): Promise<void> {
   raiseOpenFileLimit(65_535, sizes.idleStreams + 2_000);
   log(`${m.date}: ${m.cpu} × ${m.cores}, ${m.kernel}, Node ${m.node}; load average ${loadBefore}`);
 
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'underpass-bench-'));
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tunnel-bench-'));
   const cleanup: Array<() => Promise<void>> = [];
   const contenders: Contender[] = [];
   const skipped: string[] = [];
@@ -97,7 +99,7 @@ async function main(): Promise<void> {
     const iperf = flags.quick ? undefined : await startIperfServer(dir);
     if (iperf) cleanup.push(() => iperf.stop());
     else if (!flags.quick) skipped.push('iperf3 not installed: bulk transfers use the Node client');
-    const pki = wanted.includes('underpass') ? await makePki(path.join(dir, 'sessions')) : undefined;
+    const pki = needed.includes('underpass') && measurements.includes('idle-sessions') ? await makePki(path.join(dir, 'sessions')) : undefined;
     const ctx: Ctx = {
       sizes,
       bulkTool: iperf ? 'iperf3' : 'node',
@@ -106,7 +108,7 @@ async function main(): Promise<void> {
       pki,
       deadlineMs: flags.quick ? 30_000 : 600_000,
     };
-    for (const id of wanted) {
+    for (const id of needed) {
       const c = id === 'direct' ? directContender()
         : id === 'ssh' ? await sshContender(dir)
           : id === 'chisel' || id === 'chisel-tls' ? await chiselContender(dir, id === 'chisel-tls')
@@ -127,7 +129,7 @@ async function main(): Promise<void> {
         return await soak(fwd, {
           seconds: flags.soakSeconds ?? (flags.quick ? 3 : 600),
           intervalSeconds: flags.quick ? 1 : 10,
-          warmupSeconds: flags.quick ? 1 : 30,
+          warmupSeconds: flags.quick ? 1 : Math.min(120, (flags.soakSeconds ?? 600) / 4),
           echoConnections: 8,
           messageBytes: 16 * 1024,
           newPerSecond: 20,
@@ -226,7 +228,7 @@ function docsMain(facts: string[]): string {
 }
 
 const SOAK_WHAT = (seconds: number): string => `Underpass for ${seconds} s: 8 connections echoing 16 KiB messages back to back plus 20 new connections per second ` +
-  '(each one 64-byte round trip); worker + connector RSS every 10 s. Start = mean of the first three samples after a 30 s warm-up, end = mean of the last three.';
+  '(each one 64-byte round trip); worker + connector RSS every 10 s. Start = mean of the first tenth of the samples after the warm-up (120 s, or a quarter of a shorter soak: it covers V8\'s memory reducer shrinking the heaps after start), end = mean of the last tenth.';
 
 const METHOD = `
 ## How it is measured
@@ -242,9 +244,14 @@ const METHOD = `
 - Connection rate: 8 loops of connect → 64-byte round trip → half-close, for 5 s.
 - Idle streams: 10,000 connections, each proven end to end by a 1-byte echo, then idle; RSS (VmRSS of
   every process of the forwarder, children included) after 3 s of rest, minus before, divided by the count.
-- Idle sessions: 1,000 mutual-TLS WebSocket sessions (ws + yamux + control hello, each with its own
-  connector certificate) opened on one worker from the benchmark process; the worker's RSS delta per session.
+- Idle sessions: 1,000 connector sessions opened on one worker from the benchmark process with the
+  connector's own \`WorkerLink\` (mutual TLS, WebSocket, yamux, control hello), each with its own
+  connector certificate; the worker's RSS delta per session.
 - HTTP: \`wrk -t2 -c32 -d10s\` against a Node \`http\` server answering 32 bytes.
+- CPU: utime + stime from /proc/PID/stat of the forwarder's processes over each transfer; system calls
+  from /proc/PID/io (syscr + syscw). Underpass's worker and connector write their logs and audit lines
+  to files, as deployed. \`UNDERPASS_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR"\` profiles both
+  processes during a run (e.g. with \`--only bulk --contenders underpass\`).
 - \`ssh -L\` runs against our own \`sshd -D\` (generated keys, \`UsePAM no\`) with OpenSSH's default
   cipher negotiation. \`chisel (no TLS)\` flatters chisel: it saves the TLS layer (it still encrypts
   with its inner SSH); \`chisel (mTLS)\` is the like-for-like comparison.

@@ -2,12 +2,14 @@
  * Soak: steady load through one forward for a long time while the RSS of its
  * processes is sampled. Load: `echoConnections` connections each echoing
  * 16 KiB messages back to back, plus `newPerSecond` new connections per second,
- * each carrying one 64-byte round trip. "start" is the mean of the first three
- * samples after the warm-up, "end" the mean of the last three (one GC cycle
- * more or less must not decide the verdict); max is the largest sample.
+ * each carrying one 64-byte round trip. "start" is the mean of the first tenth
+ * of the samples after the warm-up (at least three), "end" the mean of the last
+ * tenth: RSS swings by several % between GC cycles, and one cycle more or less
+ * must not decide the verdict; max is the largest sample. The warm-up covers
+ * V8's memory reducer, which shrinks the heaps a minute or two after start.
  */
 import net from 'node:net';
-import { log, rssByRole, sleep, sum, type Forward } from './common.js';
+import { log, processTree, rssByRole, sleep, sum, type Forward } from './common.js';
 
 export interface SoakOptions {
   seconds: number;
@@ -93,6 +95,12 @@ export async function soak(fwd: Forward, o: SoakOptions): Promise<SoakResult> {
   while (Date.now() - t0 < o.seconds * 1000) {
     await sleep(Math.min(o.intervalSeconds * 1000, o.seconds * 1000 - (Date.now() - t0)));
     const t = (Date.now() - t0) / 1000;
+    const dead = Object.entries(fwd.roles).filter(([, pid]) => processTree(pid).length === 0).map(([role]) => role);
+    if (dead.length) {
+      clearInterval(opener);
+      stopping = true;
+      throw new Error(`soak: ${dead.join(' and ')} exited after ${t.toFixed(0)} s (${messages} messages, ${connections} connections, ${errors} errors so far)`);
+    }
     samples.push({ t, rss: total() });
     if (t >= nextLog) {
       log(`soak: ${t.toFixed(0)} s, RSS ${(samples.at(-1)!.rss / 2 ** 20).toFixed(1)} MiB, ${messages} messages, ${connections} connections, ${errors} errors`);
@@ -105,7 +113,7 @@ export async function soak(fwd: Forward, o: SoakOptions): Promise<SoakResult> {
 
   const steady = samples.filter((s) => s.t >= o.warmupSeconds);
   const use = steady.length >= 2 ? steady : samples;
-  const k = Math.max(1, Math.min(3, Math.floor(use.length / 2)));
+  const k = Math.max(1, Math.min(Math.max(3, Math.floor(use.length / 10)), Math.floor(use.length / 2)));
   const mean = (xs: typeof samples): number => sum(xs.map((x) => x.rss)) / xs.length;
   const start = mean(use.slice(0, k));
   const end = mean(use.slice(-k));

@@ -17,7 +17,7 @@ export async function sshContender(dir: string): Promise<Contender | string> {
   const d = path.join(dir, 'ssh');
   mkdirSync(d, { recursive: true, mode: 0o700 });
   for (const [name, type] of [['host_ed25519', 'ed25519'], ['client_ed25519', 'ed25519']] as const) {
-    run(keygen, ['-q', '-t', type, '-N', '', '-C', `underpass-bench-${name}`, '-f', path.join(d, name)]);
+    run(keygen, ['-q', '-t', type, '-N', '', '-C', `tunnel-bench-${name}`, '-f', path.join(d, name)]);
   }
   const authorized = path.join(d, 'authorized_keys');
   writeFileSync(authorized, run('cat', [path.join(d, 'client_ed25519.pub')]));

@@ -5,10 +5,14 @@
  * connector dials the target. Audit lines (stdout) and logs (stderr) go to
  * files, as a deployment would ship them, not to a pipe we would have to drain.
  *
+ * The processes run bin/underpass through a symlink in the temp dir, so their
+ * command lines name neither "underpass" nor bin/: on a shared machine, someone
+ * else's `pkill -f underpass` must not end a 10-minute soak half-way.
+ *
  * UNDERPASS_BENCH_NODE_ARGS adds Node options to both processes, e.g.
  * "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile them during a measurement.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import tls from 'node:tls';
 import path from 'node:path';
 import YAML from 'yaml';
@@ -21,6 +25,13 @@ export interface UnderpassPki {
   ca: CertificateAuthority;
   /** Issues connector-NAME.crt/.key into dir; returns their paths. */
   connector(name: string): Promise<{ cert: string; key: string; ca: string }>;
+}
+
+/** The CLI entry for spawned processes: a symlink to bin/underpass in `dir` (Node follows it to dist/). */
+function entry(dir: string): string {
+  const link = path.join(dir, 'tb-entry');
+  if (!existsSync(link)) symlinkSync(BIN, link);
+  return link;
 }
 
 export async function makePki(dir: string): Promise<UnderpassPki> {
@@ -66,7 +77,7 @@ export async function startWorker(pki: UnderpassPki, opts: { targetPort?: number
     admin: `127.0.0.1:${adminPort}`,
     mappings,
   }));
-  const child = new Child('underpass worker', process.execPath, [...nodeArgs(), BIN, 'worker', '--config', file], path.join(pki.dir, `worker-${n}.log`));
+  const child = new Child('underpass worker', process.execPath, [...nodeArgs(), entry(pki.dir), 'worker', '--config', file], path.join(pki.dir, `worker-${n}.log`));
   const worker = { child, tunnelPort, adminPort, url: `wss://127.0.0.1:${tunnelPort}` };
   if (opts.wait !== false) await waitWorker(worker);
   return worker;
@@ -90,7 +101,7 @@ export async function startConnector(pki: UnderpassPki, workerUrl: string, name 
     admin: `127.0.0.1:${adminPort}`,
     reconnect: { initialDelay: '100ms', maxDelay: '200ms' },
   }));
-  const child = new Child('underpass connector', process.execPath, [...nodeArgs(), BIN, 'connector', '--config', file], path.join(pki.dir, `connector-${name}-${seq}.log`));
+  const child = new Child('underpass connector', process.execPath, [...nodeArgs(), entry(pki.dir), 'connector', '--config', file], path.join(pki.dir, `connector-${name}-${seq}.log`));
   if (wait) await waitUntil('the connector to be ready', () => httpOk(`http://127.0.0.1:${adminPort}/readyz`), 20_000, child);
   return { child, adminPort };
 }
@@ -113,7 +124,7 @@ async function negotiated(pki: UnderpassPki, port: number): Promise<string> {
 }
 
 export async function underpassContender(dir: string): Promise<Contender> {
-  const pki = await makePki(path.join(dir, 'underpass'));
+  const pki = await makePki(path.join(dir, 'tb'));
   const running = new Set<Child>();
   const info: Record<string, string> = { version: VERSION, transport: 'yamux over WebSocket over mutual TLS' };
   if (nodeArgs().length) info['node options'] = nodeArgs().join(' ');
