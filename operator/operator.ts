@@ -11,6 +11,7 @@ import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { formatHostPort, type HostPort } from '../tunnel/address.js';
 import { errorMessage } from '../tunnel/errors.js';
+import { closeNow } from '../tunnel/listen.js';
 import { Applier } from './apply.js';
 import { TunnelController, type Caches } from './controller.js';
 import { EventRecorder } from './events.js';
@@ -133,11 +134,7 @@ export class Operator {
     await this.#queue.stop();
     await this.#reportServer?.close();
     await Promise.all(Object.values(this.#caches).map((c) => c.stop()));
-    await new Promise<void>((resolve) => {
-      if (!this.#admin) return resolve();
-      this.#admin.close(() => resolve());
-      this.#admin.closeAllConnections();
-    });
+    if (this.#admin) await closeNow(this.#admin);
     this.#log.info('operator stopped');
   }
 

@@ -27,6 +27,7 @@ import {
   connectionOf, dns1123LabelProblem, formatIdentityUri, identityFromPeerCertificate, sameConnection, type ConnectionId,
 } from '../tunnel/identity.js';
 import type { Mapping } from '../tunnel/mapping.js';
+import { closeNow, listenOn } from '../tunnel/listen.js';
 import { CLIENT_AUTH, leafProblem } from '../tunnel/pki-generic.js';
 
 export interface ReportedConnector {
@@ -195,15 +196,8 @@ export class ReportServer {
       this.#log.debug({ peer: socket.remoteAddress, err: err.message }, `TLS handshake with ${socket.remoteAddress ?? 'unknown'} failed: ${err.message}`));
   }
 
-  async listen(at: HostPort): Promise<AddressInfo> {
-    await new Promise<void>((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(at.port, at.host, () => {
-        this.#server.off('error', reject);
-        resolve();
-      });
-    });
-    return this.#server.address() as AddressInfo;
+  listen(at: HostPort): Promise<AddressInfo> {
+    return listenOn(this.#server, at);
   }
 
   /** A renewed serving certificate applies to new connections. */
@@ -212,10 +206,7 @@ export class ReportServer {
   }
 
   close(): Promise<void> {
-    return new Promise((resolve) => {
-      this.#server.close(() => resolve());
-      this.#server.closeAllConnections();
-    });
+    return closeNow(this.#server);
   }
 
   async #onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {

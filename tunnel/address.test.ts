@@ -1,7 +1,7 @@
 import { describe, it, expect } from '@jest/globals';
 import { ConfigError } from './errors.js';
 import {
-  formatHostPort, isDns1123Label, isDnsName, listenersOverlap, normaliseHost, parseHostPort, parsePort,
+  formatHostPort, formatPeer, isDns1123Label, isDnsName, listenersOverlap, normaliseHost, parseHostPort, parsePort,
 } from './address.js';
 
 describe('parseHostPort', () => {
@@ -50,6 +50,16 @@ describe('formatHostPort', () => {
 
   it('brackets IPv6 hosts', () => {
     expect(formatHostPort({ host: '::', port: 1 })).toBe('[::]:1');
+  });
+});
+
+describe('formatPeer', () => {
+  it.each([
+    ['an IPv4 peer', { remoteAddress: '10.0.0.1', remotePort: 40000 }, '10.0.0.1:40000'],
+    ['an IPv6 peer', { remoteAddress: '::1', remotePort: 40000 }, '[::1]:40000'],
+    ['a closed socket', {}, 'unknown'],
+  ])('names %s', (_name, socket, want) => {
+    expect(formatPeer(socket)).toBe(want);
   });
 });
 

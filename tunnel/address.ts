@@ -73,6 +73,11 @@ export function formatHostPort(hp: HostPort): string {
   return ipFamily(hp.host) === 6 ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
 }
 
+/** A socket's remote end as host:port, or "unknown" once the socket has no address (closed). */
+export function formatPeer(socket: { remoteAddress?: string | undefined; remotePort?: number | undefined }): string {
+  return socket.remoteAddress ? formatHostPort({ host: socket.remoteAddress, port: socket.remotePort ?? 0 }) : 'unknown';
+}
+
 /** True when listeners on a and b would collide: same port and same address, or either is a wildcard. */
 export function listenersOverlap(a: HostPort, b: HostPort): boolean {
   if (a.port !== b.port) return false;

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { HostPort } from './address.js';
 import { formatHostPort } from './address.js';
+import { closeNow, listenOn } from './listen.js';
 
 export interface AdminHandlers {
   /** undefined = ready; otherwise the reason it is not. */
@@ -30,23 +31,13 @@ export class AdminServer {
   }
 
   async listen(at: HostPort): Promise<AddressInfo> {
-    await new Promise<void>((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(at.port, at.host, () => {
-        this.#server.off('error', reject);
-        resolve();
-      });
-    });
-    const address = this.#server.address() as AddressInfo;
+    const address = await listenOn(this.#server, at);
     this.#log.info({ admin: formatHostPort({ host: address.address, port: address.port }) }, `admin endpoint on http://${formatHostPort({ host: address.address, port: address.port })} (/healthz, /readyz, /metrics, /status)`);
     return address;
   }
 
   close(): Promise<void> {
-    return new Promise((resolve) => {
-      this.#server.close(() => resolve());
-      this.#server.closeAllConnections();
-    });
+    return closeNow(this.#server);
   }
 }
 

@@ -11,10 +11,10 @@ import type { IncomingMessage } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
-import type { HostPort } from '../tunnel/address.js';
-import { formatHostPort } from '../tunnel/address.js';
+import { formatPeer, type HostPort } from '../tunnel/address.js';
 import { errorMessage } from '../tunnel/errors.js';
 import { identityFromPeerCertificate, type ConnectionId } from '../tunnel/identity.js';
+import { listenOn } from '../tunnel/listen.js';
 import type { TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { acceptWebSocket, WebSocketStream } from '../tunnel/transport/websocket.js';
 
@@ -63,24 +63,17 @@ export class TunnelServer {
       res.end(upgradeNeeded ? 'this endpoint takes WebSocket upgrades from Underpass connectors\n' : 'not found\n');
     });
     this.#server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
-      const peer = peerOf(socket);
+      const peer = formatPeer(socket);
       opts.onDenied({ peer, status: 0, reason: 'TLS_HANDSHAKE', message: errorMessage(err) });
     });
     this.#server.on('clientError', (err: Error, socket: Socket) => {
       socket.destroy();
-      opts.logger.debug({ peer: peerOf(socket), err: err.message }, 'malformed HTTP on the tunnel port');
+      opts.logger.debug({ peer: formatPeer(socket), err: err.message }, 'malformed HTTP on the tunnel port');
     });
   }
 
-  async listen(at: HostPort): Promise<AddressInfo> {
-    await new Promise<void>((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(at.port, at.host, () => {
-        this.#server.off('error', reject);
-        resolve();
-      });
-    });
-    return this.#server.address() as AddressInfo;
+  listen(at: HostPort): Promise<AddressInfo> {
+    return listenOn(this.#server, at);
   }
 
   /** Renewed certificates apply to new handshakes; established sessions are untouched. */
@@ -100,7 +93,7 @@ export class TunnelServer {
 
   #onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     const tlsSocket = socket as TLSSocket;
-    const peer = peerOf(socket);
+    const peer = formatPeer(socket);
     socket.on('error', () => undefined);
     if (req.url?.split('?')[0] !== TUNNEL_PATH) return this.#reject(socket, peer, 404, 'BAD_PATH', `no tunnel at ${req.url}; connectors use ${TUNNEL_PATH}`);
     if (!this.#opts.accepting()) return this.#reject(socket, peer, 503, 'DRAINING', 'this worker is shutting down; reconnect to another');
@@ -158,8 +151,4 @@ const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthor
 
 function secureOptions(tls: TlsMaterial): { cert: Buffer; key: Buffer; ca: Buffer } {
   return { cert: tls.cert, key: tls.key, ca: tls.ca };
-}
-
-function peerOf(socket: Socket): string {
-  return socket.remoteAddress ? formatHostPort({ host: socket.remoteAddress, port: socket.remotePort ?? 0 }) : 'unknown';
 }
