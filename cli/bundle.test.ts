@@ -7,7 +7,7 @@ import { describe, it, expect, beforeAll, afterAll } from '@jest/globals';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { main } from './main.js';
+import { runCli } from './testing.js';
 
 let dir: string;
 let kubeconfig: string;
@@ -29,19 +29,7 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const captured = { stdout: '', stderr: '' };
-  const original = { stdout: process.stdout.write, stderr: process.stderr.write };
-  process.stdout.write = ((chunk: string | Uint8Array) => { captured.stdout += String(chunk); return true; }) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string | Uint8Array) => { captured.stderr += String(chunk); return true; }) as typeof process.stderr.write;
-  try {
-    const code = await main(['node', 'underpass', ...args]);
-    return { code, ...captured };
-  } finally {
-    process.stdout.write = original.stdout;
-    process.stderr.write = original.stderr;
-  }
-}
+const run = (...args: string[]) => runCli(args);
 
 const bundle = (...args: string[]) => run('connector', 'bundle', '--kubeconfig', kubeconfig, ...args);
 

@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { certificateInfo, createCA } from '../tunnel/pki.js';
-import { main } from './main.js';
 import { registerPkiCommands } from './pki.js';
+import { runCli } from './testing.js';
 
 let dir: string;
 
@@ -18,20 +18,7 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** Runs the real CLI entry point, capturing what it writes to stdout/stderr. */
-async function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const captured = { stdout: '', stderr: '' };
-  const original = { stdout: process.stdout.write, stderr: process.stderr.write };
-  process.stdout.write = ((chunk: string | Uint8Array) => { captured.stdout += String(chunk); return true; }) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string | Uint8Array) => { captured.stderr += String(chunk); return true; }) as typeof process.stderr.write;
-  try {
-    const code = await main(['node', 'underpass', ...args]);
-    return { code, ...captured };
-  } finally {
-    process.stdout.write = original.stdout;
-    process.stderr.write = original.stderr;
-  }
-}
+const run = (...args: string[]) => runCli(args);
 
 const mode = async (path: string) => (await stat(path)).mode & 0o777;
 

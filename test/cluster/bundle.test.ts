@@ -8,7 +8,7 @@ import { describe, it, expect, beforeAll, afterAll } from '@jest/globals';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import YAML from 'yaml';
-import { main } from '../../cli/main.js';
+import { runCli as cli, type CliResult } from '../../cli/testing.js';
 import { createCA, issueWorkerCert, loadCA, writePemFiles, type PemKeyPair } from '../../tunnel/pki.js';
 import {
   echoServer, exchange, freePort, getJson, Proc, removeDir, ROOT, startWorker, tempDir, waitHttp, type App, type WorkerSetup,
@@ -23,23 +23,8 @@ let echo: App;
 const procs: Proc[] = [];
 const workers: WorkerSetup[] = [];
 
-async function bundle(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function bundle(...args: string[]): Promise<CliResult> {
   return cli(['connector', 'bundle', '--kubeconfig', env.kubeconfig, ...args]);
-}
-
-/** The real CLI entry point, in-process, with stdout and stderr captured. */
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const captured = { stdout: '', stderr: '' };
-  const original = { stdout: process.stdout.write, stderr: process.stderr.write };
-  process.stdout.write = ((chunk: string | Uint8Array) => { captured.stdout += String(chunk); return true; }) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string | Uint8Array) => { captured.stderr += String(chunk); return true; }) as typeof process.stderr.write;
-  try {
-    const code = await main(['node', 'underpass', ...args]);
-    return { code, ...captured };
-  } finally {
-    process.stdout.write = original.stdout;
-    process.stderr.write = original.stderr;
-  }
 }
 
 const apply = (objects: object[]): Promise<string> =>
@@ -254,8 +239,6 @@ describe('underpass connector bundle refusals', () => {
     expect(allowed.stderr).not.toContain('warning');
   });
 });
-
-type CliResult = { code: number; stdout: string; stderr: string };
 
 /** RBAC changes take a moment to reach the authorizer: runs the CLI until `done` (or 10 s), returns the last result. */
 async function retryUntil(args: string[], done: (r: CliResult) => boolean, timeoutMs = 10_000): Promise<CliResult> {
