@@ -21,7 +21,7 @@ export interface RelayResult {
   error?: Error;
 }
 
-export function relay(socket: Socket, stream: Duplex): Promise<RelayResult> {
+export function relay(socket: Socket, stream: Duplex, opts: { socketPiped?: boolean } = {}): Promise<RelayResult> {
   return new Promise((resolve) => {
     let error: Error | undefined;
     let open = 2;
@@ -40,7 +40,7 @@ export function relay(socket: Socket, stream: Duplex): Promise<RelayResult> {
       if (!socket.destroyed) socket.resetAndDestroy();
     });
     // A socket that ends both ways closes itself; a stream does the same (autoDestroy).
-    socket.pipe(stream);
+    if (!opts.socketPiped) socket.pipe(stream);
     pipeCorked(stream, socket);
   });
 }

@@ -130,16 +130,22 @@ export async function carryClient(env: FlowEnv, mapping: Mapping, socket: net.So
     }
     stream.on('error', () => undefined); // relay or the checks below decide what an error means
     writeOpenRequest(stream, { mapping: mapping.name, source: client });
+    // Pipelining: the client's first bytes follow the open request at once instead of a round
+    // trip later. The acceptor holds them until its checks and dial succeed; a refusal drops them.
+    socket.pipe(stream);
     let response;
     try {
       response = await readOpenResponse(stream);
     } catch (err) {
+      socket.unpipe(stream);
       stream.destroy();
       lastProblem = errorMessage(err);
-      if (carrier.session.isClosed || carrier.session.remoteGoneAway) continue; // the session died: try the next
+      // The session died before answering: another may carry the stream, unless client bytes were already sent.
+      if ((carrier.session.isClosed || carrier.session.remoteGoneAway) && socket.bytesRead === 0) continue;
       break;
     }
     if (!response.ok) {
+      socket.unpipe(stream);
       stream.end();
       stream.resume();
       socket.resetAndDestroy();
@@ -152,7 +158,7 @@ export async function carryClient(env: FlowEnv, mapping: Mapping, socket: net.So
       return;
     }
     env.metrics.streamsOpen.inc({ mapping: mapping.name });
-    const result = await relay(socket, stream);
+    const result = await relay(socket, stream, { socketPiped: true });
     env.metrics.streamsOpen.dec({ mapping: mapping.name });
     record(env, started, {
       ...base,
