@@ -17,7 +17,7 @@ import type { Mapping } from '../tunnel/mapping.js';
 import type { WorkerReport } from '../operator/reports.js';
 import { TunnelMetrics } from '../tunnel/metrics.js';
 import { certificateInfo } from '../tunnel/pki.js';
-import { carryClient, serveStream, sourceAllowed, type FlowEnv, type Resolution } from '../tunnel/stream-flow.js';
+import { carryClient, sourceAllowed, type FlowEnv, type Resolution } from '../tunnel/stream-flow.js';
 import type { OpenRequest } from '../tunnel/open.js';
 import { readTlsFiles, TlsFileWatcher, type TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { VERSION } from '../tunnel/version.js';
@@ -25,8 +25,10 @@ import { findWorkerMappingProblem, type WorkerConfig } from './config.js';
 import { ConfigWatcher } from './config-watcher.js';
 import { ConnectorSession } from './connector-session.js';
 import { OperatorReporter } from './reporter.js';
+import { sessionDenied, wireSession, type SessionHost } from './session-events.js';
 import { SessionRegistry } from './session-registry.js';
-import { TunnelServer, type AcceptedConnector, type Denial } from './tunnel-server.js';
+import { statusDocument, truncate, workerReport, type ListenerFailure, type WorkerSnapshot } from './status.js';
+import { TunnelServer, type AcceptedConnector } from './tunnel-server.js';
 
 /** Command-line values that replace the file's, now and on every reload. */
 export type WorkerOverrides = Partial<Pick<WorkerConfig, 'listen' | 'admin' | 'instance'>>;
@@ -56,6 +58,7 @@ export class Worker {
   readonly #registry: SessionRegistry;
   readonly #listeners: MappingListeners;
   readonly #env: FlowEnv;
+  readonly #sessionHost: SessionHost;
   #mappings = new Map<string, Mapping>();
   #revision = 0;
   #server: TunnelServer | undefined;
@@ -64,7 +67,7 @@ export class Worker {
   #configWatcher: ConfigWatcher | undefined;
   #reporter: OperatorReporter | undefined;
   /** Connector-side mappings whose listener could not be opened, from the last apply. */
-  #listenerFailures: Array<{ mapping: string; message: string }> = [];
+  #listenerFailures: ListenerFailure[] = [];
   #ignoredFileMappingsLogged = false;
   #draining = false;
   #stopped: Promise<void> | undefined;
@@ -83,6 +86,18 @@ export class Worker {
     this.#overrides = deps.overrides ?? {};
     this.#registry = new SessionRegistry(config.instance);
     this.#env = { connection: this.#connection, audit: this.#audit, metrics: this.metrics, log: this.#log };
+    this.#sessionHost = {
+      connection: this.#connection,
+      instance: config.instance,
+      log: this.#log,
+      audit: this.#audit,
+      metrics: this.metrics,
+      registry: this.#registry,
+      env: this.#env,
+      configMessage: () => this.#configMessage(),
+      reportChanged: () => this.#reporter?.trigger(),
+      resolveClusterTarget: (req) => this.#resolveClusterTarget(req),
+    };
     this.#listeners = new MappingListeners({
       logger: this.#log,
       where: 'worker',
@@ -102,7 +117,7 @@ export class Worker {
       logger: this.#log,
       accepting: () => !this.#draining,
       onConnector: (c) => this.#onConnector(c),
-      onDenied: (d) => this.#onDenied(d),
+      onDenied: (d) => sessionDenied(this.#sessionHost, d),
     });
     const tunnel = await this.#server.listen(this.#config.listen);
     this.#tlsWatcher = new TlsFileWatcher(this.#config.tls, tls, this.#tlsReloadIntervalMs, (m) => this.#reloadTls(m), (err) =>
@@ -169,50 +184,14 @@ export class Worker {
     return undefined;
   }
 
+  /** The admin endpoint's /status document. */
   status(): unknown {
-    return {
-      connection: this.#connection,
-      worker: { instance: this.#config.instance, version: VERSION },
-      ready: this.notReadyReason() === undefined,
-      draining: this.#draining,
-      revision: this.#revision,
-      connectors: this.#registry.all.filter((s) => s.ready).map((s) => ({
-        name: s.connector,
-        session: s.id,
-        since: s.since.toISOString(),
-        version: s.version,
-        address: s.peer,
-        hostname: s.hostname,
-        streams: s.mux.streamCount - 1,
-        unavailableMappings: [...s.unavailable.values()],
-      })),
-      mappings: this.mappings.map((m) => ({
-        name: m.name,
-        side: m.target.side,
-        target: formatHostPort(m.target),
-        listen: formatHostPort({ host: m.listen.address, port: m.listen.port }),
-      })),
-      listenerFailures: this.#listenerFailures,
-    };
+    return statusDocument(this.#snapshot());
   }
 
-  /** What the operator gets (operator/reports.ts validates it; free text is truncated to fit). */
+  /** What the operator gets. */
   report(): WorkerReport {
-    return {
-      instance: this.#config.instance,
-      version: VERSION,
-      ready: this.notReadyReason() === undefined,
-      draining: this.#draining,
-      connectors: this.#registry.all.filter((s) => s.ready).map((s) => ({
-        name: s.connector,
-        session: s.id,
-        since: s.since.toISOString(),
-        version: s.version,
-        address: s.peer,
-        unavailableMappings: [...s.unavailable.values()].map((u) => ({ ...u, ...(u.message ? { message: truncate(u.message) } : {}) })),
-      })),
-      listenerFailures: this.#listenerFailures,
-    };
+    return workerReport(this.#snapshot());
   }
 
   /**
@@ -291,6 +270,19 @@ export class Worker {
     return { type: 'config' as const, revision: this.#revision, mappings: this.mappings };
   }
 
+  #snapshot(): WorkerSnapshot {
+    return {
+      connection: this.#connection,
+      instance: this.#config.instance,
+      notReadyReason: this.notReadyReason(),
+      draining: this.#draining,
+      revision: this.#revision,
+      sessions: this.#registry.all,
+      mappings: this.mappings,
+      listenerFailures: this.#listenerFailures,
+    };
+  }
+
   #onConnector(accepted: AcceptedConnector): void {
     const session = new ConnectorSession(accepted, {
       connection: this.#connection,
@@ -299,39 +291,7 @@ export class Worker {
       logger: this.#log,
     });
     this.#registry.add(session);
-    session.mux.on('rtt', (ms) => this.metrics.keepaliveRtt.set({ peer: session.connector }, ms / 1000));
-    session.on('ready', () => {
-      this.metrics.sessions.inc({ role: 'worker' });
-      session.sendConfig(this.#configMessage());
-      this.#reporter?.trigger();
-      this.#log.info({ connector: session.connector, peer: session.peer, session: session.id, version: session.version },
-        `connector "${session.connector}" connected from ${session.peer} (version ${session.version})`);
-      this.#audit.write({ event: 'session-opened', connection: this.#connection, connector: session.connector, worker: this.#config.instance, peer: session.peer, session: session.id });
-    });
-    session.on('mapping-status', (entries) => {
-      this.#reporter?.trigger();
-      for (const e of entries.filter((x) => x.state !== 'Ready')) {
-        this.#log.warn({ connector: session.connector, mapping: e.name, state: e.state, reason: e.reason },
-          `connector "${session.connector}" cannot serve mapping "${e.name}": ${e.state}${e.reason ? ` (${e.reason})` : ''}${e.message ? `: ${e.message}` : ''}`);
-      }
-    });
-    session.on('stream', (stream) => {
-      void serveStream(this.#env, { connector: session.connector, worker: this.#config.instance }, stream, (req) => this.#resolveClusterTarget(req));
-    });
-    session.on('close', (err) => {
-      const wasReady = this.#registry.all.includes(session) && session.version !== '';
-      this.#registry.remove(session);
-      if (!wasReady) return;
-      this.#reporter?.trigger();
-      this.metrics.sessions.dec({ role: 'worker' });
-      const durationMs = Date.now() - session.since.getTime();
-      this.#log.info({ connector: session.connector, session: session.id, err: err?.message },
-        `connector "${session.connector}" disconnected${err ? `: ${err.message}` : ''}`);
-      this.#audit.write({
-        event: 'session-closed', connection: this.#connection, connector: session.connector, worker: this.#config.instance,
-        peer: session.peer, session: session.id, durationMs, ...(err ? { reason: (err as { code?: string }).code ?? 'ERROR', message: err.message } : {}),
-      });
-    });
+    wireSession(this.#sessionHost, session);
   }
 
   #resolveClusterTarget(req: OpenRequest): Resolution {
@@ -346,12 +306,6 @@ export class Worker {
       return { ok: false, code: 'SOURCE_NOT_ALLOWED', message: `${req.source} is outside allowedSources of mapping "${mapping.name}"`, mapping };
     }
     return { ok: true, mapping, dial: mapping.target, target: formatHostPort(mapping.target) };
-  }
-
-  #onDenied(d: Denial): void {
-    this.metrics.handshakeFailures.inc({ reason: d.reason });
-    this.#log.warn({ peer: d.peer, reason: d.reason, status: d.status }, `refused tunnel connection from ${d.peer}: ${d.message}`);
-    this.#audit.write({ event: 'session-denied', connection: this.#connection, worker: this.#config.instance, peer: d.peer, reason: d.reason, message: d.message });
   }
 
   #reloadTls(m: TlsMaterial): void {
@@ -370,11 +324,4 @@ export class Worker {
       this.#log.warn({ err: errorMessage(err) }, 'cannot read certificate expiry');
     }
   }
-}
-
-/** Free text in reports stays within what the operator accepts (MAX_MESSAGE_CHARS there). */
-const MAX_REPORTED_MESSAGE = 512;
-
-function truncate(message: string): string {
-  return message.length <= MAX_REPORTED_MESSAGE ? message : `${message.slice(0, MAX_REPORTED_MESSAGE - 1)}…`;
 }
