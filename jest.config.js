@@ -13,4 +13,7 @@ export default {
   testMatch: ['<rootDir>/{tunnel,worker,connector,operator,cli,test}/**/*.test.ts'],
   testPathIgnorePatterns: ['/node_modules/', '/dist/'],
   testTimeout: 30000,
+  // Every suite stops what it started in afterAll; if a stray handle survives anyway, CI must not
+  // wait for it forever.
+  forceExit: true,
 };
