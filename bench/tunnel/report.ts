@@ -103,10 +103,10 @@ export function soakSection(s: SoakResult, meta: { date: string; load: string; w
     SOAK_START,
     '## Soak (`make bench-soak`)',
     '',
-    `Run ${meta.date}, load average before: ${meta.load}. ${meta.what}`,
+    `Run ${meta.date}, load average before: ${meta.load}. ${meta.what} Warm-up: ${s.warmupSeconds} s.`,
     '',
-    renderTable(['duration', 'RSS idle', 'RSS start', 'RSS end', 'RSS max', 'growth', 'target', 'result', 'messages', 'connections', 'errors'], [[
-      `${s.seconds} s`, mib(s.baseline), mib(s.start), mib(s.end), mib(s.max), `${s.growthPct.toFixed(1)}%`, '< 5%', verdictText,
+    renderTable(['duration', 'RSS idle', 'RSS start', 'RSS end', 'RSS max', 'growth', 'trend', 'target', 'result', 'messages', 'connections', 'errors'], [[
+      `${s.seconds} s`, mib(s.baseline), mib(s.start), mib(s.end), mib(s.max), `${s.growthPct.toFixed(1)}%`, `${s.trendPct.toFixed(1)}%`, '< 5%', verdictText,
       s.messages.toLocaleString('en-US'), s.connections.toLocaleString('en-US'), `${s.errors}${s.firstError ? ` (${s.firstError})` : ''}`,
     ]]),
     '',

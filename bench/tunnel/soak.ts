@@ -2,11 +2,16 @@
  * Soak: steady load through one forward for a long time while the RSS of its
  * processes is sampled. Load: `echoConnections` connections each echoing
  * 16 KiB messages back to back, plus `newPerSecond` new connections per second,
- * each carrying one 64-byte round trip. "start" is the mean of the first tenth
- * of the samples after the warm-up (at least three), "end" the mean of the last
- * tenth: RSS swings by several % between GC cycles, and one cycle more or less
- * must not decide the verdict; max is the largest sample. The warm-up covers
- * V8's memory reducer, which shrinks the heaps a minute or two after start.
+ * each carrying one 64-byte round trip.
+ *
+ * Steady state starts after the warm-up (a third of the soak): about 110 s in,
+ * V8's memory reducer shrinks both heaps by ~40 MiB each, and RSS then takes
+ * another minute or so to grow back to its working size, so an earlier "start"
+ * measures that dip, not a leak. "start" is the mean of the first tenth of the
+ * steady samples (at least three), "end" the mean of the last tenth: RSS swings
+ * by several % between GC cycles, and one cycle more or less must not decide
+ * the verdict. "trend" is a least-squares line through the steady samples,
+ * extrapolated over the whole soak, as a second view of the same question.
  */
 import net from 'node:net';
 import { log, processTree, rssByRole, sleep, sum, type Forward } from './common.js';
@@ -27,6 +32,9 @@ export interface SoakResult {
   end: number;
   max: number;
   growthPct: number;
+  /** Least-squares slope through the steady samples x soak duration, in % of their mean. */
+  trendPct: number;
+  warmupSeconds: number;
   samples: Array<{ t: number; rss: number }>;
   messages: number;
   connections: number;
@@ -124,10 +132,20 @@ export async function soak(fwd: Forward, o: SoakOptions): Promise<SoakResult> {
     end,
     max: Math.max(...samples.map((s) => s.rss)),
     growthPct: (100 * (end - start)) / start,
+    trendPct: trend(use, o.seconds),
+    warmupSeconds: o.warmupSeconds,
     samples,
     messages,
     connections,
     errors,
     ...(firstError ? { firstError } : {}),
   };
+}
+
+function trend(xs: Array<{ t: number; rss: number }>, seconds: number): number {
+  if (xs.length < 2) return 0;
+  const mt = sum(xs.map((x) => x.t)) / xs.length;
+  const mr = sum(xs.map((x) => x.rss)) / xs.length;
+  const slope = sum(xs.map((x) => (x.t - mt) * (x.rss - mr))) / Math.max(1e-9, sum(xs.map((x) => (x.t - mt) ** 2)));
+  return (100 * slope * seconds) / mr;
 }
