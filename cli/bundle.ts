@@ -14,7 +14,8 @@ import {
   bundleFileNames, checkConnectorAllowed, fileLayout, renderConnectorConfig, renderReadme, renderSecretManifest,
   parseWorkerUrlFlags, resolveWorkerUrls, secretName, suggestAllowRules, type AllowSuggestion, type ConnectionView, type MappingView,
 } from '../connector/bundle.js';
-import { apiErrorMessage, GROUP, Kube, loadKubeConfig, statusCode, VERSION } from '../operator/kube.js';
+import { apiErrorMessage, GROUP, statusCode, VERSION } from '../operator/api.js';
+import type { Kube } from '../operator/kube.js';
 import { namesFor } from '../operator/names.js';
 import { ConfigError, errorCode, UnderpassError } from '../tunnel/errors.js';
 import { connectorUri, dns1123LabelProblem, formatConnectionId, parseConnectionId, parseConnectorName, type ConnectionId } from '../tunnel/identity.js';
@@ -110,7 +111,9 @@ function parseFlags(flags: BundleFlags): BundleRequest {
 
 async function runBundle(req: BundleRequest, io: Io): Promise<void> {
   if (req.target.kind === 'dir' && !req.target.force) await refuseExisting(req.target.dir, Object.values(bundleFileNames(req.name)));
-  const reader = new ConnectionReader(new Kube(kubeConfig(req.kubeconfig)), req.connection);
+  // Loaded here, not at start-up: every other command runs without the Kubernetes client.
+  const { Kube, loadKubeConfig } = await import('../operator/kube.js');
+  const reader = new ConnectionReader(new Kube(kubeConfig(req.kubeconfig, loadKubeConfig)), req.connection);
   const tc = await reader.connection();
   // Both checks come before the CA key is read: a refused bundle never touches it.
   checkConnectorAllowed(req.name, tc, req.connection);
@@ -263,7 +266,7 @@ function existsError(file: string, cause?: unknown): ConfigError {
   return new ConfigError('already exists; pass --force to overwrite the bundle', { file }, { cause });
 }
 
-function kubeConfig(file: string | undefined): k8s.KubeConfig {
+function kubeConfig(file: string | undefined, loadKubeConfig: (file?: string) => k8s.KubeConfig): k8s.KubeConfig {
   try {
     return loadKubeConfig(file);
   } catch (err) {

@@ -10,8 +10,6 @@ import { ConfigError } from '../tunnel/errors.js';
 import { createLogger } from '../tunnel/log.js';
 import { LOG_LEVELS } from '../tunnel/config-load.js';
 import { VERSION } from '../tunnel/version.js';
-import { loadKubeConfig } from '../operator/kube.js';
-import { Operator } from '../operator/operator.js';
 
 interface OperatorFlags {
   kubeconfig?: string;
@@ -68,6 +66,8 @@ Example (outside a cluster, against a kubeconfig):
         report = { listen: parseHostPort(flags.reportListen, '--report-listen'), url: url.href.replace(/\/$/, ''), secretNamespace: flags.podNamespace, secretName: 'underpass-operator-report-tls', sans: flags.reportSan ?? [] };
       }
       const logger = createLogger('operator', { level: flags.logLevel });
+      // Loaded here: worker and connector processes never load the Kubernetes client.
+      const [{ loadKubeConfig }, { Operator }] = await Promise.all([import('../operator/kube.js'), import('../operator/operator.js')]);
       const operator = new Operator({
         kc: loadKubeConfig(flags.kubeconfig),
         logger,

@@ -80,10 +80,12 @@ export class MuxStream extends Duplex {
     if (this.#remoteFin || this.#reset || this.destroyed) return;
     this.bytesRead += chunk.length;
     this.#delivered += chunk.length;
-    // Handed straight to a flowing consumer, a view is fine; kept in our buffer,
-    // it would pin the whole transport chunk, so copy to keep memory = window.
+    // Handed straight to a flowing consumer, a view is fine. Kept in our buffer, a view pins its
+    // whole transport buffer: copy small views (which would pin far more than they hold), keep
+    // large ones (bulk data), so memory stays within about twice the window without copying bulk.
     const direct = this.readableFlowing === true && this.readableLength === 0;
-    this.push(direct ? chunk : Buffer.from(chunk));
+    const keepView = direct || chunk.length * 2 >= chunk.buffer.byteLength;
+    this.push(keepView ? chunk : Buffer.from(chunk));
     if (this.readableLength === 0) this.#maybeGrant();
   }
 
