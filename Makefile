@@ -9,7 +9,7 @@ TS_SOURCES := $(shell find tunnel worker connector operator cli bench -name '*.t
 .PHONY: help deps build typecheck demo test test-unit interop-peer testenv-bins testenv testenv-stop clean
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(NODE_MODULES_STAMP): package.json package-lock.json
 	@# npm ci rejects npm 11 lockfiles that omit other platforms' optional packages; install follows the lock.
@@ -51,3 +51,5 @@ test-unit: build ## unit tests only (no Go, no cluster)
 
 clean: ## remove build output
 	rm -rf dist
+
+include bench/bench.mk
