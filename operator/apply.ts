@@ -56,6 +56,16 @@ export class Applier {
     return 'updated';
   }
 
+  /** The live object, or undefined (for kinds without an informer, e.g. OpenShift Routes). */
+  async read(obj: { apiVersion: string; kind: string; metadata: { name: string; namespace: string } }): Promise<k8s.KubernetesObject | undefined> {
+    try {
+      return await this.#objects.read(obj as never);
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
   async remove(obj: { apiVersion: string; kind: string; metadata: { name: string; namespace: string } }, resource: string): Promise<boolean> {
     try {
       await this.#kube.write('delete', resource, () => this.#objects.delete(obj as k8s.KubernetesObject));

@@ -163,7 +163,12 @@ export class TunnelController {
     if (apps) await applier.apply(apps, caches.services.get(names.appsService, ns), 'services');
     else if (caches.services.get(names.appsService, ns)) await applier.remove({ apiVersion: 'v1', kind: 'Service', metadata: { name: names.appsService, namespace: ns } }, 'services');
     if (options.routes && tc.spec.endpoint.route?.enabled !== false) {
-      await applier.apply(desired.route(tc) as k8s.KubernetesObject, undefined, 'routes').catch(() => undefined);
+      const route = desired.route(tc) as { apiVersion: string; kind: string; metadata: { name: string; namespace: string } };
+      try {
+        await applier.apply(route as k8s.KubernetesObject, await applier.read(route), 'routes');
+      } catch (err) {
+        this.#d.logger.warn({ connection: `${ns}/${tc.metadata.name}`, err: errorMessage(err) }, `cannot apply Route ${ns}/${route.metadata.name}: ${errorMessage(err)}`);
+      }
     }
     if (dep === 'created') await this.#d.events.record(tc, 'Normal', 'WorkersCreated', `created Deployment ${names.deployment} with ${tc.spec.replicas} worker(s)`);
     else if (dep === 'updated') await this.#d.events.record(tc, 'Normal', 'WorkersUpdated', `rolled out Deployment ${names.deployment} (${tc.spec.replicas} worker(s))`);
@@ -238,6 +243,7 @@ export class TunnelController {
     for (const [apiVersion, kind, name, resource] of owned) {
       if (cached[resource]!(name)) await this.#d.applier.remove({ apiVersion, kind, metadata: { name, namespace } }, resource);
     }
+    if (this.#d.options.routes) await this.#d.applier.remove({ apiVersion: 'route.openshift.io/v1', kind: 'Route', metadata: { name: names.route, namespace } }, 'routes');
     this.#d.reports.forget(`${namespace}/${tc.metadata.name}`);
     await this.#patchFinalizers(tc, (tc.metadata.finalizers ?? []).filter((f) => f !== FINALIZER));
     this.#d.logger.info({ connection: `${namespace}/${tc.metadata.name}` }, `TunnelConnection ${namespace}/${tc.metadata.name} deleted: removed its workers, services and secrets`);

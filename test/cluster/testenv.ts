@@ -170,13 +170,13 @@ export async function startTestEnv(opts: StartOptions = {}): Promise<TestEnv> {
   const waitForCrds = async (names: string[], timeoutMs = 30_000): Promise<void> => {
     // `kubectl wait` fails (instead of waiting) on a CRD whose status has no conditions yet; poll instead.
     const established = Date.now() + timeoutMs;
-    for (;;) {
-      const r = await kubectl(['get', ...names.map((n) => `customresourcedefinition/${n}`), '-o',
-        'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Established")].status}{"\\n"}{end}']);
-      const statuses = r.stdout.split('\n').filter(Boolean);
-      if (r.code === 0 && statuses.length === names.length && statuses.every((x) => x === 'True')) break;
-      if (Date.now() > established) throw new Error(`CRDs not Established after ${timeoutMs} ms: ${r.stderr}${r.stdout}`);
-      await new Promise((res) => setTimeout(res, 200));
+    for (const name of names) {
+      for (;;) {
+        const r = await kubectl(['get', `customresourcedefinition/${name}`, '-o', 'jsonpath={.status.conditions[?(@.type=="Established")].status}']);
+        if (r.code === 0 && r.stdout.trim() === 'True') break;
+        if (Date.now() > established) throw new Error(`CRD ${name} not Established after ${timeoutMs} ms: ${r.stderr}${r.stdout}`);
+        await new Promise((res) => setTimeout(res, 200));
+      }
     }
     // Drop kubectl's discovery cache, then wait until discovery lists every new resource.
     fs.rmSync(cacheDir, { recursive: true, force: true });
