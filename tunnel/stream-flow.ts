@@ -13,7 +13,7 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
 import type { AuditLog, StreamOutcome } from './audit.js';
-import { formatHostPort, type HostPort } from './address.js';
+import { formatHostPort, formatPeer, type HostPort } from './address.js';
 import { CidrSet } from './cidr.js';
 import { errorMessage } from './errors.js';
 import type { Mapping } from './mapping.js';
@@ -66,10 +66,6 @@ export function sourceAllowed(mapping: Mapping, address: string | undefined): bo
   return set.contains(address);
 }
 
-function describePeer(socket: net.Socket): string {
-  return socket.remoteAddress ? formatHostPort({ host: socket.remoteAddress, port: socket.remotePort ?? 0 }) : 'unknown';
-}
-
 function record(env: FlowEnv, started: number, f: Finish): void {
   const durationMs = Date.now() - started;
   env.audit.write({
@@ -106,7 +102,7 @@ export interface CarryOptions {
 /** Opener side. `carriers` yields sessions in the order to try (round-robin start). */
 export async function carryClient(env: FlowEnv, mapping: Mapping, socket: net.Socket, carriers: Iterable<Carrier>, opts: CarryOptions): Promise<void> {
   const started = Date.now();
-  const client = describePeer(socket);
+  const client = formatPeer(socket);
   let socketError: Error | undefined;
   socket.on('error', (err) => (socketError ??= err));
   socket.setNoDelay(true);

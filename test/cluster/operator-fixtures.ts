@@ -2,6 +2,10 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import YAML from 'yaml';
+import { loadKubeConfig } from '../../operator/kube.js';
+import { Operator, type OperatorOptions } from '../../operator/operator.js';
+import { silentLogger } from '../../tunnel/log.js';
+import { waitFor } from '../e2e/harness.js';
 import { REPO_ROOT, run, type TestEnv } from './testenv.js';
 
 export const OPERATOR_USER = 'underpass-operator-test';
@@ -40,4 +44,25 @@ export function tunnelConnection(name: string, namespace: string, spec: Record<s
 
 export function applicationMapping(name: string, namespace: string, spec: Record<string, unknown>): string {
   return YAML.stringify({ apiVersion: 'underpass.dev/v1alpha1', kind: 'ApplicationMapping', metadata: { name, namespace }, spec });
+}
+
+/**
+ * An in-process operator with the test lease timings (4 s lease) that waits
+ * until it leads. `report` opens the worker report channel on that port.
+ */
+export async function startTestOperator(kubeconfig: string, identity: string, opts: { reportPort?: number; reportGraceMs?: number } = {}): Promise<Operator> {
+  const options: OperatorOptions = {
+    kc: loadKubeConfig(kubeconfig),
+    logger: silentLogger(),
+    identity,
+    lease: { namespace: OPERATOR_NAMESPACE, name: 'underpass-operator', durationMs: 4_000, renewDeadlineMs: 3_000, renewIntervalMs: 1_000, retryIntervalMs: 500 },
+    workerImage: 'example.test/underpass:test',
+    admin: { host: '127.0.0.1', port: 0 },
+    ...(opts.reportPort ? { report: { listen: { host: '127.0.0.1', port: opts.reportPort }, url: `https://127.0.0.1:${opts.reportPort}`, secretNamespace: OPERATOR_NAMESPACE, secretName: 'underpass-operator-report-tls', sans: [] } } : {}),
+    ...(opts.reportGraceMs !== undefined ? { reportGraceMs: opts.reportGraceMs } : {}),
+  };
+  const op = new Operator(options);
+  await op.start();
+  await waitFor('leadership', () => op.isLeader, 15_000);
+  return op;
 }

@@ -5,12 +5,10 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type * as k8s from '@kubernetes/client-node';
 import YAML from 'yaml';
-import { loadKubeConfig } from '../../operator/kube.js';
 import { Operator } from '../../operator/operator.js';
 import { parseWorkerConfig } from '../../worker/config.js';
-import { silentLogger } from '../../tunnel/log.js';
 import { freePort, waitFor, sleep } from '../e2e/harness.js';
-import { applicationMapping, installCrds, OPERATOR_NAMESPACE, operatorKubeconfig, tunnelConnection } from './operator-fixtures.js';
+import { applicationMapping, installCrds, operatorKubeconfig, startTestOperator, tunnelConnection } from './operator-fixtures.js';
 import { startTestEnv, type TestEnv } from './testenv.js';
 
 const NS = 'team-a';
@@ -23,19 +21,7 @@ let reportPort = 0;
 /** A stable report URL across restarts, as a Service gives in a cluster (it is part of the worker config). */
 async function startOperator(identity = 'op-1'): Promise<Operator> {
   reportPort ||= await freePort();
-  const op = new Operator({
-    kc: loadKubeConfig(opKubeconfig),
-    logger: silentLogger(),
-    identity,
-    lease: { namespace: OPERATOR_NAMESPACE, name: 'underpass-operator', durationMs: 4_000, renewDeadlineMs: 3_000, renewIntervalMs: 1_000, retryIntervalMs: 500 },
-    workerImage: 'example.test/underpass:test',
-    admin: { host: '127.0.0.1', port: 0 },
-    report: { listen: { host: '127.0.0.1', port: reportPort }, url: `https://127.0.0.1:${reportPort}`, secretNamespace: OPERATOR_NAMESPACE, secretName: 'underpass-operator-report-tls', sans: [] },
-    reportGraceMs: 2_000,
-  });
-  await op.start();
-  await waitFor('leadership', () => op.isLeader, 15_000);
-  return op;
+  return startTestOperator(opKubeconfig, identity, { reportPort, reportGraceMs: 2_000 });
 }
 
 /** Writes other than the leader renewing its Lease. */

@@ -4,11 +4,9 @@
  * group, version, kind), so the operator's discovery sees the group.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { loadKubeConfig } from '../../operator/kube.js';
-import { Operator } from '../../operator/operator.js';
-import { silentLogger } from '../../tunnel/log.js';
+import type { Operator } from '../../operator/operator.js';
 import { waitFor } from '../e2e/harness.js';
-import { installCrds, OPERATOR_NAMESPACE, operatorKubeconfig, tunnelConnection } from './operator-fixtures.js';
+import { installCrds, operatorKubeconfig, startTestOperator, tunnelConnection } from './operator-fixtures.js';
 import { startTestEnv, type TestEnv } from './testenv.js';
 
 const ROUTE_CRD = `apiVersion: apiextensions.k8s.io/v1
@@ -35,16 +33,7 @@ beforeAll(async () => {
   await env.kubectlOk(['apply', '-f', '-'], { input: ROUTE_CRD });
   await env.waitForCrds(['routes.route.openshift.io']);
   await env.kubectlOk(['create', 'namespace', 'team-r']);
-  operator = new Operator({
-    kc: loadKubeConfig(await operatorKubeconfig(env)),
-    logger: silentLogger(),
-    identity: 'op-route',
-    lease: { namespace: OPERATOR_NAMESPACE, name: 'underpass-operator', durationMs: 4_000, renewDeadlineMs: 3_000, renewIntervalMs: 1_000, retryIntervalMs: 500 },
-    workerImage: 'example.test/underpass:test',
-    admin: { host: '127.0.0.1', port: 0 },
-  });
-  await operator.start();
-  await waitFor('leadership', () => operator.isLeader, 15_000);
+  operator = await startTestOperator(await operatorKubeconfig(env), 'op-route');
 }, 180_000);
 
 afterAll(async () => {

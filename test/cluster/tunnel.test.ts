@@ -11,10 +11,9 @@ import path from 'node:path';
 import tls from 'node:tls';
 import YAML from 'yaml';
 import { Kube, loadKubeConfig } from '../../operator/kube.js';
-import { Operator } from '../../operator/operator.js';
-import { silentLogger } from '../../tunnel/log.js';
+import type { Operator } from '../../operator/operator.js';
 import { BIN, echoServer, exchange, freePort, getJson, Proc, removeDir, tempDir, waitFor, waitHttp, type App } from '../e2e/harness.js';
-import { applicationMapping, installCrds, OPERATOR_NAMESPACE, operatorKubeconfig, tunnelConnection } from './operator-fixtures.js';
+import { applicationMapping, installCrds, operatorKubeconfig, startTestOperator, tunnelConnection } from './operator-fixtures.js';
 import { PodFiles } from './pod-files.js';
 import { run, startTestEnv, type TestEnv } from './testenv.js';
 
@@ -45,17 +44,7 @@ beforeAll(async () => {
   dir = await tempDir('underpass-cluster-');
   for (const k of Object.keys(ports) as Array<keyof typeof ports>) ports[k] = await freePort();
   app = await echoServer();
-  operator = new Operator({
-    kc: loadKubeConfig(await operatorKubeconfig(env)),
-    logger: silentLogger(),
-    identity: 'op-e2e',
-    lease: { namespace: OPERATOR_NAMESPACE, name: 'underpass-operator', durationMs: 4_000, renewDeadlineMs: 3_000, renewIntervalMs: 1_000, retryIntervalMs: 500 },
-    workerImage: 'example.test/underpass:test',
-    admin: { host: '127.0.0.1', port: 0 },
-    report: { listen: { host: '127.0.0.1', port: ports.report }, url: `https://127.0.0.1:${ports.report}`, secretNamespace: OPERATOR_NAMESPACE, secretName: 'underpass-operator-report-tls', sans: [] },
-    reportGraceMs: 1_000,
-  });
-  await operator.start();
+  operator = await startTestOperator(await operatorKubeconfig(env), 'op-e2e', { reportPort: ports.report, reportGraceMs: 1_000 });
   await env.kubectlOk(['apply', '-f', '-'], { input: `${tunnelConnection('dc1', NS, { endpoint: { service: { type: 'ClusterIP' }, hosts: ['localhost'] } })}---\n${applicationMapping('app1', NS, { connection: 'dc1', target: { side: 'Connector', host: '127.0.0.1', port: app.port }, listen: { port: ports.app1 } })}` });
   const kube = new Kube(loadKubeConfig(env.kubeconfig));
   await waitFor('worker ConfigMap and Secret', async () => {
