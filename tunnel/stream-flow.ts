@@ -11,6 +11,7 @@
  * Each ends in exactly one audit line and one metrics update.
  */
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { AuditLog, StreamOutcome } from './audit.js';
 import { formatHostPort, formatPeer, type HostPort } from './address.js';
@@ -21,7 +22,7 @@ import type { TunnelMetrics } from './metrics.js';
 import type { Session } from './mux/session.js';
 import type { MuxStream } from './mux/stream.js';
 import { readOpenRequest, readOpenResponse, writeOpenRequest, writeOpenResponse, type OpenRequest, type RefusalCode } from './open.js';
-import { relay } from './relay.js';
+import { ignoreError, Relay, type RelayResult } from './relay.js';
 
 export interface FlowEnv {
   connection: string;
@@ -99,12 +100,11 @@ export interface CarryOptions {
   explainNoCarrier?: () => { code: RefusalCode; message: string } | undefined;
 }
 
-/** Opener side. `carriers` yields sessions in the order to try (round-robin start). */
+/** Opener side. `carriers` yields sessions in the order to try (round-robin start). Resolves when the connection is over. */
 export async function carryClient(env: FlowEnv, mapping: Mapping, socket: net.Socket, carriers: Iterable<Carrier>, opts: CarryOptions): Promise<void> {
   const started = Date.now();
   const client = formatPeer(socket);
-  let socketError: Error | undefined;
-  socket.on('error', (err) => (socketError ??= err));
+  const r = new Relay(socket);
   socket.setNoDelay(true);
   const base = { mapping: mapping.name, side: mapping.target.side, client, target: formatHostPort(mapping.target), ...opts.self };
   if (!sourceAllowed(mapping, socket.remoteAddress)) {
@@ -124,16 +124,16 @@ export async function carryClient(env: FlowEnv, mapping: Mapping, socket: net.So
       lastProblem = errorMessage(err);
       continue;
     }
-    stream.on('error', () => undefined); // relay or the checks below decide what an error means
+    stream.on('error', ignoreError); // the relay or the checks below decide what an error means
     writeOpenRequest(stream, { mapping: mapping.name, source: client });
     // Pipelining: the client's first bytes follow the open request at once instead of a round
     // trip later. The acceptor holds them until its checks and dial succeed; a refusal drops them.
-    socket.pipe(stream);
+    r.pipe(stream);
     let response;
     try {
       response = await readOpenResponse(stream);
     } catch (err) {
-      socket.unpipe(stream);
+      r.unpipe();
       stream.destroy();
       lastProblem = errorMessage(err);
       // The session died before answering: another may carry the stream, unless client bytes were already sent.
@@ -141,7 +141,7 @@ export async function carryClient(env: FlowEnv, mapping: Mapping, socket: net.So
       break;
     }
     if (!response.ok) {
-      socket.unpipe(stream);
+      r.unpipe();
       stream.end();
       stream.resume();
       socket.resetAndDestroy();
@@ -150,28 +150,39 @@ export async function carryClient(env: FlowEnv, mapping: Mapping, socket: net.So
     }
     if (socket.destroyed) {
       stream.destroy();
-      record(env, started, { ...base, ...who, outcome: 'failed', reason: 'CLIENT_GONE', message: socketError?.message ?? 'the client closed before the stream opened' });
+      record(env, started, { ...base, ...who, outcome: 'failed', reason: 'CLIENT_GONE', message: r.error?.message ?? 'the client closed before the stream opened' });
       return;
     }
-    env.metrics.streamsOpen.inc({ mapping: mapping.name });
-    const result = await relay(socket, stream, { socketPiped: true });
-    env.metrics.streamsOpen.dec({ mapping: mapping.name });
-    record(env, started, {
+    // No await from here on: an idle connection keeps no suspended async function alive.
+    return relayed(env, started, mapping, r, stream, (result) => ({
       ...base,
       ...who,
-      outcome: result.error ? 'failed' : 'closed',
-      ...(result.error ? { reason: 'ABORTED', message: result.error.message } : {}),
       bytesIn: result.bytesFromSocket,
       bytesOut: result.bytesToSocket,
-    });
-    return;
+    }));
   }
   socket.resetAndDestroy();
   const explained = tried === 0 ? opts.explainNoCarrier?.() : undefined;
   record(env, started, { ...base, outcome: 'refused', reason: explained?.code ?? 'NO_SESSION', message: explained?.message ?? lastProblem });
 }
 
-/** Acceptor side: `resolve` applies this end's policy and says what to dial. */
+/** Relays until both sides closed, then writes the audit line and metrics. */
+function relayed(env: FlowEnv, started: number, mapping: Mapping, r: Relay, stream: Duplex, finish: (result: RelayResult) => Omit<Finish, 'outcome'>): Promise<void> {
+  env.metrics.streamsOpen.inc({ mapping: mapping.name });
+  return new Promise((resolve) => {
+    r.run(stream, (result) => {
+      env.metrics.streamsOpen.dec({ mapping: mapping.name });
+      record(env, started, {
+        ...finish(result),
+        outcome: result.error ? 'failed' : 'closed',
+        ...(result.error ? { reason: 'ABORTED', message: result.error.message } : {}),
+      });
+      resolve();
+    });
+  });
+}
+
+/** Acceptor side: `resolve` applies this end's policy and says what to dial. Resolves when the stream is over. */
 export async function serveStream(
   env: FlowEnv,
   who: { connector: string; worker: string },
@@ -179,7 +190,7 @@ export async function serveStream(
   resolve: (req: OpenRequest) => Promise<Resolution> | Resolution,
 ): Promise<void> {
   const started = Date.now();
-  stream.on('error', () => undefined);
+  stream.on('error', ignoreError);
   let req: OpenRequest;
   try {
     req = await readOpenRequest(stream);
@@ -223,19 +234,15 @@ export async function serveStream(
     return;
   }
   writeOpenResponse(stream, { ok: true });
-  env.metrics.streamsOpen.inc({ mapping: mapping.name });
-  const result = await relay(socket, stream);
-  env.metrics.streamsOpen.dec({ mapping: mapping.name });
-  record(env, started, {
+  const r = new Relay(socket);
+  return relayed(env, started, mapping, r, stream, (result) => ({
     ...base,
     side: mapping.target.side,
     target,
-    outcome: result.error ? 'failed' : 'closed',
-    ...(result.error ? { reason: 'ABORTED', message: result.error.message } : {}),
     // At this end the socket is the target: bytes to it came from the client.
     bytesIn: result.bytesToSocket,
     bytesOut: result.bytesFromSocket,
-  });
+  }));
 }
 
 function connect(to: HostPort, timeoutMs: number): Promise<net.Socket> {
@@ -247,13 +254,14 @@ function connect(to: HostPort, timeoutMs: number): Promise<net.Socket> {
     }, timeoutMs);
     socket.once('connect', () => {
       clearTimeout(timer);
-      socket.removeAllListeners('error');
+      socket.off('error', onError);
       socket.setKeepAlive(true, 30_000);
       resolve(socket);
     });
-    socket.once('error', (err) => {
+    const onError = (err: Error): void => {
       clearTimeout(timer);
       reject(err);
-    });
+    };
+    socket.once('error', onError);
   });
 }
