@@ -6,7 +6,7 @@ SHELL := /bin/bash
 NODE_MODULES_STAMP := node_modules/.package-lock.json
 TS_SOURCES := $(shell find tunnel worker connector operator cli bench -name '*.ts' -not -name '*.test.ts' 2>/dev/null)
 
-.PHONY: help deps build typecheck demo test test-unit interop-peer testenv-bins testenv testenv-stop clean
+.PHONY: help deps build typecheck demo test test-unit test-deps interop-peer testenv-bins testenv testenv-stop clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -43,7 +43,10 @@ testenv: testenv-bins ## start a real API server in the background; kubeconfig i
 testenv-stop: ## stop what `make testenv` started
 	bash test/env/stop.sh $(CURDIR)/.testenv
 
-test: build typecheck interop-peer testenv-bins ## everything: unit, interop, end-to-end and cluster tests
+test-deps: ## Debian packages some tests use (nftables), installed when missing
+	@bash test/env/test-deps.sh
+
+test: build typecheck test-deps interop-peer testenv-bins ## everything: unit, interop, end-to-end and cluster tests
 	npm test
 
 test-unit: build ## unit tests only (no Go, no cluster)

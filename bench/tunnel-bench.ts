@@ -106,6 +106,7 @@ async function main(): Promise<void> {
       httpTool: httpTool(flags.quick),
       ports: { echo: apps.echo, bulk: apps.bulk, http: apps.http, ...(iperf ? { iperf: iperf.port } : {}) },
       pki,
+      logDir: dir,
       deadlineMs: flags.quick ? 30_000 : 600_000,
     };
     for (const id of needed) {

@@ -78,6 +78,41 @@ async function serve(): Promise<void> {
   process.on('SIGTERM', () => process.exit(0));
 }
 
+/**
+ * The floor under an idle connector session: a bare Node TLS server with the worker's
+ * certificate that requires client certificates and holds connections open, nothing else
+ * (no WebSocket, multiplexer or control channel). Run as `node apps.js --tls-floor DIR`.
+ */
+async function tlsFloorServer(dir: string): Promise<void> {
+  const { readFileSync } = await import('node:fs');
+  const tls = await import('node:tls');
+  const server = tls.createServer({
+    cert: readFileSync(path.join(dir, 'worker.crt')),
+    key: readFileSync(path.join(dir, 'worker.key')),
+    ca: readFileSync(path.join(dir, 'ca.crt')),
+    requestCert: true,
+    rejectUnauthorized: true,
+    minVersion: 'TLSv1.3',
+  }, (s) => s.on('error', () => undefined));
+  process.stdout.write(`${JSON.stringify({ tls: await listen(server) })}\n`);
+  process.on('SIGTERM', () => process.exit(0));
+}
+
+/** Starts the bare TLS server of `tlsFloorServer` in a child process. */
+export async function startTlsFloor(certDir: string, logDir: string): Promise<{ port: number; pid: number; stop(): Promise<void> }> {
+  const self = fileURLToPath(import.meta.url);
+  const file = path.join(logDir, 'tls-floor.log');
+  const child = new Child('bare TLS server', process.execPath, [self, '--tls-floor', certDir], file);
+  let port: number | undefined;
+  await waitUntil('the bare TLS server', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const line = (await readFile(file, 'utf8').catch(() => '')).split('\n').find((l) => l.startsWith('{'));
+    if (line) port = (JSON.parse(line) as { tls: number }).tls;
+    return port !== undefined;
+  }, 10_000, child);
+  return { port: port!, pid: child.pid, stop: () => child.stop() };
+}
+
 /** Starts the target apps in a child process. */
 export async function startApps(logDir: string): Promise<Apps> {
   const self = fileURLToPath(import.meta.url);
@@ -93,6 +128,8 @@ export async function startApps(logDir: string): Promise<Apps> {
   return { ...ports!, pid: child.pid, stop: () => child.stop() };
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href && process.argv.includes('--serve')) {
-  void serve();
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const floor = process.argv.indexOf('--tls-floor');
+  if (floor > 0) void tlsFloorServer(process.argv[floor + 1]!);
+  else if (process.argv.includes('--serve')) void serve();
 }

@@ -10,11 +10,14 @@
  * RSS settles for a few seconds before each reading (no forced GC: these are
  * the processes as deployed).
  */
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import pino from 'pino';
 import { WorkerLink } from '../../connector/link.js';
 import { TunnelMetrics } from '../../tunnel/metrics.js';
 import { log, pool, rssByRole, sleep, sum, type Forward } from './common.js';
+import { startTlsFloor } from './apps.js';
 import { metric, startWorker, type UnderpassPki } from './underpass.js';
 
 interface IdleSession {
@@ -47,8 +50,38 @@ function perRole(before: Record<string, number>, after: Record<string, number>, 
   return out;
 }
 
+/**
+ * Per-stream and per-session figures are marginal costs: a warm-up batch is opened and closed
+ * before the "before" reading, so code paths run for the first time (pages of the binary faulted
+ * in, JIT code) are not divided among the items.
+ */
 export async function idleStreams(fwd: Forward, n: number, settle = 3): Promise<MemoryResult> {
+  const warm = await openIdleStreams(fwd, Math.min(100, n));
+  for (const s of warm.sockets) s.destroy();
   const before = await settledRss(fwd.roles, settle);
+  const { sockets, errors, firstError } = await openIdleStreams(fwd, n);
+  if (errors) log(`idle streams: ${errors} of ${n} failed (${firstError})`);
+  let note: string | undefined;
+  if (fwd.adminPorts?.worker) {
+    const open = await metric(fwd.adminPorts.worker, 'underpass_streams_open').catch(() => NaN);
+    if (open !== sockets.length) note = `worker reports ${open} open streams for ${sockets.length} clients`;
+  }
+  const after = await settledRss(fwd.roles, settle);
+  for (const s of sockets) s.destroy();
+  const released = await settledRss(fwd.roles, settle);
+  const count = sockets.length;
+  return {
+    count,
+    perItem: (sum(Object.values(after)) - sum(Object.values(before))) / Math.max(1, count),
+    perRole: perRole(before, after, count),
+    before, after, released, errors,
+    ...(firstError ? { firstError } : {}),
+    ...(note ? { note } : {}),
+  };
+}
+
+/** Opens `n` connections through the forward, each proven by a 1-byte echo. */
+async function openIdleStreams(fwd: Forward, n: number): Promise<{ sockets: net.Socket[]; errors: number; firstError?: string }> {
   const sockets: net.Socket[] = [];
   let errors = 0;
   let firstError: string | undefined;
@@ -72,24 +105,7 @@ export async function idleStreams(fwd: Forward, n: number, settle = 3): Promise<
     });
     s.once('error', fail);
   }));
-  if (errors) log(`idle streams: ${errors} of ${n} failed (${firstError})`);
-  let note: string | undefined;
-  if (fwd.adminPorts?.worker) {
-    const open = await metric(fwd.adminPorts.worker, 'underpass_streams_open').catch(() => NaN);
-    if (open !== sockets.length) note = `worker reports ${open} open streams for ${sockets.length} clients`;
-  }
-  const after = await settledRss(fwd.roles, settle);
-  for (const s of sockets) s.destroy();
-  const released = await settledRss(fwd.roles, settle);
-  const count = sockets.length;
-  return {
-    count,
-    perItem: (sum(Object.values(after)) - sum(Object.values(before))) / Math.max(1, count),
-    perRole: perRole(before, after, count),
-    before, after, released, errors,
-    ...(firstError ? { firstError } : {}),
-    ...(note ? { note } : {}),
-  };
+  return { sockets, errors, ...(firstError ? { firstError } : {}) };
 }
 
 export async function idleSessions(pki: UnderpassPki, n: number, settle = 3): Promise<MemoryResult> {
@@ -103,6 +119,8 @@ export async function idleSessions(pki: UnderpassPki, n: number, settle = 3): Pr
   let errors = 0;
   let firstError: string | undefined;
   try {
+    const warm = await Promise.all(creds.slice(0, Math.min(16, n)).map((c) => openSession(worker.url, c)));
+    await Promise.all(warm.map((s) => s.close()));
     const before = await settledRss(roles, settle);
     await pool(n, 16, async (i) => {
       try {
@@ -129,6 +147,52 @@ export async function idleSessions(pki: UnderpassPki, n: number, settle = 3): Pr
   } finally {
     await Promise.all(sessions.map((s) => s.close()));
     await worker.child.stop();
+  }
+}
+
+/**
+ * The floor under an idle session: `n` mutual-TLS connections (TLS 1.3, the worker's certificate,
+ * client certificates required) held open on a bare Node TLS server; its RSS per connection.
+ * What Node and OpenSSL keep per TLS connection, before any WebSocket, multiplexer or control state.
+ */
+export async function tlsFloor(pki: UnderpassPki, n: number, logDir: string, settle = 3): Promise<MemoryResult> {
+  const server = await startTlsFloor(pki.dir, logDir);
+  const roles = { 'bare TLS server': server.pid };
+  const files = await pki.connector('tls-floor');
+  const opts: tls.ConnectionOptions = { host: '127.0.0.1', port: server.port, servername: 'localhost', cert: readFileSync(files.cert), key: readFileSync(files.key), ca: readFileSync(files.ca) };
+  const sockets: tls.TLSSocket[] = [];
+  let errors = 0;
+  let firstError: string | undefined;
+  const open = (count: number, into: tls.TLSSocket[]): Promise<void> => pool(count, 16, (i) => new Promise<void>((resolve) => {
+    const s = tls.connect(opts, () => {
+      into.push(s);
+      resolve();
+    });
+    s.on('error', (err) => {
+      errors++;
+      firstError ??= `connection ${i}: ${err.message}`;
+      resolve();
+    });
+  }));
+  try {
+    const warm: tls.TLSSocket[] = [];
+    await open(Math.min(16, n), warm);
+    for (const s of warm) s.destroy();
+    const before = await settledRss(roles, settle);
+    await open(n, sockets);
+    const after = await settledRss(roles, settle);
+    for (const s of sockets) s.destroy();
+    const released = await settledRss(roles, settle);
+    return {
+      count: sockets.length,
+      perItem: (sum(Object.values(after)) - sum(Object.values(before))) / Math.max(1, sockets.length),
+      perRole: perRole(before, after, sockets.length),
+      before, after, released, errors,
+      ...(firstError ? { firstError } : {}),
+    };
+  } finally {
+    for (const s of sockets) s.destroy();
+    await server.stop();
   }
 }
 

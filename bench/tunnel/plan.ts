@@ -6,7 +6,7 @@ import { connRate } from './connrate.js';
 import type { Contender, ContenderId, Forward } from './common.js';
 import { log, withDeadline } from './common.js';
 import { httpLoad, type HttpTool } from './http.js';
-import { idleSessions, idleStreams } from './memory.js';
+import { idleSessions, idleStreams, tlsFloor } from './memory.js';
 import type { CpuRow, Row } from './report.js';
 import { rtt } from './rtt.js';
 import { bulk, type BulkTool } from './throughput.js';
@@ -36,6 +36,8 @@ export interface Ctx {
   httpTool: HttpTool;
   ports: { echo: number; bulk: number; http: number; iperf?: number };
   pki: UnderpassPki | undefined;
+  /** Where child processes write their logs. */
+  logDir: string;
   /** How long one measurement of one contender may take before it counts as failed. */
   deadlineMs: number;
 }
@@ -61,6 +63,7 @@ export class Results {
     this.add('connrate', { label: `new connections + 1 round trip, 8 at a time, ${s.loopSeconds} s`, unit: 'conn/s', decimals: 0, values: {}, target: even });
     this.add('idle-streams', { label: `${s.idleStreams.toLocaleString('en-US')} idle streams: RSS per stream, all processes`, unit: 'KiB', decimals: 1, values: {}, target: { kind: 'abs', max: 16, text: '≤ 16 KiB' } });
     this.add('idle-sessions', { label: `${s.idleSessions.toLocaleString('en-US')} idle connector sessions: worker RSS per session`, unit: 'KiB', decimals: 1, values: {}, target: { kind: 'abs', max: 64, text: '≤ 64 KiB' } });
+    this.add('idle-tls', { label: `floor under a session: ${s.idleSessions.toLocaleString('en-US')} idle mTLS connections on a bare Node TLS server, RSS per connection`, unit: 'KiB', decimals: 1, values: {} });
     this.add('http', { label: `HTTP GET, 32 keep-alive connections, ${s.httpSeconds} s (${ctx.httpTool === 'wrk' ? 'wrk -t2 -c32' : 'Node client'})`, unit: 'req/s', decimals: 0, values: {} });
   }
 
@@ -90,6 +93,7 @@ export function rowKeys(m: MeasurementKey): string[] {
     case 'bulk': return ['bulk-up', 'bulk-down'];
     case 'bulk8': return ['bulk8-up', 'bulk8-down'];
     case 'rtt': return ['rtt-p50', 'rtt-p99'];
+    case 'idle-sessions': return ['idle-sessions', 'idle-tls'];
     case 'soak': return [];
     default: return [m];
   }
@@ -120,6 +124,11 @@ export async function measure(m: MeasurementKey, c: Contender, ctx: Ctx, r: Resu
     r.set('idle-sessions', c.id, res.perItem / 1024);
     r.details.push(`${c.label}, ${res.count} idle connector sessions: worker RSS ${mib(res.before.worker!)} → ${mib(res.after.worker!)} (${kib(res.perItem)} per session), ` +
       `${mib(res.released.worker!)} after closing them${res.errors ? `; ${res.errors} failed: ${res.firstError}` : ''}${res.note ? `; ${res.note}` : ''}`);
+    const floor = await withDeadline(tlsFloor(ctx.pki!, s.idleSessions, ctx.logDir, s.settleSeconds), ctx.deadlineMs, 'TLS floor');
+    r.set('idle-tls', c.id, floor.perItem / 1024);
+    r.details.push(`Bare Node TLS server (the floor under a session), ${floor.count} idle mutual-TLS connections: RSS ${mib(floor.before['bare TLS server']!)} → ` +
+      `${mib(floor.after['bare TLS server']!)} (${kib(floor.perItem)} per connection)${floor.errors ? `; ${floor.errors} failed: ${floor.firstError}` : ''}`);
+    log(`  ${c.label} idle sessions: ${kib(res.perItem)} per session; bare TLS floor ${kib(floor.perItem)} per connection`);
     return;
   }
   const fwd: Forward = await c.forward(targetPort(m, ctx));
