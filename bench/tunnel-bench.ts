@@ -107,6 +107,7 @@ async function main(): Promise<void> {
       ports: { echo: apps.echo, bulk: apps.bulk, http: apps.http, ...(iperf ? { iperf: iperf.port } : {}) },
       pki,
       logDir: dir,
+      appsPid: apps.pid,
       deadlineMs: flags.quick ? 30_000 : 600_000,
     };
     for (const id of needed) {
@@ -181,7 +182,7 @@ async function main(): Promise<void> {
     const sections: string[] = [];
     if (rows.length) sections.push('## Results\n', `Each cell: the absolute number, and in brackets the ratio to \`ssh -L\` in the same run. Targets apply to Underpass.\n`, resultsTable(columns, rows));
     if (results.cpu.length) sections.push('\n## CPU during bulk transfer\n', 'From /proc/PID/stat (utime + stime) of each forwarding process and its children; `bench` is the benchmark process (the Node client when iperf3 is not used); `machine` is every process on the machine (at most 100% × cores: near it, the run was CPU-bound, iperf3 and other load included). CPU s/GiB and syscalls/MiB (from /proc/PID/io) count the forwarder\'s processes only, per byte carried: less sensitive to background load than Gbit/s.\n', cpuTable(results.cpu));
-    if (results.details.length) sections.push('\n## Memory detail\n', results.details.map((d) => `- ${d}`).join('\n'));
+    if (results.details.length) sections.push('\n## Memory and per-connection detail\n', results.details.map((d) => `- ${d}`).join('\n'));
     if (soakResult) {
       const s = soakResult;
       sections.push('\n## Soak\n', renderTable(['duration', 'RSS start', 'RSS end', 'RSS max', 'growth', 'trend', 'target', 'result', 'errors'], [[

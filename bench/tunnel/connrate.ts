@@ -12,9 +12,12 @@ export interface ConnRateResult {
   errors: number;
   firstError?: string;
   cpu: Record<string, number>;
+  /** CPU time per completed connection by process (µs), `machine` excluded. */
+  cpuPerConnUs: Record<string, number>;
 }
 
-export async function connRate(fwd: Forward, o: { concurrency: number; seconds: number }): Promise<ConnRateResult> {
+/** `extraRoles` (e.g. the target app) are measured for CPU too, beside the forwarder's processes. */
+export async function connRate(fwd: Forward, o: { concurrency: number; seconds: number; extraRoles?: Record<string, number> }): Promise<ConnRateResult> {
   const payload = Buffer.alloc(64, 0x62);
   let completed = 0;
   let errors = 0;
@@ -53,7 +56,7 @@ export async function connRate(fwd: Forward, o: { concurrency: number; seconds: 
     });
   });
 
-  const { cpu, seconds } = await withCpu(fwd.roles, async () => {
+  const { cpu, seconds } = await withCpu({ ...fwd.roles, ...o.extraRoles }, async () => {
     await Promise.all(Array.from({ length: o.concurrency }, async () => {
       while (Date.now() < deadline) {
         await one();
@@ -64,5 +67,7 @@ export async function connRate(fwd: Forward, o: { concurrency: number; seconds: 
   // Let the closes drain before the next measurement.
   for (let i = 0; i < 100 && open.size > 0; i++) await sleep(50);
   for (const s of open) s.destroy();
-  return { perSecond: completed / seconds, completed, errors, ...(firstError ? { firstError } : {}), cpu };
+  const cpuPerConnUs: Record<string, number> = {};
+  for (const [role, pct] of Object.entries(cpu)) if (role !== 'machine') cpuPerConnUs[role] = (pct / 100) * seconds * 1e6 / Math.max(1, completed);
+  return { perSecond: completed / seconds, completed, errors, ...(firstError ? { firstError } : {}), cpu, cpuPerConnUs };
 }

@@ -2,6 +2,7 @@
  * The measurements of tunnel-bench, their sizes (full and --quick), the rows
  * they fill and the targets those rows are held to.
  */
+import os from 'node:os';
 import { connRate } from './connrate.js';
 import type { Contender, ContenderId, Forward } from './common.js';
 import { log, withDeadline } from './common.js';
@@ -36,6 +37,8 @@ export interface Ctx {
   httpTool: HttpTool;
   ports: { echo: number; bulk: number; http: number; iperf?: number };
   pki: UnderpassPki | undefined;
+  /** The target apps' process (its CPU is reported for the connection rate). */
+  appsPid: number;
   /** Where child processes write their logs. */
   logDir: string;
   /** How long one measurement of one contender may take before it counts as failed. */
@@ -164,10 +167,12 @@ async function run(m: MeasurementKey, c: Contender, ctx: Ctx, r: Results, fwd: F
       return;
     }
     case 'connrate': {
-      const res = await connRate(fwd, { concurrency: 8, seconds: s.loopSeconds });
+      const res = await connRate(fwd, { concurrency: 8, seconds: s.loopSeconds, extraRoles: { 'target app': ctx.appsPid } });
       r.set('connrate', c.id, res.perSecond);
       if (res.errors) r.problems.push(`${c.label}, connection rate: ${res.errors} of ${res.completed + res.errors} connections failed (${res.firstError})`);
       log(`  ${c.label} connrate: ${res.perSecond.toFixed(0)} conn/s (${res.errors} errors); CPU ${fmtCpu(res.cpu)}`);
+      const per = Object.entries(res.cpuPerConnUs).map(([role, us]) => `${role} ${us.toFixed(0)} µs`).join(', ');
+      r.details.push(`${c.label}, connection rate ${res.perSecond.toFixed(0)}/s: CPU time per connection ${per}; machine ${res.cpu.machine?.toFixed(0)}% of ${os.availableParallelism() * 100}%`);
       return;
     }
     case 'idle-streams': {
