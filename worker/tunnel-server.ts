@@ -6,6 +6,7 @@
  * Only `GET /v1/tunnel` with an upgrade and a certificate from this
  * connection's CA naming a connector of this connection gets a WebSocket.
  */
+import { constants as cryptoConstants } from 'node:crypto';
 import https from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -55,6 +56,10 @@ export class TunnelServer {
       requestCert: true,
       rejectUnauthorized: false,
       minVersion: 'TLSv1.2',
+      // No session tickets, so no resumption: every connector session shows its certificate and is
+      // checked against the current CA (a renewed or replaced CA applies to the next reconnect).
+      // Tickets also cost about 9 KiB of native memory per idle session (docs/benchmarks.md).
+      secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
     });
     this.#server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.#onUpgrade(req, socket, head));
     this.#server.on('request', (req, res) => {

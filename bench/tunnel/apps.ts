@@ -8,6 +8,7 @@
  * with the u64 byte count; or 'D' + u64 size, answered with that many bytes
  * and a FIN.
  */
+import { constants as cryptoConstants } from 'node:crypto';
 import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
@@ -81,7 +82,8 @@ async function serve(): Promise<void> {
 /**
  * The floor under an idle connector session: a bare Node TLS server with the worker's
  * certificate that requires client certificates and holds connections open, nothing else
- * (no WebSocket, multiplexer or control channel). Run as `node apps.js --tls-floor DIR`.
+ * (no WebSocket, multiplexer or control channel), with the worker's TLS settings. Run as
+ * `node apps.js --tls-floor DIR`.
  */
 async function tlsFloorServer(dir: string): Promise<void> {
   const { readFileSync } = await import('node:fs');
@@ -92,7 +94,9 @@ async function tlsFloorServer(dir: string): Promise<void> {
     ca: readFileSync(path.join(dir, 'ca.crt')),
     requestCert: true,
     rejectUnauthorized: true,
-    minVersion: 'TLSv1.3',
+    minVersion: 'TLSv1.2',
+    // The worker's own TLS settings (worker/tunnel-server.ts), so the floor compares like with like.
+    secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
   }, (s) => s.on('error', () => undefined));
   process.stdout.write(`${JSON.stringify({ tls: await listen(server) })}\n`);
   process.on('SIGTERM', () => process.exit(0));

@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import https from 'node:https';
+import { connect as tlsConnect } from 'node:tls';
 import net from 'node:net';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -212,6 +213,28 @@ describe('refusals: what the tunnel refuses and how it says so (real processes)'
 
     it('accepts the upgrade with a valid connector certificate (the control case for the refusals above)', async () => {
       expect((await tryUpgrade(worker.url, await tlsOf('dc1-h'))).status).toBe(101);
+    });
+
+    it('resumes no TLS session: a connector that offers a ticket still goes through a full handshake with its certificate', async () => {
+      const tlsFiles = await tlsOf('dc1-h');
+      const connectOnce = (session?: Buffer): Promise<{ reused: boolean; ticket?: Buffer }> => new Promise((resolve, reject) => {
+        let ticket: Buffer | undefined;
+        let reused = false;
+        const s = tlsConnect({ host: '127.0.0.1', port: worker.tunnelPort, servername: 'localhost', ...tlsFiles, ...(session ? { session } : {}) }, () => {
+          reused = s.isSessionReused();
+          // TLS 1.3 tickets arrive after the handshake, with the first data.
+          s.write('GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+        });
+        s.on('session', (t: Buffer) => (ticket ??= t));
+        s.resume();
+        s.on('error', reject);
+        s.on('close', () => resolve({ reused, ...(ticket ? { ticket } : {}) }));
+      });
+      const first = await connectOnce();
+      expect(first.reused).toBe(false);
+      expect(first.ticket).toBeDefined(); // OpenSSL still sends (stateful) tickets ...
+      const second = await connectOnce(first.ticket);
+      expect(second.reused).toBe(false); // ... that the worker never honours
     });
 
     it('answers 426 to an HTTPS GET of /v1/tunnel without an upgrade, even with a valid client certificate', async () => {
