@@ -33,6 +33,13 @@ export interface MemoryResult {
   after: Record<string, number>;
   /** RSS after the streams/sessions were closed again. */
   released: Record<string, number>;
+  /**
+   * Bytes per item over the second half only: (RSS at n − RSS at n/2) / (n − n/2). One-time growth
+   * that the first items trigger (V8 doubling its young generation, allocator arenas) stays out.
+   */
+  marginal: number;
+  /** RSS with the first half open. */
+  mid: Record<string, number>;
   errors: number;
   firstError?: string;
   note?: string;
@@ -59,7 +66,12 @@ export async function idleStreams(fwd: Forward, n: number, settle = 3): Promise<
   const warm = await openIdleStreams(fwd, Math.min(100, n));
   for (const s of warm.sockets) s.destroy();
   const before = await settledRss(fwd.roles, settle);
-  const { sockets, errors, firstError } = await openIdleStreams(fwd, n);
+  const first = await openIdleStreams(fwd, Math.floor(n / 2));
+  const mid = await settledRss(fwd.roles, settle);
+  const second = await openIdleStreams(fwd, n - Math.floor(n / 2));
+  const sockets = [...first.sockets, ...second.sockets];
+  const errors = first.errors + second.errors;
+  const firstError = first.firstError ?? second.firstError;
   if (errors) log(`idle streams: ${errors} of ${n} failed (${firstError})`);
   let note: string | undefined;
   if (fwd.adminPorts?.worker) {
@@ -73,8 +85,9 @@ export async function idleStreams(fwd: Forward, n: number, settle = 3): Promise<
   return {
     count,
     perItem: (sum(Object.values(after)) - sum(Object.values(before))) / Math.max(1, count),
+    marginal: (sum(Object.values(after)) - sum(Object.values(mid))) / Math.max(1, second.sockets.length),
     perRole: perRole(before, after, count),
-    before, after, released, errors,
+    before, mid, after, released, errors,
     ...(firstError ? { firstError } : {}),
     ...(note ? { note } : {}),
   };
@@ -122,7 +135,9 @@ export async function idleSessions(pki: UnderpassPki, n: number, settle = 3): Pr
     const warm = await Promise.all(creds.slice(0, Math.min(16, n)).map((c) => openSession(worker.url, c)));
     await Promise.all(warm.map((s) => s.close()));
     const before = await settledRss(roles, settle);
-    await pool(n, 16, async (i) => {
+    const half = Math.floor(n / 2);
+    const openRange = (from: number, to: number): Promise<void> => pool(to - from, 16, async (k) => {
+      const i = from + k;
       try {
         sessions.push(await openSession(worker.url, creds[i]!));
       } catch (err) {
@@ -130,6 +145,10 @@ export async function idleSessions(pki: UnderpassPki, n: number, settle = 3): Pr
         firstError ??= `session ${i}: ${(err as Error).message}`;
       }
     });
+    await openRange(0, half);
+    const firstHalf = sessions.length;
+    const mid = await settledRss(roles, settle);
+    await openRange(half, n);
     if (errors) log(`idle sessions: ${errors} of ${n} failed (${firstError})`);
     const count = sessions.length;
     const reported = await metric(worker.adminPort, 'underpass_sessions').catch(() => NaN);
@@ -139,8 +158,9 @@ export async function idleSessions(pki: UnderpassPki, n: number, settle = 3): Pr
     return {
       count,
       perItem: (sum(Object.values(after)) - sum(Object.values(before))) / Math.max(1, count),
+      marginal: (sum(Object.values(after)) - sum(Object.values(mid))) / Math.max(1, count - firstHalf),
       perRole: perRole(before, after, count),
-      before, after, released, errors,
+      before, mid, after, released, errors,
       ...(firstError ? { firstError } : {}),
       ...(reported !== count ? { note: `worker reports ${reported} sessions for ${count} opened` } : {}),
     };
@@ -179,15 +199,19 @@ export async function tlsFloor(pki: UnderpassPki, n: number, logDir: string, set
     await open(Math.min(16, n), warm);
     for (const s of warm) s.destroy();
     const before = await settledRss(roles, settle);
-    await open(n, sockets);
+    await open(Math.floor(n / 2), sockets);
+    const firstHalf = sockets.length;
+    const mid = await settledRss(roles, settle);
+    await open(n - Math.floor(n / 2), sockets);
     const after = await settledRss(roles, settle);
     for (const s of sockets) s.destroy();
     const released = await settledRss(roles, settle);
     return {
       count: sockets.length,
       perItem: (sum(Object.values(after)) - sum(Object.values(before))) / Math.max(1, sockets.length),
+      marginal: (sum(Object.values(after)) - sum(Object.values(mid))) / Math.max(1, sockets.length - firstHalf),
       perRole: perRole(before, after, sockets.length),
-      before, after, released, errors,
+      before, mid, after, released, errors,
       ...(firstError ? { firstError } : {}),
     };
   } finally {

@@ -125,13 +125,13 @@ export async function measure(m: MeasurementKey, c: Contender, ctx: Ctx, r: Resu
   if (m === 'idle-sessions') {
     const res = await withDeadline(idleSessions(ctx.pki!, s.idleSessions, s.settleSeconds), ctx.deadlineMs, 'idle sessions');
     r.set('idle-sessions', c.id, res.perItem / 1024);
-    r.details.push(`${c.label}, ${res.count} idle connector sessions: worker RSS ${mib(res.before.worker!)} → ${mib(res.after.worker!)} (${kib(res.perItem)} per session), ` +
+    r.details.push(`${c.label}, ${res.count} idle connector sessions: worker RSS ${mib(res.before.worker!)} → ${mib(res.mid.worker!)} at ${Math.floor(s.idleSessions / 2)} → ${mib(res.after.worker!)} (${kib(res.perItem)} per session on average, ${kib(res.marginal)} per session over the second half), ` +
       `${mib(res.released.worker!)} after closing them${res.errors ? `; ${res.errors} failed: ${res.firstError}` : ''}${res.note ? `; ${res.note}` : ''}`);
     const floor = await withDeadline(tlsFloor(ctx.pki!, s.idleSessions, ctx.logDir, s.settleSeconds), ctx.deadlineMs, 'TLS floor');
     r.set('idle-tls', c.id, floor.perItem / 1024);
     r.details.push(`Bare Node TLS server (the floor under a session), ${floor.count} idle mutual-TLS connections: RSS ${mib(floor.before['bare TLS server']!)} → ` +
-      `${mib(floor.after['bare TLS server']!)} (${kib(floor.perItem)} per connection)${floor.errors ? `; ${floor.errors} failed: ${floor.firstError}` : ''}`);
-    log(`  ${c.label} idle sessions: ${kib(res.perItem)} per session; bare TLS floor ${kib(floor.perItem)} per connection`);
+      `${mib(floor.mid['bare TLS server']!)} → ${mib(floor.after['bare TLS server']!)} (${kib(floor.perItem)} per connection on average, ${kib(floor.marginal)} over the second half)${floor.errors ? `; ${floor.errors} failed: ${floor.firstError}` : ''}`);
+    log(`  ${c.label} idle sessions: ${kib(res.perItem)} per session (second half ${kib(res.marginal)}); bare TLS floor ${kib(floor.perItem)} per connection (second half ${kib(floor.marginal)})`);
     return;
   }
   const fwd: Forward = await c.forward(targetPort(m, ctx));
@@ -178,10 +178,11 @@ async function run(m: MeasurementKey, c: Contender, ctx: Ctx, r: Results, fwd: F
     case 'idle-streams': {
       const res = await idleStreams(fwd, s.idleStreams, s.settleSeconds);
       r.set('idle-streams', c.id, res.perItem / 1024);
-      const roles = Object.keys(res.after).map((role) => `${role} ${mib(res.before[role]!)} → ${mib(res.after[role]!)} (${kib(res.perRole[role]!)}/stream; ${mib(res.released[role]!)} after close)`);
+      const roles = Object.keys(res.after).map((role) => `${role} ${mib(res.before[role]!)} → ${mib(res.mid[role]!)} → ${mib(res.after[role]!)} (${kib(res.perRole[role]!)}/stream; ${mib(res.released[role]!)} after close)`);
       r.details.push(`${c.label}, ${res.count} idle streams: ${roles.join('; ')}${res.errors ? `; ${res.errors} failed: ${res.firstError}` : ''}${res.note ? `; ${res.note}` : ''}`);
       if (res.errors) r.problems.push(`${c.label}, idle streams: ${res.errors} of ${s.idleStreams} could not be opened (${res.firstError})`);
-      log(`  ${c.label} idle streams: ${kib(res.perItem)} per stream over ${res.count}`);
+      r.details.push(`${c.label}, idle streams: ${kib(res.perItem)} per stream on average, ${kib(res.marginal)} per stream over the second half`);
+      log(`  ${c.label} idle streams: ${kib(res.perItem)} per stream over ${res.count} (second half ${kib(res.marginal)})`);
       return;
     }
     case 'http': {
