@@ -70,6 +70,11 @@ export interface ControlChannel {
   on(event: 'close', listener: () => void): this;
 }
 
+const kChannel = Symbol('underpass.control');
+interface Owned {
+  [kChannel]?: ControlChannel;
+}
+
 export class ControlChannel extends EventEmitter {
   readonly #stream: Duplex;
   readonly #decoder = new JsonFrameDecoder(MAX_CONTROL_MESSAGE);
@@ -77,11 +82,33 @@ export class ControlChannel extends EventEmitter {
   constructor(stream: Duplex) {
     super();
     this.#stream = stream;
-    stream.on('data', (chunk: Buffer) => this.#onData(chunk));
-    stream.on('error', (err: Error) => this.emit('error', err));
+    // Shared listeners (the channel lives as long as its session): no closures per channel.
+    (stream as Owned)[kChannel] = this;
+    stream.on('data', ControlChannel.#onStreamData);
+    stream.on('error', ControlChannel.#onStreamError);
     // The peer closing its side ends the channel: close ours too so the stream finishes.
-    stream.on('end', () => stream.end());
-    stream.on('close', () => this.emit('close'));
+    stream.on('end', ControlChannel.#onStreamEnd);
+    stream.on('close', ControlChannel.#onStreamClose);
+  }
+
+  static #of(stream: unknown): ControlChannel {
+    return (stream as Owned)[kChannel]!;
+  }
+
+  static #onStreamData(this: Duplex, chunk: Buffer): void {
+    ControlChannel.#of(this).#onData(chunk);
+  }
+
+  static #onStreamError(this: Duplex, err: Error): void {
+    ControlChannel.#of(this).emit('error', err);
+  }
+
+  static #onStreamEnd(this: Duplex): void {
+    this.end();
+  }
+
+  static #onStreamClose(this: Duplex): void {
+    ControlChannel.#of(this).emit('close');
   }
 
   send(msg: ControlMessage): void {

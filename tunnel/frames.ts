@@ -15,10 +15,12 @@ export function encodeJsonFrame(value: unknown, lengthBytes: 2 | 4): Buffer {
   return Buffer.concat([head, body]);
 }
 
+const EMPTY = Buffer.alloc(0);
+
 /** Incremental decoder of u32-length JSON frames. */
 export class JsonFrameDecoder {
   readonly #maxBytes: number;
-  #buffer: Buffer = Buffer.alloc(0);
+  #buffer: Buffer = EMPTY;
 
   constructor(maxBytes: number) {
     this.#maxBytes = maxBytes;
@@ -37,6 +39,10 @@ export class JsonFrameDecoder {
       out.push(parseJson(this.#buffer.subarray(4, 4 + length)));
       this.#buffer = this.#buffer.subarray(4 + length);
     }
+    // A leftover view pins the whole transport buffer it came from for as long as the channel
+    // lives (the control channel is mostly idle): keep nothing, or a copy of a partial frame.
+    if (this.#buffer.length === 0) this.#buffer = EMPTY;
+    else if (this.#buffer.length * 2 < this.#buffer.buffer.byteLength) this.#buffer = Buffer.from(this.#buffer);
     return out;
   }
 }

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import { ControlChannel, PROTOCOL_VERSION, type ConfigMessage, type MappingStatusEntry } from '../tunnel/control.js';
+import { ControlChannel, PROTOCOL_VERSION, type ConfigMessage, type ControlMessage, type MappingStatusEntry } from '../tunnel/control.js';
 import { errorMessage, UnderpassError } from '../tunnel/errors.js';
 import type { MuxConfig } from '../tunnel/mux/config.js';
 import { Session } from '../tunnel/mux/session.js';
@@ -15,6 +15,11 @@ import { VERSION } from '../tunnel/version.js';
 import type { AcceptedConnector } from './tunnel-server.js';
 
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+const kOwner = Symbol('underpass.connector-session');
+interface Owned {
+  [kOwner]?: ConnectorSession;
+}
 
 export interface ConnectorSessionOptions {
   connection: string;
@@ -42,7 +47,8 @@ export class ConnectorSession extends EventEmitter {
   readonly unavailable = new Map<string, MappingStatusEntry>();
   #ready = false;
   #control: ControlChannel | undefined;
-  readonly #log: Logger;
+  #logger: Logger | undefined;
+  #handshakeTimer: NodeJS.Timeout | undefined;
   readonly #opts: ConnectorSessionOptions;
 
   constructor(accepted: AcceptedConnector, opts: ConnectorSessionOptions) {
@@ -50,15 +56,63 @@ export class ConnectorSession extends EventEmitter {
     this.connector = accepted.connector;
     this.peer = accepted.peer;
     this.#opts = opts;
-    this.#log = opts.logger.child({ connector: accepted.connector, session: this.id, peer: accepted.peer });
     this.mux = new Session(accepted.stream, { client: false, config: opts.mux });
-    this.mux.on('stream', (stream) => this.#onStream(stream));
-    this.mux.on('close', (err) => this.emit('close', err));
-    const timer = setTimeout(() => {
-      if (!this.#ready) this.#fail(new UnderpassError('ERR_HANDSHAKE_TIMEOUT', `connector sent no hello within ${HANDSHAKE_TIMEOUT_MS} ms`));
-    }, HANDSHAKE_TIMEOUT_MS);
-    timer.unref();
-    this.mux.closed.then(() => clearTimeout(timer), () => clearTimeout(timer));
+    // Shared listeners that find this session through a symbol on its mux: an idle session keeps
+    // no closures (docs/benchmarks.md, idle sessions).
+    (this.mux as Owned)[kOwner] = this;
+    this.mux.on('stream', ConnectorSession.#onMuxStream);
+    this.mux.on('close', ConnectorSession.#onMuxClose);
+    this.#handshakeTimer = setTimeout(ConnectorSession.#handshakeTimeout, HANDSHAKE_TIMEOUT_MS, this);
+    this.#handshakeTimer.unref();
+  }
+
+  static #of(emitter: unknown): ConnectorSession {
+    return (emitter as Owned)[kOwner]!;
+  }
+
+  static #onMuxStream(this: Session, stream: MuxStream): void {
+    ConnectorSession.#of(this).#onStream(stream);
+  }
+
+  static #onMuxClose(this: Session, err: Error | undefined): void {
+    const s = ConnectorSession.#of(this);
+    s.#clearHandshakeTimer();
+    s.emit('close', err);
+  }
+
+  static #handshakeTimeout(s: ConnectorSession): void {
+    s.#handshakeTimer = undefined;
+    if (!s.#ready) s.#fail(new UnderpassError('ERR_HANDSHAKE_TIMEOUT', `connector sent no hello within ${HANDSHAKE_TIMEOUT_MS} ms`));
+  }
+
+  static #onControlError(this: ControlChannel, err: Error): void {
+    const s = ConnectorSession.#of(this);
+    if (!s.mux.isClosed) s.#log.warn({ err: errorMessage(err) }, `control channel: ${errorMessage(err)}`);
+  }
+
+  static #onControlClose(this: ControlChannel): void {
+    const s = ConnectorSession.#of(this);
+    if (!s.mux.isClosed && !s.mux.localGoneAway && !s.mux.remoteGoneAway) {
+      s.#fail(new UnderpassError('ERR_CONTROL_CLOSED', 'the connector closed its control channel'));
+    }
+  }
+
+  static #onControlMessage(this: ControlChannel, msg: ControlMessage): void {
+    if (msg.type !== 'mapping-status') return;
+    const s = ConnectorSession.#of(this);
+    s.unavailable.clear();
+    for (const entry of msg.mappings) if (entry.state !== 'Ready') s.unavailable.set(entry.name, entry);
+    s.emit('mapping-status', msg.mappings);
+  }
+
+  /** This session's logger, made on first use (most sessions log only through the worker's lines). */
+  get #log(): Logger {
+    return (this.#logger ??= this.#opts.logger.child({ connector: this.connector, session: this.id, peer: this.peer }));
+  }
+
+  #clearHandshakeTimer(): void {
+    if (this.#handshakeTimer) clearTimeout(this.#handshakeTimer);
+    this.#handshakeTimer = undefined;
   }
 
   get ready(): boolean {
@@ -99,14 +153,9 @@ export class ConnectorSession extends EventEmitter {
   }
 
   async #handshake(control: ControlChannel): Promise<void> {
-    control.on('error', (err) => {
-      if (!this.mux.isClosed) this.#log.warn({ err: errorMessage(err) }, `control channel: ${errorMessage(err)}`);
-    });
-    control.on('close', () => {
-      if (!this.mux.isClosed && !this.mux.localGoneAway && !this.mux.remoteGoneAway) {
-        this.#fail(new UnderpassError('ERR_CONTROL_CLOSED', 'the connector closed its control channel'));
-      }
-    });
+    (control as Owned)[kOwner] = this;
+    control.on('error', ConnectorSession.#onControlError);
+    control.on('close', ConnectorSession.#onControlClose);
     try {
       const hello = await control.expect('hello', HANDSHAKE_TIMEOUT_MS);
       if (hello.protocol !== PROTOCOL_VERSION) {
@@ -121,13 +170,7 @@ export class ConnectorSession extends EventEmitter {
       }
       this.version = hello.version;
       this.hostname = hello.hostname;
-      control.on('message', (msg) => {
-        if (msg.type === 'mapping-status') {
-          this.unavailable.clear();
-          for (const entry of msg.mappings) if (entry.state !== 'Ready') this.unavailable.set(entry.name, entry);
-          this.emit('mapping-status', msg.mappings);
-        }
-      });
+      control.on('message', ConnectorSession.#onControlMessage);
       control.send({
         type: 'welcome',
         protocol: PROTOCOL_VERSION,
@@ -136,6 +179,7 @@ export class ConnectorSession extends EventEmitter {
         session: this.id,
       });
       this.#ready = true;
+      this.#clearHandshakeTimer();
       this.emit('ready');
     } catch (err) {
       this.#fail(err as Error);

@@ -9,6 +9,8 @@ import type { Logger } from 'pino';
 import type { AuditLog } from '../tunnel/audit.js';
 import type { ConfigMessage, MappingStatusEntry } from '../tunnel/control.js';
 import type { TunnelMetrics } from '../tunnel/metrics.js';
+import type { Session } from '../tunnel/mux/session.js';
+import type { MuxStream } from '../tunnel/mux/stream.js';
 import type { OpenRequest } from '../tunnel/open.js';
 import { serveStream, type FlowEnv, type Resolution } from '../tunnel/stream-flow.js';
 import type { ConnectorSession } from './connector-session.js';
@@ -30,15 +32,49 @@ export interface SessionHost {
   resolveClusterTarget(req: OpenRequest): Resolution;
 }
 
-/** Subscribes the worker to `session` (already in the registry). */
+const kHost = Symbol('underpass.session-host');
+const kSession = Symbol('underpass.connector-session');
+
+/**
+ * Subscribes the worker to `session` (already in the registry). The listeners are shared by all
+ * sessions and find host and session through symbols on the emitters: an idle session keeps no
+ * closures (docs/benchmarks.md, idle sessions).
+ */
 export function wireSession(host: SessionHost, session: ConnectorSession): void {
-  session.mux.on('rtt', (ms) => host.metrics.keepaliveRtt.set({ peer: session.connector }, ms / 1000));
-  session.on('ready', () => sessionReady(host, session));
-  session.on('mapping-status', (entries) => mappingStatus(host, session, entries));
-  session.on('stream', (stream) => {
-    void serveStream(host.env, { connector: session.connector, worker: host.instance }, stream, (req) => host.resolveClusterTarget(req));
-  });
-  session.on('close', (err) => sessionClosed(host, session, err));
+  const tagged = session as ConnectorSession & { [kHost]?: SessionHost };
+  tagged[kHost] = host;
+  (session.mux as Session & { [kSession]?: ConnectorSession })[kSession] = session;
+  session.mux.on('rtt', onRtt);
+  session.on('ready', onReady);
+  session.on('mapping-status', onMappingStatus);
+  session.on('stream', onStream);
+  session.on('close', onClose);
+}
+
+function hostOf(session: ConnectorSession): SessionHost {
+  return (session as ConnectorSession & { [kHost]?: SessionHost })[kHost]!;
+}
+
+function onRtt(this: Session, ms: number): void {
+  const session = (this as Session & { [kSession]?: ConnectorSession })[kSession]!;
+  hostOf(session).metrics.keepaliveRtt.set({ peer: session.connector }, ms / 1000);
+}
+
+function onReady(this: ConnectorSession): void {
+  sessionReady(hostOf(this), this);
+}
+
+function onMappingStatus(this: ConnectorSession, entries: MappingStatusEntry[]): void {
+  mappingStatus(hostOf(this), this, entries);
+}
+
+function onStream(this: ConnectorSession, stream: MuxStream): void {
+  const host = hostOf(this);
+  void serveStream(host.env, { connector: this.connector, worker: host.instance }, stream, (req) => host.resolveClusterTarget(req));
+}
+
+function onClose(this: ConnectorSession, err: Error | undefined): void {
+  sessionClosed(hostOf(this), this, err);
 }
 
 function sessionReady(host: SessionHost, session: ConnectorSession): void {

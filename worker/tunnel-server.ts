@@ -48,9 +48,15 @@ export class TunnelServer {
   readonly #server: https.Server;
   readonly #streams = new Set<WebSocketStream>();
   readonly #opts: TunnelServerOptions;
+  /** One listener for every session's close (`this` is the stream), not a closure per session. */
+  readonly #forgetStream: (this: WebSocketStream) => void;
 
   constructor(opts: TunnelServerOptions) {
     this.#opts = opts;
+    const streams = this.#streams;
+    this.#forgetStream = function (this: WebSocketStream) {
+      streams.delete(this);
+    };
     this.#server = https.createServer({
       ...secureOptions(opts.tls),
       requestCert: true,
@@ -99,7 +105,7 @@ export class TunnelServer {
   #onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     const tlsSocket = socket as TLSSocket;
     const peer = formatPeer(socket);
-    socket.on('error', () => undefined);
+    socket.on('error', ignoreError);
     if (req.url?.split('?')[0] !== TUNNEL_PATH) return this.#reject(socket, peer, 404, 'BAD_PATH', `no tunnel at ${req.url}; connectors use ${TUNNEL_PATH}`);
     if (!this.#opts.accepting()) return this.#reject(socket, peer, 503, 'DRAINING', 'this worker is shutting down; reconnect to another');
     const cert = tlsSocket.getPeerCertificate();
@@ -131,7 +137,7 @@ export class TunnelServer {
     const accepted = acceptWebSocket(req, socket, head);
     if (!(accepted instanceof WebSocketStream)) return this.#reject(socket, peer, accepted.status, 'BAD_UPGRADE', accepted.message);
     this.#streams.add(accepted);
-    accepted.once('close', () => this.#streams.delete(accepted));
+    accepted.once('close', this.#forgetStream);
     this.#opts.onConnector({ stream: accepted, connector, peer, certificateSerial: cert.serialNumber });
   }
 
@@ -151,6 +157,8 @@ export class TunnelServer {
     return `${this.#opts.connection.namespace}/${this.#opts.connection.name}`;
   }
 }
+
+function ignoreError(): void {}
 
 const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 426: 'Upgrade Required', 503: 'Service Unavailable' };
 

@@ -30,6 +30,11 @@ export interface SessionOptions {
 
 type Callback = (err?: Error | null) => void;
 
+const kSession = Symbol('underpass.mux.session');
+interface Owned {
+  [kSession]?: Session;
+}
+
 interface PendingPing {
   resolve: (rttMs: number) => void;
   reject: (err: Error) => void;
@@ -83,12 +88,44 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     this.#reader = new FrameReader(this);
     this.#lastInbound = this.#now();
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
-    transport.on('data', (chunk: Buffer) => this.#onTransportData(chunk));
-    transport.on('drain', () => this.#releaseHeldCallbacks());
-    transport.on('end', () => this.#terminate(this.#localGoAway || this.#remoteGoAway ? undefined : new UnderpassError('ERR_MUX_EOF', 'the peer closed the connection')));
-    transport.on('error', (err: Error) => this.#terminate(new UnderpassError('ERR_MUX_TRANSPORT', `transport failed: ${err.message}`, { cause: err })));
-    transport.on('close', () => this.#terminate(new UnderpassError('ERR_MUX_EOF', 'the connection closed')));
+    // Shared listeners that find this session through a symbol on the transport: no closures
+    // per session (an idle session's memory is mostly such bookkeeping; docs/benchmarks.md).
+    (transport as Owned)[kSession] = this;
+    transport.on('data', Session.#onData);
+    transport.on('drain', Session.#onDrain);
+    transport.on('end', Session.#onEnd);
+    transport.on('error', Session.#onError);
+    transport.on('close', Session.#onClose);
     this.#startKeepalive();
+  }
+
+  static #of(transport: unknown): Session {
+    return (transport as Owned)[kSession]!;
+  }
+
+  static #onData(this: Duplex, chunk: Buffer): void {
+    Session.#of(this).#onTransportData(chunk);
+  }
+
+  static #onDrain(this: Duplex): void {
+    Session.#of(this).#releaseHeldCallbacks();
+  }
+
+  static #onEnd(this: Duplex): void {
+    const s = Session.#of(this);
+    s.#terminate(s.#localGoAway || s.#remoteGoAway ? undefined : new UnderpassError('ERR_MUX_EOF', 'the peer closed the connection'));
+  }
+
+  static #onError(this: Duplex, err: Error): void {
+    Session.#of(this).#terminate(new UnderpassError('ERR_MUX_TRANSPORT', `transport failed: ${err.message}`, { cause: err }));
+  }
+
+  static #onClose(this: Duplex): void {
+    Session.#of(this).#terminate(new UnderpassError('ERR_MUX_EOF', 'the connection closed'));
+  }
+
+  static #tick(s: Session): void {
+    s.#keepaliveTick();
   }
 
   get isClosed(): boolean {
@@ -350,7 +387,7 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     const interval = this.config.keepaliveIntervalMs;
     if (interval <= 0) return;
     const tick = Math.max(10, Math.min(interval, this.config.keepaliveTimeoutMs - interval) / 2);
-    this.#keepaliveTimer = setInterval(() => this.#keepaliveTick(), tick);
+    this.#keepaliveTimer = setInterval(Session.#tick, tick, this);
     this.#keepaliveTimer.unref();
   }
 

@@ -20,6 +20,11 @@ const SEND_FRAME = 4 << 20;
 
 type Callback = (err?: Error | null) => void;
 
+const kOwner = Symbol('underpass.websocket');
+interface Owned {
+  [kOwner]?: WebSocketStream;
+}
+
 export function acceptKey(key: string): string {
   return createHash('sha1').update(key + GUID).digest('base64');
 }
@@ -35,29 +40,60 @@ export class WebSocketStream extends Duplex {
     super({ allowHalfOpen: false, readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
     this.socket = socket;
     this.#client = role === 'client';
-    const sink: FrameSink = {
-      onData: (chunk) => {
-        if (!this.push(chunk)) socket.pause();
-      },
-      onPing: (payload) => this.#control(Opcode.Pong, payload),
-      onPong: () => undefined,
-      onClose: (code, reason) => this.#onClose(code, reason),
-    };
-    this.#decoder = new FrameDecoder(sink, { expectMasked: !this.#client, maxFrame: MAX_FRAME });
+    // A session lives as long as its connector: its listeners are shared functions that find
+    // this stream through a symbol on the socket, not closures per session (docs/benchmarks.md).
+    this.#decoder = new FrameDecoder(new WebSocketStream.#Sink(this), { expectMasked: !this.#client, maxFrame: MAX_FRAME });
+    (socket as Owned)[kOwner] = this;
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
-    socket.on('error', (err: Error) => this.destroy(err));
+    socket.on('data', WebSocketStream.#onSocketData);
+    socket.on('error', WebSocketStream.#onSocketError);
     // HTTP server sockets allow half-open connections: a peer that sends FIN
     // without a close frame must not leave our side open forever.
-    socket.on('end', () => {
-      if (!this.#closeReceived) this.destroy(new UnderpassError('ERR_WS_CLOSED', 'the peer closed the connection without a WebSocket close frame'));
-      socket.end();
-    });
-    socket.on('close', () => {
-      if (!this.destroyed) this.destroy(this.#closeReceived ? undefined : new UnderpassError('ERR_WS_CLOSED', 'the connection closed without a WebSocket close frame'));
-    });
+    socket.on('end', WebSocketStream.#onSocketEnd);
+    socket.on('close', WebSocketStream.#onSocketClose);
     if (head.length > 0) queueMicrotask(() => this.#onData(head));
   }
+
+  static #owner(socket: unknown): WebSocketStream {
+    return (socket as Owned)[kOwner]!;
+  }
+
+  static #onSocketData(this: Socket, chunk: Buffer): void {
+    WebSocketStream.#owner(this).#onData(chunk);
+  }
+
+  static #onSocketError(this: Socket, err: Error): void {
+    WebSocketStream.#owner(this).destroy(err);
+  }
+
+  static #onSocketEnd(this: Socket): void {
+    const ws = WebSocketStream.#owner(this);
+    if (!ws.#closeReceived) ws.destroy(new UnderpassError('ERR_WS_CLOSED', 'the peer closed the connection without a WebSocket close frame'));
+    this.end();
+  }
+
+  static #onSocketClose(this: Socket): void {
+    const ws = WebSocketStream.#owner(this);
+    if (!ws.destroyed) ws.destroy(ws.#closeReceived ? undefined : new UnderpassError('ERR_WS_CLOSED', 'the connection closed without a WebSocket close frame'));
+  }
+
+  /** What the frame decoder hands over: one small object per stream instead of four closures. */
+  static readonly #Sink = class implements FrameSink {
+    readonly ws: WebSocketStream;
+    constructor(ws: WebSocketStream) {
+      this.ws = ws;
+    }
+    onData(chunk: Buffer): void {
+      if (!this.ws.push(chunk)) this.ws.socket.pause();
+    }
+    onPing(payload: Buffer): void {
+      this.ws.#control(Opcode.Pong, payload);
+    }
+    onPong(): void {}
+    onClose(code: number, reason: string): void {
+      this.ws.#onClose(code, reason);
+    }
+  };
 
   override _read(): void {
     if (this.socket.isPaused()) this.socket.resume();
