@@ -17,6 +17,7 @@ import tls from 'node:tls';
 import path from 'node:path';
 import YAML from 'yaml';
 import { createCA, issueConnectorCert, issueWorkerCert, loadCA, writePemFiles, type CertificateAuthority } from '../../tunnel/pki.js';
+import { nodeFlagsOf } from '../../tunnel/testing/node-flags.js';
 import { VERSION } from '../../tunnel/version.js';
 import { BIN, Child, freePort, listening, waitUntil, type Contender, type Forward } from './common.js';
 
@@ -106,7 +107,12 @@ export async function startConnector(pki: UnderpassPki, workerUrl: string, name 
   return { child, adminPort };
 }
 
+/** bin/underpass's own Node flags (its first line, as the CLI and the image run it), then UNDERPASS_BENCH_NODE_ARGS. */
 function nodeArgs(): string[] {
+  return [...nodeFlagsOf(BIN), ...extraNodeArgs()];
+}
+
+function extraNodeArgs(): string[] {
   return (process.env.UNDERPASS_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 }
 
@@ -127,7 +133,7 @@ export async function underpassContender(dir: string): Promise<Contender> {
   const pki = await makePki(path.join(dir, 'tb'));
   const running = new Set<Child>();
   const info: Record<string, string> = { version: VERSION, transport: 'yamux over WebSocket over mutual TLS' };
-  if (nodeArgs().length) info['node options'] = nodeArgs().join(' ');
+  info['node options'] = nodeArgs().join(' ');
   return {
     id: 'underpass',
     label: 'Underpass',

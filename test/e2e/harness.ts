@@ -4,6 +4,7 @@
  * processes from bin/underpass, real TCP apps, and helpers to wait on them.
  * Requires `make build` (dist/) — `make test` does it.
  */
+import { nodeFlagsOf } from '../../tunnel/testing/node-flags.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
@@ -17,6 +18,8 @@ import { createCA, issueConnectorCert, issueWorkerCert, loadCA, writePemFiles, t
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const BIN = path.join(ROOT, 'bin/underpass');
+/** The Node flags bin/underpass runs with (its first line): processes start as the CLI starts them. */
+export const NODE_FLAGS = nodeFlagsOf(BIN);
 
 export async function tempDir(prefix = 'underpass-e2e-'): Promise<string> {
   return mkdtemp(path.join(os.tmpdir(), prefix));
@@ -68,7 +71,7 @@ export class Proc {
   readonly exited: Promise<number | null>;
 
   constructor(args: string[], opts: { prefix?: string[] } = {}) {
-    const argv = [...(opts.prefix ?? []), process.execPath, BIN, ...args];
+    const argv = [...(opts.prefix ?? []), process.execPath, ...NODE_FLAGS, BIN, ...args];
     this.child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     let pending = '';
     this.child.stdout!.on('data', (d: Buffer) => {
