@@ -4,6 +4,7 @@
  * connector as real child processes, an app on each side, and sends traffic
  * through both directions. `--once` exits 0 once both directions are proven.
  */
+import { nodeFlagsOf } from '../tunnel/node-flags.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
@@ -126,7 +127,7 @@ audit: {file: connector-audit.log}
 
 function start(role: 'worker' | 'connector', dir: string): ChildProcess {
   const log = createWriteStream(path.join(dir, `${role}.log`));
-  const child = spawn(process.execPath, [BIN, role, '--config', path.join(dir, `${role}.yaml`)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...nodeFlagsOf(BIN), BIN, role, '--config', path.join(dir, `${role}.yaml`)], { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout!.pipe(log);
   child.stderr!.pipe(log);
   return child;

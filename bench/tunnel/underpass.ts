@@ -17,7 +17,7 @@ import tls from 'node:tls';
 import path from 'node:path';
 import YAML from 'yaml';
 import { createCA, issueConnectorCert, issueWorkerCert, loadCA, writePemFiles, type CertificateAuthority } from '../../tunnel/pki.js';
-import { nodeFlagsOf } from '../../tunnel/testing/node-flags.js';
+import { nodeFlagsOf } from '../../tunnel/node-flags.js';
 import { VERSION } from '../../tunnel/version.js';
 import { BIN, Child, freePort, listening, waitUntil, type Contender, type Forward } from './common.js';
 

@@ -4,7 +4,7 @@
  * processes from bin/underpass, real TCP apps, and helpers to wait on them.
  * Requires `make build` (dist/) — `make test` does it.
  */
-import { nodeFlagsOf } from '../../tunnel/testing/node-flags.js';
+import { nodeFlagsOf } from '../../tunnel/node-flags.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';

@@ -1,7 +1,7 @@
 /**
- * The Node flags `bin/underpass` runs with, read from its `#!/usr/bin/env -S node …` line, so the
- * tests and the benchmark start worker and connector processes exactly as the CLI (and the image's
- * ENTRYPOINT) does, even when they spawn `node BIN …` themselves.
+ * The Node flags `bin/underpass` runs with, read from its `#!/usr/bin/env -S node …` line, so
+ * `underpass demo`, the tests and the benchmark start worker and connector processes exactly as
+ * the CLI (and the image's ENTRYPOINT) does when they spawn `node BIN …` themselves.
  */
 import { readFileSync } from 'node:fs';
 
