@@ -12,6 +12,7 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { z } from 'zod';
 import { ProtocolError, UnderpassError } from './errors.js';
+import { ownerSlot } from './owner.js';
 import { encodeJsonFrame, JsonFrameDecoder } from './frames.js';
 import { mappingSchema } from './mapping.js';
 
@@ -70,10 +71,7 @@ export interface ControlChannel {
   on(event: 'close', listener: () => void): this;
 }
 
-const kChannel = Symbol('underpass.control');
-interface Owned {
-  [kChannel]?: ControlChannel;
-}
+const owner = ownerSlot<ControlChannel>('underpass.control');
 
 export class ControlChannel extends EventEmitter {
   readonly #stream: Duplex;
@@ -83,7 +81,7 @@ export class ControlChannel extends EventEmitter {
     super();
     this.#stream = stream;
     // Shared listeners (the channel lives as long as its session): no closures per channel.
-    (stream as Owned)[kChannel] = this;
+    owner.set(stream, this);
     stream.on('data', ControlChannel.#onStreamData);
     stream.on('error', ControlChannel.#onStreamError);
     // The peer closing its side ends the channel: close ours too so the stream finishes.
@@ -91,16 +89,12 @@ export class ControlChannel extends EventEmitter {
     stream.on('close', ControlChannel.#onStreamClose);
   }
 
-  static #of(stream: unknown): ControlChannel {
-    return (stream as Owned)[kChannel]!;
-  }
-
   static #onStreamData(this: Duplex, chunk: Buffer): void {
-    ControlChannel.#of(this).#onData(chunk);
+    owner.of(this).#onData(chunk);
   }
 
   static #onStreamError(this: Duplex, err: Error): void {
-    ControlChannel.#of(this).emit('error', err);
+    owner.of(this).emit('error', err);
   }
 
   static #onStreamEnd(this: Duplex): void {
@@ -108,7 +102,7 @@ export class ControlChannel extends EventEmitter {
   }
 
   static #onStreamClose(this: Duplex): void {
-    ControlChannel.#of(this).emit('close');
+    owner.of(this).emit('close');
   }
 
   send(msg: ControlMessage): void {

@@ -34,6 +34,9 @@ export class ConfigError extends UnderpassError {
 /** The protocol peer sent something the protocol does not allow. */
 export class ProtocolError extends UnderpassError {}
 
+/** A listener for emitters whose errors are decided elsewhere (a relay, an open handshake). */
+export function ignoreError(): void {}
+
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }

@@ -12,11 +12,12 @@
  * Why not `socket.pipe(stream)`: a relay lives as long as its connection, and
  * an idle connection is mostly this bookkeeping. pipe() allocates a dozen
  * closures and once-wrappers per direction; here every listener is one shared
- * module-level function that finds its relay through a symbol on the emitter,
+ * static function that finds its relay through the emitter (tunnel/owner.ts),
  * so a relay costs one small object (docs/benchmarks.md, idle streams).
  */
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { ownerSlot } from './owner.js';
 
 export interface RelayResult {
   /** Bytes read from the socket (sent into the tunnel). */
@@ -27,14 +28,7 @@ export interface RelayResult {
   error?: Error;
 }
 
-const kRelay = Symbol('underpass.relay');
-
-interface Carried {
-  [kRelay]?: Relay;
-}
-
-/** A listener for streams whose errors are decided elsewhere (a relay, an open handshake). */
-export function ignoreError(): void {}
+const owner = ownerSlot<Relay>('underpass.relay');
 
 export class Relay {
   readonly socket: Socket;
@@ -51,8 +45,8 @@ export class Relay {
   /** Takes the socket's errors from now on (kept in `error`; they end the relay once it runs). */
   constructor(socket: Socket) {
     this.socket = socket;
-    (socket as Carried)[kRelay] = this;
-    socket.on('error', onSocketError);
+    owner.set(socket, this);
+    socket.on('error', Relay.#onSocketError);
   }
 
   /**
@@ -62,22 +56,22 @@ export class Relay {
   pipe(stream: Duplex): void {
     if (this.stream !== stream) {
       this.stream = stream;
-      (stream as Carried)[kRelay] = this;
+      owner.set(stream, this);
     }
     if (this.#upstream) return;
     this.#upstream = true;
-    this.socket.on('data', onSocketData);
-    this.socket.on('end', onSocketEnd);
-    stream.on('drain', onStreamDrain);
+    this.socket.on('data', Relay.#onSocketData);
+    this.socket.on('end', Relay.#onSocketEnd);
+    stream.on('drain', Relay.#onStreamDrain);
     this.socket.resume();
   }
 
   unpipe(): void {
     if (!this.#upstream) return;
     this.#upstream = false;
-    this.socket.off('data', onSocketData);
-    this.socket.off('end', onSocketEnd);
-    this.stream?.off('drain', onStreamDrain);
+    this.socket.off('data', Relay.#onSocketData);
+    this.socket.off('end', Relay.#onSocketEnd);
+    this.stream?.off('drain', Relay.#onStreamDrain);
     this.socket.pause();
   }
 
@@ -87,12 +81,12 @@ export class Relay {
     this.pipe(stream);
     this.#running = true;
     this.#done = done;
-    stream.on('error', onStreamError);
-    this.socket.on('close', onClosed);
-    stream.on('close', onClosed);
-    stream.on('data', onStreamData);
-    stream.on('end', onStreamEnd);
-    this.socket.on('drain', onSocketDrain);
+    stream.on('error', Relay.#onStreamError);
+    this.socket.on('close', Relay.#onClosed);
+    stream.on('close', Relay.#onClosed);
+    stream.on('data', Relay.#onStreamData);
+    stream.on('end', Relay.#onStreamEnd);
+    this.socket.on('drain', Relay.#onSocketDrain);
     // A socket or stream that ended both ways closes itself (autoDestroy); one that already
     // closed while the open handshake ran counts as closed now.
     if (this.socket.closed) this.#closed();
@@ -104,12 +98,6 @@ export class Relay {
     }
   }
 
-  /** Runs the relay and resolves with its totals. */
-  static run(socket: Socket, stream: Duplex): Promise<RelayResult> {
-    const r = (socket as Carried)[kRelay] ?? new Relay(socket);
-    return new Promise((resolve) => r.run(stream, resolve));
-  }
-
   #closed(): void {
     if (--this.#open > 0) return;
     const done = this.#done;
@@ -117,93 +105,76 @@ export class Relay {
     done?.({ bytesFromSocket: this.socket.bytesRead, bytesToSocket: this.socket.bytesWritten, ...(this.error ? { error: this.error } : {}) });
   }
 
-  /** @internal */
-  static closed(r: Relay): void {
-    r.#closed();
+  #endTurn(): void {
+    this.#inTurn = false;
+    if (this.#corked) {
+      this.#corked = false;
+      this.socket.uncork();
+    }
   }
 
-  /** @internal The stream emitted data: write it to the socket, corked after the first write of a turn. */
-  static down(r: Relay, from: Duplex, chunk: Buffer): void {
+  // The listeners: shared by every relay, `this` is the emitter.
+
+  static #onSocketData(this: Socket, chunk: Buffer): void {
+    const r = owner.of(this);
+    if (r.stream && !r.stream.write(chunk)) this.pause();
+  }
+
+  static #onStreamDrain(this: Duplex): void {
+    owner.of(this).socket.resume();
+  }
+
+  static #onSocketEnd(this: Socket): void {
+    owner.of(this).stream?.end();
+  }
+
+  /** Stream → socket, corked after the first write of an event-loop turn. */
+  static #onStreamData(this: Duplex, chunk: Buffer): void {
+    const r = owner.of(this);
     const to = r.socket;
     if (!r.#inTurn) {
       r.#inTurn = true;
-      setImmediate(endTurn, r);
+      setImmediate(Relay.#endTurnOf, r);
     } else if (!r.#corked) {
       r.#corked = true;
       to.cork();
     }
-    if (!to.write(chunk)) from.pause();
+    if (!to.write(chunk)) this.pause();
   }
 
-  /** @internal */
-  static endTurn(r: Relay): void {
-    r.#inTurn = false;
-    if (r.#corked) {
-      r.#corked = false;
-      r.socket.uncork();
-    }
+  static #endTurnOf(r: Relay): void {
+    r.#endTurn();
   }
 
-  /** @internal */
-  static running(r: Relay): boolean {
-    return r.#running;
+  static #onSocketDrain(this: Socket): void {
+    owner.of(this).stream?.resume();
+  }
+
+  static #onStreamEnd(this: Duplex): void {
+    const r = owner.of(this);
+    r.#endTurn();
+    r.socket.end();
+  }
+
+  static #onClosed(this: Socket | Duplex): void {
+    owner.of(this).#closed();
+  }
+
+  static #onSocketError(this: Socket, err: Error): void {
+    const r = owner.of(this);
+    r.error ??= err;
+    if (r.#running) r.stream?.destroy();
+  }
+
+  static #onStreamError(this: Duplex, err: Error): void {
+    const r = owner.of(this);
+    r.error ??= err;
+    if (!r.socket.destroyed) r.socket.resetAndDestroy();
   }
 }
 
 /** Runs a relay between `socket` and `stream` (both directions) and resolves when both sides closed. */
 export function relay(socket: Socket, stream: Duplex): Promise<RelayResult> {
-  return Relay.run(socket, stream);
-}
-
-// The listeners: shared by every relay, `this` is the emitter.
-
-function relayOf(emitter: unknown): Relay {
-  return (emitter as Carried)[kRelay]!;
-}
-
-function endTurn(r: Relay): void {
-  Relay.endTurn(r);
-}
-
-function onSocketData(this: Socket, chunk: Buffer): void {
-  const r = relayOf(this);
-  if (r.stream && !r.stream.write(chunk)) this.pause();
-}
-
-function onStreamDrain(this: Duplex): void {
-  relayOf(this).socket.resume();
-}
-
-function onSocketEnd(this: Socket): void {
-  relayOf(this).stream?.end();
-}
-
-function onStreamData(this: Duplex, chunk: Buffer): void {
-  Relay.down(relayOf(this), this, chunk);
-}
-
-function onSocketDrain(this: Socket): void {
-  relayOf(this).stream?.resume();
-}
-
-function onStreamEnd(this: Duplex): void {
-  const r = relayOf(this);
-  Relay.endTurn(r);
-  r.socket.end();
-}
-
-function onClosed(this: Socket | Duplex): void {
-  Relay.closed(relayOf(this));
-}
-
-function onSocketError(this: Socket, err: Error): void {
-  const r = relayOf(this);
-  r.error ??= err;
-  if (Relay.running(r)) r.stream?.destroy();
-}
-
-function onStreamError(this: Duplex, err: Error): void {
-  const r = relayOf(this);
-  r.error ??= err;
-  if (!r.socket.destroyed) r.socket.resetAndDestroy();
+  const r = new Relay(socket);
+  return new Promise((resolve) => r.run(stream, resolve));
 }

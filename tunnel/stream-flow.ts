@@ -16,13 +16,13 @@ import type { Logger } from 'pino';
 import type { AuditLog, StreamOutcome } from './audit.js';
 import { formatHostPort, formatPeer, type HostPort } from './address.js';
 import { CidrSet } from './cidr.js';
-import { errorMessage } from './errors.js';
+import { errorMessage, ignoreError } from './errors.js';
 import type { Mapping } from './mapping.js';
 import type { TunnelMetrics } from './metrics.js';
 import type { Session } from './mux/session.js';
 import type { MuxStream } from './mux/stream.js';
 import { readOpenRequest, readOpenResponse, writeOpenRequest, writeOpenResponse, type OpenRequest, type RefusalCode } from './open.js';
-import { ignoreError, Relay, type RelayResult } from './relay.js';
+import { Relay, type RelayResult } from './relay.js';
 
 export interface FlowEnv {
   connection: string;

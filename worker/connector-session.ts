@@ -8,6 +8,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { ControlChannel, PROTOCOL_VERSION, type ConfigMessage, type ControlMessage, type MappingStatusEntry } from '../tunnel/control.js';
 import { errorMessage, UnderpassError } from '../tunnel/errors.js';
+import { ownerSlot } from '../tunnel/owner.js';
 import type { MuxConfig } from '../tunnel/mux/config.js';
 import { Session } from '../tunnel/mux/session.js';
 import type { MuxStream } from '../tunnel/mux/stream.js';
@@ -16,10 +17,7 @@ import type { AcceptedConnector } from './tunnel-server.js';
 
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
 
-const kOwner = Symbol('underpass.connector-session');
-interface Owned {
-  [kOwner]?: ConnectorSession;
-}
+const owner = ownerSlot<ConnectorSession>('underpass.connector-session');
 
 export interface ConnectorSessionOptions {
   connection: string;
@@ -33,6 +31,8 @@ export interface ConnectorSession {
   on(event: 'stream', listener: (stream: MuxStream) => void): this;
   on(event: 'mapping-status', listener: (entries: MappingStatusEntry[]) => void): this;
   on(event: 'close', listener: (err: Error | undefined) => void): this;
+  /** A keepalive round trip with this connector (milliseconds). */
+  on(event: 'rtt', listener: (ms: number) => void): this;
 }
 
 export class ConnectorSession extends EventEmitter {
@@ -57,27 +57,28 @@ export class ConnectorSession extends EventEmitter {
     this.peer = accepted.peer;
     this.#opts = opts;
     this.mux = new Session(accepted.stream, { client: false, config: opts.mux });
-    // Shared listeners that find this session through a symbol on its mux: an idle session keeps
-    // no closures (docs/benchmarks.md, idle sessions).
-    (this.mux as Owned)[kOwner] = this;
+    // Shared listeners that find this session through its mux (tunnel/owner.ts): an idle session
+    // keeps no closures.
+    owner.set(this.mux, this);
     this.mux.on('stream', ConnectorSession.#onMuxStream);
     this.mux.on('close', ConnectorSession.#onMuxClose);
+    this.mux.on('rtt', ConnectorSession.#onMuxRtt);
     this.#handshakeTimer = setTimeout(ConnectorSession.#handshakeTimeout, HANDSHAKE_TIMEOUT_MS, this);
     this.#handshakeTimer.unref();
   }
 
-  static #of(emitter: unknown): ConnectorSession {
-    return (emitter as Owned)[kOwner]!;
-  }
-
   static #onMuxStream(this: Session, stream: MuxStream): void {
-    ConnectorSession.#of(this).#onStream(stream);
+    owner.of(this).#onStream(stream);
   }
 
   static #onMuxClose(this: Session, err: Error | undefined): void {
-    const s = ConnectorSession.#of(this);
+    const s = owner.of(this);
     s.#clearHandshakeTimer();
     s.emit('close', err);
+  }
+
+  static #onMuxRtt(this: Session, ms: number): void {
+    owner.of(this).emit('rtt', ms);
   }
 
   static #handshakeTimeout(s: ConnectorSession): void {
@@ -86,12 +87,12 @@ export class ConnectorSession extends EventEmitter {
   }
 
   static #onControlError(this: ControlChannel, err: Error): void {
-    const s = ConnectorSession.#of(this);
+    const s = owner.of(this);
     if (!s.mux.isClosed) s.#log.warn({ err: errorMessage(err) }, `control channel: ${errorMessage(err)}`);
   }
 
   static #onControlClose(this: ControlChannel): void {
-    const s = ConnectorSession.#of(this);
+    const s = owner.of(this);
     if (!s.mux.isClosed && !s.mux.localGoneAway && !s.mux.remoteGoneAway) {
       s.#fail(new UnderpassError('ERR_CONTROL_CLOSED', 'the connector closed its control channel'));
     }
@@ -99,7 +100,7 @@ export class ConnectorSession extends EventEmitter {
 
   static #onControlMessage(this: ControlChannel, msg: ControlMessage): void {
     if (msg.type !== 'mapping-status') return;
-    const s = ConnectorSession.#of(this);
+    const s = owner.of(this);
     s.unavailable.clear();
     for (const entry of msg.mappings) if (entry.state !== 'Ready') s.unavailable.set(entry.name, entry);
     s.emit('mapping-status', msg.mappings);
@@ -153,7 +154,7 @@ export class ConnectorSession extends EventEmitter {
   }
 
   async #handshake(control: ControlChannel): Promise<void> {
-    (control as Owned)[kOwner] = this;
+    owner.set(control, this);
     control.on('error', ConnectorSession.#onControlError);
     control.on('close', ConnectorSession.#onControlClose);
     try {

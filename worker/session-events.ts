@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { AuditLog } from '../tunnel/audit.js';
 import type { ConfigMessage, MappingStatusEntry } from '../tunnel/control.js';
 import type { TunnelMetrics } from '../tunnel/metrics.js';
-import type { Session } from '../tunnel/mux/session.js';
+import { ownerSlot } from '../tunnel/owner.js';
 import type { MuxStream } from '../tunnel/mux/stream.js';
 import type { OpenRequest } from '../tunnel/open.js';
 import { serveStream, type FlowEnv, type Resolution } from '../tunnel/stream-flow.js';
@@ -32,49 +32,41 @@ export interface SessionHost {
   resolveClusterTarget(req: OpenRequest): Resolution;
 }
 
-const kHost = Symbol('underpass.session-host');
-const kSession = Symbol('underpass.connector-session');
+const hosts = ownerSlot<SessionHost>('underpass.session-host');
 
 /**
  * Subscribes the worker to `session` (already in the registry). The listeners are shared by all
- * sessions and find host and session through symbols on the emitters: an idle session keeps no
+ * sessions and find the host through the session (tunnel/owner.ts): an idle session keeps no
  * closures (docs/benchmarks.md, idle sessions).
  */
 export function wireSession(host: SessionHost, session: ConnectorSession): void {
-  const tagged = session as ConnectorSession & { [kHost]?: SessionHost };
-  tagged[kHost] = host;
-  (session.mux as Session & { [kSession]?: ConnectorSession })[kSession] = session;
-  session.mux.on('rtt', onRtt);
+  hosts.set(session, host);
+  session.on('rtt', onRtt);
   session.on('ready', onReady);
   session.on('mapping-status', onMappingStatus);
   session.on('stream', onStream);
   session.on('close', onClose);
 }
 
-function hostOf(session: ConnectorSession): SessionHost {
-  return (session as ConnectorSession & { [kHost]?: SessionHost })[kHost]!;
-}
-
-function onRtt(this: Session, ms: number): void {
-  const session = (this as Session & { [kSession]?: ConnectorSession })[kSession]!;
-  hostOf(session).metrics.keepaliveRtt.set({ peer: session.connector }, ms / 1000);
+function onRtt(this: ConnectorSession, ms: number): void {
+  hosts.of(this).metrics.keepaliveRtt.set({ peer: this.connector }, ms / 1000);
 }
 
 function onReady(this: ConnectorSession): void {
-  sessionReady(hostOf(this), this);
+  sessionReady(hosts.of(this), this);
 }
 
 function onMappingStatus(this: ConnectorSession, entries: MappingStatusEntry[]): void {
-  mappingStatus(hostOf(this), this, entries);
+  mappingStatus(hosts.of(this), this, entries);
 }
 
 function onStream(this: ConnectorSession, stream: MuxStream): void {
-  const host = hostOf(this);
+  const host = hosts.of(this);
   void serveStream(host.env, { connector: this.connector, worker: host.instance }, stream, (req) => host.resolveClusterTarget(req));
 }
 
 function onClose(this: ConnectorSession, err: Error | undefined): void {
-  sessionClosed(hostOf(this), this, err);
+  sessionClosed(hosts.of(this), this, err);
 }
 
 function sessionReady(host: SessionHost, session: ConnectorSession): void {

@@ -13,7 +13,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { formatPeer, type HostPort } from '../tunnel/address.js';
-import { errorMessage } from '../tunnel/errors.js';
+import { errorMessage, ignoreError } from '../tunnel/errors.js';
 import { identityFromPeerCertificate, type ConnectionId } from '../tunnel/identity.js';
 import { listenOn } from '../tunnel/listen.js';
 import type { TlsMaterial } from '../tunnel/transport/tls-files.js';
@@ -157,8 +157,6 @@ export class TunnelServer {
     return `${this.#opts.connection.namespace}/${this.#opts.connection.name}`;
   }
 }
-
-function ignoreError(): void {}
 
 const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 426: 'Upgrade Required', 503: 'Service Unavailable' };
 

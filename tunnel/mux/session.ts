@@ -7,6 +7,7 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { ProtocolError, UnderpassError } from '../errors.js';
+import { ownerSlot } from '../owner.js';
 import { muxConfig, type MuxConfig } from './config.js';
 import {
   describeHeader,
@@ -30,10 +31,7 @@ export interface SessionOptions {
 
 type Callback = (err?: Error | null) => void;
 
-const kSession = Symbol('underpass.mux.session');
-interface Owned {
-  [kSession]?: Session;
-}
+const owner = ownerSlot<Session>('underpass.mux.session');
 
 interface PendingPing {
   resolve: (rttMs: number) => void;
@@ -88,9 +86,9 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     this.#reader = new FrameReader(this);
     this.#lastInbound = this.#now();
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
-    // Shared listeners that find this session through a symbol on the transport: no closures
-    // per session (an idle session's memory is mostly such bookkeeping; docs/benchmarks.md).
-    (transport as Owned)[kSession] = this;
+    // Shared listeners that find this session through the transport (tunnel/owner.ts): no
+    // closures per session.
+    owner.set(transport, this);
     transport.on('data', Session.#onData);
     transport.on('drain', Session.#onDrain);
     transport.on('end', Session.#onEnd);
@@ -99,29 +97,25 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     this.#startKeepalive();
   }
 
-  static #of(transport: unknown): Session {
-    return (transport as Owned)[kSession]!;
-  }
-
   static #onData(this: Duplex, chunk: Buffer): void {
-    Session.#of(this).#onTransportData(chunk);
+    owner.of(this).#onTransportData(chunk);
   }
 
   static #onDrain(this: Duplex): void {
-    Session.#of(this).#releaseHeldCallbacks();
+    owner.of(this).#releaseHeldCallbacks();
   }
 
   static #onEnd(this: Duplex): void {
-    const s = Session.#of(this);
+    const s = owner.of(this);
     s.#terminate(s.#localGoAway || s.#remoteGoAway ? undefined : new UnderpassError('ERR_MUX_EOF', 'the peer closed the connection'));
   }
 
   static #onError(this: Duplex, err: Error): void {
-    Session.#of(this).#terminate(new UnderpassError('ERR_MUX_TRANSPORT', `transport failed: ${err.message}`, { cause: err }));
+    owner.of(this).#terminate(new UnderpassError('ERR_MUX_TRANSPORT', `transport failed: ${err.message}`, { cause: err }));
   }
 
   static #onClose(this: Duplex): void {
-    Session.#of(this).#terminate(new UnderpassError('ERR_MUX_EOF', 'the connection closed'));
+    owner.of(this).#terminate(new UnderpassError('ERR_MUX_EOF', 'the connection closed'));
   }
 
   static #tick(s: Session): void {

@@ -10,6 +10,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { UnderpassError } from '../errors.js';
+import { ownerSlot } from '../owner.js';
 import { encodeClosePayload, encodeControlFrame, encodeFrameHeader, FrameDecoder, Opcode, WebSocketProtocolError, type FrameSink } from './ws-frame.js';
 
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
@@ -20,10 +21,7 @@ const SEND_FRAME = 4 << 20;
 
 type Callback = (err?: Error | null) => void;
 
-const kOwner = Symbol('underpass.websocket');
-interface Owned {
-  [kOwner]?: WebSocketStream;
-}
+const owner = ownerSlot<WebSocketStream>('underpass.websocket');
 
 export function acceptKey(key: string): string {
   return createHash('sha1').update(key + GUID).digest('base64');
@@ -41,9 +39,9 @@ export class WebSocketStream extends Duplex {
     this.socket = socket;
     this.#client = role === 'client';
     // A session lives as long as its connector: its listeners are shared functions that find
-    // this stream through a symbol on the socket, not closures per session (docs/benchmarks.md).
+    // this stream through the socket (tunnel/owner.ts), not closures per session.
     this.#decoder = new FrameDecoder(new WebSocketStream.#Sink(this), { expectMasked: !this.#client, maxFrame: MAX_FRAME });
-    (socket as Owned)[kOwner] = this;
+    owner.set(socket, this);
     socket.setNoDelay(true);
     socket.on('data', WebSocketStream.#onSocketData);
     socket.on('error', WebSocketStream.#onSocketError);
@@ -54,26 +52,22 @@ export class WebSocketStream extends Duplex {
     if (head.length > 0) queueMicrotask(() => this.#onData(head));
   }
 
-  static #owner(socket: unknown): WebSocketStream {
-    return (socket as Owned)[kOwner]!;
-  }
-
   static #onSocketData(this: Socket, chunk: Buffer): void {
-    WebSocketStream.#owner(this).#onData(chunk);
+    owner.of(this).#onData(chunk);
   }
 
   static #onSocketError(this: Socket, err: Error): void {
-    WebSocketStream.#owner(this).destroy(err);
+    owner.of(this).destroy(err);
   }
 
   static #onSocketEnd(this: Socket): void {
-    const ws = WebSocketStream.#owner(this);
+    const ws = owner.of(this);
     if (!ws.#closeReceived) ws.destroy(new UnderpassError('ERR_WS_CLOSED', 'the peer closed the connection without a WebSocket close frame'));
     this.end();
   }
 
   static #onSocketClose(this: Socket): void {
-    const ws = WebSocketStream.#owner(this);
+    const ws = owner.of(this);
     if (!ws.destroyed) ws.destroy(ws.#closeReceived ? undefined : new UnderpassError('ERR_WS_CLOSED', 'the connection closed without a WebSocket close frame'));
   }
 
