@@ -82,7 +82,7 @@ async function serve(): Promise<void> {
 /**
  * The floor under an idle connector session: a bare Node TLS server with the worker's
  * certificate that requires client certificates and holds connections open, nothing else
- * (no WebSocket, multiplexer or control channel), with the worker's TLS settings. Run as
+ * (no WebSocket, multiplexer or control channel), with the worker's TLS settings and Node options. Run as
  * `node apps.js --tls-floor DIR`.
  */
 async function tlsFloorServer(dir: string): Promise<void> {
@@ -102,11 +102,11 @@ async function tlsFloorServer(dir: string): Promise<void> {
   process.on('SIGTERM', () => process.exit(0));
 }
 
-/** Starts the bare TLS server of `tlsFloorServer` in a child process. */
-export async function startTlsFloor(certDir: string, logDir: string): Promise<{ port: number; pid: number; stop(): Promise<void> }> {
+/** Starts the bare TLS server of `tlsFloorServer` in a child process, with the worker's Node options. */
+export async function startTlsFloor(certDir: string, logDir: string, nodeArgs: string[]): Promise<{ port: number; pid: number; stop(): Promise<void> }> {
   const self = fileURLToPath(import.meta.url);
   const file = path.join(logDir, 'tls-floor.log');
-  const child = new Child('bare TLS server', process.execPath, [self, '--tls-floor', certDir], file);
+  const child = new Child('bare TLS server', process.execPath, [...nodeArgs, self, '--tls-floor', certDir], file);
   let port: number | undefined;
   await waitUntil('the bare TLS server', async () => {
     const { readFile } = await import('node:fs/promises');

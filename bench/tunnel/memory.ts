@@ -18,7 +18,7 @@ import { WorkerLink } from '../../connector/link.js';
 import { TunnelMetrics } from '../../tunnel/metrics.js';
 import { log, pool, rssByRole, sleep, sum, type Forward } from './common.js';
 import { startTlsFloor } from './apps.js';
-import { metric, startWorker, type UnderpassPki } from './underpass.js';
+import { metric, nodeArgs, startWorker, type UnderpassPki } from './underpass.js';
 
 interface IdleSession {
   close(): Promise<void>;
@@ -40,6 +40,8 @@ export interface MemoryResult {
   marginal: number;
   /** RSS with the first half open. */
   mid: Record<string, number>;
+  /** RSS before the warm-up batch (a process that has served nothing yet). */
+  cold: Record<string, number>;
   errors: number;
   firstError?: string;
   note?: string;
@@ -58,12 +60,19 @@ function perRole(before: Record<string, number>, after: Record<string, number>, 
 }
 
 /**
- * Per-stream and per-session figures are marginal costs: a warm-up batch is opened and closed
- * before the "before" reading, so code paths run for the first time (pages of the binary faulted
- * in, JIT code) are not divided among the items.
+ * Per-stream and per-session figures are costs per item of a process that has already served
+ * some: a warm-up batch of a fifth of `n` is opened and closed before the "before" reading, so
+ * one-time growth (pages of the binary faulted in, JIT code, V8 committing its young generation,
+ * allocator arenas) is not divided among the items. The RSS before the warm-up is kept too
+ * (`cold`), so the one-time growth is reported beside the figure rather than hidden.
  */
+export function warmUpCount(n: number): number {
+  return Math.ceil(n / 5);
+}
+
 export async function idleStreams(fwd: Forward, n: number, settle = 3): Promise<MemoryResult> {
-  const warm = await openIdleStreams(fwd, Math.min(100, n));
+  const cold = await settledRss(fwd.roles, settle);
+  const warm = await openIdleStreams(fwd, warmUpCount(n));
   for (const s of warm.sockets) s.destroy();
   const before = await settledRss(fwd.roles, settle);
   const first = await openIdleStreams(fwd, Math.floor(n / 2));
@@ -87,7 +96,7 @@ export async function idleStreams(fwd: Forward, n: number, settle = 3): Promise<
     perItem: (sum(Object.values(after)) - sum(Object.values(before))) / Math.max(1, count),
     marginal: (sum(Object.values(after)) - sum(Object.values(mid))) / Math.max(1, second.sockets.length),
     perRole: perRole(before, after, count),
-    before, mid, after, released, errors,
+    cold, before, mid, after, released, errors,
     ...(firstError ? { firstError } : {}),
     ...(note ? { note } : {}),
   };
@@ -132,7 +141,11 @@ export async function idleSessions(pki: UnderpassPki, n: number, settle = 3): Pr
   let errors = 0;
   let firstError: string | undefined;
   try {
-    const warm = await Promise.all(creds.slice(0, Math.min(16, n)).map((c) => openSession(worker.url, c)));
+    const cold = await settledRss(roles, settle);
+    const warm: IdleSession[] = [];
+    await pool(warmUpCount(n), 16, async (i) => {
+      warm.push(await openSession(worker.url, creds[i]!));
+    });
     await Promise.all(warm.map((s) => s.close()));
     const before = await settledRss(roles, settle);
     const half = Math.floor(n / 2);
@@ -160,7 +173,7 @@ export async function idleSessions(pki: UnderpassPki, n: number, settle = 3): Pr
       perItem: (sum(Object.values(after)) - sum(Object.values(before))) / Math.max(1, count),
       marginal: (sum(Object.values(after)) - sum(Object.values(mid))) / Math.max(1, count - firstHalf),
       perRole: perRole(before, after, count),
-      before, mid, after, released, errors,
+      cold, before, mid, after, released, errors,
       ...(firstError ? { firstError } : {}),
       ...(reported !== count ? { note: `worker reports ${reported} sessions for ${count} opened` } : {}),
     };
@@ -172,11 +185,12 @@ export async function idleSessions(pki: UnderpassPki, n: number, settle = 3): Pr
 
 /**
  * The floor under an idle session: `n` mutual-TLS connections (TLS 1.3, the worker's certificate,
- * client certificates required) held open on a bare Node TLS server; its RSS per connection.
+ * client certificates required) held open on a bare Node TLS server started with the worker's
+ * Node options; its RSS per connection, warmed up and read like the sessions.
  * What Node and OpenSSL keep per TLS connection, before any WebSocket, multiplexer or control state.
  */
 export async function tlsFloor(pki: UnderpassPki, n: number, logDir: string, settle = 3): Promise<MemoryResult> {
-  const server = await startTlsFloor(pki.dir, logDir);
+  const server = await startTlsFloor(pki.dir, logDir, nodeArgs());
   const roles = { 'bare TLS server': server.pid };
   const files = await pki.connector('tls-floor');
   const opts: tls.ConnectionOptions = { host: '127.0.0.1', port: server.port, servername: 'localhost', cert: readFileSync(files.cert), key: readFileSync(files.key), ca: readFileSync(files.ca) };
@@ -195,8 +209,9 @@ export async function tlsFloor(pki: UnderpassPki, n: number, logDir: string, set
     });
   }));
   try {
+    const cold = await settledRss(roles, settle);
     const warm: tls.TLSSocket[] = [];
-    await open(Math.min(16, n), warm);
+    await open(warmUpCount(n), warm);
     for (const s of warm) s.destroy();
     const before = await settledRss(roles, settle);
     await open(Math.floor(n / 2), sockets);
@@ -211,7 +226,7 @@ export async function tlsFloor(pki: UnderpassPki, n: number, logDir: string, set
       perItem: (sum(Object.values(after)) - sum(Object.values(before))) / Math.max(1, sockets.length),
       marginal: (sum(Object.values(after)) - sum(Object.values(mid))) / Math.max(1, sockets.length - firstHalf),
       perRole: perRole(before, after, sockets.length),
-      before, mid, after, released, errors,
+      cold, before, mid, after, released, errors,
       ...(firstError ? { firstError } : {}),
     };
   } finally {

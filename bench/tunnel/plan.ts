@@ -7,7 +7,7 @@ import { connRate } from './connrate.js';
 import type { Contender, ContenderId, Forward } from './common.js';
 import { log, withDeadline } from './common.js';
 import { httpLoad, type HttpTool } from './http.js';
-import { idleSessions, idleStreams, tlsFloor } from './memory.js';
+import { idleSessions, idleStreams, tlsFloor, warmUpCount } from './memory.js';
 import type { CpuRow, Row } from './report.js';
 import { rtt } from './rtt.js';
 import { bulk, type BulkTool } from './throughput.js';
@@ -125,11 +125,11 @@ export async function measure(m: MeasurementKey, c: Contender, ctx: Ctx, r: Resu
   if (m === 'idle-sessions') {
     const res = await withDeadline(idleSessions(ctx.pki!, s.idleSessions, s.settleSeconds), ctx.deadlineMs, 'idle sessions');
     r.set('idle-sessions', c.id, res.perItem / 1024);
-    r.details.push(`${c.label}, ${res.count} idle connector sessions: worker RSS ${mib(res.before.worker!)} → ${mib(res.mid.worker!)} at ${Math.floor(s.idleSessions / 2)} → ${mib(res.after.worker!)} (${kib(res.perItem)} per session on average, ${kib(res.marginal)} per session over the second half), ` +
+    r.details.push(`${c.label}, ${res.count} idle connector sessions: worker RSS ${mib(res.cold.worker!)} cold, ${mib(res.before.worker!)} after a warm-up of ${warmUpCount(s.idleSessions)} sessions opened and closed → ${mib(res.mid.worker!)} at ${Math.floor(s.idleSessions / 2)} → ${mib(res.after.worker!)} (${kib(res.perItem)} per session on average, ${kib(res.marginal)} per session over the second half), ` +
       `${mib(res.released.worker!)} after closing them${res.errors ? `; ${res.errors} failed: ${res.firstError}` : ''}${res.note ? `; ${res.note}` : ''}`);
     const floor = await withDeadline(tlsFloor(ctx.pki!, s.idleSessions, ctx.logDir, s.settleSeconds), ctx.deadlineMs, 'TLS floor');
     r.set('idle-tls', c.id, floor.perItem / 1024);
-    r.details.push(`Bare Node TLS server (the floor under a session), ${floor.count} idle mutual-TLS connections: RSS ${mib(floor.before['bare TLS server']!)} → ` +
+    r.details.push(`Bare Node TLS server (the floor under a session, the worker's Node options), ${floor.count} idle mutual-TLS connections: RSS ${mib(floor.cold['bare TLS server']!)} cold, ${mib(floor.before['bare TLS server']!)} after the warm-up → ` +
       `${mib(floor.mid['bare TLS server']!)} → ${mib(floor.after['bare TLS server']!)} (${kib(floor.perItem)} per connection on average, ${kib(floor.marginal)} over the second half)${floor.errors ? `; ${floor.errors} failed: ${floor.firstError}` : ''}`);
     log(`  ${c.label} idle sessions: ${kib(res.perItem)} per session (second half ${kib(res.marginal)}); bare TLS floor ${kib(floor.perItem)} per connection (second half ${kib(floor.marginal)})`);
     return;
@@ -178,7 +178,7 @@ async function run(m: MeasurementKey, c: Contender, ctx: Ctx, r: Results, fwd: F
     case 'idle-streams': {
       const res = await idleStreams(fwd, s.idleStreams, s.settleSeconds);
       r.set('idle-streams', c.id, res.perItem / 1024);
-      const roles = Object.keys(res.after).map((role) => `${role} ${mib(res.before[role]!)} → ${mib(res.mid[role]!)} → ${mib(res.after[role]!)} (${kib(res.perRole[role]!)}/stream; ${mib(res.released[role]!)} after close)`);
+      const roles = Object.keys(res.after).map((role) => `${role} ${mib(res.cold[role]!)} cold, ${mib(res.before[role]!)} after the warm-up → ${mib(res.mid[role]!)} → ${mib(res.after[role]!)} (${kib(res.perRole[role]!)}/stream; ${mib(res.released[role]!)} after close)`);
       r.details.push(`${c.label}, ${res.count} idle streams: ${roles.join('; ')}${res.errors ? `; ${res.errors} failed: ${res.firstError}` : ''}${res.note ? `; ${res.note}` : ''}`);
       if (res.errors) r.problems.push(`${c.label}, idle streams: ${res.errors} of ${s.idleStreams} could not be opened (${res.firstError})`);
       r.details.push(`${c.label}, idle streams: ${kib(res.perItem)} per stream on average, ${kib(res.marginal)} per stream over the second half`);

@@ -108,7 +108,7 @@ export async function startConnector(pki: UnderpassPki, workerUrl: string, name 
 }
 
 /** bin/underpass's own Node flags (its first line, as the CLI and the image run it), then UNDERPASS_BENCH_NODE_ARGS. */
-function nodeArgs(): string[] {
+export function nodeArgs(): string[] {
   return [...nodeFlagsOf(BIN), ...extraNodeArgs()];
 }
 
