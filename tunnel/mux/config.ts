@@ -9,6 +9,13 @@ import { INITIAL_WINDOW } from './frame.js';
 export interface MuxConfig {
   /** Receive window granted to the peer per stream; also the bound on buffered bytes per stream. */
   maxStreamWindow: number;
+  /**
+   * Receive credit shared by the streams that are receiving at the same time: each gets
+   * `maxSessionWindow / receivers`, at least the protocol's initial 256 KiB and at most
+   * `maxStreamWindow`. One stream runs with the full per-stream window; eight bulk streams do not
+   * hold eight of them in flight (which costs memory and, in Node, full garbage collections).
+   */
+  maxSessionWindow: number;
   /** Largest Data frame we send. */
   maxFrameSize: number;
   /** Send a Ping after this much inbound silence (0 = no keepalive). */
@@ -23,6 +30,7 @@ export interface MuxConfig {
 
 export const DEFAULT_MUX_CONFIG: Readonly<MuxConfig> = Object.freeze({
   maxStreamWindow: 4 * 1024 * 1024,
+  maxSessionWindow: 8 * 1024 * 1024,
   maxFrameSize: 256 * 1024,
   keepaliveIntervalMs: 5_000,
   keepaliveTimeoutMs: 10_000,
@@ -42,6 +50,7 @@ export function verifyMuxConfig(c: MuxConfig): void {
   };
   if (!Number.isInteger(c.maxStreamWindow) || c.maxStreamWindow < INITIAL_WINDOW) fail('maxStreamWindow', `must be an integer ≥ ${INITIAL_WINDOW}`);
   if (c.maxStreamWindow > 0x7fffffff) fail('maxStreamWindow', 'must fit in 31 bits');
+  if (!Number.isInteger(c.maxSessionWindow) || c.maxSessionWindow < c.maxStreamWindow) fail('maxSessionWindow', 'must be an integer ≥ maxStreamWindow');
   if (!Number.isInteger(c.maxFrameSize) || c.maxFrameSize < 1024) fail('maxFrameSize', 'must be an integer ≥ 1024');
   if (c.keepaliveIntervalMs < 0) fail('keepaliveIntervalMs', 'must be ≥ 0');
   if (c.keepaliveIntervalMs > 0 && c.keepaliveTimeoutMs <= c.keepaliveIntervalMs) fail('keepaliveTimeoutMs', 'must be greater than keepaliveIntervalMs');

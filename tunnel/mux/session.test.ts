@@ -133,6 +133,82 @@ describe('Session streams', () => {
 });
 
 describe('Session flow control', () => {
+  /** Client streams that write `chunk` as fast as their windows allow, until stopped. */
+  function writers(client: Session, n: number): { streams: MuxStream[]; stop(): void } {
+    const chunk = randomBytes(64 * 1024);
+    let stopped = false;
+    const streams = Array.from({ length: n }, () => {
+      const s = client.open();
+      s.on('error', () => undefined);
+      const pump = (): void => {
+        while (!stopped) if (!s.write(chunk)) return void s.once('drain', pump);
+      };
+      pump();
+      return s;
+    });
+    return { streams, stop: () => (stopped = true) };
+  }
+
+  /** Accepts `n` streams, reads each until it consumed `bytes`, then pauses it. */
+  async function readThenPause(server: Session, n: number, bytes: number): Promise<MuxStream[]> {
+    const accepted: MuxStream[] = [];
+    const done: Promise<void>[] = [];
+    await new Promise<void>((resolve) => {
+      server.on('stream', (s) => {
+        s.on('error', () => undefined);
+        accepted.push(s);
+        done.push(new Promise<void>((consumed) => {
+          let got = 0;
+          const onData = (d: Buffer): void => {
+            got += d.length;
+            if (got < bytes) return;
+            s.off('data', onData);
+            s.pause();
+            consumed();
+          };
+          s.on('data', onData);
+        }));
+        if (accepted.length === n) resolve();
+      });
+    });
+    await Promise.all(done);
+    return accepted;
+  }
+
+  const buffered = async (streams: MuxStream[]): Promise<number> => {
+    // Let the writers fill whatever window they were given.
+    await new Promise((r) => setTimeout(r, 300));
+    return streams.reduce((sum, s) => sum + s.readableLength, 0);
+  };
+
+  it('gives one receiving stream its full maxStreamWindow', async () => {
+    const { client, server } = pair({}, { maxStreamWindow: 2 << 20, maxSessionWindow: 4 << 20 });
+    const w = writers(client, 1);
+    const [s] = await readThenPause(server, 1, 4 << 20);
+    const held = await buffered([s!]);
+    w.stop();
+    // More than the initial 256 KiB (the window was raised), never more than one window.
+    expect(held).toBeGreaterThan(1 << 20);
+    expect(held).toBeLessThanOrEqual(2 << 20);
+  }, 20_000);
+
+  it('shares maxSessionWindow among streams receiving at the same time', async () => {
+    const session = 2 << 20;
+    const { client, server } = pair({}, { maxStreamWindow: 2 << 20, maxSessionWindow: session });
+    const w = writers(client, 8);
+    // Every stream consumes several of its shares, so its last grant was sized for 8 receivers.
+    const streams = await readThenPause(server, 8, 4 << 20);
+    const held = await buffered(streams);
+    w.stop();
+    expect(held).toBeLessThanOrEqual(session);
+    // Each still got at least the protocol's initial window's worth of room to work with.
+    for (const s of streams) expect(s.readableLength).toBeGreaterThan(0);
+  }, 30_000);
+
+  it('refuses a session window smaller than the stream window', () => {
+    expect(() => pair({}, { maxStreamWindow: 4 << 20, maxSessionWindow: 1 << 20 })).toThrow(/maxSessionWindow: must be an integer ≥ maxStreamWindow/);
+  });
+
   it('stops a writer at one window when the reader is paused, then delivers all 256 MiB', async () => {
     const window = 1 << 20;
     const { client, server } = pair({}, { maxStreamWindow: window });

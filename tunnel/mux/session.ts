@@ -16,6 +16,7 @@ import {
   FrameReader,
   FrameType,
   GoAwayCode,
+  INITIAL_WINDOW,
   type FrameHandler,
   type FrameHeader,
 } from './frame.js';
@@ -60,6 +61,8 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
   readonly #reader: FrameReader;
   readonly #streams = new Map<number, MuxStream>();
   #nextId: number;
+  /** Streams whose receive window was raised above the initial one (they share maxSessionWindow). */
+  #receivers = 0;
   #out: Buffer[] = [];
   #outCallbacks: Callback[] = [];
   #heldCallbacks: Callback[] = [];
@@ -229,6 +232,16 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
 
   streamFinished(stream: MuxStream): void {
     if (this.#streams.get(stream.id) === stream) this.#streams.delete(stream.id);
+  }
+
+  windowTarget(receiving: boolean): number {
+    const receivers = this.#receivers + (receiving ? 0 : 1);
+    const share = Math.floor(this.config.maxSessionWindow / receivers);
+    return Math.max(INITIAL_WINDOW, Math.min(this.config.maxStreamWindow, share));
+  }
+
+  receiverCount(delta: 1 | -1): void {
+    this.#receivers += delta;
   }
 
   // ---- FrameHandler (reader side) -----------------------------------------

@@ -1,11 +1,13 @@
 /**
  * One yamux stream as a Node Duplex.
  *
- * Flow control follows the spec with one deliberate choice: receive credit is
+ * Flow control follows the spec with two deliberate choices. Receive credit is
  * returned to the peer when the application *consumes* bytes (they leave the
- * Readable buffer), never on arrival. A paused reader therefore stops its
- * writer once one window is buffered, and a stream never holds more than
- * `maxStreamWindow` unread bytes.
+ * Readable buffer), never on arrival: a paused reader stops its writer once
+ * one window is buffered, and a stream never holds more than its window of
+ * unread bytes. And the window is the session's to size (StreamHost
+ * .windowTarget): a stream starts at the protocol's 256 KiB and is raised only
+ * once it has consumed data, to its share of the session's credit.
  */
 import { Duplex } from 'node:stream';
 import { UnderpassError } from '../errors.js';
@@ -17,6 +19,10 @@ export interface StreamHost {
   readonly config: MuxConfig;
   sendFrame(header: Buffer, payload: Buffer | undefined, cb?: (err?: Error | null) => void): void;
   streamFinished(stream: MuxStream): void;
+  /** The receive window a stream should have now; `receiving`: it is counted as a receiver already. */
+  windowTarget(receiving: boolean): number;
+  /** A stream became a receiver (+1: its window was raised) or stopped being one (-1). */
+  receiverCount(delta: 1 | -1): void;
 }
 
 export type StreamState = 'open' | 'local-closed' | 'remote-closed' | 'closed' | 'reset';
@@ -26,14 +32,17 @@ type WriteCallback = (err?: Error | null) => void;
 export class MuxStream extends Duplex {
   readonly id: number;
   readonly #host: StreamHost;
-  readonly #maxWindow: number;
   #sendWindow = INITIAL_WINDOW;
   /** Bytes the peer may still send before our next window update. */
   #recvWindow = INITIAL_WINDOW;
   /** Bytes pushed into the Readable buffer, ever. */
   #delivered = 0;
-  /** Of the delivered bytes, how many have been consumed and re-granted. */
-  #regranted = 0;
+  /** Receive credit given to the peer, ever (the initial window included). */
+  #granted = INITIAL_WINDOW;
+  /** Bytes consumed when credit was last given. */
+  #consumedAtGrant = 0;
+  /** Counted among the session's receivers (window raised above the initial one). */
+  #receiving = false;
   #localFin = false;
   #remoteFin = false;
   #reset = false;
@@ -47,7 +56,6 @@ export class MuxStream extends Duplex {
     super({ allowHalfOpen: true, decodeStrings: true, emitClose: true });
     this.id = id;
     this.#host = host;
-    this.#maxWindow = host.config.maxStreamWindow;
   }
 
   get state(): StreamState {
@@ -63,11 +71,13 @@ export class MuxStream extends Duplex {
     return this.#recvWindow;
   }
 
-  /** @internal Send the opening frame: SYN (we opened) or ACK (we accepted), raising the window. */
+  /**
+   * @internal Send the opening frame: SYN (we opened) or ACK (we accepted). The window stays at the
+   * initial 256 KiB until data is consumed: most streams never need more, and idle ones hold none
+   * of the session's credit.
+   */
   _announce(flag: Flag.SYN | Flag.ACK): void {
-    const delta = this.#maxWindow - INITIAL_WINDOW;
-    this.#recvWindow += delta;
-    this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, flag, this.id, delta), undefined);
+    this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, flag, this.id, 0), undefined);
   }
 
   /** @internal The session checked `length <= recvWindow` before the payload arrives. */
@@ -110,6 +120,7 @@ export class MuxStream extends Duplex {
     }
     if (flags & Flag.FIN && !this.#remoteFin) {
       this.#remoteFin = true;
+      this.#stopReceiving();
       this.push(null);
       if (this.#localFin) this.#finish();
     }
@@ -181,20 +192,40 @@ export class MuxStream extends Duplex {
     }
   }
 
-  /** Return credit for consumed bytes once it reaches half a window (as hashicorp/yamux does). */
+  /**
+   * Tops the peer's credit up to the window target once at most half of it is outstanding (as
+   * hashicorp/yamux does with a fixed window) and at least half the initial window was consumed
+   * since the last grant (a stream carrying a few small messages sends no updates at all).
+   */
   #maybeGrant(): void {
     if (this.#remoteFin || this.#reset) return;
     const consumed = this.#delivered - this.readableLength;
-    const delta = consumed - this.#regranted;
-    if (delta < this.#maxWindow / 2) return;
-    this.#regranted = consumed;
+    if (consumed - this.#consumedAtGrant < INITIAL_WINDOW / 2) return;
+    // Credit the peer has not used yet, plus bytes received and not yet consumed.
+    const outstanding = this.#granted - consumed;
+    const target = this.#host.windowTarget(this.#receiving);
+    if (outstanding > target / 2) return;
+    const delta = target - outstanding;
+    this.#granted += delta;
+    this.#consumedAtGrant = consumed;
     this.#recvWindow += delta;
+    if (!this.#receiving && target > INITIAL_WINDOW) {
+      this.#receiving = true;
+      this.#host.receiverCount(1);
+    }
     this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, 0, this.id, delta), undefined);
+  }
+
+  #stopReceiving(): void {
+    if (!this.#receiving) return;
+    this.#receiving = false;
+    this.#host.receiverCount(-1);
   }
 
   #finish(): void {
     if (this.#finished) return;
     this.#finished = true;
+    this.#stopReceiving();
     this.#host.streamFinished(this);
   }
 }

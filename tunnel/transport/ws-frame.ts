@@ -134,8 +134,8 @@ export class FrameDecoder {
       if (high > 0x1fffff) throw new WebSocketProtocolError(1009, 'frame length out of range');
       length = high * 2 ** 32 + h.readUInt32BE(6);
     }
-    this.#mask = masked ? Buffer.from(h.subarray(need - 4, need)) : undefined;
-    if (this.#mask && this.#mask.readUInt32BE(0) === 0) this.#mask = undefined; // zero key: nothing to undo
+    // A zero key (what our connectors send) leaves nothing to undo: no copy of it per frame.
+    this.#mask = masked && h.readUInt32BE(need - 4) !== 0 ? Buffer.from(h.subarray(need - 4, need)) : undefined;
     this.#maskOffset = 0;
     this.#opcode = opcode;
     switch (opcode) {
