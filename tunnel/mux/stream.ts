@@ -6,8 +6,13 @@
  * Readable buffer), never on arrival: a paused reader stops its writer once
  * one window is buffered, and a stream never holds more than its window of
  * unread bytes. And the window is the session's to size (StreamHost
- * .windowTarget): a stream starts at the protocol's 256 KiB and is raised only
- * once it has consumed data, to its share of the session's credit.
+ * .windowTarget): the SYN/ACK raises it to the share a new receiver would get
+ * (the full maxStreamWindow while it is alone); once the stream has consumed
+ * half the initial window it counts as a receiver, and each later grant tops
+ * it up to its current share of maxSessionWindow. (Raising at open rather than
+ * on first consumption keeps a lone transfer's start exactly as with a fixed
+ * window; measured, the slower start tipped some worker processes into a
+ * full-GC mode for the rest of the transfer.)
  */
 import { Duplex } from 'node:stream';
 import { UnderpassError } from '../errors.js';
@@ -71,13 +76,12 @@ export class MuxStream extends Duplex {
     return this.#recvWindow;
   }
 
-  /**
-   * @internal Send the opening frame: SYN (we opened) or ACK (we accepted). The window stays at the
-   * initial 256 KiB until data is consumed: most streams never need more, and idle ones hold none
-   * of the session's credit.
-   */
+  /** @internal Send the opening frame: SYN (we opened) or ACK (we accepted), raising the window. */
   _announce(flag: Flag.SYN | Flag.ACK): void {
-    this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, flag, this.id, 0), undefined);
+    const delta = this.#host.windowTarget(false) - INITIAL_WINDOW;
+    this.#granted += delta;
+    this.#recvWindow += delta;
+    this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, flag, this.id, delta), undefined);
   }
 
   /** @internal The session checked `length <= recvWindow` before the payload arrives. */
