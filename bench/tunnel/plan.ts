@@ -18,6 +18,12 @@ export type MeasurementKey = (typeof MEASUREMENTS)[number];
 
 export interface Sizes {
   bulkBytes: number;
+  /**
+   * Untimed transfer each way through a fresh forward before its timed ones, for every contender:
+   * the timed GiB measures a forwarder that has carried traffic (JIT-compiled paths, heap grown),
+   * as a long-running tunnel is; the warm-up's own rate is reported beside it.
+   */
+  bulkWarmupBytes: number;
   idleStreams: number;
   idleSessions: number;
   rttWarmup: number;
@@ -28,8 +34,8 @@ export interface Sizes {
   settleSeconds: number;
 }
 
-export const FULL: Sizes = { bulkBytes: 2 ** 30, idleStreams: 10_000, idleSessions: 1_000, rttWarmup: 1_000, rttSamples: 20_000, loopSeconds: 5, httpSeconds: 10, settleSeconds: 3 };
-export const QUICK: Sizes = { bulkBytes: 8 * 2 ** 20, idleStreams: 200, idleSessions: 20, rttWarmup: 200, rttSamples: 2_000, loopSeconds: 2, httpSeconds: 2, settleSeconds: 0.5 };
+export const FULL: Sizes = { bulkBytes: 2 ** 30, bulkWarmupBytes: 128 * 2 ** 20, idleStreams: 10_000, idleSessions: 1_000, rttWarmup: 1_000, rttSamples: 20_000, loopSeconds: 5, httpSeconds: 10, settleSeconds: 3 };
+export const QUICK: Sizes = { bulkBytes: 8 * 2 ** 20, bulkWarmupBytes: 2 ** 20, idleStreams: 200, idleSessions: 20, rttWarmup: 200, rttSamples: 2_000, loopSeconds: 2, httpSeconds: 2, settleSeconds: 0.5 };
 
 export interface Ctx {
   sizes: Sizes;
@@ -148,6 +154,12 @@ async function run(m: MeasurementKey, c: Contender, ctx: Ctx, r: Results, fwd: F
     case 'bulk':
     case 'bulk8': {
       const streams = m === 'bulk' ? 1 : 8;
+      const warm: string[] = [];
+      for (const reverse of [false, true]) {
+        const res = await bulk(fwd, { bytes: s.bulkWarmupBytes, streams, reverse, tool: ctx.bulkTool });
+        warm.push(`${reverse ? 'target→client' : 'client→target'} ${res.gbps.toFixed(2)} Gbit/s, ${res.cpuPerGiB.toFixed(2)} CPU s/GiB`);
+      }
+      r.details.push(`${c.label}, ${streams} stream${streams > 1 ? 's' : ''}, untimed warm-up of ${s.bulkWarmupBytes / 2 ** 20} MiB each way on the fresh forward: ${warm.join('; ')}`);
       for (const reverse of [false, true]) {
         const key = `${m}-${reverse ? 'down' : 'up'}`;
         const res = await bulk(fwd, { bytes: s.bulkBytes, streams, reverse, tool: ctx.bulkTool });
