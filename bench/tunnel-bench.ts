@@ -243,20 +243,27 @@ const METHOD = `
 - Targets run in a child process of their own (\`bench/tunnel/apps.ts\`): an echo server, a bulk
   source/sink and a small HTTP server; iperf3's server for the bulk rows.
 - Bulk: \`iperf3 -n 1G\` (\`-R\` for target→client, \`-P 8\` for 8 streams); the receiver's rate.
-  Both iperf3 connections (control and data) go through the forward.
+  Both iperf3 connections (control and data) go through the forward. Before the timed transfers,
+  every contender's fresh forward carries an untimed 128 MiB each way (the same streams): the
+  timed GiB measures a forwarder that has carried traffic, as a running tunnel has. The warm-up's
+  own rate is in the details: a fresh Node process is much slower over its first 128 MiB
+  (JIT compilation, heap growth) than OpenSSH.
 - RTT: one connection, 64 bytes out, wait for all 64 back, repeat; 1,000 warm-up round trips, then 20,000 timed.
 - Connection rate: 8 loops of connect → 64-byte round trip → half-close, for 5 s; CPU time per
   connection of every process involved (forwarder, target app, benchmark client) in the details.
 - Idle streams: 10,000 connections, each proven end to end by a 1-byte echo, then idle; RSS (VmRSS of
   every process of the forwarder, children included) after 3 s of rest, minus before, divided by the
-  count. A warm-up batch (100 connections, closed again) runs before the "before" reading, so code
-  run for the first time is not divided among the streams; the details also give the RSS half-way
-  and the cost per stream of the second half (the marginal cost). The verdict uses the average.
+  count. A warm-up batch (a fifth of the count, opened and closed again) runs before the "before"
+  reading, so one-time growth (code run for the first time, V8 committing its young generation,
+  allocator arenas) is not divided among the streams; the details give the RSS before the warm-up
+  (cold), half-way, and the cost per stream of the second half (the marginal cost). The verdict
+  uses the average.
 - Idle sessions: 1,000 connector sessions opened on one worker from the benchmark process with the
   connector's own \`WorkerLink\` (mutual TLS, WebSocket, yamux, control hello), each with its own
-  connector certificate; the worker's RSS delta per session (warm-up of 16 sessions first, half-way
-  reading as above). The floor row holds the same number of mutual-TLS connections on a bare Node
-  TLS server with the worker's TLS settings and nothing else.
+  connector certificate; the worker's RSS delta per session (warm-up of 200 sessions opened and
+  closed first — a worker that has served connectors before — cold and half-way readings as above).
+  The floor row holds the same number of mutual-TLS connections, after the same warm-up, on a bare
+  Node TLS server with the worker's TLS settings and Node options and nothing else.
 - Underpass processes start with the Node flags of \`bin/underpass\`'s first line (as the CLI and
   the image run them); the header lists them.
 - HTTP: \`wrk -t2 -c32 -d10s\` against a Node \`http\` server answering 32 bytes.
