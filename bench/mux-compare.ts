@@ -84,9 +84,30 @@ const SPLIT_FIELDS: [string, string][] = [
   ['error', 'error at the sender'],
 ];
 
-const { values: flags } = parseArgs({
-  options: { quick: { type: 'boolean', default: false }, runs: { type: 'string' }, only: { type: 'string' }, json: { type: 'string' }, 'underpass-window': { type: 'string' } },
-});
+const HELP = `usage: node dist/bench/mux-compare.js [options]
+  --quick                   small sizes, one run per contender (a smoke test)
+  --runs N                  runs per contender (default 3; 1 with --quick)
+  --only a,b                scenarios (default: all)
+  --json FILE               also write the results as JSON
+  --underpass-window BYTES  Underpass's stream window (default 4 MiB; for explaining differences)
+`;
+let parsed: ReturnType<typeof parseFlags>;
+function parseFlags() {
+  return parseArgs({
+    options: { quick: { type: 'boolean', default: false }, runs: { type: 'string' }, only: { type: 'string' }, json: { type: 'string' }, 'underpass-window': { type: 'string' }, help: { type: 'boolean', short: 'h', default: false } },
+  });
+}
+try {
+  parsed = parseFlags();
+} catch (err) {
+  process.stderr.write(`mux-compare: ${(err as Error).message}\n${HELP}`);
+  process.exit(2);
+}
+const { values: flags } = parsed;
+if (flags.help) {
+  process.stdout.write(HELP);
+  process.exit(0);
+}
 const sizes: Sizes = { ...(flags.quick ? QUICK : FULL), underpassWindow: Number(flags['underpass-window'] ?? 0) };
 const runs = Number(flags.runs ?? (flags.quick ? 1 : 3));
 const only = flags.only ? new Set(flags.only.split(',')) : undefined;

@@ -11,6 +11,7 @@ import { CONTENDERS, createMux, loadLibp2p, type ContenderName } from './contend
 import { withTimeout } from './io.js';
 import { startTrickleProxy } from './proxy.js';
 import { CLIENTS, SERVERS, type Result, type Scenario, type Sizes } from './workloads.js';
+import { DEFAULT_MUX_CONFIG } from '../../tunnel/mux/config.js';
 
 export interface PeerRequest {
   id: number;
@@ -37,7 +38,9 @@ function fail(id: number, err: unknown): void {
   reply({ id, kind: 'error', message: err instanceof Error ? `${err.name}: ${err.message}` : String(err) });
 }
 
-const underpassConfig = (sizes: Sizes): { maxStreamWindow?: number } => (sizes.underpassWindow ? { maxStreamWindow: sizes.underpassWindow } : {});
+/** --underpass-window: that stream window, and a session window that lets two such streams run at full window. */
+const underpassConfig = (sizes: Sizes): { maxStreamWindow?: number; maxSessionWindow?: number } =>
+  sizes.underpassWindow ? { maxStreamWindow: sizes.underpassWindow, maxSessionWindow: Math.max(DEFAULT_MUX_CONFIG.maxSessionWindow, 2 * sizes.underpassWindow) } : {};
 
 function serve(req: PeerRequest): void {
   const { scenario, sizes } = req as Required<PeerRequest>;
