@@ -175,10 +175,15 @@ describe('Session flow control', () => {
     return accepted;
   }
 
+  /** Waits until the writers have filled whatever windows they were given (no growth for 200 ms), then the bytes buffered. */
   const buffered = async (streams: MuxStream[]): Promise<number> => {
-    // Let the writers fill whatever window they were given.
-    await new Promise((r) => setTimeout(r, 300));
-    return streams.reduce((sum, s) => sum + s.readableLength, 0);
+    const total = (): number => streams.reduce((sum, s) => sum + s.readableLength, 0);
+    let last = -1;
+    for (let waited = 0; waited < 10_000 && total() !== last; waited += 200) {
+      last = total();
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    return total();
   };
 
   it('gives one receiving stream its full maxStreamWindow', async () => {
@@ -204,6 +209,22 @@ describe('Session flow control', () => {
     // Each still got at least the protocol's initial window's worth of room to work with.
     for (const s of streams) expect(s.readableLength).toBeGreaterThan(0);
   }, 30_000);
+
+  it('gives the whole window back to a stream once the other receivers are gone', async () => {
+    const { client, server } = pair({}, { maxStreamWindow: 2 << 20, maxSessionWindow: 2 << 20 });
+    const first = writers(client, 4);
+    const four = await readThenPause(server, 4, 1 << 20);
+    first.stop();
+    for (const s of [...first.streams, ...four]) s.destroy();
+    await new Promise((r) => setTimeout(r, 50));
+    server.removeAllListeners('stream');
+    const next = writers(client, 1);
+    const [s] = await readThenPause(server, 1, 4 << 20);
+    const held = await buffered([s!]);
+    next.stop();
+    // Alone again: more than a quarter of the session window (what it would get if the four still counted).
+    expect(held).toBeGreaterThan(1 << 20);
+  }, 20_000);
 
   it('refuses a session window smaller than the stream window', () => {
     expect(() => pair({}, { maxStreamWindow: 4 << 20, maxSessionWindow: 1 << 20 })).toThrow(/maxSessionWindow: must be an integer ≥ maxStreamWindow/);
