@@ -379,6 +379,27 @@ describe('Session control frames', () => {
     expect(await server.closed).toBeUndefined();
   });
 
+  it('measures the round trip on both ends every interval, also while data flows', async () => {
+    const [a, b] = duplexPair();
+    const config = { keepaliveIntervalMs: 40, keepaliveTimeoutMs: 2_000 };
+    const client = new Session(a, { client: true, config });
+    const server = new Session(b, { client: false, config });
+    sessions.push(client, server);
+    echo(server);
+    const rtts = { client: 0, server: 0 };
+    client.on('rtt', () => rtts.client++);
+    server.on('rtt', () => rtts.server++);
+    // Traffic every 5 ms both ways: neither end is ever silent for an interval.
+    const s = client.open();
+    s.on('error', () => undefined);
+    s.on('data', () => undefined);
+    const traffic = setInterval(() => s.write('tick'), 5);
+    await new Promise((r) => setTimeout(r, 600));
+    clearInterval(traffic);
+    expect(rtts.client).toBeGreaterThanOrEqual(3);
+    expect(rtts.server).toBeGreaterThanOrEqual(3);
+  });
+
   it('detects a silent peer through keepalive', async () => {
     const [a, b] = duplexPair();
     a.on('data', () => undefined); // swallows pings, never answers

@@ -77,6 +77,7 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
   #closeError: Error | undefined;
   #resolveClosed!: (err: Error | undefined) => void;
   #lastInbound: number;
+  #lastKeepalivePing: number;
   #keepaliveTimer: NodeJS.Timeout | undefined;
 
   constructor(transport: Duplex, options: SessionOptions) {
@@ -88,6 +89,7 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     this.#nextId = options.client ? 1 : 2;
     this.#reader = new FrameReader(this);
     this.#lastInbound = this.#now();
+    this.#lastKeepalivePing = this.#lastInbound;
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     // Shared listeners that find this session through the transport (tunnel/owner.ts): no
     // closures per session.
@@ -398,11 +400,19 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     this.#keepaliveTimer.unref();
   }
 
+  /**
+   * Each end pings every interval whatever the traffic (as hashicorp/yamux does), so both ends
+   * keep a current round-trip time; the session is dead when nothing at all arrived for the
+   * timeout. (Pinging only after inbound silence let one end's pings keep the other from ever
+   * pinging, and left a busy session without a round-trip time.)
+   */
   #keepaliveTick(): void {
-    const silent = this.#now() - this.#lastInbound;
+    const now = this.#now();
+    const silent = now - this.#lastInbound;
     if (silent >= this.config.keepaliveTimeoutMs) {
       this.#terminate(new UnderpassError('ERR_MUX_KEEPALIVE_TIMEOUT', `nothing received from the peer for ${silent} ms; the connection is considered dead`));
-    } else if (silent >= this.config.keepaliveIntervalMs) {
+    } else if (now - this.#lastKeepalivePing >= this.config.keepaliveIntervalMs) {
+      this.#lastKeepalivePing = now;
       this.ping().then((ms) => this.emit('rtt', ms), () => undefined); // the timeout above decides; a lost ping alone does not
     }
   }
