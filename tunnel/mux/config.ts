@@ -18,7 +18,7 @@ export interface MuxConfig {
   maxSessionWindow: number;
   /** Largest Data frame we send. */
   maxFrameSize: number;
-  /** Send a Ping after this much inbound silence (0 = no keepalive). */
+  /** Each end sends a Ping this often, busy or idle, and measures the round trip (0 = no keepalive). */
   keepaliveIntervalMs: number;
   /** Close the session when nothing at all arrived for this long. */
   keepaliveTimeoutMs: number;

@@ -61,7 +61,7 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
   readonly #reader: FrameReader;
   readonly #streams = new Map<number, MuxStream>();
   #nextId: number;
-  /** Streams whose receive window was raised above the initial one (they share maxSessionWindow). */
+  /** Streams that have consumed data and hold a window above the initial one (they share maxSessionWindow). */
   #receivers = 0;
   #out: Buffer[] = [];
   #outCallbacks: Callback[] = [];
