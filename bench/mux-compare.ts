@@ -91,19 +91,16 @@ const HELP = `usage: node dist/bench/mux-compare.js [options]
   --json FILE               also write the results as JSON
   --underpass-window BYTES  Underpass's stream window (default 4 MiB; for explaining differences)
 `;
-let parsed: ReturnType<typeof parseFlags>;
-function parseFlags() {
-  return parseArgs({
-    options: { quick: { type: 'boolean', default: false }, runs: { type: 'string' }, only: { type: 'string' }, json: { type: 'string' }, 'underpass-window': { type: 'string' }, help: { type: 'boolean', short: 'h', default: false } },
-  });
-}
-try {
-  parsed = parseFlags();
-} catch (err) {
-  process.stderr.write(`mux-compare: ${(err as Error).message}\n${HELP}`);
-  process.exit(2);
-}
-const { values: flags } = parsed;
+const flags = (() => {
+  try {
+    return parseArgs({
+      options: { quick: { type: 'boolean', default: false }, runs: { type: 'string' }, only: { type: 'string' }, json: { type: 'string' }, 'underpass-window': { type: 'string' }, help: { type: 'boolean', short: 'h', default: false } },
+    }).values;
+  } catch (err) {
+    process.stderr.write(`mux-compare: ${(err as Error).message}\n${HELP}`);
+    process.exit(2);
+  }
+})();
 if (flags.help) {
   process.stdout.write(HELP);
   process.exit(0);

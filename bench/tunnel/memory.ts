@@ -70,41 +70,81 @@ export function warmUpCount(n: number): number {
   return Math.ceil(n / 5);
 }
 
-export async function idleStreams(fwd: Forward, n: number, settle = 3): Promise<MemoryResult> {
-  const cold = await settledRss(fwd.roles, settle);
-  const warm = await openIdleStreams(fwd, warmUpCount(n));
-  for (const s of warm.sockets) s.destroy();
-  const before = await settledRss(fwd.roles, settle);
-  const first = await openIdleStreams(fwd, Math.floor(n / 2));
-  const mid = await settledRss(fwd.roles, settle);
-  const second = await openIdleStreams(fwd, n - Math.floor(n / 2));
-  const sockets = [...first.sockets, ...second.sockets];
-  const errors = first.errors + second.errors;
-  const firstError = first.firstError ?? second.firstError;
-  if (errors) log(`idle streams: ${errors} of ${n} failed (${firstError})`);
-  let note: string | undefined;
-  if (fwd.adminPorts?.worker) {
-    const open = await metric(fwd.adminPorts.worker, 'underpass_streams_open').catch(() => NaN);
-    if (open !== sockets.length) note = `worker reports ${open} open streams for ${sockets.length} clients`;
+/** Items opened in one batch, and the ones that could not be. */
+interface Batch<T> {
+  items: T[];
+  errors: number;
+  firstError?: string;
+}
+
+interface ItemKind<T> {
+  /** For log lines: "idle streams", … */
+  what: string;
+  /** Opens `count` items, numbered from `offset` (warm-up and first half both start at 0). */
+  open(count: number, offset: number): Promise<Batch<T>>;
+  close(items: T[]): Promise<void>;
+  /** With all items open, before the "after" reading: a note when the process disagrees with the count. */
+  check?(count: number): Promise<string | undefined>;
+}
+
+/**
+ * The reading shared by every memory row: cold → warm-up opened and closed → before → first half
+ * → mid → second half → after → all closed → released, RSS of `roles` settled before each.
+ */
+async function rssPerItem<T>(roles: Record<string, number>, n: number, settle: number, kind: ItemKind<T>): Promise<MemoryResult> {
+  const open: T[] = [];
+  try {
+    const cold = await settledRss(roles, settle);
+    const warm = await kind.open(warmUpCount(n), 0);
+    await kind.close(warm.items);
+    if (warm.errors) log(`${kind.what}, warm-up: ${warm.errors} of ${warmUpCount(n)} could not be opened (${warm.firstError})`);
+    const before = await settledRss(roles, settle);
+    const half = Math.floor(n / 2);
+    const first = await kind.open(half, 0);
+    open.push(...first.items);
+    const mid = await settledRss(roles, settle);
+    const second = await kind.open(n - half, half);
+    open.push(...second.items);
+    const errors = first.errors + second.errors;
+    const firstError = first.firstError ?? second.firstError;
+    if (errors) log(`${kind.what}: ${errors} of ${n} could not be opened (${firstError})`);
+    const count = open.length;
+    const note = await kind.check?.(count);
+    const after = await settledRss(roles, settle);
+    await kind.close(open.splice(0));
+    const released = await settledRss(roles, settle);
+    return {
+      count,
+      perItem: (sum(Object.values(after)) - sum(Object.values(before))) / Math.max(1, count),
+      marginal: (sum(Object.values(after)) - sum(Object.values(mid))) / Math.max(1, second.items.length),
+      perRole: perRole(before, after, count),
+      cold, before, mid, after, released, errors,
+      ...(firstError ? { firstError } : {}),
+      ...(note ? { note } : {}),
+    };
+  } finally {
+    await kind.close(open);
   }
-  const after = await settledRss(fwd.roles, settle);
-  for (const s of sockets) s.destroy();
-  const released = await settledRss(fwd.roles, settle);
-  const count = sockets.length;
-  return {
-    count,
-    perItem: (sum(Object.values(after)) - sum(Object.values(before))) / Math.max(1, count),
-    marginal: (sum(Object.values(after)) - sum(Object.values(mid))) / Math.max(1, second.sockets.length),
-    perRole: perRole(before, after, count),
-    cold, before, mid, after, released, errors,
-    ...(firstError ? { firstError } : {}),
-    ...(note ? { note } : {}),
-  };
+}
+
+export async function idleStreams(fwd: Forward, n: number, settle = 3): Promise<MemoryResult> {
+  return rssPerItem(fwd.roles, n, settle, {
+    what: 'idle streams',
+    open: (count) => openIdleStreams(fwd, count),
+    close: async (sockets) => {
+      for (const s of sockets) s.destroy();
+    },
+    check: async (count) => {
+      if (!fwd.adminPorts?.worker) return undefined;
+      const open = await metric(fwd.adminPorts.worker, 'underpass_streams_open').catch(() => NaN);
+      return open === count ? undefined : `worker reports ${open} open streams for ${count} clients`;
+    },
+  });
 }
 
 /** Opens `n` connections through the forward, each proven by a 1-byte echo. */
-async function openIdleStreams(fwd: Forward, n: number): Promise<{ sockets: net.Socket[]; errors: number; firstError?: string }> {
-  const sockets: net.Socket[] = [];
+async function openIdleStreams(fwd: Forward, n: number): Promise<Batch<net.Socket>> {
+  const items: net.Socket[] = [];
   let errors = 0;
   let firstError: string | undefined;
   await pool(n, 128, (i) => new Promise<void>((resolve) => {
@@ -122,63 +162,47 @@ async function openIdleStreams(fwd: Forward, n: number): Promise<{ sockets: net.
       clearTimeout(timer);
       s.removeAllListeners('error');
       s.on('error', () => undefined);
-      sockets.push(s);
+      items.push(s);
       resolve();
     });
     s.once('error', fail);
   }));
-  return { sockets, errors, ...(firstError ? { firstError } : {}) };
+  return { items, errors, ...(firstError ? { firstError } : {}) };
 }
 
 export async function idleSessions(pki: UnderpassPki, n: number, settle = 3): Promise<MemoryResult> {
   const worker = await startWorker(pki);
-  const roles = { worker: worker.child.pid };
-  const t0 = Date.now();
-  const creds: Array<{ name: string; cert: string; key: string; ca: string }> = [];
-  for (let i = 0; i < n; i++) creds.push({ name: `idle-${i}`, ...(await pki.connector(`idle-${i}`)) });
-  log(`idle sessions: issued ${n} connector certificates in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  const sessions: IdleSession[] = [];
-  let errors = 0;
-  let firstError: string | undefined;
   try {
-    const cold = await settledRss(roles, settle);
-    const warm: IdleSession[] = [];
-    await pool(warmUpCount(n), 16, async (i) => {
-      warm.push(await openSession(worker.url, creds[i]!));
+    const t0 = Date.now();
+    const creds: Array<{ name: string; cert: string; key: string; ca: string }> = [];
+    for (let i = 0; i < n; i++) creds.push({ name: `idle-${i}`, ...(await pki.connector(`idle-${i}`)) });
+    log(`idle sessions: issued ${n} connector certificates in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    return await rssPerItem<IdleSession>({ worker: worker.child.pid }, n, settle, {
+      what: 'idle sessions',
+      open: async (count, offset) => {
+        const items: IdleSession[] = [];
+        let errors = 0;
+        let firstError: string | undefined;
+        await pool(count, 16, async (k) => {
+          const i = offset + k;
+          try {
+            items.push(await openSession(worker.url, creds[i]!));
+          } catch (err) {
+            errors++;
+            firstError ??= `session ${i}: ${(err as Error).message}`;
+          }
+        });
+        return { items, errors, ...(firstError ? { firstError } : {}) };
+      },
+      close: async (sessions) => {
+        await Promise.all(sessions.map((s) => s.close()));
+      },
+      check: async (count) => {
+        const reported = await metric(worker.adminPort, 'underpass_sessions').catch(() => NaN);
+        return reported === count ? undefined : `worker reports ${reported} sessions for ${count} opened`;
+      },
     });
-    await Promise.all(warm.map((s) => s.close()));
-    const before = await settledRss(roles, settle);
-    const half = Math.floor(n / 2);
-    const openRange = (from: number, to: number): Promise<void> => pool(to - from, 16, async (k) => {
-      const i = from + k;
-      try {
-        sessions.push(await openSession(worker.url, creds[i]!));
-      } catch (err) {
-        errors++;
-        firstError ??= `session ${i}: ${(err as Error).message}`;
-      }
-    });
-    await openRange(0, half);
-    const firstHalf = sessions.length;
-    const mid = await settledRss(roles, settle);
-    await openRange(half, n);
-    if (errors) log(`idle sessions: ${errors} of ${n} failed (${firstError})`);
-    const count = sessions.length;
-    const reported = await metric(worker.adminPort, 'underpass_sessions').catch(() => NaN);
-    const after = await settledRss(roles, settle);
-    await Promise.all(sessions.splice(0).map((s) => s.close()));
-    const released = await settledRss(roles, settle);
-    return {
-      count,
-      perItem: (sum(Object.values(after)) - sum(Object.values(before))) / Math.max(1, count),
-      marginal: (sum(Object.values(after)) - sum(Object.values(mid))) / Math.max(1, count - firstHalf),
-      perRole: perRole(before, after, count),
-      cold, before, mid, after, released, errors,
-      ...(firstError ? { firstError } : {}),
-      ...(reported !== count ? { note: `worker reports ${reported} sessions for ${count} opened` } : {}),
-    };
   } finally {
-    await Promise.all(sessions.map((s) => s.close()));
     await worker.child.stop();
   }
 }
@@ -191,46 +215,33 @@ export async function idleSessions(pki: UnderpassPki, n: number, settle = 3): Pr
  */
 export async function tlsFloor(pki: UnderpassPki, n: number, logDir: string, settle = 3): Promise<MemoryResult> {
   const server = await startTlsFloor(pki.dir, logDir, nodeArgs());
-  const roles = { 'bare TLS server': server.pid };
-  const files = await pki.connector('tls-floor');
-  const opts: tls.ConnectionOptions = { host: '127.0.0.1', port: server.port, servername: 'localhost', cert: readFileSync(files.cert), key: readFileSync(files.key), ca: readFileSync(files.ca) };
-  const sockets: tls.TLSSocket[] = [];
-  let errors = 0;
-  let firstError: string | undefined;
-  const open = (count: number, into: tls.TLSSocket[]): Promise<void> => pool(count, 16, (i) => new Promise<void>((resolve) => {
-    const s = tls.connect(opts, () => {
-      into.push(s);
-      resolve();
-    });
-    s.on('error', (err) => {
-      errors++;
-      firstError ??= `connection ${i}: ${err.message}`;
-      resolve();
-    });
-  }));
   try {
-    const cold = await settledRss(roles, settle);
-    const warm: tls.TLSSocket[] = [];
-    await open(warmUpCount(n), warm);
-    for (const s of warm) s.destroy();
-    const before = await settledRss(roles, settle);
-    await open(Math.floor(n / 2), sockets);
-    const firstHalf = sockets.length;
-    const mid = await settledRss(roles, settle);
-    await open(n - Math.floor(n / 2), sockets);
-    const after = await settledRss(roles, settle);
-    for (const s of sockets) s.destroy();
-    const released = await settledRss(roles, settle);
-    return {
-      count: sockets.length,
-      perItem: (sum(Object.values(after)) - sum(Object.values(before))) / Math.max(1, sockets.length),
-      marginal: (sum(Object.values(after)) - sum(Object.values(mid))) / Math.max(1, sockets.length - firstHalf),
-      perRole: perRole(before, after, sockets.length),
-      cold, before, mid, after, released, errors,
-      ...(firstError ? { firstError } : {}),
-    };
+    const files = await pki.connector('tls-floor');
+    const opts: tls.ConnectionOptions = { host: '127.0.0.1', port: server.port, servername: 'localhost', cert: readFileSync(files.cert), key: readFileSync(files.key), ca: readFileSync(files.ca) };
+    return await rssPerItem<tls.TLSSocket>({ 'bare TLS server': server.pid }, n, settle, {
+      what: 'bare TLS floor',
+      open: async (count) => {
+        const items: tls.TLSSocket[] = [];
+        let errors = 0;
+        let firstError: string | undefined;
+        await pool(count, 16, (i) => new Promise<void>((resolve) => {
+          const s = tls.connect(opts, () => {
+            items.push(s);
+            resolve();
+          });
+          s.on('error', (err) => {
+            errors++;
+            firstError ??= `connection ${i}: ${err.message}`;
+            resolve();
+          });
+        }));
+        return { items, errors, ...(firstError ? { firstError } : {}) };
+      },
+      close: async (sockets) => {
+        for (const s of sockets) s.destroy();
+      },
+    });
   } finally {
-    for (const s of sockets) s.destroy();
     await server.stop();
   }
 }
