@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { Readable } from 'node:stream';
+import { Duplex, Readable } from 'node:stream';
 import { duplexPair, type PairOptions } from '../testing/duplex-pair.js';
 import { encodeHeader, Flag, FrameType } from './frame.js';
 import type { MuxConfig } from './config.js';
@@ -326,6 +326,61 @@ describe('Session flow control', () => {
     await new Promise((r) => setTimeout(r, 20));
     // After the ACK, the server told us why: GoAway with the protocol-error code.
     expect(Buffer.concat(fromServer).includes(encodeHeader(FrameType.GoAway, 0, 0, 1))).toBe(true);
+  });
+});
+
+/** A transport that records each write it is given (one entry per corked batch) and never answers. */
+class RecordingTransport extends Duplex {
+  readonly batches: Buffer[][] = [];
+  override _read(): void {}
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.batches.push([chunk]);
+    cb();
+  }
+  override _writev(chunks: Array<{ chunk: Buffer }>, cb: (err?: Error | null) => void): void {
+    this.batches.push(chunks.map((c) => c.chunk));
+    cb();
+  }
+}
+
+const frameTypes = (batch: Buffer[]): number[] => batch.filter((b) => b.length === 12).map((b) => b[1]!);
+
+describe('Session writer', () => {
+  function recorded(): { session: Session; t: RecordingTransport } {
+    const t = new RecordingTransport();
+    const session = new Session(t, { client: true, config: { keepaliveIntervalMs: 0 } });
+    sessions.push(session);
+    return { session, t };
+  }
+  /** A stream whose error at the end of the test (the session closes under it) is expected. */
+  const opened = (session: Session): MuxStream => session.open().on('error', () => undefined);
+
+  it('writes the small frames of several callbacks in one event-loop turn as one batch', async () => {
+    const { session, t } = recorded();
+    // Two timers due together run in one timers phase, each its own callback (as two socket reads in one poll).
+    await new Promise<void>((resolve) => {
+      setTimeout(() => opened(session).write('a'), 0);
+      setTimeout(() => {
+        opened(session).write('b');
+        resolve();
+      }, 0);
+    });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(t.batches).toHaveLength(1);
+    // Each stream: a SYN window update and a data frame with its byte.
+    expect(frameTypes(t.batches[0]!)).toEqual([FrameType.WindowUpdate, FrameType.Data, FrameType.WindowUpdate, FrameType.Data]);
+  });
+
+  it('writes bulk data at once, before the event-loop turn ends', async () => {
+    const { session, t } = recorded();
+    const s = opened(session);
+    await new Promise((r) => setTimeout(r, 20)); // the SYN goes out on its own
+    let batchesAtImmediate = -1;
+    setImmediate(() => (batchesAtImmediate = t.batches.length));
+    s.write(Buffer.alloc(64 * 1024));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(batchesAtImmediate).toBe(2);
+    expect(t.batches[1]!.reduce((n, b) => n + b.length, 0)).toBe(12 + 64 * 1024);
   });
 });
 

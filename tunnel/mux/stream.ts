@@ -22,7 +22,8 @@ import { encodeHeader, Flag, FrameType, INITIAL_WINDOW } from './frame.js';
 /** What a stream needs from its session. */
 export interface StreamHost {
   readonly config: MuxConfig;
-  sendFrame(header: Buffer, payload: Buffer | undefined, cb?: (err?: Error | null) => void): void;
+  /** `urgent`: write after the current callback rather than after the event-loop turn (see Session). */
+  sendFrame(header: Buffer, payload: Buffer | undefined, cb?: (err?: Error | null) => void, urgent?: boolean): void;
   streamFinished(stream: MuxStream): void;
   /** The receive window a stream should have now; `receiving`: it is counted as a receiver already. */
   windowTarget(receiving: boolean): number;
@@ -217,7 +218,7 @@ export class MuxStream extends Duplex {
       this.#receiving = true;
       this.#host.receiverCount(1);
     }
-    this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, 0, this.id, delta), undefined);
+    this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, 0, this.id, delta), undefined, undefined, true);
   }
 
   #stopReceiving(): void {
