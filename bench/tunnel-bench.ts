@@ -5,7 +5,7 @@
  * rewrites docs/benchmarks.md. `make bench-soak` runs the 10-minute soak.
  *
  *   node dist/bench/tunnel-bench.js [--quick] [--only bulk,rtt,…] [--contenders ssh,underpass]
- *                                   [--no-docs] [--soak-seconds N] [--keep]
+ *                                   [--rounds N] [--no-docs] [--soak-seconds N] [--keep]
  *
  * Progress goes to stderr, the report to stdout.
  */
@@ -18,7 +18,7 @@ import { CONTENDER_IDS, ROOT, log, type Contender, type ContenderId } from './tu
 import { directContender } from './tunnel/direct.js';
 import { loadAvg, machine, raiseOpenFileLimit } from './tunnel/env.js';
 import { httpTool } from './tunnel/http.js';
-import { applies, FULL, MEASUREMENTS, measure, QUICK, Results, rowKeys, type Ctx, type MeasurementKey } from './tunnel/plan.js';
+import { applies, FULL, MEASUREMENTS, measure, QUICK, Results, ROUNDED, rowKeys, type Ctx, type MeasurementKey } from './tunnel/plan.js';
 import { cpuTable, renderTable, resultsTable, soakSection, verdict, writeDocs, writeSoakDocs } from './tunnel/report.js';
 import { soak, type SoakResult } from './tunnel/soak.js';
 import { sshContender } from './tunnel/ssh.js';
@@ -29,6 +29,7 @@ const HELP = `usage: node dist/bench/tunnel-bench.js [options]
   --quick              tiny sizes, direct + Underpass only, Node-based clients (the test suite's smoke run)
   --only a,b           measurements: ${MEASUREMENTS.join(', ')} (default: all but soak)
   --contenders a,b     ${CONTENDER_IDS.join(', ')} (default: all that are installed)
+  --rounds N           rounds of bulk, bulk8, rtt and connrate, median reported (default 3; 1 with --quick)
   --no-docs            do not write docs/benchmarks.md
   --soak-seconds N     soak duration (default 600; 3 with --quick)
   --keep               keep the temp dir with every process's log`;
@@ -39,11 +40,12 @@ interface Flags {
   contenders: ContenderId[] | undefined;
   docs: boolean;
   soakSeconds: number | undefined;
+  rounds: number | undefined;
   keep: boolean;
 }
 
 function parseFlags(argv: string[]): Flags {
-  const f: Flags = { quick: false, only: undefined, contenders: undefined, docs: true, soakSeconds: undefined, keep: false };
+  const f: Flags = { quick: false, only: undefined, contenders: undefined, docs: true, soakSeconds: undefined, rounds: undefined, keep: false };
   const list = <T extends string>(v: string | undefined, allowed: readonly T[], flag: string): T[] => {
     const items = (v ?? '').split(',').map((x) => x.trim()).filter(Boolean);
     const bad = items.filter((x) => !allowed.includes(x as T));
@@ -60,12 +62,14 @@ function parseFlags(argv: string[]): Flags {
     else if (name === '--only') f.only = list(value(), MEASUREMENTS, '--only');
     else if (name === '--contenders') f.contenders = list(value(), CONTENDER_IDS, '--contenders');
     else if (name === '--soak-seconds') f.soakSeconds = Number(value());
+    else if (name === '--rounds') f.rounds = Number(value());
     else if (name === '--help' || name === '-h') {
       console.log(HELP);
       process.exit(0);
     } else fail(`unknown option ${a}\n${HELP}`);
   }
   if (f.soakSeconds !== undefined && !(f.soakSeconds > 0)) fail('--soak-seconds: must be a positive number');
+  if (f.rounds !== undefined && !(Number.isInteger(f.rounds) && f.rounds >= 1 && f.rounds <= 20)) fail('--rounds: must be a whole number from 1 to 20');
   return f;
 }
 
@@ -76,7 +80,7 @@ function fail(msg: string): never {
 
 async function main(): Promise<void> {
   const flags = parseFlags(process.argv.slice(2));
-  const sizes = flags.quick ? QUICK : FULL;
+  const sizes = { ...(flags.quick ? QUICK : FULL), ...(flags.rounds ? { rounds: flags.rounds } : {}) };
   const measurements: MeasurementKey[] = flags.only ?? (flags.quick ? [...MEASUREMENTS] : MEASUREMENTS.filter((m) => m !== 'soak'));
   const wanted: ContenderId[] = flags.contenders ?? (flags.quick ? ['direct', 'underpass'] : CONTENDER_IDS);
   // Only the contenders some selected measurement applies to (a soak-only run starts no sshd).
@@ -142,28 +146,32 @@ async function main(): Promise<void> {
     };
     let soakResult: SoakResult | undefined;
     for (const key of measurements) {
-      for (const c of contenders) {
-        const ok = applies(key, c.id);
-        if (ok !== true) {
-          results.note(rowKeys(key), c.id, ok);
-          continue;
-        }
-        log(`${key}: ${c.label}`);
-        // One retry: on a shared machine a forwarder process can be killed from outside.
-        const attempts = key === 'soak' ? 1 : 2;
-        for (let attempt = 1; attempt <= attempts; attempt++) {
-          try {
-            if (key === 'soak') soakResult = await runSoak(c);
-            else await measure(key, c, ctx, results);
-            if (attempt > 1) results.problems.push(`${c.label}, ${key}: succeeded on the second attempt`);
-            break;
-          } catch (err) {
-            const msg = (err as Error).message.split('\n')[0]!;
-            log(`  ${c.label} ${key} FAILED (attempt ${attempt}): ${(err as Error).message}`);
-            if (attempt < attempts) continue;
-            results.note(rowKeys(key), c.id, 'failed');
-            results.problems.push(`${c.label}, ${key}: ${msg}`);
-            failed = true;
+      const rounds = ROUNDED.has(key) ? sizes.rounds : 1;
+      for (let round = 0; round < rounds; round++) {
+        // Every other round in reverse, so no contender always runs first (or right after another).
+        for (const c of round % 2 === 0 ? contenders : [...contenders].reverse()) {
+          const ok = applies(key, c.id);
+          if (ok !== true) {
+            if (round === 0) results.note(rowKeys(key), c.id, ok);
+            continue;
+          }
+          log(`${key}${rounds > 1 ? ` (round ${round + 1} of ${rounds})` : ''}: ${c.label}`);
+          // One retry: on a shared machine a forwarder process can be killed from outside.
+          const attempts = key === 'soak' ? 1 : 2;
+          for (let attempt = 1; attempt <= attempts; attempt++) {
+            try {
+              if (key === 'soak') soakResult = await runSoak(c);
+              else await measure(key, c, ctx, results, round);
+              if (attempt > 1) results.problems.push(`${c.label}, ${key}: succeeded on the second attempt`);
+              break;
+            } catch (err) {
+              const msg = (err as Error).message.split('\n')[0]!;
+              log(`  ${c.label} ${key} FAILED (attempt ${attempt}): ${(err as Error).message}`);
+              if (attempt < attempts) continue;
+              results.note(rowKeys(key), c.id, 'failed');
+              results.problems.push(`${c.label}, ${key}${rounds > 1 ? ` (round ${round + 1})` : ''}: ${msg}`);
+              failed = true;
+            }
           }
         }
       }
@@ -182,7 +190,8 @@ async function main(): Promise<void> {
     const sections: string[] = [];
     if (rows.length) sections.push('## Results\n', `Each cell: the absolute number, and in brackets the ratio to \`ssh -L\` in the same run. Targets apply to Underpass.\n`, resultsTable(columns, rows));
     if (results.cpu.length) sections.push('\n## CPU during bulk transfer\n', 'From /proc/PID/stat (utime + stime) of each forwarding process and its children; `bench` is the benchmark process (the Node client when iperf3 is not used); `machine` is every process on the machine (at most 100% × cores: near it, the run was CPU-bound, iperf3 and other load included). CPU s/GiB and syscalls/MiB (from /proc/PID/io) count the forwarder\'s processes only, per byte carried: less sensitive to background load than Gbit/s.\n', cpuTable(results.cpu));
-    if (results.details.length) sections.push('\n## Memory and per-connection detail\n', results.details.map((d) => `- ${d}`).join('\n'));
+    const details = [...results.details, ...results.roundDetails];
+    if (details.length) sections.push('\n## Memory and per-connection detail\n', details.map((d) => `- ${d}`).join('\n'));
     if (soakResult) {
       const s = soakResult;
       sections.push('\n## Soak\n', renderTable(['duration', 'RSS start', 'RSS end', 'RSS max', 'growth', 'trend', 'target', 'result', 'errors'], [[
@@ -221,8 +230,9 @@ function docsMain(facts: string[]): string {
     'section (`make bench-soak`) are rewritten on each run; text under the analysis marker is kept. -->',
     '',
     'Underpass against direct TCP, OpenSSH `ssh -L` and chisel, on one machine over loopback, every',
-    'contender in the same run. The numbers are one run on a shared 2-core machine: read them next to',
-    'the load average.',
+    'contender in the same run. Bulk, RTT and connection-rate rows are the median of three rounds (every',
+    'contender once per round, the order reversed every other round; each round\'s value is in the',
+    'details); the rest are one run. A shared 2-core machine: read the numbers next to the load average.',
     '',
     facts.map((f) => `- ${f}`).join('\n'),
     '',
@@ -264,6 +274,10 @@ const METHOD = `
   closed first — a worker that has served connectors before — cold and half-way readings as above).
   The floor row holds the same number of mutual-TLS connections, after the same warm-up, on a bare
   Node TLS server with the worker's TLS settings and Node options and nothing else.
+- Rounds: bulk, 8-stream bulk, RTT and connection rate run three times (\`--rounds N\`), every
+  contender once per round with a fresh forward, the order reversed every other round so no
+  contender always runs first; a cell is the median round (its CPU row and per-connection detail
+  are that round's), and every round's value is listed in the details. Memory and HTTP rows run once.
 - Underpass processes start with the Node flags of \`bin/underpass\`'s first line (as the CLI and
   the image run them); the header lists them.
 - HTTP: \`wrk -t2 -c32 -d10s\` against a Node \`http\` server answering 32 bytes.

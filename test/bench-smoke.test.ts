@@ -57,4 +57,26 @@ describe('tunnel benchmark smoke run', () => {
     }
     expect(stdout).toContain('## Soak');
   }, 180_000);
+
+  it('--rounds runs every contender once per round and reports the median round', async () => {
+    const { code, stdout, stderr } = await runBench(['--quick', '--no-docs', '--only', 'rtt', '--rounds', '3']);
+    if (code !== 0) throw new Error(`tunnel-bench exited ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr.slice(-4000)}`);
+    // Each contender once per round, the order reversed in the second round.
+    const order = [...stderr.matchAll(/rtt \(round (\d) of 3\): (.+)$/gm)].map((m) => `${m[1]} ${m[2]}`);
+    expect(order).toEqual(['1 direct TCP', '1 Underpass', '2 Underpass', '2 direct TCP', '3 direct TCP', '3 Underpass']);
+    const rounds = /Rounds of "RTT p50[^"]*" \[µs\], in the order run \(median reported\): (.*)$/m.exec(stdout);
+    expect(rounds).not.toBeNull();
+    const underpass = /underpass ([\d.]+) \/ ([\d.]+) \/ ([\d.]+)/.exec(rounds![1]!);
+    expect(underpass).not.toBeNull();
+    const median = underpass!.slice(1, 4).map(Number).sort((a, b) => a - b)[1]!;
+    const { header, rows } = tableAfter(stdout, '## Results');
+    const cell = rows.find((r) => (r[0] ?? '').startsWith('RTT p50'))![header.indexOf('Underpass')]!;
+    expect(Number(cell.split(' ')[0]!.replace(/,/g, ''))).toBe(median);
+  }, 120_000);
+
+  it('refuses a bad --rounds with a clear error', async () => {
+    const { code, stderr } = await runBench(['--quick', '--rounds', '0']);
+    expect(code).toBe(2);
+    expect(stderr).toContain('--rounds: must be a whole number from 1 to 20');
+  });
 });

@@ -32,10 +32,19 @@ export interface Sizes {
   httpSeconds: number;
   /** Seconds RSS may settle before each memory reading. */
   settleSeconds: number;
+  /**
+   * Rounds of the bulk, RTT and connection-rate measurements: every contender once per round, the
+   * order reversed every other round (no contender always runs first or last), the median
+   * reported. One run each swung 0.98–1.17× between otherwise identical runs.
+   */
+  rounds: number;
 }
 
-export const FULL: Sizes = { bulkBytes: 2 ** 30, bulkWarmupBytes: 128 * 2 ** 20, idleStreams: 10_000, idleSessions: 1_000, rttWarmup: 1_000, rttSamples: 20_000, loopSeconds: 5, httpSeconds: 10, settleSeconds: 3 };
-export const QUICK: Sizes = { bulkBytes: 8 * 2 ** 20, bulkWarmupBytes: 2 ** 20, idleStreams: 200, idleSessions: 20, rttWarmup: 200, rttSamples: 2_000, loopSeconds: 2, httpSeconds: 2, settleSeconds: 0.5 };
+/** The measurements repeated `rounds` times (the others are slow, or steady from run to run). */
+export const ROUNDED: ReadonlySet<MeasurementKey> = new Set(['bulk', 'bulk8', 'rtt', 'connrate']);
+
+export const FULL: Sizes = { bulkBytes: 2 ** 30, bulkWarmupBytes: 128 * 2 ** 20, idleStreams: 10_000, idleSessions: 1_000, rttWarmup: 1_000, rttSamples: 20_000, loopSeconds: 5, httpSeconds: 10, settleSeconds: 3, rounds: 3 };
+export const QUICK: Sizes = { bulkBytes: 8 * 2 ** 20, bulkWarmupBytes: 2 ** 20, idleStreams: 200, idleSessions: 20, rttWarmup: 200, rttSamples: 2_000, loopSeconds: 2, httpSeconds: 2, settleSeconds: 0.5, rounds: 1 };
 
 export interface Ctx {
   sizes: Sizes;
@@ -51,11 +60,18 @@ export interface Ctx {
   deadlineMs: number;
 }
 
+/** One round's result in a row, with what is reported beside it when that round is the median. */
+interface Sample {
+  value: number;
+  cpu?: CpuRow;
+  detail?: string;
+}
+
 export class Results {
   readonly rows = new Map<string, Row>();
-  readonly cpu: CpuRow[] = [];
   readonly problems: string[] = [];
   readonly details: string[] = [];
+  readonly #samples = new Map<string, Map<ContenderId, Sample[]>>();
 
   constructor(ctx: Ctx) {
     const s = ctx.sizes;
@@ -80,8 +96,34 @@ export class Results {
     this.rows.set(key, row);
   }
 
-  set(key: string, id: ContenderId, value: number): void {
-    this.rows.get(key)!.values[id] = value;
+  /** Records one round's value; the row shows the median of the rounds so far. */
+  set(key: string, id: ContenderId, value: number, extra: Omit<Sample, 'value'> = {}): void {
+    let byContender = this.#samples.get(key);
+    if (!byContender) this.#samples.set(key, (byContender = new Map()));
+    const samples = byContender.get(id) ?? [];
+    byContender.set(id, [...samples, { value, ...extra }]);
+    this.rows.get(key)!.values[id] = medianSample(byContender.get(id)!).value;
+  }
+
+  /** The CPU rows of the median rounds, in the order they were first recorded. */
+  get cpu(): CpuRow[] {
+    return this.#medians().flatMap((m) => (m.sample.cpu ? [m.sample.cpu] : []));
+  }
+
+  /** Details of the median rounds, then every round's value where there was more than one. */
+  get roundDetails(): string[] {
+    const out = this.#medians().flatMap((m) => (m.sample.detail ? [m.sample.detail] : []));
+    for (const [key, byContender] of this.#samples) {
+      const multi = [...byContender].filter(([, samples]) => samples.length > 1);
+      if (multi.length === 0) continue;
+      const row = this.rows.get(key)!;
+      out.push(`Rounds of "${row.label}" [${row.unit}], in the order run (median reported): ${multi.map(([id, samples]) => `${id} ${samples.map((x) => x.value.toFixed(row.decimals)).join(' / ')}`).join('; ')}`);
+    }
+    return out;
+  }
+
+  #medians(): Array<{ key: string; id: ContenderId; sample: Sample }> {
+    return [...this.#samples].flatMap(([key, byContender]) => [...byContender].map(([id, samples]) => ({ key, id, sample: medianSample(samples) })));
   }
 
   note(keys: string[], id: ContenderId, text: string): void {
@@ -95,6 +137,12 @@ export class Results {
   selected(keys: readonly MeasurementKey[]): Row[] {
     return keys.flatMap((k) => rowKeys(k)).map((k) => this.rows.get(k)!);
   }
+}
+
+/** The middle sample by value (of an even count, the lower of the two middle ones). */
+export function medianSample(samples: readonly Sample[]): Sample {
+  const sorted = [...samples].sort((a, b) => a.value - b.value);
+  return sorted[Math.floor((sorted.length - 1) / 2)]!;
 }
 
 export function rowKeys(m: MeasurementKey): string[] {
@@ -126,7 +174,7 @@ const mib = (b: number): string => `${(b / 2 ** 20).toFixed(1)} MiB`;
 const kib = (b: number): string => `${(b / 1024).toFixed(1)} KiB`;
 
 /** Runs one measurement for one contender (a fresh forward each time) and records it. */
-export async function measure(m: MeasurementKey, c: Contender, ctx: Ctx, r: Results): Promise<void> {
+export async function measure(m: MeasurementKey, c: Contender, ctx: Ctx, r: Results, round = 0): Promise<void> {
   const s = ctx.sizes;
   if (m === 'idle-sessions') {
     const res = await withDeadline(idleSessions(ctx.pki!, s.idleSessions, s.settleSeconds), ctx.deadlineMs, 'idle sessions');
@@ -142,13 +190,13 @@ export async function measure(m: MeasurementKey, c: Contender, ctx: Ctx, r: Resu
   }
   const fwd: Forward = await c.forward(targetPort(m, ctx));
   try {
-    await withDeadline(run(m, c, ctx, r, fwd), ctx.deadlineMs, `${c.label} ${m}`);
+    await withDeadline(run(m, c, ctx, r, fwd, round), ctx.deadlineMs, `${c.label} ${m}`);
   } finally {
     await fwd.stop();
   }
 }
 
-async function run(m: MeasurementKey, c: Contender, ctx: Ctx, r: Results, fwd: Forward): Promise<void> {
+async function run(m: MeasurementKey, c: Contender, ctx: Ctx, r: Results, fwd: Forward, round: number): Promise<void> {
   const s = ctx.sizes;
   switch (m) {
     case 'bulk':
@@ -159,14 +207,12 @@ async function run(m: MeasurementKey, c: Contender, ctx: Ctx, r: Results, fwd: F
         const res = await bulk(fwd, { bytes: s.bulkWarmupBytes, streams, reverse, tool: ctx.bulkTool });
         warm.push(`${reverse ? 'target→client' : 'client→target'} ${res.gbps.toFixed(2)} Gbit/s, ${res.cpuPerGiB.toFixed(2)} CPU s/GiB`);
       }
-      r.details.push(`${c.label}, ${streams} stream${streams > 1 ? 's' : ''}, untimed warm-up of ${s.bulkWarmupBytes / 2 ** 20} MiB each way on the fresh forward: ${warm.join('; ')}`);
+      if (round === 0) r.details.push(`${c.label}, ${streams} stream${streams > 1 ? 's' : ''}, untimed warm-up of ${s.bulkWarmupBytes / 2 ** 20} MiB each way on the fresh forward${s.rounds > 1 ? ' (first round; every round warms up its own forward)' : ''}: ${warm.join('; ')}`);
       for (const reverse of [false, true]) {
         const key = `${m}-${reverse ? 'down' : 'up'}`;
         const res = await bulk(fwd, { bytes: s.bulkBytes, streams, reverse, tool: ctx.bulkTool });
-        r.set(key, c.id, res.gbps);
         const what = `${streams} stream${streams > 1 ? 's' : ''}, ${reverse ? 'target→client' : 'client→target'}`;
-        r.cpu.splice(0, r.cpu.length, ...r.cpu.filter((x) => x.contender !== c.label || x.what !== what));
-        r.cpu.push({ contender: c.label, what, value: `${res.gbps.toFixed(2)} Gbit/s`, cpu: res.cpu, cpuPerGiB: res.cpuPerGiB, syscallsPerMiB: res.syscallsPerMiB });
+        r.set(key, c.id, res.gbps, { cpu: { contender: c.label, what, value: `${res.gbps.toFixed(2)} Gbit/s`, cpu: res.cpu, cpuPerGiB: res.cpuPerGiB, syscallsPerMiB: res.syscallsPerMiB } });
         log(`  ${c.label} ${key}: ${res.gbps.toFixed(2)} Gbit/s in ${res.seconds.toFixed(1)} s; CPU ${fmtCpu(res.cpu)}; ${res.cpuPerGiB.toFixed(2)} CPU s/GiB, ${res.syscallsPerMiB.toFixed(0)} syscalls/MiB`);
       }
       return;
@@ -180,11 +226,10 @@ async function run(m: MeasurementKey, c: Contender, ctx: Ctx, r: Results, fwd: F
     }
     case 'connrate': {
       const res = await connRate(fwd, { concurrency: 8, seconds: s.loopSeconds, extraRoles: { 'target app': ctx.appsPid } });
-      r.set('connrate', c.id, res.perSecond);
       if (res.errors) r.problems.push(`${c.label}, connection rate: ${res.errors} of ${res.completed + res.errors} connections failed (${res.firstError})`);
       log(`  ${c.label} connrate: ${res.perSecond.toFixed(0)} conn/s (${res.errors} errors); CPU ${fmtCpu(res.cpu)}`);
       const per = Object.entries(res.cpuPerConnUs).map(([role, us]) => `${role} ${us.toFixed(0)} µs`).join(', ');
-      r.details.push(`${c.label}, connection rate ${res.perSecond.toFixed(0)}/s: CPU time per connection ${per}; machine ${res.cpu.machine?.toFixed(0)}% of ${os.availableParallelism() * 100}%`);
+      r.set('connrate', c.id, res.perSecond, { detail: `${c.label}, connection rate ${res.perSecond.toFixed(0)}/s${s.rounds > 1 ? ' (the median round)' : ''}: CPU time per connection ${per}; machine ${res.cpu.machine?.toFixed(0)}% of ${os.availableParallelism() * 100}%` });
       return;
     }
     case 'idle-streams': {
