@@ -259,8 +259,10 @@ const METHOD = `
   own rate is in the details: a fresh Node process is much slower over its first 128 MiB
   (JIT compilation, heap growth) than OpenSSH.
 - RTT: one connection, 64 bytes out, wait for all 64 back, repeat; 1,000 warm-up round trips, then 20,000 timed.
-- Connection rate: 8 loops of connect → 64-byte round trip → half-close, for 5 s; CPU time per
-  connection of every process involved (forwarder, target app, benchmark client) in the details.
+- Connection rate: 8 loops of connect → 64-byte round trip → half-close, for 5 s, after 2 s of the
+  same untimed on the fresh forward (a fresh Node process compiles its connection path over its
+  first thousands of connections); CPU time per connection of every process involved (forwarder,
+  target app, benchmark client) in the details.
 - Idle streams: 10,000 connections, each proven end to end by a 1-byte echo, then idle; RSS (VmRSS of
   every process of the forwarder, children included) after 3 s of rest, minus before, divided by the
   count. A warm-up batch (a fifth of the count, opened and closed again) runs before the "before"
@@ -280,7 +282,8 @@ const METHOD = `
   are that round's), and every round's value is listed in the details. Memory and HTTP rows run once.
 - Underpass processes start with the Node flags of \`bin/underpass\`'s first line (as the CLI and
   the image run them); the header lists them.
-- HTTP: \`wrk -t2 -c32 -d10s\` against a Node \`http\` server answering 32 bytes.
+- HTTP: \`wrk -t2 -c32 -d10s\` against a Node \`http\` server answering 32 bytes, after an untimed
+  \`-d2s\` on the fresh forward.
 - CPU: utime + stime from /proc/PID/stat of the forwarder's processes over each transfer; system calls
   from /proc/PID/io (syscr + syscw). Underpass's worker and connector write their logs and audit lines
   to files, as deployed. \`UNDERPASS_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR"\` profiles both

@@ -29,6 +29,13 @@ export interface Sizes {
   rttWarmup: number;
   rttSamples: number;
   loopSeconds: number;
+  /**
+   * Untimed seconds of the same load through the fresh forward before the connection-rate and
+   * HTTP measurements (as the bulk rows' warm-up transfer and the RTT's warm-up round trips): a
+   * fresh Node process spends its first seconds compiling; measured cold, Underpass used 318 + 391
+   * µs of CPU per connection where the same build warmed up uses 232 + 275.
+   */
+  warmupSeconds: number;
   httpSeconds: number;
   /** Seconds RSS may settle before each memory reading. */
   settleSeconds: number;
@@ -43,8 +50,8 @@ export interface Sizes {
 /** The measurements repeated `rounds` times (the others are slow, or steady from run to run). */
 export const ROUNDED: ReadonlySet<MeasurementKey> = new Set(['bulk', 'bulk8', 'rtt', 'connrate']);
 
-export const FULL: Sizes = { bulkBytes: 2 ** 30, bulkWarmupBytes: 128 * 2 ** 20, idleStreams: 10_000, idleSessions: 1_000, rttWarmup: 1_000, rttSamples: 20_000, loopSeconds: 5, httpSeconds: 10, settleSeconds: 3, rounds: 3 };
-export const QUICK: Sizes = { bulkBytes: 8 * 2 ** 20, bulkWarmupBytes: 2 ** 20, idleStreams: 200, idleSessions: 20, rttWarmup: 200, rttSamples: 2_000, loopSeconds: 2, httpSeconds: 2, settleSeconds: 0.5, rounds: 1 };
+export const FULL: Sizes = { bulkBytes: 2 ** 30, bulkWarmupBytes: 128 * 2 ** 20, idleStreams: 10_000, idleSessions: 1_000, rttWarmup: 1_000, rttSamples: 20_000, loopSeconds: 5, warmupSeconds: 2, httpSeconds: 10, settleSeconds: 3, rounds: 3 };
+export const QUICK: Sizes = { bulkBytes: 8 * 2 ** 20, bulkWarmupBytes: 2 ** 20, idleStreams: 200, idleSessions: 20, rttWarmup: 200, rttSamples: 2_000, loopSeconds: 2, warmupSeconds: 0.5, httpSeconds: 2, settleSeconds: 0.5, rounds: 1 };
 
 export interface Ctx {
   sizes: Sizes;
@@ -225,6 +232,8 @@ async function run(m: MeasurementKey, c: Contender, ctx: Ctx, r: Results, fwd: F
       return;
     }
     case 'connrate': {
+      const warm = await connRate(fwd, { concurrency: 8, seconds: s.warmupSeconds });
+      if (round === 0) r.details.push(`${c.label}, connection rate: untimed warm-up of ${s.warmupSeconds} s on the fresh forward${s.rounds > 1 ? ' (first round; every round warms up its own forward)' : ''}: ${warm.perSecond.toFixed(0)} conn/s`);
       const res = await connRate(fwd, { concurrency: 8, seconds: s.loopSeconds, extraRoles: { 'target app': ctx.appsPid } });
       if (res.errors) r.problems.push(`${c.label}, connection rate: ${res.errors} of ${res.completed + res.errors} connections failed (${res.firstError})`);
       log(`  ${c.label} connrate: ${res.perSecond.toFixed(0)} conn/s (${res.errors} errors); CPU ${fmtCpu(res.cpu)}`);
@@ -243,6 +252,8 @@ async function run(m: MeasurementKey, c: Contender, ctx: Ctx, r: Results, fwd: F
       return;
     }
     case 'http': {
+      const warm = await httpLoad(fwd, { tool: ctx.httpTool, seconds: s.warmupSeconds, connections: 32 });
+      r.details.push(`${c.label}, HTTP: untimed warm-up of ${s.warmupSeconds} s on the fresh forward: ${warm.perSecond.toFixed(0)} req/s`);
       const res = await httpLoad(fwd, { tool: ctx.httpTool, seconds: s.httpSeconds, connections: 32 });
       r.set('http', c.id, res.perSecond);
       if (res.errors) r.problems.push(`${c.label}, HTTP: ${res.errors} errors`);
