@@ -13,10 +13,11 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SCRIPT = path.join(ROOT, 'dist/bench/tunnel-bench.js');
+const SWEEP = path.join(ROOT, 'dist/bench/connrate-sweep.js');
 
-function runBench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runBench(args: string[], script = SCRIPT): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [SCRIPT, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [script, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -79,4 +80,19 @@ describe('tunnel benchmark smoke run', () => {
     expect(code).toBe(2);
     expect(stderr).toContain('--rounds: must be a whole number from 1 to 20');
   });
+
+  it('connrate-sweep measures every concurrency asked for', async () => {
+    const { code, stdout, stderr } = await runBench(['--concurrency', '1,2', '--seconds', '0.5'], SWEEP);
+    if (code !== 0) throw new Error(`connrate-sweep exited ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr.slice(-4000)}`);
+    const { header, rows } = tableAfter(stdout, '| contender');
+    const underpass = rows.filter((r) => r[0] === 'Underpass');
+    expect(underpass.map((r) => r[header.indexOf('at a time')])).toEqual(['1', '2']);
+    for (const r of underpass) {
+      expect(Number(r[header.indexOf('conn/s')])).toBeGreaterThan(0);
+      expect(r[header.indexOf('errors')]).toBe('0');
+    }
+    const bad = await runBench(['--concurrency', '0'], SWEEP);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--concurrency: whole numbers from 1 to 256');
+  }, 120_000);
 });
