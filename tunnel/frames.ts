@@ -6,13 +6,16 @@ import type { Readable } from 'node:stream';
 import { ProtocolError, UnderpassError } from './errors.js';
 
 export function encodeJsonFrame(value: unknown, lengthBytes: 2 | 4): Buffer {
-  const body = Buffer.from(JSON.stringify(value), 'utf8');
+  const json = JSON.stringify(value);
+  const length = Buffer.byteLength(json, 'utf8');
   const max = lengthBytes === 2 ? 0xffff : 0xffffffff;
-  if (body.length > max) throw new UnderpassError('ERR_FRAME_TOO_LARGE', `message of ${body.length} bytes does not fit a ${lengthBytes}-byte length`);
-  const head = Buffer.allocUnsafe(lengthBytes);
-  if (lengthBytes === 2) head.writeUInt16BE(body.length);
-  else head.writeUInt32BE(body.length);
-  return Buffer.concat([head, body]);
+  if (length > max) throw new UnderpassError('ERR_FRAME_TOO_LARGE', `message of ${length} bytes does not fit a ${lengthBytes}-byte length`);
+  // One allocation (a stream-open header is written per connection).
+  const frame = Buffer.allocUnsafe(lengthBytes + length);
+  if (lengthBytes === 2) frame.writeUInt16BE(length, 0);
+  else frame.writeUInt32BE(length, 0);
+  frame.write(json, lengthBytes, 'utf8');
+  return frame;
 }
 
 const EMPTY = Buffer.alloc(0);

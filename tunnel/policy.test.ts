@@ -113,6 +113,23 @@ describe('AllowList.permits', () => {
     expect(list.permits(target)).toBe(want);
   });
 
+  it('answers the same when asked again, for each host, port and resolved address apart (remembered answers)', () => {
+    const fresh = AllowList.parse(['10.0.0.0/8:443', 'db.internal:5432']);
+    const cases: Array<[{ host: string; port: number; address?: string }, boolean]> = [
+      [{ host: 'app.example', port: 443, address: '10.1.2.3' }, true],
+      [{ host: 'app.example', port: 443, address: '192.168.0.1' }, false], // same name, another address
+      [{ host: 'app.example', port: 443 }, false], // same name, unresolved
+      [{ host: 'app.example', port: 444, address: '10.1.2.3' }, false], // another port
+      [{ host: 'db.internal', port: 5432 }, true],
+    ];
+    for (let round = 0; round < 3; round++) {
+      for (const [target, want] of round === 1 ? [...cases].reverse() : cases) expect(fresh.permits(target)).toBe(want);
+    }
+    // Past the memo's bound it starts over and still answers correctly.
+    for (let i = 0; i < 3000; i++) expect(fresh.permits({ host: `h${i}.example`, port: 443, address: `10.0.${i >> 8}.${i & 255}` })).toBe(true);
+    for (const [target, want] of cases) expect(fresh.permits(target)).toBe(want);
+  });
+
   it('denies everything when empty', () => {
     expect(new AllowList([]).permits({ host: '127.0.0.1', port: 5432 })).toBe(false);
   });

@@ -77,6 +77,9 @@ export function formatAllowRule(r: AllowRule): string {
   return v6 ? `[${r.match}]:${ports}` : `${r.match}:${ports}`;
 }
 
+/** Answers an AllowList remembers (targets × resolved addresses) before it starts over. */
+const MEMO_LIMIT = 1024;
+
 interface CompiledRule {
   rule: AllowRule;
   test: (target: AllowTarget) => boolean;
@@ -85,6 +88,7 @@ interface CompiledRule {
 export class AllowList {
   readonly rules: readonly AllowRule[];
   #compiled: CompiledRule[];
+  readonly #memo = new Map<string, boolean>();
 
   constructor(rules: AllowRule[]) {
     this.rules = [...rules];
@@ -104,8 +108,16 @@ export class AllowList {
   }
 
   permits(target: AllowTarget): boolean {
-    return this.#compiled.some(({ rule, test }) =>
+    // The same few targets are checked on every dial: remember the answers (the rules never
+    // change; a new list is a new AllowList). Bounded: cleared when it holds MEMO_LIMIT answers.
+    const key = `${target.host}\0${target.port}\0${target.address ?? ''}`;
+    const known = this.#memo.get(key);
+    if (known !== undefined) return known;
+    const answer = this.#compiled.some(({ rule, test }) =>
       target.port >= rule.ports.from && target.port <= rule.ports.to && test(target));
+    if (this.#memo.size >= MEMO_LIMIT) this.#memo.clear();
+    this.#memo.set(key, answer);
+    return answer;
   }
 
   describe(): string[] {
