@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SCRIPT = path.join(ROOT, 'dist/bench/tunnel-bench.js');
 const SWEEP = path.join(ROOT, 'dist/bench/connrate-sweep.js');
+const FLOOR = path.join(ROOT, 'dist/bench/node-floor.js');
 
 function runBench(args: string[], script = SCRIPT): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -95,4 +96,15 @@ describe('tunnel benchmark smoke run', () => {
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('--concurrency: whole numbers from 1 to 256');
   }, 120_000);
+
+  it('node-floor measures TCP and TLS echo round trips and their CPU on both sides', async () => {
+    const { code, stdout, stderr } = await runBench(['--round-trips', '2000'], FLOOR);
+    if (code !== 0) throw new Error(`node-floor exited ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr.slice(-4000)}`);
+    const { rows } = tableAfter(stdout, '| 78-byte echo');
+    expect(rows.map((r) => r[0])).toEqual(['TCP', 'TLS, one buffer per write', 'TLS, three buffers corked per write']);
+    for (const r of rows) for (const cell of r.slice(1)) expect(Number(cell)).toBeGreaterThan(0);
+    const bad = await runBench(['--round-trips', 'x'], FLOOR);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--round-trips: a whole number');
+  }, 60_000);
 });

@@ -226,7 +226,10 @@ async function run(m: MeasurementKey, c: Contender, ctx: Ctx, r: Results, fwd: F
     }
     case 'rtt': {
       const res = await rtt(fwd, { warmup: s.rttWarmup, samples: s.rttSamples });
-      r.set('rtt-p50', c.id, res.p50);
+      const perRt = Object.entries(res.cpuPerRoundTripUs);
+      const detail = perRt.length === 0 ? undefined
+        : `${c.label}, RTT p50 ${res.p50.toFixed(0)} µs${s.rounds > 1 ? ' (the median round)' : ''}: CPU time per round trip ${perRt.map(([role, us]) => `${role} ${us.toFixed(0)} µs`).join(', ')} (${perRt.reduce((a, [, us]) => a + us, 0).toFixed(0)} µs in all)`;
+      r.set('rtt-p50', c.id, res.p50, detail ? { detail } : {});
       r.set('rtt-p99', c.id, res.p99);
       log(`  ${c.label} rtt: p50 ${res.p50.toFixed(0)} µs, p99 ${res.p99.toFixed(0)} µs; CPU ${fmtCpu(res.cpu)}`);
       return;

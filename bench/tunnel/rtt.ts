@@ -11,6 +11,8 @@ export interface RttResult {
   p99: number;
   samples: number;
   cpu: Record<string, number>;
+  /** CPU time per round trip by forwarder process (µs; warm-up round trips included in both). */
+  cpuPerRoundTripUs: Record<string, number>;
 }
 
 export async function rtt(fwd: Forward, o: { warmup: number; samples: number; size?: number }): Promise<RttResult> {
@@ -41,7 +43,7 @@ export async function rtt(fwd: Forward, o: { warmup: number; samples: number; si
       socket.write(payload);
     });
   });
-  const { cpu } = await withCpu(fwd.roles, async () => {
+  const { cpu, seconds } = await withCpu(fwd.roles, async () => {
     t0 = process.hrtime.bigint();
     socket.write(payload);
     await done;
@@ -49,5 +51,7 @@ export async function rtt(fwd: Forward, o: { warmup: number; samples: number; si
   socket.removeAllListeners('close');
   socket.destroy();
   const sorted = Array.from(times).sort((a, b) => a - b);
-  return { p50: percentile(sorted, 50), p99: percentile(sorted, 99), samples: sorted.length, cpu };
+  const cpuPerRoundTripUs: Record<string, number> = {};
+  for (const role of Object.keys(fwd.roles)) cpuPerRoundTripUs[role] = ((cpu[role] ?? 0) / 100) * seconds * 1e6 / (o.warmup + o.samples);
+  return { p50: percentile(sorted, 50), p99: percentile(sorted, 99), samples: sorted.length, cpu, cpuPerRoundTripUs };
 }
