@@ -20,8 +20,8 @@ import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import { percentile, withCpu } from './tunnel/common.js';
 import { renderTable } from './tunnel/report.js';
+import { rtt } from './tunnel/rtt.js';
 import { makePki, nodeArgs } from './tunnel/underpass.js';
 
 type Mode = 'tcp' | 'tls' | 'tls-3';
@@ -66,40 +66,10 @@ async function measure(mode: Mode, certDir: string, warmup: number, roundTrips: 
     });
     socket.setNoDelay(true);
     const parts = [Buffer.alloc(2, 0x82), Buffer.alloc(12, 0), Buffer.alloc(64, 0x61)];
-    const whole = Buffer.concat(parts);
-    const send = mode === 'tls-3'
-      ? (): void => {
-        socket.cork();
-        for (const p of parts) socket.write(p);
-        socket.uncork();
-      }
-      : (): void => void socket.write(whole);
-    const times = new Float64Array(roundTrips);
-    let i = -warmup;
-    let got = 0;
-    let t0 = 0n;
-    const done = new Promise<void>((resolve, reject) => {
-      socket.on('error', reject);
-      socket.on('data', (d: Buffer) => {
-        got += d.length;
-        if (got < whole.length) return;
-        if (i >= 0) times[i] = Number(process.hrtime.bigint() - t0) / 1e3;
-        if (++i >= roundTrips) return resolve();
-        got = 0;
-        t0 = process.hrtime.bigint();
-        send();
-      });
-    });
-    const { cpu, seconds } = await withCpu({ server: child.pid! }, async () => {
-      t0 = process.hrtime.bigint();
-      send();
-      await done;
-    });
-    socket.destroy();
-    const perRt = (pct: number | undefined): string => (((pct ?? 0) / 100) * seconds * 1e6 / (warmup + roundTrips)).toFixed(1);
-    const sorted = Array.from(times).sort((a, b) => a - b);
+    const res = await rtt({ port, roles: { server: child.pid! } }, { warmup, samples: roundTrips, socket, parts: mode === 'tls-3' ? parts : [Buffer.concat(parts)] });
+    const perRt = (role: string): string => (res.cpuPerRoundTripUs[role] ?? 0).toFixed(1);
     const label = { tcp: 'TCP', tls: 'TLS, one buffer per write', 'tls-3': 'TLS, three buffers corked per write' }[mode];
-    return [label, percentile(sorted, 50).toFixed(0), perRt(cpu.bench), perRt(cpu.server)];
+    return [label, res.p50.toFixed(0), perRt('bench'), perRt('server')];
   } finally {
     child.kill('SIGTERM');
   }

@@ -226,7 +226,7 @@ async function run(m: MeasurementKey, c: Contender, ctx: Ctx, r: Results, fwd: F
     }
     case 'rtt': {
       const res = await rtt(fwd, { warmup: s.rttWarmup, samples: s.rttSamples });
-      const perRt = Object.entries(res.cpuPerRoundTripUs);
+      const perRt = Object.entries(res.cpuPerRoundTripUs).filter(([role]) => role !== 'bench');
       const detail = perRt.length === 0 ? undefined
         : `${c.label}, RTT p50 ${res.p50.toFixed(0)} µs${s.rounds > 1 ? ' (the median round)' : ''}: CPU time per round trip ${perRt.map(([role, us]) => `${role} ${us.toFixed(0)} µs`).join(', ')} (${perRt.reduce((a, [, us]) => a + us, 0).toFixed(0)} µs in all)`;
       r.set('rtt-p50', c.id, res.p50, detail ? { detail } : {});

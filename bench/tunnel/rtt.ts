@@ -11,18 +11,35 @@ export interface RttResult {
   p99: number;
   samples: number;
   cpu: Record<string, number>;
-  /** CPU time per round trip by forwarder process (µs; warm-up round trips included in both). */
+  /** CPU time per round trip by role, `bench` (this process) included (µs; warm-up round trips included in both). */
   cpuPerRoundTripUs: Record<string, number>;
 }
 
-export async function rtt(fwd: Forward, o: { warmup: number; samples: number; size?: number }): Promise<RttResult> {
-  const size = o.size ?? 64;
-  const socket = net.connect({ port: fwd.port, host: '127.0.0.1', noDelay: true });
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('error', reject);
-  });
-  const payload = Buffer.alloc(size, 0x61);
+export interface RttOptions {
+  warmup: number;
+  samples: number;
+  size?: number;
+  /** A connected socket to use instead of a TCP connection to `fwd.port` (e.g. TLS); destroyed afterwards. */
+  socket?: net.Socket;
+  /** The message as several buffers, written corked (default: one buffer of `size` bytes). */
+  parts?: Buffer[];
+}
+
+export async function rtt(fwd: Pick<Forward, 'port' | 'roles'>, o: RttOptions): Promise<RttResult> {
+  const parts = o.parts ?? [Buffer.alloc(o.size ?? 64, 0x61)];
+  const size = parts.reduce((n, p) => n + p.length, 0);
+  const socket = o.socket ?? net.connect({ port: fwd.port, host: '127.0.0.1', noDelay: true });
+  if (!o.socket) {
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', resolve);
+      socket.once('error', reject);
+    });
+  }
+  const send = parts.length === 1 ? (): void => void socket.write(parts[0]) : (): void => {
+    socket.cork();
+    for (const p of parts) socket.write(p);
+    socket.uncork();
+  };
   const times = new Float64Array(o.samples);
   let i = -o.warmup;
   let got = 0;
@@ -40,18 +57,18 @@ export async function rtt(fwd: Forward, o: { warmup: number; samples: number; si
       if (i >= o.samples) return resolve();
       got = 0;
       t0 = process.hrtime.bigint();
-      socket.write(payload);
+      send();
     });
   });
   const { cpu, seconds } = await withCpu(fwd.roles, async () => {
     t0 = process.hrtime.bigint();
-    socket.write(payload);
+    send();
     await done;
   });
   socket.removeAllListeners('close');
   socket.destroy();
   const sorted = Array.from(times).sort((a, b) => a - b);
   const cpuPerRoundTripUs: Record<string, number> = {};
-  for (const role of Object.keys(fwd.roles)) cpuPerRoundTripUs[role] = ((cpu[role] ?? 0) / 100) * seconds * 1e6 / (o.warmup + o.samples);
+  for (const role of [...Object.keys(fwd.roles), 'bench']) cpuPerRoundTripUs[role] = ((cpu[role] ?? 0) / 100) * seconds * 1e6 / (o.warmup + o.samples);
   return { p50: percentile(sorted, 50), p99: percentile(sorted, 99), samples: sorted.length, cpu, cpuPerRoundTripUs };
 }
