@@ -97,14 +97,27 @@ describe('tunnel benchmark smoke run', () => {
     expect(bad.stderr).toContain('--concurrency: whole numbers from 1 to 256');
   }, 120_000);
 
-  it('node-floor measures TCP and TLS echo round trips and their CPU on both sides', async () => {
-    const { code, stdout, stderr } = await runBench(['--round-trips', '2000'], FLOOR);
+  it('node-floor measures echo round trips and the bare Node forwarders beside Underpass', async () => {
+    const { code, stdout, stderr } = await runBench(['--round-trips', '500', '--seconds', '0.5', '--rounds', '1'], FLOOR);
     if (code !== 0) throw new Error(`node-floor exited ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr.slice(-4000)}`);
     const { rows } = tableAfter(stdout, '| 78-byte echo');
     expect(rows.map((r) => r[0])).toEqual(['TCP', 'TLS, one buffer per write', 'TLS, three buffers corked per write']);
     for (const r of rows) for (const cell of r.slice(1)) expect(Number(cell)).toBeGreaterThan(0);
-    const bad = await runBench(['--round-trips', 'x'], FLOOR);
-    expect(bad.code).toBe(2);
-    expect(bad.stderr).toContain('--round-trips: a whole number');
-  }, 60_000);
+    const fwd = tableAfter(stdout, '| forwarder');
+    const col = (r: string[], name: string): string => r[fwd.header.indexOf(name)]!;
+    const ours = fwd.rows.filter((r) => r[0] !== 'ssh -L'); // ssh -L is there when sshd is installed
+    expect(ours.map((r) => r[0])).toEqual(['bare Node TCP relay, one process', 'bare Node mux over TLS, two processes', 'Underpass']);
+    for (const r of ours) {
+      expect(Number(col(r, 'RTT p50 µs'))).toBeGreaterThan(0);
+      expect(Number(col(r, 'conn/s (8 at a time)'))).toBeGreaterThan(0);
+      expect(col(r, 'errors')).toBe('0');
+    }
+    expect(col(ours[1]!, 'CPU µs per connection')).toMatch(/^entry \d+, exit \d+$/);
+    expect(col(ours[2]!, 'CPU µs per round trip')).toMatch(/^worker \d+, connector \d+$/);
+    for (const [args, message] of [[['--round-trips', 'x'], '--round-trips: a whole number'], [['--rounds', '0'], '--rounds: a whole number from 1 to 20'], [['--seconds', '-1'], '--seconds: a number of seconds']] as const) {
+      const bad = await runBench([...args], FLOOR);
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toContain(message);
+    }
+  }, 180_000);
 });

@@ -1,0 +1,180 @@
+/**
+ * Bare Node forwarders: the least a Node program must do to forward connections, as a
+ * floor under Underpass's numbers (used by bench/node-floor.ts).
+ *
+ * - `tcp`: one process that accepts a connection, dials the target and pipes both ways.
+ * - `mux`: Underpass's topology without anything but the forwarding — an entry process
+ *   (like the worker) that accepts application connections and a TLS server the exit
+ *   dials out to; an exit process (like the connector) that dials the targets; one TLS
+ *   connection between them carrying every application connection as frames of a
+ *   9-byte header (type, id, length) and the bytes. Frames of one event-loop turn go out
+ *   in one write, as Underpass's do. No flow control, no authentication of the exit, no
+ *   policy, no audit, no metrics, no keepalive: not a tunnel anyone should run, only the
+ *   cost of the plumbing.
+ */
+import net from 'node:net';
+import path from 'node:path';
+import { readFile } from 'node:fs/promises';
+import tls from 'node:tls';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Child, waitUntil, type Forward } from './common.js';
+
+const OPEN = 1;
+const DATA = 2;
+const FIN = 3;
+const HEADER = 9;
+
+export type BareKind = 'tcp' | 'mux';
+
+/** Frames queued during one event-loop turn, written together when it ends. */
+class FrameWriter {
+  #queue: Buffer[] = [];
+  #scheduled = false;
+  constructor(private readonly out: net.Socket) {}
+
+  send(type: number, id: number, payload?: Buffer): void {
+    const h = Buffer.allocUnsafe(HEADER);
+    h.writeUInt8(type, 0);
+    h.writeUInt32BE(id, 1);
+    h.writeUInt32BE(payload?.length ?? 0, 5);
+    this.#queue.push(h);
+    if (payload) this.#queue.push(payload);
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(() => {
+        this.#scheduled = false;
+        const q = this.#queue;
+        this.#queue = [];
+        this.out.write(q.length === 1 ? q[0]! : Buffer.concat(q));
+      });
+    }
+  }
+}
+
+/** Calls `onFrame` for every whole frame arriving on `from`. */
+function readFrames(from: net.Socket, onFrame: (type: number, id: number, payload: Buffer) => void): void {
+  let pending: Buffer = Buffer.alloc(0);
+  from.on('data', (d: Buffer) => {
+    let buf = pending.length ? Buffer.concat([pending, d]) : d;
+    while (buf.length >= HEADER) {
+      const len = buf.readUInt32BE(5);
+      if (buf.length < HEADER + len) break;
+      onFrame(buf.readUInt8(0), buf.readUInt32BE(1), buf.subarray(HEADER, HEADER + len));
+      buf = buf.subarray(HEADER + len);
+    }
+    pending = buf;
+  });
+}
+
+/** Forwards one application socket's bytes and end as frames of stream `id`. */
+function forwardSocket(sock: net.Socket, id: number, w: FrameWriter, streams: Map<number, net.Socket>): void {
+  streams.set(id, sock);
+  sock.setNoDelay(true);
+  sock.on('data', (d: Buffer) => w.send(DATA, id, d));
+  sock.on('end', () => w.send(FIN, id));
+  sock.on('error', () => sock.destroy());
+  sock.on('close', () => streams.delete(id));
+}
+
+function onPeerFrame(streams: Map<number, net.Socket>, type: number, id: number, payload: Buffer): void {
+  const s = streams.get(id);
+  if (!s) return;
+  if (type === DATA) s.write(payload);
+  else if (type === FIN) s.end();
+}
+
+/** Child process: the entry side of `mux` (prints its application port once the exit is connected). */
+async function entry(certDir: string): Promise<void> {
+  const tunnelServer = tls.createServer({
+    cert: await readFile(path.join(certDir, 'worker.crt')),
+    key: await readFile(path.join(certDir, 'worker.key')),
+  });
+  tunnelServer.listen(0, '127.0.0.1', () => process.stdout.write(`${JSON.stringify({ tunnel: (tunnelServer.address() as net.AddressInfo).port })}\n`));
+  tunnelServer.once('secureConnection', (tunnel: tls.TLSSocket) => {
+    tunnel.setNoDelay(true);
+    const w = new FrameWriter(tunnel);
+    const streams = new Map<number, net.Socket>();
+    readFrames(tunnel, (type, id, payload) => onPeerFrame(streams, type, id, payload));
+    let nextId = 1;
+    const app = net.createServer({ allowHalfOpen: true }, (sock) => {
+      const id = nextId++;
+      w.send(OPEN, id);
+      forwardSocket(sock, id, w, streams);
+    });
+    app.listen(0, '127.0.0.1', () => process.stdout.write(`${JSON.stringify({ app: (app.address() as net.AddressInfo).port })}\n`));
+  });
+}
+
+/** Child process: the exit side of `mux`, dialling out to the entry. */
+async function exit(entryPort: number, targetPort: number, certDir: string): Promise<void> {
+  const tunnel = tls.connect({ port: entryPort, host: '127.0.0.1', ca: await readFile(path.join(certDir, 'ca.crt')), servername: 'localhost' });
+  tunnel.setNoDelay(true);
+  const w = new FrameWriter(tunnel);
+  const streams = new Map<number, net.Socket>();
+  readFrames(tunnel, (type, id, payload) => {
+    if (type === OPEN) forwardSocket(net.connect({ port: targetPort, host: '127.0.0.1', allowHalfOpen: true }), id, w, streams);
+    else onPeerFrame(streams, type, id, payload);
+  });
+}
+
+/** Child process: `tcp`, one process piping each accepted connection to a new one to the target. */
+function tcpRelay(targetPort: number): void {
+  const server = net.createServer({ allowHalfOpen: true }, (a) => {
+    const b = net.connect({ port: targetPort, host: '127.0.0.1', allowHalfOpen: true });
+    for (const s of [a, b]) {
+      s.setNoDelay(true);
+      s.on('error', () => (a.destroy(), b.destroy()));
+    }
+    a.pipe(b);
+    b.pipe(a);
+  });
+  server.listen(0, '127.0.0.1', () => process.stdout.write(`${JSON.stringify({ app: (server.address() as net.AddressInfo).port })}\n`));
+}
+
+async function portFrom(file: string, key: 'app' | 'tunnel', what: string, child: Child): Promise<number> {
+  let port: number | undefined;
+  await waitUntil(what, async () => {
+    for (const line of (await readFile(file, 'utf8').catch(() => '')).split('\n')) {
+      if (line.startsWith('{')) port ??= (JSON.parse(line) as Record<string, number>)[key];
+    }
+    return port !== undefined;
+  }, 10_000, child);
+  return port!;
+}
+
+/** Starts a bare forwarder to `targetPort` with the given Node options; its processes' logs go to `logDir`. */
+export async function startBareRelay(kind: BareKind, targetPort: number, certDir: string, logDir: string, nodeArgs: string[]): Promise<Forward> {
+  const self = fileURLToPath(import.meta.url);
+  if (kind === 'tcp') {
+    const file = path.join(logDir, 'bare-tcp.log');
+    const relay = new Child('bare Node TCP relay', process.execPath, [...nodeArgs, self, '--tcp', String(targetPort)], file);
+    const port = await portFrom(file, 'app', 'the bare Node TCP relay', relay).catch(async (err: unknown) => {
+      await relay.stop();
+      throw err;
+    });
+    return { port, roles: { relay: relay.pid }, stop: () => relay.stop() };
+  }
+  const entryLog = path.join(logDir, 'bare-entry.log');
+  const entryChild = new Child('bare Node entry', process.execPath, [...nodeArgs, self, '--entry', certDir], entryLog);
+  const children = [entryChild];
+  const stop = async (): Promise<void> => {
+    for (const c of children) await c.stop();
+  };
+  try {
+    const tunnelPort = await portFrom(entryLog, 'tunnel', 'the bare Node entry', entryChild);
+    children.push(new Child('bare Node exit', process.execPath, [...nodeArgs, self, '--exit', String(tunnelPort), String(targetPort), certDir], path.join(logDir, 'bare-exit.log')));
+    const port = await portFrom(entryLog, 'app', 'the bare Node exit to connect', entryChild);
+    return { port, roles: { entry: entryChild.pid, exit: children[1]!.pid }, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const [mode, ...args] = process.argv.slice(2);
+  process.on('SIGTERM', () => process.exit(0));
+  if (mode === '--tcp') tcpRelay(Number(args[0]));
+  else if (mode === '--entry') void entry(args[0]!);
+  else if (mode === '--exit') void exit(Number(args[0]), Number(args[1]), args[2]!);
+}
