@@ -26,11 +26,28 @@ const HEADER = 9;
 
 export type BareKind = 'tcp' | 'mux';
 
-/** Frames queued during one event-loop turn, written together when it ends. */
+/**
+ * Frames queued during one event-loop turn, written together when it ends. While the tunnel
+ * socket's buffer is full, the application sockets feeding it are paused (no per-stream windows:
+ * this is the whole of the flow control).
+ */
 class FrameWriter {
   #queue: Buffer[] = [];
   #scheduled = false;
-  constructor(private readonly out: net.Socket) {}
+  readonly #paused = new Set<net.Socket>();
+  constructor(private readonly out: net.Socket) {
+    out.on('drain', () => {
+      for (const s of this.#paused) s.resume();
+      this.#paused.clear();
+    });
+  }
+
+  /** Pauses `from` until the tunnel socket drains, if it is full. */
+  throttle(from: net.Socket): void {
+    if (!this.out.writableNeedDrain) return;
+    from.pause();
+    this.#paused.add(from);
+  }
 
   send(type: number, id: number, payload?: Buffer): void {
     const h = Buffer.allocUnsafe(HEADER);
@@ -70,17 +87,28 @@ function readFrames(from: net.Socket, onFrame: (type: number, id: number, payloa
 function forwardSocket(sock: net.Socket, id: number, w: FrameWriter, streams: Map<number, net.Socket>): void {
   streams.set(id, sock);
   sock.setNoDelay(true);
-  sock.on('data', (d: Buffer) => w.send(DATA, id, d));
+  sock.on('data', (d: Buffer) => {
+    w.send(DATA, id, d);
+    w.throttle(sock);
+  });
   sock.on('end', () => w.send(FIN, id));
   sock.on('error', () => sock.destroy());
   sock.on('close', () => streams.delete(id));
 }
 
-function onPeerFrame(streams: Map<number, net.Socket>, type: number, id: number, payload: Buffer): void {
+/** Applies a DATA or FIN frame; a full application socket pauses the whole tunnel until it drains. */
+function onPeerFrame(tunnel: net.Socket, streams: Map<number, net.Socket>, type: number, id: number, payload: Buffer): void {
   const s = streams.get(id);
   if (!s) return;
-  if (type === DATA) s.write(payload);
-  else if (type === FIN) s.end();
+  if (type === FIN) s.end();
+  else if (type === DATA && !s.write(payload)) {
+    tunnel.pause();
+    const resume = (): void => {
+      s.off('drain', resume).off('close', resume);
+      tunnel.resume();
+    };
+    s.on('drain', resume).on('close', resume);
+  }
 }
 
 /** Child process: the entry side of `mux` (prints its application port once the exit is connected). */
@@ -94,7 +122,7 @@ async function entry(certDir: string): Promise<void> {
     tunnel.setNoDelay(true);
     const w = new FrameWriter(tunnel);
     const streams = new Map<number, net.Socket>();
-    readFrames(tunnel, (type, id, payload) => onPeerFrame(streams, type, id, payload));
+    readFrames(tunnel, (type, id, payload) => onPeerFrame(tunnel, streams, type, id, payload));
     let nextId = 1;
     const app = net.createServer({ allowHalfOpen: true }, (sock) => {
       const id = nextId++;
@@ -113,7 +141,7 @@ async function exit(entryPort: number, targetPort: number, certDir: string): Pro
   const streams = new Map<number, net.Socket>();
   readFrames(tunnel, (type, id, payload) => {
     if (type === OPEN) forwardSocket(net.connect({ port: targetPort, host: '127.0.0.1', allowHalfOpen: true }), id, w, streams);
-    else onPeerFrame(streams, type, id, payload);
+    else onPeerFrame(tunnel, streams, type, id, payload);
   });
 }
 
