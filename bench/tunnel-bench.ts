@@ -13,6 +13,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startApps } from './tunnel/apps.js';
+import { bareMuxContender } from './tunnel/bare-relay.js';
 import { chiselContender } from './tunnel/chisel.js';
 import { CONTENDER_IDS, ROOT, log, type Contender, type ContenderId } from './tunnel/common.js';
 import { directContender } from './tunnel/direct.js';
@@ -118,7 +119,8 @@ async function main(): Promise<void> {
       const c = id === 'direct' ? directContender()
         : id === 'ssh' ? await sshContender(dir)
           : id === 'chisel' || id === 'chisel-tls' ? await chiselContender(dir, id === 'chisel-tls')
-            : await underpassContender(dir);
+            : id === 'node-mux' ? await bareMuxContender(dir)
+              : await underpassContender(dir);
       if (typeof c === 'string') {
         skipped.push(`${id}: ${c}`);
         log(`skipping ${id}: ${c}`);
@@ -230,7 +232,8 @@ function docsMain(facts: string[]): string {
     'section (`make bench-soak`) are rewritten on each run; text under the analysis marker is kept. -->',
     '',
     'Underpass against direct TCP, OpenSSH `ssh -L` and chisel, on one machine over loopback, every',
-    'contender in the same run. Bulk, RTT and connection-rate rows are the median of three rounds (every',
+    'contender in the same run, with a bare Node forwarder of our design beside them as the floor (round',
+    'trips and connections; "How it is measured"). Bulk, RTT and connection-rate rows are the median of three rounds (every',
     'contender once per round, the order reversed every other round; each round\'s value is in the',
     'details); the rest are one run. A shared 2-core machine: read the numbers next to the load average.',
     '',
@@ -291,6 +294,13 @@ const METHOD = `
 - \`ssh -L\` runs against our own \`sshd -D\` (generated keys, \`UsePAM no\`) with OpenSSH's default
   cipher negotiation. \`chisel (no TLS)\` flatters chisel: it saves the TLS layer (it still encrypts
   with its inner SSH); \`chisel (mTLS)\` is the like-for-like comparison.
+- \`bare Node mux (floor)\` is not a tunnel: Underpass's topology in bare Node
+  (\`bench/tunnel/bare-relay.ts\`) — an entry process accepting application connections and a TLS
+  server the exit process dials out to, the exit dialling the targets, every connection carried
+  over that one TLS connection as frames with a 9-byte header, with no per-stream windows and no
+  authentication, policy, audit or metrics. It runs the RTT and connection-rate rows only, with the
+  worker's Node options: what a Node forwarder of this shape can reach on the machine, so the
+  distance from it to \`ssh -L\` is the platform's and from Underpass to it is ours.
 `;
 
 main().catch((err) => {

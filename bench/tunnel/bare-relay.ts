@@ -17,7 +17,8 @@ import path from 'node:path';
 import { readFile } from 'node:fs/promises';
 import tls from 'node:tls';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Child, waitUntil, type Forward } from './common.js';
+import { Child, waitUntil, type Contender, type Forward } from './common.js';
+import { makePki, nodeArgs } from './underpass.js';
 
 const OPEN = 1;
 const DATA = 2;
@@ -170,11 +171,14 @@ async function portFrom(file: string, key: 'app' | 'tunnel', what: string, child
   return port!;
 }
 
-/** Starts a bare forwarder to `targetPort` with the given Node options; its processes' logs go to `logDir`. */
+let started = 0;
+
+/** Starts a bare forwarder to `targetPort` with the given Node options; its processes' logs go to `logDir` (new files each time). */
 export async function startBareRelay(kind: BareKind, targetPort: number, certDir: string, logDir: string, nodeArgs: string[]): Promise<Forward> {
   const self = fileURLToPath(import.meta.url);
+  const seq = ++started;
   if (kind === 'tcp') {
-    const file = path.join(logDir, 'bare-tcp.log');
+    const file = path.join(logDir, `bare-tcp-${seq}.log`);
     const relay = new Child('bare Node TCP relay', process.execPath, [...nodeArgs, self, '--tcp', String(targetPort)], file);
     const port = await portFrom(file, 'app', 'the bare Node TCP relay', relay).catch(async (err: unknown) => {
       await relay.stop();
@@ -182,7 +186,7 @@ export async function startBareRelay(kind: BareKind, targetPort: number, certDir
     });
     return { port, roles: { relay: relay.pid }, stop: () => relay.stop() };
   }
-  const entryLog = path.join(logDir, 'bare-entry.log');
+  const entryLog = path.join(logDir, `bare-entry-${seq}.log`);
   const entryChild = new Child('bare Node entry', process.execPath, [...nodeArgs, self, '--entry', certDir], entryLog);
   const children = [entryChild];
   const stop = async (): Promise<void> => {
@@ -190,13 +194,29 @@ export async function startBareRelay(kind: BareKind, targetPort: number, certDir
   };
   try {
     const tunnelPort = await portFrom(entryLog, 'tunnel', 'the bare Node entry', entryChild);
-    children.push(new Child('bare Node exit', process.execPath, [...nodeArgs, self, '--exit', String(tunnelPort), String(targetPort), certDir], path.join(logDir, 'bare-exit.log')));
+    children.push(new Child('bare Node exit', process.execPath, [...nodeArgs, self, '--exit', String(tunnelPort), String(targetPort), certDir], path.join(logDir, `bare-exit-${seq}.log`)));
     const port = await portFrom(entryLog, 'app', 'the bare Node exit to connect', entryChild);
     return { port, roles: { entry: entryChild.pid, exit: children[1]!.pid }, stop };
   } catch (err) {
     await stop();
     throw err;
   }
+}
+
+/**
+ * The bare `mux` as a tunnel-bench contender: the floor of Underpass's design, measured for round
+ * trips and connections only (plan.ts `applies`) — without flow control per stream its bulk numbers
+ * would mean nothing.
+ */
+export async function bareMuxContender(dir: string): Promise<Contender> {
+  const pki = await makePki(path.join(dir, 'node-mux'));
+  return {
+    id: 'node-mux',
+    label: 'bare Node mux (floor)',
+    info: { what: 'Underpass\'s topology in bare Node (bench/tunnel/bare-relay.ts): one TLS connection, 9-byte frame headers, no windows, authentication, policy, audit or metrics; not a tunnel, the floor under one' },
+    forward: (targetPort) => startBareRelay('mux', targetPort, pki.dir, pki.dir, nodeArgs()),
+    close: async () => undefined,
+  };
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -25,8 +25,8 @@ export interface Forward {
   stop(): Promise<void>;
 }
 
-export type ContenderId = 'direct' | 'ssh' | 'chisel' | 'chisel-tls' | 'underpass';
-export const CONTENDER_IDS: ContenderId[] = ['direct', 'ssh', 'chisel', 'chisel-tls', 'underpass'];
+export type ContenderId = 'direct' | 'ssh' | 'chisel' | 'chisel-tls' | 'node-mux' | 'underpass';
+export const CONTENDER_IDS: ContenderId[] = ['direct', 'ssh', 'chisel', 'chisel-tls', 'node-mux', 'underpass'];
 
 export interface Contender {
   id: ContenderId;

@@ -168,6 +168,7 @@ export function applies(m: MeasurementKey, id: ContenderId): true | string {
   if (m === 'idle-streams' && id === 'direct') return 'no forwarder';
   if (m === 'idle-sessions' && id !== 'underpass') return 'n/a';
   if (m === 'soak' && id !== 'underpass') return 'n/a';
+  if (id === 'node-mux' && m !== 'rtt' && m !== 'connrate') return 'n/a';
   return true;
 }
 
