@@ -1,6 +1,6 @@
 /**
  * Bare Node forwarders: the least a Node program must do to forward connections, as a
- * floor under Underpass's numbers (used by bench/node-floor.ts).
+ * floor under Underpass's numbers (bench/node-floor.ts, and tunnel-bench's `node-mux`).
  *
  * - `tcp`: one process that accepts a connection, dials the target and pipes both ways.
  * - `mux`: Underpass's topology without anything but the forwarding — an entry process
@@ -8,9 +8,10 @@
  *   dials out to; an exit process (like the connector) that dials the targets; one TLS
  *   connection between them carrying every application connection as frames of a
  *   9-byte header (type, id, length) and the bytes. Frames of one event-loop turn go out
- *   in one write, as Underpass's do. No flow control, no authentication of the exit, no
- *   policy, no audit, no metrics, no keepalive: not a tunnel anyone should run, only the
- *   cost of the plumbing.
+ *   in one write, as Underpass's do. No per-stream flow control (sockets pause while the
+ *   tunnel socket is full, and a full socket pauses the whole tunnel), no authentication of
+ *   the exit, no policy, audit, metrics or keepalive: not a tunnel anyone should run, only
+ *   the cost of the plumbing.
  */
 import net from 'node:net';
 import path from 'node:path';
@@ -92,9 +93,16 @@ function forwardSocket(sock: net.Socket, id: number, w: FrameWriter, streams: Ma
     w.send(DATA, id, d);
     w.throttle(sock);
   });
-  sock.on('end', () => w.send(FIN, id));
+  let ended = false;
+  sock.on('end', () => {
+    ended = true;
+    w.send(FIN, id);
+  });
   sock.on('error', () => sock.destroy());
-  sock.on('close', () => streams.delete(id));
+  sock.on('close', () => {
+    streams.delete(id);
+    if (!ended) w.send(FIN, id); // e.g. a target that refused the connection: the peer's socket ends too
+  });
 }
 
 /** Applies a DATA or FIN frame; a full application socket pauses the whole tunnel until it drains. */
@@ -174,12 +182,12 @@ async function portFrom(file: string, key: 'app' | 'tunnel', what: string, child
 let started = 0;
 
 /** Starts a bare forwarder to `targetPort` with the given Node options; its processes' logs go to `logDir` (new files each time). */
-export async function startBareRelay(kind: BareKind, targetPort: number, certDir: string, logDir: string, nodeArgs: string[]): Promise<Forward> {
+export async function startBareRelay(kind: BareKind, targetPort: number, certDir: string, logDir: string, nodeOptions: string[]): Promise<Forward> {
   const self = fileURLToPath(import.meta.url);
   const seq = ++started;
   if (kind === 'tcp') {
     const file = path.join(logDir, `bare-tcp-${seq}.log`);
-    const relay = new Child('bare Node TCP relay', process.execPath, [...nodeArgs, self, '--tcp', String(targetPort)], file);
+    const relay = new Child('bare Node TCP relay', process.execPath, [...nodeOptions, self, '--tcp', String(targetPort)], file);
     const port = await portFrom(file, 'app', 'the bare Node TCP relay', relay).catch(async (err: unknown) => {
       await relay.stop();
       throw err;
@@ -187,14 +195,14 @@ export async function startBareRelay(kind: BareKind, targetPort: number, certDir
     return { port, roles: { relay: relay.pid }, stop: () => relay.stop() };
   }
   const entryLog = path.join(logDir, `bare-entry-${seq}.log`);
-  const entryChild = new Child('bare Node entry', process.execPath, [...nodeArgs, self, '--entry', certDir], entryLog);
+  const entryChild = new Child('bare Node entry', process.execPath, [...nodeOptions, self, '--entry', certDir], entryLog);
   const children = [entryChild];
   const stop = async (): Promise<void> => {
     for (const c of children) await c.stop();
   };
   try {
     const tunnelPort = await portFrom(entryLog, 'tunnel', 'the bare Node entry', entryChild);
-    children.push(new Child('bare Node exit', process.execPath, [...nodeArgs, self, '--exit', String(tunnelPort), String(targetPort), certDir], path.join(logDir, `bare-exit-${seq}.log`)));
+    children.push(new Child('bare Node exit', process.execPath, [...nodeOptions, self, '--exit', String(tunnelPort), String(targetPort), certDir], path.join(logDir, `bare-exit-${seq}.log`)));
     const port = await portFrom(entryLog, 'app', 'the bare Node exit to connect', entryChild);
     return { port, roles: { entry: entryChild.pid, exit: children[1]!.pid }, stop };
   } catch (err) {
