@@ -76,6 +76,21 @@ describe('tunnel benchmark smoke run', () => {
     expect(Number(cell.split(' ')[0]!.replace(/,/g, ''))).toBe(median);
   }, 120_000);
 
+  it('the bare Node mux runs as the floor in the RTT and connection rows only, a fresh forward each round', async () => {
+    const { code, stdout, stderr } = await runBench(['--quick', '--no-docs', '--only', 'bulk,rtt,connrate', '--contenders', 'node-mux,underpass', '--rounds', '2']);
+    if (code !== 0) throw new Error(`tunnel-bench exited ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr.slice(-4000)}`);
+    const { header, rows } = tableAfter(stdout, '## Results');
+    const floor = header.indexOf('bare Node mux (floor)');
+    expect(floor).toBeGreaterThan(0);
+    const cell = (label: string): string => rows.find((r) => (r[0] ?? '').startsWith(label))![floor]!;
+    // Both rounds' forwards carried connections (the second is a new pair of processes).
+    expect(Number(cell('RTT p50').replace(/,/g, '').split(' ')[0])).toBeGreaterThan(0);
+    expect(Number(cell('new connections').replace(/,/g, '').split(' ')[0])).toBeGreaterThan(0);
+    expect(stdout).toMatch(/Rounds of "new connections[^"]*" \[conn\/s\], in the order run \(median reported\): node-mux [1-9][\d.]* \/ [1-9][\d.]*/);
+    expect(cell('1 stream')).toBe('— (n/a)');
+    expect(stdout).not.toContain('## Problems');
+  }, 120_000);
+
   it('refuses a bad --rounds with a clear error', async () => {
     const { code, stderr } = await runBench(['--quick', '--rounds', '0']);
     expect(code).toBe(2);
