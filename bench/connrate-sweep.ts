@@ -1,5 +1,6 @@
 /**
- * Connection rate against concurrency: Underpass and `ssh -L` in the same run,
+ * Connection rate against concurrency: Underpass, `ssh -L` and the bare Node mux of
+ * bench/tunnel/bare-relay.ts (the floor of our design) in the same run,
  * each forward warmed up, then for every concurrency the same loop as the
  * `connrate` row of tunnel-bench (connect → 64-byte round trip → half-close),
  * alternating the contenders. Prints conn/s, the time one connection takes
@@ -14,6 +15,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startApps } from './tunnel/apps.js';
+import { bareMuxContender } from './tunnel/bare-relay.js';
 import type { Contender, Forward } from './tunnel/common.js';
 import { log } from './tunnel/common.js';
 import { connRate } from './tunnel/connrate.js';
@@ -59,7 +61,7 @@ async function main(): Promise<void> {
     const ssh = await sshContender(dir);
     if (typeof ssh === 'string') log(`skipping ssh -L: ${ssh}`);
     else contenders.push(ssh);
-    contenders.push(await underpassContender(dir));
+    contenders.push(await bareMuxContender(dir), await underpassContender(dir));
     const forwards: Array<{ c: Contender; f: Forward }> = [];
     for (const c of contenders) {
       cleanup.push(() => c.close());

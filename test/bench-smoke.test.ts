@@ -102,8 +102,10 @@ describe('tunnel benchmark smoke run', () => {
     if (code !== 0) throw new Error(`connrate-sweep exited ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr.slice(-4000)}`);
     const { header, rows } = tableAfter(stdout, '| contender');
     const underpass = rows.filter((r) => r[0] === 'Underpass');
+    const floor = rows.filter((r) => r[0] === 'bare Node mux (floor)');
     expect(underpass.map((r) => r[header.indexOf('at a time')])).toEqual(['1', '2']);
-    for (const r of underpass) {
+    expect(floor.map((r) => r[header.indexOf('at a time')])).toEqual(['1', '2']);
+    for (const r of [...underpass, ...floor]) {
       expect(Number(r[header.indexOf('conn/s')])).toBeGreaterThan(0);
       expect(r[header.indexOf('errors')]).toBe('0');
     }
