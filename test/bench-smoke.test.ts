@@ -15,6 +15,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SCRIPT = path.join(ROOT, 'dist/bench/tunnel-bench.js');
 const SWEEP = path.join(ROOT, 'dist/bench/connrate-sweep.js');
 const FLOOR = path.join(ROOT, 'dist/bench/node-floor.js');
+const MICRO = path.join(ROOT, 'dist/bench/stream-open-micro.js');
 
 function runBench(args: string[], script = SCRIPT): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -113,6 +114,20 @@ describe('tunnel benchmark smoke run', () => {
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('--concurrency: whole numbers from 1 to 256');
   }, 120_000);
+
+  it('stream-open-micro measures the multiplexer per stream, with and without the open handshake', async () => {
+    for (const [args, label] of [[[], 'multiplexer only'], [['--open'], 'multiplexer + open request/response']] as const) {
+      const { code, stdout, stderr } = await runBench(['--streams', '300', ...args], MICRO);
+      if (code !== 0) throw new Error(`stream-open-micro exited ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr.slice(-4000)}`);
+      const m = new RegExp(`^${label.replace(/[+/]/g, '\\$&')}: 300 streams, (\\d+) streams/s, ([\\d.]+) µs CPU per stream`, 'm').exec(stdout);
+      expect(m).not.toBeNull();
+      expect(Number(m![1])).toBeGreaterThan(0);
+      expect(Number(m![2])).toBeGreaterThan(0);
+    }
+    const bad = await runBench(['--streams', '2'], MICRO);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--streams: a whole number from 8');
+  }, 60_000);
 
   it('node-floor measures echo round trips and the bare Node forwarders beside Underpass', async () => {
     const { code, stdout, stderr } = await runBench(['--round-trips', '500', '--seconds', '0.5', '--rounds', '1'], FLOOR);
