@@ -17,7 +17,7 @@ import path from 'node:path';
 import { startApps } from './tunnel/apps.js';
 import { bareMuxContender } from './tunnel/bare-relay.js';
 import type { Contender, Forward } from './tunnel/common.js';
-import { log } from './tunnel/common.js';
+import { inRoundOrder, log } from './tunnel/common.js';
 import { connRate } from './tunnel/connrate.js';
 import { renderTable } from './tunnel/report.js';
 import { sshContender } from './tunnel/ssh.js';
@@ -73,7 +73,7 @@ async function main(): Promise<void> {
     }
     const rows: string[][] = [];
     for (const concurrency of o.concurrency) {
-      for (const { c, f } of concurrency % 2 === 0 ? forwards : [...forwards].reverse()) {
+      for (const { c, f } of inRoundOrder(forwards, concurrency)) {
         const r = await connRate(f, { concurrency, seconds: o.seconds, extraRoles: { 'target app': apps.pid } });
         const per = Object.entries(r.cpuPerConnUs).map(([role, us]) => `${role} ${us.toFixed(0)}`).join(', ');
         log(`${c.label}, ${concurrency} at a time: ${r.perSecond.toFixed(0)} conn/s; µs CPU per connection: ${per}`);

@@ -19,7 +19,6 @@
  *
  *   node dist/bench/node-floor.js [--round-trips N] [--seconds S] [--rounds R]
  */
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
@@ -29,7 +28,7 @@ import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { startApps } from './tunnel/apps.js';
 import { startBareRelay } from './tunnel/bare-relay.js';
-import { log, type Forward } from './tunnel/common.js';
+import { Child, inRoundOrder, log, valueFromLog, type Forward } from './tunnel/common.js';
 import { connRate } from './tunnel/connrate.js';
 import { renderTable } from './tunnel/report.js';
 import { rtt } from './tunnel/rtt.js';
@@ -50,7 +49,7 @@ function fail(msg: string): never {
   process.exit(2);
 }
 
-/** The child: an echo server, its port on stdout. */
+/** The child: an echo server, its port on stdout as a JSON line. */
 function serve(mode: 'tcp' | 'tls', certDir: string): void {
   const onSocket = (s: net.Socket): void => {
     s.setNoDelay(true);
@@ -61,17 +60,14 @@ function serve(mode: 'tcp' | 'tls', certDir: string): void {
     cert: readFileSync(path.join(certDir, 'worker.crt')),
     key: readFileSync(path.join(certDir, 'worker.key')),
   }, onSocket);
-  server.listen(0, '127.0.0.1', () => process.stdout.write(`${(server.address() as net.AddressInfo).port}\n`));
+  server.listen(0, '127.0.0.1', () => process.stdout.write(`${JSON.stringify({ echo: (server.address() as net.AddressInfo).port })}\n`));
   process.on('SIGTERM', () => process.exit(0));
 }
 
 async function measure(mode: Mode, certDir: string, warmup: number, roundTrips: number): Promise<string[]> {
-  const child = spawn(process.execPath, [...nodeArgs(), fileURLToPath(import.meta.url), '--serve', mode === 'tcp' ? 'tcp' : 'tls', certDir], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = new Child('echo server', process.execPath, [...nodeArgs(), fileURLToPath(import.meta.url), '--serve', mode === 'tcp' ? 'tcp' : 'tls', certDir], path.join(certDir, `echo-${mode}.log`));
   try {
-    const port = await new Promise<number>((resolve, reject) => {
-      child.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
-      child.once('exit', (code) => reject(new Error(`echo server exited (${code})`)));
-    });
+    const port = await valueFromLog(path.join(certDir, `echo-${mode}.log`), 'the echo server', child, (line) => line.echo as number | undefined);
     const socket: net.Socket = mode === 'tcp'
       ? net.connect({ port, host: '127.0.0.1', noDelay: true })
       : tls.connect({ port, host: '127.0.0.1', ca: readFileSync(path.join(certDir, 'ca.crt')), servername: 'localhost' });
@@ -81,12 +77,12 @@ async function measure(mode: Mode, certDir: string, warmup: number, roundTrips: 
     });
     socket.setNoDelay(true);
     const parts = [Buffer.alloc(2, 0x82), Buffer.alloc(12, 0), Buffer.alloc(64, 0x61)];
-    const res = await rtt({ port, roles: { server: child.pid! } }, { warmup, samples: roundTrips, socket, parts: mode === 'tls-3' ? parts : [Buffer.concat(parts)] });
+    const res = await rtt({ port, roles: { server: child.pid } }, { warmup, samples: roundTrips, socket, parts: mode === 'tls-3' ? parts : [Buffer.concat(parts)] });
     const perRt = (role: string): string => (res.cpuPerRoundTripUs[role] ?? 0).toFixed(1);
     const label = { tcp: 'TCP', tls: 'TLS, one buffer per write', 'tls-3': 'TLS, three buffers corked per write' }[mode];
     return [label, res.p50.toFixed(0), perRt('bench'), perRt('server')];
   } finally {
-    child.kill('SIGTERM');
+    await child.stop();
   }
 }
 
@@ -131,7 +127,7 @@ async function forwarders(certDir: string, dir: string, o: { roundTrips: number;
     }
     const rows: string[][] = [];
     for (let round = 0; round < o.rounds; round++) {
-      for (const { label, fwd } of round % 2 === 0 ? list : [...list].reverse()) {
+      for (const { label, fwd } of inRoundOrder(list, round)) {
         const r = await rtt(fwd, { warmup, samples: o.roundTrips });
         const c = await connRate(fwd, { concurrency: 8, seconds: o.seconds });
         log(`${label}: RTT p50 ${r.p50.toFixed(0)} µs, ${c.perSecond.toFixed(0)} conn/s`);

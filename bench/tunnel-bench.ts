@@ -15,7 +15,7 @@ import path from 'node:path';
 import { startApps } from './tunnel/apps.js';
 import { bareMuxContender } from './tunnel/bare-relay.js';
 import { chiselContender } from './tunnel/chisel.js';
-import { CONTENDER_IDS, ROOT, log, type Contender, type ContenderId } from './tunnel/common.js';
+import { CONTENDER_IDS, inRoundOrder, ROOT, log, type Contender, type ContenderId } from './tunnel/common.js';
 import { directContender } from './tunnel/direct.js';
 import { loadAvg, machine, raiseOpenFileLimit } from './tunnel/env.js';
 import { httpTool } from './tunnel/http.js';
@@ -151,7 +151,7 @@ async function main(): Promise<void> {
       const rounds = ROUNDED.has(key) ? sizes.rounds : 1;
       for (let round = 0; round < rounds; round++) {
         // Every other round in reverse, so no contender always runs first (or right after another).
-        for (const c of round % 2 === 0 ? contenders : [...contenders].reverse()) {
+        for (const c of inRoundOrder(contenders, round)) {
           const ok = applies(key, c.id);
           if (ok !== true) {
             if (round === 0) results.note(rowKeys(key), c.id, ok);

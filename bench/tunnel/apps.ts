@@ -14,7 +14,7 @@ import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Child, waitUntil } from './common.js';
+import { Child, valueFromLog } from './common.js';
 
 export interface Apps {
   echo: number;
@@ -107,14 +107,8 @@ export async function startTlsFloor(certDir: string, logDir: string, nodeArgs: s
   const self = fileURLToPath(import.meta.url);
   const file = path.join(logDir, 'tls-floor.log');
   const child = new Child('bare TLS server', process.execPath, [...nodeArgs, self, '--tls-floor', certDir], file);
-  let port: number | undefined;
-  await waitUntil('the bare TLS server', async () => {
-    const { readFile } = await import('node:fs/promises');
-    const line = (await readFile(file, 'utf8').catch(() => '')).split('\n').find((l) => l.startsWith('{'));
-    if (line) port = (JSON.parse(line) as { tls: number }).tls;
-    return port !== undefined;
-  }, 10_000, child);
-  return { port: port!, pid: child.pid, stop: () => child.stop() };
+  const port = await valueFromLog(file, 'the bare TLS server', child, (line) => line.tls as number | undefined);
+  return { port, pid: child.pid, stop: () => child.stop() };
 }
 
 /** Starts the target apps in a child process. */
@@ -122,14 +116,8 @@ export async function startApps(logDir: string): Promise<Apps> {
   const self = fileURLToPath(import.meta.url);
   const portsFile = path.join(logDir, 'apps.log');
   const child = new Child('apps', process.execPath, [self, '--serve'], portsFile);
-  let ports: { echo: number; bulk: number; http: number } | undefined;
-  await waitUntil('the target apps', async () => {
-    const { readFile } = await import('node:fs/promises');
-    const line = (await readFile(portsFile, 'utf8').catch(() => '')).split('\n').find((l) => l.startsWith('{'));
-    if (line) ports = JSON.parse(line) as typeof ports;
-    return ports !== undefined;
-  }, 10_000, child);
-  return { ...ports!, pid: child.pid, stop: () => child.stop() };
+  const ports = await valueFromLog(portsFile, 'the target apps', child, (line) => line as { echo: number; bulk: number; http: number });
+  return { ...ports, pid: child.pid, stop: () => child.stop() };
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -18,7 +18,7 @@ import path from 'node:path';
 import { readFile } from 'node:fs/promises';
 import tls from 'node:tls';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Child, waitUntil, type Contender, type Forward } from './common.js';
+import { Child, valueFromLog, type Contender, type Forward } from './common.js';
 import { makePki, nodeArgs } from './underpass.js';
 
 const OPEN = 1;
@@ -168,16 +168,7 @@ function tcpRelay(targetPort: number): void {
   server.listen(0, '127.0.0.1', () => process.stdout.write(`${JSON.stringify({ app: (server.address() as net.AddressInfo).port })}\n`));
 }
 
-async function portFrom(file: string, key: 'app' | 'tunnel', what: string, child: Child): Promise<number> {
-  let port: number | undefined;
-  await waitUntil(what, async () => {
-    for (const line of (await readFile(file, 'utf8').catch(() => '')).split('\n')) {
-      if (line.startsWith('{')) port ??= (JSON.parse(line) as Record<string, number>)[key];
-    }
-    return port !== undefined;
-  }, 10_000, child);
-  return port!;
-}
+const appPort = (line: Record<string, unknown>): number | undefined => line.app as number | undefined;
 
 let started = 0;
 
@@ -188,7 +179,7 @@ export async function startBareRelay(kind: BareKind, targetPort: number, certDir
   if (kind === 'tcp') {
     const file = path.join(logDir, `bare-tcp-${seq}.log`);
     const relay = new Child('bare Node TCP relay', process.execPath, [...nodeOptions, self, '--tcp', String(targetPort)], file);
-    const port = await portFrom(file, 'app', 'the bare Node TCP relay', relay).catch(async (err: unknown) => {
+    const port = await valueFromLog(file, 'the bare Node TCP relay', relay, appPort).catch(async (err: unknown) => {
       await relay.stop();
       throw err;
     });
@@ -201,9 +192,9 @@ export async function startBareRelay(kind: BareKind, targetPort: number, certDir
     for (const c of children) await c.stop();
   };
   try {
-    const tunnelPort = await portFrom(entryLog, 'tunnel', 'the bare Node entry', entryChild);
+    const tunnelPort = await valueFromLog(entryLog, 'the bare Node entry', entryChild, (line) => line.tunnel as number | undefined);
     children.push(new Child('bare Node exit', process.execPath, [...nodeOptions, self, '--exit', String(tunnelPort), String(targetPort), certDir], path.join(logDir, `bare-exit-${seq}.log`)));
-    const port = await portFrom(entryLog, 'app', 'the bare Node exit to connect', entryChild);
+    const port = await valueFromLog(entryLog, 'the bare Node exit to connect', entryChild, appPort);
     return { port, roles: { entry: entryChild.pid, exit: children[1]!.pid }, stop };
   } catch (err) {
     await stop();

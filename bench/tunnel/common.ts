@@ -78,6 +78,27 @@ export async function waitUntil(what: string, check: () => boolean | Promise<boo
   }
 }
 
+/**
+ * Waits until `child` has written a JSON line to its log `file` that `pick` finds a value in
+ * (children report their listening ports this way) and returns that value.
+ */
+export async function valueFromLog<T>(file: string, what: string, child: Child, pick: (line: Record<string, unknown>) => T | undefined, timeoutMs = 10_000): Promise<T> {
+  let value: T | undefined;
+  await waitUntil(what, async () => {
+    const { readFile } = await import('node:fs/promises');
+    for (const line of (await readFile(file, 'utf8').catch(() => '')).split('\n')) {
+      if (value === undefined && line.startsWith('{')) value = pick(JSON.parse(line) as Record<string, unknown>);
+    }
+    return value !== undefined;
+  }, timeoutMs, child);
+  return value!;
+}
+
+/** The contenders in run order for `round`: reversed every other round, so none always runs first. */
+export function inRoundOrder<T>(items: readonly T[], round: number): readonly T[] {
+  return round % 2 === 0 ? items : [...items].reverse();
+}
+
 const children = new Set<ChildProcess>();
 process.on('exit', () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
