@@ -20,7 +20,8 @@ import {
   type FrameHandler,
   type FrameHeader,
 } from './frame.js';
-import { MuxStream, type StreamHost } from './stream.js';
+import { Channel, type StreamHost } from './channel.js';
+import { MuxStream } from './stream.js';
 
 export interface SessionOptions {
   /** The dialling side is the client (odd stream ids); the accepting side the server (even). */
@@ -44,7 +45,13 @@ interface PendingPing {
 }
 
 export interface Session {
+  /** A stream the peer opened, as a Duplex (when nobody listens for 'channel'). */
   on(event: 'stream', listener: (stream: MuxStream) => void): this;
+  /**
+   * A stream the peer opened, as a plain channel (tunnel/mux/channel.ts). With a listener here,
+   * 'stream' is not emitted; the listener attaches a sink, or makes a Duplex with `new MuxStream(channel)`.
+   */
+  on(event: 'channel', listener: (channel: Channel) => void): this;
   on(event: 'goaway', listener: (code: number) => void): this;
   on(event: 'close', listener: (err: Error | undefined) => void): this;
   /** A keepalive ping was answered (round trip in milliseconds). */
@@ -61,7 +68,9 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
   readonly #transport: Duplex;
   readonly #now: () => number;
   readonly #reader: FrameReader;
-  readonly #streams = new Map<number, MuxStream>();
+  readonly #streams = new Map<number, Channel>();
+  /** Channels whose writer waits for the transport to drain. */
+  #waitingForDrain: Channel[] = [];
   #nextId: number;
   /** Streams that have consumed data and hold a window above the initial one (they share maxSessionWindow). */
   #receivers = 0;
@@ -161,18 +170,23 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     return this.#streams.size;
   }
 
-  /** Opens a stream. Data may be written at once (the spec allows it before the ACK). */
+  /** Opens a stream as a Duplex. Data may be written at once (the spec allows it before the ACK). */
   open(): MuxStream {
+    return new MuxStream(this.openChannel());
+  }
+
+  /** Opens a stream as a plain channel; attach a sink before the event loop turns. */
+  openChannel(): Channel {
     if (this.#isClosed) throw new UnderpassError('ERR_MUX_SESSION_CLOSED', 'the session is closed', { cause: this.#closeError });
     if (this.#remoteGoAway) throw new UnderpassError('ERR_MUX_GOAWAY', 'the peer is going away and accepts no new streams');
     if (this.#localGoAway) throw new UnderpassError('ERR_MUX_GOAWAY', 'this session is going away');
     const id = this.#nextId;
     if (id > 0xffffffff - 2) throw new UnderpassError('ERR_MUX_IDS_EXHAUSTED', 'stream ids exhausted; open a new session');
     this.#nextId += 2;
-    const stream = new MuxStream(this, id);
-    this.#streams.set(id, stream);
-    stream._announce(Flag.SYN);
-    return stream;
+    const channel = new Channel(this, id);
+    this.#streams.set(id, channel);
+    channel._announce(Flag.SYN);
+    return channel;
   }
 
   /** Round-trip time in milliseconds. */
@@ -246,8 +260,16 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     this.#scheduleFlush(urgent || (payload !== undefined && payload.length >= URGENT_PAYLOAD));
   }
 
-  streamFinished(stream: MuxStream): void {
-    if (this.#streams.get(stream.id) === stream) this.#streams.delete(stream.id);
+  streamFinished(channel: Channel): void {
+    if (this.#streams.get(channel.id) === channel) this.#streams.delete(channel.id);
+  }
+
+  get congested(): boolean {
+    return this.#heldCallbacks.length > 0 || this.#transport.writableNeedDrain;
+  }
+
+  waitForDrain(channel: Channel): void {
+    if (!this.#waitingForDrain.includes(channel)) this.#waitingForDrain.push(channel);
   }
 
   windowTarget(receiving: boolean): number {
@@ -315,17 +337,19 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     }
   }
 
-  #accept(id: number): MuxStream | undefined {
-    const refuse = this.#localGoAway || this.#streams.size >= this.config.maxStreams || this.listenerCount('stream') === 0;
+  #accept(id: number): Channel | undefined {
+    const asChannel = this.listenerCount('channel') > 0;
+    const refuse = this.#localGoAway || this.#streams.size >= this.config.maxStreams || (!asChannel && this.listenerCount('stream') === 0);
     if (refuse) {
       this.#sendControl(encodeHeader(FrameType.WindowUpdate, Flag.RST, id, 0));
       return undefined;
     }
-    const stream = new MuxStream(this, id);
-    this.#streams.set(id, stream);
-    stream._announce(Flag.ACK);
-    this.emit('stream', stream);
-    return stream;
+    const channel = new Channel(this, id);
+    this.#streams.set(id, channel);
+    channel._announce(Flag.ACK);
+    if (asChannel) this.emit('channel', channel);
+    else this.emit('stream', new MuxStream(channel));
+    return channel;
   }
 
   #onPing(h: FrameHeader): void {
@@ -416,6 +440,10 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     const held = this.#heldCallbacks;
     this.#heldCallbacks = [];
     for (const cb of held) cb();
+    const waiting = this.#waitingForDrain;
+    if (waiting.length === 0) return;
+    this.#waitingForDrain = [];
+    for (const channel of waiting) channel._drained();
   }
 
   // ---- keepalive and close -------------------------------------------------
@@ -455,8 +483,9 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     this.#closeError = err;
     clearInterval(this.#keepaliveTimer);
     const streamErr = new UnderpassError('ERR_MUX_SESSION_CLOSED', `session closed${err ? `: ${err.message}` : ''}`, { cause: err });
-    for (const stream of [...this.#streams.values()]) stream._abort(streamErr);
+    for (const channel of [...this.#streams.values()]) channel._abort(streamErr);
     this.#streams.clear();
+    this.#waitingForDrain = [];
     for (const [, ping] of this.#pings) {
       clearTimeout(ping.timer);
       ping.reject(streamErr);

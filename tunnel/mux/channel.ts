@@ -1,0 +1,359 @@
+/**
+ * One yamux stream as a plain object: the protocol state and flow control,
+ * without a Node stream. Its consumer is a `ChannelSink` (the relay, or the
+ * `MuxStream` Duplex adapter for code that wants a Node stream: the control
+ * channel, tests). A connection through the tunnel is carried by a socket and
+ * a channel at each end; a Duplex in between added two more stream state
+ * machines per connection and side, and every message passed them once more
+ * (docs/benchmarks.md, connections).
+ *
+ * Flow control follows the spec with two deliberate choices. Receive credit is
+ * returned to the peer when the consumer says it *consumed* bytes
+ * (`consumed(n)`), never on arrival: a slow consumer stops its writer once one
+ * window is outstanding, and a channel never holds more than its window of
+ * unconsumed bytes. And the window is the session's to size
+ * (StreamHost.windowTarget): the SYN/ACK raises it to the share a new receiver
+ * would get (the full maxStreamWindow while it is alone); once the channel has
+ * consumed half the initial window it counts as a receiver, and each later
+ * grant tops it up to its current share of maxSessionWindow. (Raising at open
+ * rather than on first consumption keeps a lone transfer's start exactly as
+ * with a fixed window; measured, the slower start tipped some worker processes
+ * into a full-GC mode for the rest of the transfer.)
+ */
+import { UnderpassError } from '../errors.js';
+import type { MuxConfig } from './config.js';
+import { encodeHeader, Flag, FrameType, INITIAL_WINDOW } from './frame.js';
+
+type Callback = (err?: Error | null) => void;
+
+/** What a channel needs from its session. */
+export interface StreamHost {
+  readonly config: MuxConfig;
+  /** `urgent`: write after the current callback rather than after the event-loop turn (see Session). */
+  sendFrame(header: Buffer, payload: Buffer | undefined, cb?: Callback, urgent?: boolean): void;
+  streamFinished(channel: Channel): void;
+  /** The receive window a channel should have now; `receiving`: it is counted as a receiver already. */
+  windowTarget(receiving: boolean): number;
+  /** A channel became a receiver (+1: its window was raised) or stopped being one (-1). */
+  receiverCount(delta: 1 | -1): void;
+  /** The transport is full: writers should wait. */
+  readonly congested: boolean;
+  /** Call `channel`'s sink's onWritable once the transport has drained. */
+  waitForDrain(channel: Channel): void;
+}
+
+/** The consumer of a channel. Every method is called synchronously from the session's read or from a channel call. */
+export interface ChannelSink {
+  /**
+   * Payload from the peer. `chunk` is a view into the transport's buffer: write it on, or copy it
+   * if it is kept. Report what was consumed with `Channel.consumed` (the peer's credit).
+   */
+  onData(chunk: Buffer): void;
+  /** The peer will send nothing more (FIN). */
+  onEnd(): void;
+  /** The channel is gone: reset by the peer, or its session ended. Nothing more arrives or leaves. */
+  onAbort(err: Error): void;
+  /** A `write` that returned false can be followed by more now (credit came back, the transport drained). */
+  onWritable(): void;
+}
+
+export type StreamState = 'open' | 'local-closed' | 'remote-closed' | 'closed' | 'reset';
+
+/** Events that arrived before a sink was attached (an accepted channel's first frames). */
+interface Early {
+  data: Buffer[];
+  end: boolean;
+  abort: Error | undefined;
+}
+
+export class Channel {
+  readonly id: number;
+  readonly #host: StreamHost;
+  #sink: ChannelSink | undefined;
+  #early: Early | undefined;
+  #sendWindow = INITIAL_WINDOW;
+  /** Bytes the peer may still send before our next window update. */
+  #recvWindow = INITIAL_WINDOW;
+  /** Bytes the consumer reported consumed, ever. */
+  #consumed = 0;
+  /** Receive credit given to the peer, ever (the initial window included). */
+  #granted = INITIAL_WINDOW;
+  /** Bytes consumed when credit was last given. */
+  #consumedAtGrant = 0;
+  /** Counted among the session's receivers (window raised above the initial one). */
+  #receiving = false;
+  #localFin = false;
+  #remoteFin = false;
+  #reset = false;
+  #finished = false;
+  /** Bytes written while the send window was exhausted, with the write's callback. */
+  #pending: Buffer | undefined;
+  #pendingCb: Callback | undefined;
+  /** end() called while bytes were pending: the FIN follows them. */
+  #finAfterPending: { cb: Callback | undefined } | undefined;
+  /** A write returned false: tell the sink when it may write again. */
+  #wantWritable = false;
+  /** Bytes sent and received on this channel (Data payload only). */
+  bytesWritten = 0;
+  bytesRead = 0;
+
+  constructor(host: StreamHost, id: number) {
+    this.id = id;
+    this.#host = host;
+  }
+
+  get state(): StreamState {
+    if (this.#reset) return 'reset';
+    if (this.#localFin && this.#remoteFin) return 'closed';
+    if (this.#localFin) return 'local-closed';
+    if (this.#remoteFin) return 'remote-closed';
+    return 'open';
+  }
+
+  /** Reset or aborted: nothing more flows either way. */
+  get isReset(): boolean {
+    return this.#reset;
+  }
+
+  /** Receive credit the peer currently has (for the session's window check). */
+  get recvWindow(): number {
+    return this.#recvWindow;
+  }
+
+  /**
+   * Sets the consumer. What arrived before (data, FIN, reset) is handed over at once, in order;
+   * a channel accepted from the peer may carry its first bytes in the frame that opened it.
+   */
+  attach(sink: ChannelSink): void {
+    if (this.#sink) throw new Error(`stream ${this.id} already has a consumer`);
+    this.#sink = sink;
+    const early = this.#early;
+    if (!early) return;
+    this.#early = undefined;
+    for (const chunk of early.data) sink.onData(chunk);
+    if (early.end) sink.onEnd();
+    if (early.abort) sink.onAbort(early.abort);
+  }
+
+  /**
+   * Sends `chunk` (split into frames of at most maxFrameSize, as the send window allows). False
+   * when the writer should stop until its sink's onWritable: the window is used up (the rest is
+   * kept and sent as credit comes back) or the transport is full. `cb` runs once the last byte
+   * was handed to the transport (failed with the reason if the channel is reset first).
+   */
+  write(chunk: Buffer, cb?: Callback): boolean {
+    if (this.#reset || this.#localFin) {
+      cb?.(new UnderpassError('ERR_STREAM_RESET', this.#reset ? `stream ${this.id} was reset` : `stream ${this.id} was ended`));
+      return true;
+    }
+    if (this.#pending) {
+      // A writer that did not wait: keep the order, one callback per pending block.
+      const earlier = this.#pendingCb;
+      this.#pending = Buffer.concat([this.#pending, chunk]);
+      this.#pendingCb = earlier && cb ? (err) => (earlier(err), cb(err)) : (earlier ?? cb);
+      this.#wantWritable = true;
+      return false;
+    }
+    this.#send(chunk, cb);
+    if (this.#pending) {
+      this.#wantWritable = true;
+      return false;
+    }
+    if (this.#host.congested) {
+      this.#wantWritable = true;
+      this.#host.waitForDrain(this);
+      return false;
+    }
+    return true;
+  }
+
+  /** Half-closes our side (FIN) once pending bytes are sent. `cb` when the FIN was handed to the transport. */
+  end(cb?: Callback): void {
+    if (this.#reset) {
+      cb?.(new UnderpassError('ERR_STREAM_RESET', `stream ${this.id} was reset`));
+      return;
+    }
+    if (this.#localFin || this.#finAfterPending) {
+      cb?.();
+      return;
+    }
+    if (this.#pending) {
+      this.#finAfterPending = { cb };
+      return;
+    }
+    this.#sendFin(cb);
+  }
+
+  /** Abandons the channel both ways: RST to the peer (unless it closed cleanly already); pending writes fail with `err`. */
+  reset(err?: Error): void {
+    if (!this.#reset && !(this.#localFin && this.#remoteFin)) {
+      this.#reset = true;
+      this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, Flag.RST, this.id, 0), undefined);
+    }
+    this.#failPending(err ?? new UnderpassError('ERR_STREAM_DESTROYED', `stream ${this.id} was destroyed`));
+    this.#finish();
+  }
+
+  /** The consumer is done with `n` more bytes of what onData delivered: the peer may get credit. */
+  consumed(n: number): void {
+    this.#consumed += n;
+    this.#maybeGrant();
+  }
+
+  /** @internal Send the opening frame: SYN (we opened) or ACK (we accepted), raising the window. */
+  _announce(flag: Flag.SYN | Flag.ACK): void {
+    const delta = this.#host.windowTarget(false) - INITIAL_WINDOW;
+    this.#granted += delta;
+    this.#recvWindow += delta;
+    this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, flag, this.id, delta), undefined);
+  }
+
+  /** @internal The session checked `length <= recvWindow` before the payload arrives. */
+  _reserve(length: number): void {
+    this.#recvWindow -= length;
+  }
+
+  /** @internal Part of a Data frame's payload. `chunk` is a view into the transport's buffer. */
+  _receive(chunk: Buffer): void {
+    if (this.#remoteFin || this.#reset) return;
+    this.bytesRead += chunk.length;
+    const sink = this.#sink;
+    if (sink) sink.onData(chunk);
+    else (this.#early ??= { data: [], end: false, abort: undefined }).data.push(Buffer.from(chunk)); // a view would pin the transport buffer
+  }
+
+  /** @internal Window update from the peer. */
+  _grantSend(delta: number): void {
+    if (delta === 0) return;
+    this.#sendWindow = Math.min(this.#sendWindow + delta, 0xffffffff);
+    const pending = this.#pending;
+    if (!pending || this.#sendWindow === 0) return;
+    const cb = this.#pendingCb;
+    this.#pending = undefined;
+    this.#pendingCb = undefined;
+    this.#send(pending, cb);
+    if (this.#pending) return;
+    const fin = this.#finAfterPending;
+    if (fin) {
+      this.#finAfterPending = undefined;
+      this.#sendFin(fin.cb);
+    }
+    this.#notifyWritable();
+  }
+
+  /** @internal ACK / FIN / RST flags from the peer. */
+  _applyFlags(flags: number): void {
+    if (flags & Flag.RST) {
+      this.#abort(new UnderpassError('ERR_STREAM_RESET', `stream ${this.id} was reset by the peer`));
+      return;
+    }
+    if (flags & Flag.FIN && !this.#remoteFin && !this.#reset) {
+      this.#remoteFin = true;
+      this.#stopReceiving();
+      if (this.#localFin) this.#finish();
+      const sink = this.#sink;
+      if (sink) sink.onEnd();
+      else (this.#early ??= { data: [], end: false, abort: undefined }).end = true;
+    }
+  }
+
+  /** @internal The session is gone; end this channel with its error. */
+  _abort(err: Error): void {
+    this.#abort(err);
+  }
+
+  /** @internal The transport drained (after waitForDrain). */
+  _drained(): void {
+    if (!this.#pending) this.#notifyWritable();
+  }
+
+  #abort(err: Error): void {
+    if (this.#reset) return;
+    this.#reset = true;
+    this.#failPending(err);
+    this.#finish();
+    const sink = this.#sink;
+    if (sink) sink.onAbort(err);
+    else (this.#early ??= { data: [], end: false, abort: undefined }).abort = err;
+  }
+
+  #notifyWritable(): void {
+    if (!this.#wantWritable || this.#reset) return;
+    if (this.#host.congested) {
+      this.#host.waitForDrain(this);
+      return;
+    }
+    this.#wantWritable = false;
+    this.#sink?.onWritable();
+  }
+
+  #send(chunk: Buffer, cb: Callback | undefined): void {
+    const maxFrame = this.#host.config.maxFrameSize;
+    while (chunk.length > 0) {
+      if (this.#sendWindow === 0) {
+        this.#pending = chunk;
+        this.#pendingCb = cb;
+        return;
+      }
+      const n = Math.min(chunk.length, this.#sendWindow, maxFrame);
+      const last = n === chunk.length;
+      this.#sendWindow -= n;
+      this.bytesWritten += n;
+      this.#host.sendFrame(encodeHeader(FrameType.Data, 0, this.id, n), last ? chunk : chunk.subarray(0, n), last ? cb : undefined);
+      chunk = chunk.subarray(n);
+    }
+  }
+
+  #sendFin(cb: Callback | undefined): void {
+    this.#localFin = true;
+    this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, Flag.FIN, this.id, 0), undefined, cb);
+    if (this.#remoteFin) this.#finish();
+  }
+
+  #failPending(err: Error): void {
+    const cb = this.#pendingCb;
+    const fin = this.#finAfterPending;
+    this.#pending = undefined;
+    this.#pendingCb = undefined;
+    this.#finAfterPending = undefined;
+    cb?.(err);
+    fin?.cb?.(err);
+  }
+
+  /**
+   * Tops the peer's credit up to the window target once at most half of it is outstanding (as
+   * hashicorp/yamux does with a fixed window) and at least half the initial window was consumed
+   * since the last grant (a channel carrying a few small messages sends no updates at all).
+   */
+  #maybeGrant(): void {
+    if (this.#remoteFin || this.#reset) return;
+    const consumed = this.#consumed;
+    if (consumed - this.#consumedAtGrant < INITIAL_WINDOW / 2) return;
+    // Credit the peer has not used yet, plus bytes received and not yet consumed.
+    const outstanding = this.#granted - consumed;
+    const target = this.#host.windowTarget(this.#receiving);
+    if (outstanding > target / 2) return;
+    const delta = target - outstanding;
+    this.#granted += delta;
+    this.#consumedAtGrant = consumed;
+    this.#recvWindow += delta;
+    if (!this.#receiving && target > INITIAL_WINDOW) {
+      this.#receiving = true;
+      this.#host.receiverCount(1);
+    }
+    this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, 0, this.id, delta), undefined, undefined, true);
+  }
+
+  #stopReceiving(): void {
+    if (!this.#receiving) return;
+    this.#receiving = false;
+    this.#host.receiverCount(-1);
+  }
+
+  #finish(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#stopReceiving();
+    this.#host.streamFinished(this);
+  }
+}
