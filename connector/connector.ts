@@ -53,7 +53,7 @@ export class Connector {
     this.#listeners = new MappingListeners({
       logger: this.#log,
       where: 'connector',
-      onConnection: (mapping, socket) => void carryClient(this.#env(), mapping, socket, this.#candidates(), { self: { connector: config.name, worker: '' } }),
+      onConnection: (mapping, socket) => carryClient(this.#env(), mapping, socket, this.#candidates(), { self: { connector: config.name, worker: '' } }),
     });
     this.#links = config.workers.map((url) => {
       const link = new WorkerLink(url, {
@@ -78,8 +78,8 @@ export class Connector {
         });
       });
       link.on('config', (msg) => void this.#applyConfig(link, msg));
-      link.on('stream', (stream) => {
-        void serveStream(this.#env(), { connector: config.name, worker: link.welcome?.worker.instance ?? url.host }, stream, (req) => this.#resolveTarget(req));
+      link.on('stream', (channel) => {
+        serveStream(this.#env(), { connector: config.name, worker: link.welcome?.worker.instance ?? url.host }, channel, (req) => this.#resolveTarget(req));
       });
       return link;
     });

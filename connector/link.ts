@@ -15,7 +15,7 @@ import { errorMessage, UnderpassError } from '../tunnel/errors.js';
 import type { TunnelMetrics } from '../tunnel/metrics.js';
 import type { MuxConfig } from '../tunnel/mux/config.js';
 import { Session } from '../tunnel/mux/session.js';
-import type { MuxStream } from '../tunnel/mux/stream.js';
+import type { Channel } from '../tunnel/mux/channel.js';
 import { readTlsFiles, type TlsFiles, type TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { connectWebSocket, type WebSocketStream } from '../tunnel/transport/websocket.js';
 import { VERSION } from '../tunnel/version.js';
@@ -38,7 +38,7 @@ export interface LinkEvents {
   up: [welcome: Welcome];
   down: [err: Error | undefined];
   config: [config: ConfigMessage];
-  stream: [stream: MuxStream];
+  stream: [channel: Channel];
 }
 
 export class WorkerLink extends EventEmitter<LinkEvents> {
@@ -118,7 +118,7 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
     const ws = await this.#dial(tls, signal);
     const session = new Session(ws, { client: true, config: this.#opts.mux });
     this.#sessions.add(session);
-    session.on('stream', (stream) => this.emit('stream', stream));
+    session.on('channel', (channel) => this.emit('stream', channel));
     session.on('rtt', (ms) => this.#opts.metrics.keepaliveRtt.set({ peer: this.url.href }, ms / 1000));
     const control = new ControlChannel(session.open());
     control.on('error', (err) => {

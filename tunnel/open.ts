@@ -37,26 +37,44 @@ const responseSchema = z.union([
 
 export const OPEN_TIMEOUT_MS = 15_000;
 
-export function writeOpenRequest(stream: Duplex, req: OpenRequest): void {
-  stream.write(encodeJsonFrame(req, 2));
+export function encodeOpenRequest(req: OpenRequest): Buffer {
+  return encodeJsonFrame(req, 2);
 }
 
-export function writeOpenResponse(stream: Duplex, res: OpenResponse): void {
-  stream.write(encodeJsonFrame(res, 2));
+export function encodeOpenResponse(res: OpenResponse): Buffer {
+  return encodeJsonFrame(res, 2);
 }
 
-export async function readOpenRequest(stream: Duplex, timeoutMs = OPEN_TIMEOUT_MS): Promise<OpenRequest> {
-  const raw = await readJsonFrame16(stream, timeoutMs, 'stream open request');
+/** Validates a decoded open request; throws a ProtocolError (ERR_OPEN_INVALID) naming what is wrong. */
+export function parseOpenRequest(raw: unknown): OpenRequest {
   const parsed = requestSchema.safeParse(raw);
   if (!parsed.success) throw new ProtocolError('ERR_OPEN_INVALID', `malformed stream open request: ${parsed.error.issues[0]?.message}`);
   return parsed.data;
 }
 
-export async function readOpenResponse(stream: Duplex, timeoutMs = OPEN_TIMEOUT_MS): Promise<OpenResponse> {
-  const raw = await readJsonFrame16(stream, timeoutMs, 'stream open response');
+/** Validates a decoded open response; throws a ProtocolError (ERR_OPEN_INVALID) naming what is wrong. */
+export function parseOpenResponse(raw: unknown): OpenResponse {
   const parsed = responseSchema.safeParse(raw);
   if (!parsed.success) throw new ProtocolError('ERR_OPEN_INVALID', `malformed stream open response: ${parsed.error.issues[0]?.message}`);
   return parsed.data as OpenResponse;
+}
+
+// The same on a Duplex (a MuxStream): for tools and tests that speak the protocol by hand.
+
+export function writeOpenRequest(stream: Duplex, req: OpenRequest): void {
+  stream.write(encodeOpenRequest(req));
+}
+
+export function writeOpenResponse(stream: Duplex, res: OpenResponse): void {
+  stream.write(encodeOpenResponse(res));
+}
+
+export async function readOpenRequest(stream: Duplex, timeoutMs = OPEN_TIMEOUT_MS): Promise<OpenRequest> {
+  return parseOpenRequest(await readJsonFrame16(stream, timeoutMs, 'stream open request'));
+}
+
+export async function readOpenResponse(stream: Duplex, timeoutMs = OPEN_TIMEOUT_MS): Promise<OpenResponse> {
+  return parseOpenResponse(await readJsonFrame16(stream, timeoutMs, 'stream open response'));
 }
 
 /** A refusal as an Error, so callers can throw it through one path. */

@@ -1,10 +1,14 @@
-import { describe, test, expect } from '@jest/globals';
+import { afterEach, describe, test, expect } from '@jest/globals';
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { once } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { duplexPair } from './testing/duplex-pair.js';
-import { Relay, relay, type RelayResult } from './relay.js';
+import type { Channel } from './mux/channel.js';
+import { Session } from './mux/session.js';
+import type { MuxStream } from './mux/stream.js';
+import { encodeJsonFrame } from './frames.js';
+import { Relay, type RelayResult } from './relay.js';
 
 /** A loopback TCP connection: `inner` is the end the relay gets, `outer` plays the application. */
 async function tcpPair(): Promise<{ inner: net.Socket; outer: net.Socket; close(): void }> {
@@ -19,6 +23,27 @@ async function tcpPair(): Promise<{ inner: net.Socket; outer: net.Socket; close(
   return { inner, outer, close: () => server.close() };
 }
 
+const sessions: Session[] = [];
+afterEach(() => {
+  for (const s of sessions.splice(0)) s.close();
+});
+
+/** A channel for the relay and, through a real session pair, its far end as a Duplex. */
+async function channelPair(highWaterMark?: number): Promise<{ channel: Channel; far: MuxStream }> {
+  const [a, b] = duplexPair(highWaterMark ? { highWaterMark } : {});
+  const client = new Session(a, { client: true, config: { keepaliveIntervalMs: 0 } });
+  const server = new Session(b, { client: false, config: { keepaliveIntervalMs: 0 } });
+  sessions.push(client, server);
+  const accepted = once(server, 'stream') as Promise<[MuxStream]>;
+  const channel = client.openChannel();
+  channel.write(Buffer.from('hi')); // the far end sees the stream only when a frame arrives
+  const [far] = await accepted;
+  far.on('error', () => undefined);
+  const [hi] = (await once(far, 'data')) as [Buffer];
+  expect(hi.toString()).toBe('hi');
+  return { channel, far };
+}
+
 function collect(s: Duplex): Promise<Buffer> {
   const parts: Buffer[] = [];
   s.on('data', (c: Buffer) => parts.push(c));
@@ -28,13 +53,19 @@ function collect(s: Duplex): Promise<Buffer> {
   });
 }
 
+function runRelay(socket: net.Socket, channel: Channel): Promise<RelayResult> {
+  const r = new Relay(socket);
+  r.attachChannel(channel);
+  return new Promise((resolve) => r.run(resolve));
+}
+
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 describe('relay', () => {
   test('carries bytes both ways with half-close and reports the totals', async () => {
     const { inner, outer, close } = await tcpPair();
-    const [stream, far] = duplexPair();
-    const done = relay(inner, stream);
+    const { channel, far } = await channelPair();
+    const done = runRelay(inner, channel);
     const up = randomBytes(3 * 1024 * 1024);
     const down = randomBytes(2 * 1024 * 1024 + 7);
     const gotFar = collect(far);
@@ -47,19 +78,20 @@ describe('relay', () => {
     outer.destroy();
     const result: RelayResult = await done;
     expect(result).toEqual({ bytesFromSocket: up.length, bytesToSocket: down.length });
+    expect(channel.state).toBe('closed');
     close();
   });
 
-  test('a paused application stops the tunnel side within the buffers (backpressure)', async () => {
+  test('a paused application stops the far writer within the socket buffer and one window (backpressure)', async () => {
     const { inner, outer, close } = await tcpPair();
-    const [stream, far] = duplexPair({ highWaterMark: 16 * 1024 });
-    void relay(inner, stream);
+    const { channel, far } = await channelPair();
+    void runRelay(inner, channel);
     outer.pause();
     const chunk = Buffer.alloc(64 * 1024, 1);
     const limit = 256 * 1024 * 1024;
     let offered = 0;
     // Offer data until the far side's writes stop completing for a while: the relay must have
-    // paused the stream once the socket (and the kernel's loopback buffers) filled up.
+    // stopped giving credit once the socket (and the kernel's loopback buffers) filled up.
     while (offered < limit) {
       offered += chunk.length;
       if (!far.write(chunk)) {
@@ -68,7 +100,6 @@ describe('relay', () => {
       }
     }
     expect(offered).toBeLessThan(limit);
-    expect(stream.isPaused()).toBe(true);
     // Resuming the application drains everything.
     const got = collect(outer);
     outer.resume();
@@ -77,37 +108,38 @@ describe('relay', () => {
     close();
   });
 
-  test('an error on the tunnel side resets the socket and is reported', async () => {
+  test('a reset from the tunnel side resets the socket and is reported', async () => {
     const { inner, outer, close } = await tcpPair();
-    const [stream] = duplexPair();
-    const done = relay(inner, stream);
+    const { channel, far } = await channelPair();
+    const done = runRelay(inner, channel);
     const outerError = once(outer, 'error');
-    stream.destroy(new Error('stream reset by the peer'));
+    far.destroy();
     const [err] = (await outerError) as [NodeJS.ErrnoException];
     expect(err.code).toBe('ECONNRESET');
     const result = await done;
-    expect(result.error?.message).toBe('stream reset by the peer');
+    expect(result.error?.message).toMatch(/stream 1 was reset by the peer/);
     close();
   });
 
-  test('an error on the socket destroys the stream', async () => {
+  test('an error on the socket resets the channel', async () => {
     const { inner, outer, close } = await tcpPair();
-    const [stream, far] = duplexPair();
-    const done = relay(inner, stream);
-    const farClosed = once(far, 'close');
+    const { channel, far } = await channelPair();
+    const done = runRelay(inner, channel);
+    const farClosed = new Promise((resolve) => far.once('close', resolve));
     outer.resetAndDestroy();
     await farClosed;
     const result = await done;
     expect(result.error).toBeDefined();
-    expect(stream.destroyed).toBe(true);
+    expect(channel.state).toBe('reset');
     close();
   });
 
   test('pipe before run carries the first bytes early; unpipe stops them', async () => {
     const { inner, outer, close } = await tcpPair();
-    const [stream, far] = duplexPair();
+    const { channel, far } = await channelPair();
     const r = new Relay(inner);
-    r.pipe(stream);
+    r.attachChannel(channel);
+    r.pipe();
     outer.write('early');
     const [first] = (await once(far, 'data')) as [Buffer];
     expect(first.toString()).toBe('early');
@@ -116,7 +148,7 @@ describe('relay', () => {
     await new Promise((res) => setTimeout(res, 100));
     expect(far.readableLength).toBe(0);
     // Running resumes the socket: the held bytes arrive now.
-    const done = new Promise<RelayResult>((resolve) => r.run(stream, resolve));
+    const done = new Promise<RelayResult>((resolve) => r.run(resolve));
     const [held] = (await once(far, 'data')) as [Buffer];
     expect(held.toString()).toBe('held');
     outer.end();
@@ -127,15 +159,101 @@ describe('relay', () => {
     close();
   });
 
-  test('a socket that closed before the relay ran still ends it', async () => {
+  test('a socket that closed before the relay ran still ends it, and resets the channel', async () => {
     const { inner, outer, close } = await tcpPair();
-    const [stream] = duplexPair();
+    const { channel, far } = await channelPair();
     const r = new Relay(inner);
+    r.attachChannel(channel);
+    const farClosed = new Promise((resolve) => far.once('close', resolve));
     outer.resetAndDestroy();
     await new Promise((resolve) => inner.once('close', resolve));
-    const result = await new Promise<RelayResult>((resolve) => r.run(stream, resolve));
+    const result = await new Promise<RelayResult>((resolve) => r.run(resolve));
     expect(result.error).toBeDefined();
-    expect(stream.destroyed).toBe(true);
+    await farClosed;
+    expect(channel.state).toBe('reset');
     close();
+  });
+});
+
+describe('relay: the open header', () => {
+  const readHeader = (r: Relay, timeoutMs = 5_000): Promise<{ value: unknown; err: Error | undefined }> =>
+    new Promise((resolve) => r.readHeader(timeoutMs, 'test header', (value, err) => resolve({ value, err })));
+
+  test('delivers the header and keeps the bytes after it (one write, or byte by byte) until run', async () => {
+    for (const split of [false, true]) {
+      const { inner, outer, close } = await tcpPair();
+      const { channel, far } = await channelPair();
+      const r = new Relay(inner);
+      r.attachChannel(channel);
+      const header = readHeader(r);
+      const frame = Buffer.concat([encodeJsonFrame({ mapping: 'db', n: 1 }, 2), Buffer.from('pipelined')]);
+      if (split) for (const b of frame) far.write(Buffer.from([b]));
+      else far.write(frame);
+      const { value, err } = await header;
+      expect(err).toBeUndefined();
+      expect(value).toEqual({ mapping: 'db', n: 1 });
+      const got = collect(outer);
+      const done = new Promise<RelayResult>((resolve) => r.run(resolve));
+      far.end();
+      expect((await got).toString()).toBe('pipelined');
+      outer.end();
+      expect((await done).bytesToSocket).toBe(9);
+      close();
+    }
+  });
+
+  test('fails with ERR_FRAME_JSON on a header that is not JSON', async () => {
+    const { channel, far } = await channelPair();
+    const r = new Relay();
+    r.attachChannel(channel);
+    const header = readHeader(r);
+    far.write(Buffer.concat([Buffer.from([0, 3]), Buffer.from('{{{')]));
+    const { err } = await header;
+    expect(err).toMatchObject({ code: 'ERR_FRAME_JSON' });
+    expect(err?.message).toMatch(/test header is not valid JSON/);
+  });
+
+  test('fails with ERR_OPEN_EOF when the peer ends before the header is complete', async () => {
+    const { channel, far } = await channelPair();
+    const r = new Relay();
+    r.attachChannel(channel);
+    const header = readHeader(r);
+    far.end(Buffer.from([0, 40, 0x7b]));
+    const { err } = await header;
+    expect(err).toMatchObject({ code: 'ERR_OPEN_EOF' });
+    expect(err?.message).toMatch(/stream ended before the test header/);
+  });
+
+  test('fails with the reset when the peer resets, and with ERR_OPEN_TIMEOUT when nothing comes', async () => {
+    const a = await channelPair();
+    const r1 = new Relay();
+    r1.attachChannel(a.channel);
+    const reset = readHeader(r1);
+    a.far.destroy();
+    expect((await reset).err).toMatchObject({ code: 'ERR_STREAM_RESET' });
+
+    const b = await channelPair();
+    const r2 = new Relay();
+    r2.attachChannel(b.channel);
+    const { err } = await readHeader(r2, 50);
+    expect(err).toMatchObject({ code: 'ERR_OPEN_TIMEOUT' });
+    expect(err?.message).toBe('no test header within 50 ms');
+  });
+
+  test('discard after a refusal drops what follows and still gives the peer credit', async () => {
+    const { channel, far } = await channelPair();
+    const r = new Relay();
+    r.attachChannel(channel);
+    const header = readHeader(r);
+    far.write(encodeJsonFrame({ mapping: 'x' }, 2));
+    await header;
+    r.discard();
+    // Far more than the initial window: only credit from the discarding side lets it all through.
+    const big = Buffer.alloc(4 * 1024 * 1024, 3);
+    await new Promise<void>((resolve, reject) => far.end(big, () => resolve()).once('error', reject));
+    channel.end();
+    await once(far, 'end').catch(() => undefined);
+    far.resume();
+    expect(channel.bytesRead).toBe(big.length + 2 + Buffer.byteLength('{"mapping":"x"}'));
   });
 });

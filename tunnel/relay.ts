@@ -1,22 +1,35 @@
 /**
- * Joins a TCP socket and a tunnel stream both ways, keeping half-close (a
- * client that shuts its write side still reads the whole response) and
+ * Joins a TCP socket and a multiplexer channel both ways, keeping half-close
+ * (a client that shuts its write side still reads the whole response) and
  * backpressure. An error on either side tears down both; the socket is reset
- * so its peer sees an error rather than a clean end.
+ * so its peer sees an error rather than a clean end, the channel with RST.
  *
- * Stream → socket writes are corked until the end of the event-loop turn:
+ * The relay is the channel's consumer (ChannelSink): payloads are written to
+ * the socket as the session decodes them, with no Node stream in between, and
+ * the peer gets credit for them once the socket took them without backing up
+ * (otherwise at the socket's 'drain'): the socket's buffer stays within its
+ * high-water mark plus one window. Socket reads go to `channel.write`; when it
+ * says stop (no send window, or the tunnel is full) the socket is paused until
+ * the channel's onWritable.
+ *
+ * Before it runs, the relay also reads the stream-open header that starts
+ * every channel (tunnel/open.ts): `readHeader` delivers the JSON and keeps any
+ * bytes that followed it (pipelining) until `run`.
+ *
+ * Channel → socket writes are corked until the end of the event-loop turn:
  * TLS hands decrypted data over in 16 KiB pieces, and writing each one with
  * its own syscall was the largest cost of a bulk transfer. One writev per turn
  * sends them together without copying.
  *
- * Why not `socket.pipe(stream)`: a relay lives as long as its connection, and
- * an idle connection is mostly this bookkeeping. pipe() allocates a dozen
- * closures and once-wrappers per direction; here every listener is one shared
- * static function that finds its relay through the emitter (tunnel/owner.ts),
- * so a relay costs one small object (docs/benchmarks.md, idle streams).
+ * Why not `socket.pipe(...)`: a relay lives as long as its connection, and an
+ * idle connection is mostly this bookkeeping. Every socket listener is one
+ * shared static function that finds its relay through the emitter
+ * (tunnel/owner.ts), so a relay costs one small object (docs/benchmarks.md,
+ * idle streams).
  */
 import type { Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
+import { ProtocolError, UnderpassError } from './errors.js';
+import type { Channel, ChannelSink } from './mux/channel.js';
 import { ownerSlot } from './owner.js';
 
 export interface RelayResult {
@@ -28,153 +41,281 @@ export interface RelayResult {
   error?: Error;
 }
 
+/** The open header's JSON (not yet validated), or why it did not come. */
+export type HeaderCallback = (header: unknown, err: Error | undefined) => void;
+
+interface HeaderRead {
+  cb: HeaderCallback;
+  what: string;
+  buf: Buffer | undefined;
+  timer: NodeJS.Timeout;
+}
+
 const owner = ownerSlot<Relay>('underpass.relay');
 
-export class Relay {
-  readonly socket: Socket;
-  stream: Duplex | undefined;
+export class Relay implements ChannelSink {
+  socket: Socket | undefined;
+  channel: Channel | undefined;
   /** The first error of either side. */
   error: Error | undefined;
-  #open = 2;
+  #socketClosed = false;
+  /** We half-closed the channel (the socket ended). */
+  #localEnded = false;
+  /** The peer half-closed the channel. */
+  #remoteEnded = false;
+  /** The channel is gone (reset either way, or the session ended). */
+  #channelGone = false;
   #running = false;
   #upstream = false;
+  #discard = false;
   #inTurn = false;
   #corked = false;
+  /** Bytes written to the socket while it was backed up: credit for them waits for its 'drain'. */
+  #uncredited = 0;
+  #header: HeaderRead | undefined;
+  /** Payload that arrived after the header, before `run`. */
+  #held: Buffer[] | undefined;
   #done: ((result: RelayResult) => void) | undefined;
 
-  /** Takes the socket's errors from now on (kept in `error`; they end the relay once it runs). */
-  constructor(socket: Socket) {
+  /** With a socket, takes its errors from now on (kept in `error`; they end the relay once it runs). */
+  constructor(socket?: Socket) {
+    if (socket) this.attachSocket(socket);
+  }
+
+  attachSocket(socket: Socket): void {
     this.socket = socket;
     owner.set(socket, this);
     socket.on('error', Relay.#onSocketError);
+    socket.on('close', Relay.#onSocketClose);
+  }
+
+  /** Becomes `channel`'s consumer. A relay may try several channels (one per carrier) before it runs; a replaced one must have been reset. */
+  attachChannel(channel: Channel): void {
+    this.channel = channel;
+    this.#remoteEnded = false;
+    this.#channelGone = false;
+    this.#localEnded = false;
+    this.#held = undefined;
+    this.#discard = false;
+    channel.attach(this);
   }
 
   /**
-   * Starts carrying socket → stream: the client's first bytes may follow the
-   * stream-open request before the answer (pipelining). `unpipe` stops it again.
+   * Reads one u16-length JSON header from the start of the channel. `cb` runs once: with the
+   * parsed JSON, or with the reason (the channel ended or was reset first, malformed JSON, no
+   * header within `timeoutMs`). Bytes after the header are kept for `run`.
    */
-  pipe(stream: Duplex): void {
-    if (this.stream !== stream) {
-      this.stream = stream;
-      owner.set(stream, this);
-    }
+  readHeader(timeoutMs: number, what: string, cb: HeaderCallback): void {
+    const timer = setTimeout(Relay.#headerTimeout, timeoutMs, this, timeoutMs);
+    this.#header = { cb, what, buf: undefined, timer };
+  }
+
+  /** From now on the channel's payload is dropped (after a refusal; the peer still gets credit). */
+  discard(): void {
+    this.#discard = true;
+    this.#clearHeader();
+    const held = this.#held;
+    this.#held = undefined;
+    if (held) for (const c of held) this.channel?.consumed(c.length);
+  }
+
+  /**
+   * Starts carrying socket → channel: the client's first bytes may follow the
+   * open request before the answer (pipelining). `unpipe` stops it again.
+   */
+  pipe(): void {
     if (this.#upstream) return;
     this.#upstream = true;
-    this.socket.on('data', Relay.#onSocketData);
-    this.socket.on('end', Relay.#onSocketEnd);
-    stream.on('drain', Relay.#onStreamDrain);
-    this.socket.resume();
+    const socket = this.socket!;
+    socket.on('data', Relay.#onSocketData);
+    socket.on('end', Relay.#onSocketEnd);
+    socket.resume();
   }
 
   unpipe(): void {
     if (!this.#upstream) return;
     this.#upstream = false;
-    this.socket.off('data', Relay.#onSocketData);
-    this.socket.off('end', Relay.#onSocketEnd);
-    this.stream?.off('drain', Relay.#onStreamDrain);
-    this.socket.pause();
+    const socket = this.socket!;
+    socket.off('data', Relay.#onSocketData);
+    socket.off('end', Relay.#onSocketEnd);
+    socket.pause();
   }
 
   /** Runs both directions until both sides have closed; `done` gets the totals. */
-  run(stream: Duplex, done: (result: RelayResult) => void): void {
+  run(done: (result: RelayResult) => void): void {
     if (this.#running) throw new Error('relay already running');
-    this.pipe(stream);
+    const socket = this.socket!;
     this.#running = true;
     this.#done = done;
-    stream.on('error', Relay.#onStreamError);
-    this.socket.on('close', Relay.#onClosed);
-    stream.on('close', Relay.#onClosed);
-    stream.on('data', Relay.#onStreamData);
-    stream.on('end', Relay.#onStreamEnd);
-    this.socket.on('drain', Relay.#onSocketDrain);
-    // A socket or stream that ended both ways closes itself (autoDestroy); one that already
-    // closed while the open handshake ran counts as closed now.
-    if (this.socket.closed) this.#closed();
-    if (stream.closed) this.#closed();
-    stream.resume(); // the open header left the stream paused
-    if (this.error) {
-      if (!this.socket.destroyed) this.socket.resetAndDestroy();
-      stream.destroy();
+    socket.on('drain', Relay.#onSocketDrain);
+    if (socket.closed) this.#socketClosed = true;
+    this.pipe();
+    const held = this.#held;
+    this.#held = undefined;
+    if (held) for (const chunk of held) this.#toSocket(chunk);
+    if (this.error || this.#channelGone) {
+      this.#teardown();
+    } else if (this.#remoteEnded) {
+      this.#endTurn();
+      socket.end();
     }
+    this.#check();
   }
 
-  #closed(): void {
-    if (--this.#open > 0) return;
-    const done = this.#done;
-    this.#done = undefined;
-    done?.({ bytesFromSocket: this.socket.bytesRead, bytesToSocket: this.socket.bytesWritten, ...(this.error ? { error: this.error } : {}) });
+  // ---- ChannelSink ----------------------------------------------------------
+
+  onData(chunk: Buffer): void {
+    if (this.#header) return this.#headerData(chunk);
+    if (this.#discard) return this.channel!.consumed(chunk.length);
+    if (this.#running) return this.#toSocket(chunk);
+    // Between the header and run (the acceptor dials): keep a copy of a small view (a view would
+    // pin its whole transport buffer); the peer's window bounds what can arrive.
+    (this.#held ??= []).push(chunk.length * 2 >= chunk.buffer.byteLength ? chunk : Buffer.from(chunk));
+  }
+
+  onEnd(): void {
+    this.#remoteEnded = true;
+    if (this.#header) return this.#headerDone(undefined, new UnderpassError('ERR_OPEN_EOF', `stream ended before the ${this.#header.what}`));
+    if (!this.#running) return;
+    this.#endTurn();
+    if (!this.socket!.destroyed) this.socket!.end();
+    this.#check();
+  }
+
+  onAbort(err: Error): void {
+    this.#channelGone = true;
+    this.error ??= err;
+    if (this.#header) return this.#headerDone(undefined, err);
+    if (!this.#running) return;
+    this.#teardown();
+    this.#check();
+  }
+
+  onWritable(): void {
+    if (this.#upstream) this.socket!.resume();
+  }
+
+  // ---- internals ------------------------------------------------------------
+
+  #headerData(chunk: Buffer): void {
+    const h = this.#header!;
+    const buf = h.buf ? Buffer.concat([h.buf, chunk]) : chunk;
+    const length = buf.length >= 2 ? buf.readUInt16BE(0) : -1;
+    if (length < 0 || buf.length < 2 + length) {
+      h.buf = Buffer.from(buf); // a partial header: a copy, not a view of the transport buffer
+      return;
+    }
+    const rest = buf.subarray(2 + length);
+    this.channel!.consumed(2 + length);
+    if (rest.length > 0) this.#held = [Buffer.from(rest)];
+    let value: unknown;
+    try {
+      value = JSON.parse(buf.toString('utf8', 2, 2 + length));
+    } catch (err) {
+      return this.#headerDone(undefined, new ProtocolError('ERR_FRAME_JSON', `${h.what} is not valid JSON`, { cause: err }));
+    }
+    this.#headerDone(value, undefined);
+  }
+
+  #headerDone(value: unknown, err: Error | undefined): void {
+    const h = this.#header!;
+    this.#clearHeader();
+    h.cb(value, err);
+  }
+
+  #clearHeader(): void {
+    if (!this.#header) return;
+    clearTimeout(this.#header.timer);
+    this.#header = undefined;
+  }
+
+  static #headerTimeout(r: Relay, timeoutMs: number): void {
+    if (r.#header) r.#headerDone(undefined, new UnderpassError('ERR_OPEN_TIMEOUT', `no ${r.#header.what} within ${timeoutMs} ms`));
+  }
+
+  /** Channel → socket, corked after the first write of an event-loop turn. */
+  #toSocket(chunk: Buffer): void {
+    const to = this.socket!;
+    if (to.destroyed) return this.channel!.consumed(chunk.length);
+    if (!this.#inTurn) {
+      this.#inTurn = true;
+      setImmediate(Relay.#endTurnOf, this);
+    } else if (!this.#corked) {
+      this.#corked = true;
+      to.cork();
+    }
+    if (to.write(chunk) && this.#uncredited === 0) this.channel!.consumed(chunk.length);
+    else this.#uncredited += chunk.length;
   }
 
   #endTurn(): void {
     this.#inTurn = false;
     if (this.#corked) {
       this.#corked = false;
-      this.socket.uncork();
+      this.socket!.uncork();
     }
   }
 
-  // The listeners: shared by every relay, `this` is the emitter.
-
-  static #onSocketData(this: Socket, chunk: Buffer): void {
-    const r = owner.of(this);
-    if (r.stream && !r.stream.write(chunk)) this.pause();
-  }
-
-  static #onStreamDrain(this: Duplex): void {
-    owner.of(this).socket.resume();
-  }
-
-  static #onSocketEnd(this: Socket): void {
-    owner.of(this).stream?.end();
-  }
-
-  /** Stream → socket, corked after the first write of an event-loop turn. */
-  static #onStreamData(this: Duplex, chunk: Buffer): void {
-    const r = owner.of(this);
-    const to = r.socket;
-    if (!r.#inTurn) {
-      r.#inTurn = true;
-      setImmediate(Relay.#endTurnOf, r);
-    } else if (!r.#corked) {
-      r.#corked = true;
-      to.cork();
+  /** An error on either side: reset the socket and the channel. */
+  #teardown(): void {
+    const socket = this.socket!;
+    if (!socket.destroyed) socket.resetAndDestroy();
+    if (!this.#channelGone) {
+      this.#channelGone = true;
+      this.channel!.reset(this.error);
     }
-    if (!to.write(chunk)) this.pause();
+  }
+
+  #check(): void {
+    if (!this.#running || !this.#socketClosed) return;
+    if (!this.#channelGone && !(this.#localEnded && this.#remoteEnded)) {
+      // The socket is gone without having ended (reset, destroyed): nothing more can be carried.
+      if (this.#localEnded) return; // its FIN was sent; wait for the peer's
+      this.#channelGone = true;
+      this.channel!.reset(this.error);
+    }
+    const done = this.#done;
+    this.#done = undefined;
+    if (!done) return;
+    const socket = this.socket!;
+    done({ bytesFromSocket: socket.bytesRead, bytesToSocket: socket.bytesWritten, ...(this.error ? { error: this.error } : {}) });
   }
 
   static #endTurnOf(r: Relay): void {
     r.#endTurn();
   }
 
-  static #onSocketDrain(this: Socket): void {
-    owner.of(this).stream?.resume();
-  }
+  // The socket listeners: shared by every relay, `this` is the socket.
 
-  static #onStreamEnd(this: Duplex): void {
+  static #onSocketData(this: Socket, chunk: Buffer): void {
     const r = owner.of(this);
-    r.#endTurn();
-    r.socket.end();
+    if (!r.channel!.write(chunk)) this.pause();
   }
 
-  static #onClosed(this: Socket | Duplex): void {
-    owner.of(this).#closed();
+  static #onSocketEnd(this: Socket): void {
+    const r = owner.of(this);
+    r.#localEnded = true;
+    r.channel!.end();
+    r.#check();
+  }
+
+  static #onSocketDrain(this: Socket): void {
+    const r = owner.of(this);
+    const n = r.#uncredited;
+    if (n === 0 || r.socket!.writableNeedDrain) return;
+    r.#uncredited = 0;
+    r.channel!.consumed(n);
+  }
+
+  static #onSocketClose(this: Socket): void {
+    const r = owner.of(this);
+    r.#socketClosed = true;
+    r.#check();
   }
 
   static #onSocketError(this: Socket, err: Error): void {
     const r = owner.of(this);
     r.error ??= err;
-    if (r.#running) r.stream?.destroy();
+    if (r.#running) r.#teardown();
   }
-
-  static #onStreamError(this: Duplex, err: Error): void {
-    const r = owner.of(this);
-    r.error ??= err;
-    if (!r.socket.destroyed) r.socket.resetAndDestroy();
-  }
-}
-
-/** Runs a relay between `socket` and `stream` (both directions) and resolves when both sides closed. */
-export function relay(socket: Socket, stream: Duplex): Promise<RelayResult> {
-  const r = new Relay(socket);
-  return new Promise((resolve) => r.run(stream, resolve));
 }

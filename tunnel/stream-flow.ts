@@ -11,7 +11,6 @@
  * Each ends in exactly one audit line and one metrics update.
  */
 import net from 'node:net';
-import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { AuditLog, StreamOutcome } from './audit.js';
 import { formatHostPort, formatPeer, type HostPort } from './address.js';
@@ -20,8 +19,8 @@ import { errorMessage, ignoreError } from './errors.js';
 import type { Mapping } from './mapping.js';
 import type { TunnelMetrics } from './metrics.js';
 import type { Session } from './mux/session.js';
-import type { MuxStream } from './mux/stream.js';
-import { readOpenRequest, readOpenResponse, writeOpenRequest, writeOpenResponse, type OpenRequest, type RefusalCode } from './open.js';
+import type { Channel } from './mux/channel.js';
+import { encodeOpenRequest, encodeOpenResponse, OPEN_TIMEOUT_MS, parseOpenRequest, parseOpenResponse, type OpenRequest, type OpenResponse, type RefusalCode } from './open.js';
 import { Relay, type RelayResult } from './relay.js';
 
 export interface FlowEnv {
@@ -100,8 +99,12 @@ export interface CarryOptions {
   explainNoCarrier?: () => { code: RefusalCode; message: string } | undefined;
 }
 
-/** Opener side. `carriers` yields sessions in the order to try (round-robin start). Resolves when the connection is over. */
-export async function carryClient(env: FlowEnv, mapping: Mapping, socket: net.Socket, carriers: Iterable<Carrier>, opts: CarryOptions): Promise<void> {
+/**
+ * Opener side. `carriers` yields sessions in the order to try (round-robin start). Runs by
+ * callbacks, not promises: an application connection is a relay, a channel and the few closures
+ * of its open handshake, and nothing of it stays suspended while the connection is idle.
+ */
+export function carryClient(env: FlowEnv, mapping: Mapping, socket: net.Socket, carriers: Iterable<Carrier>, opts: CarryOptions): void {
   const started = Date.now();
   const client = formatPeer(socket);
   const r = new Relay(socket);
@@ -112,156 +115,181 @@ export async function carryClient(env: FlowEnv, mapping: Mapping, socket: net.So
     record(env, started, { ...base, outcome: 'refused', reason: 'SOURCE_NOT_ALLOWED', message: `${socket.remoteAddress} is outside allowedSources (${mapping.allowedSources.join(', ')})` });
     return;
   }
+  const candidates = carriers[Symbol.iterator]();
   let lastProblem = 'no tunnel session is established';
   let tried = 0;
-  for (const carrier of carriers) {
-    tried++;
-    const who = { connector: carrier.connector, worker: carrier.worker };
-    let stream: MuxStream;
-    try {
-      stream = carrier.session.open();
-    } catch (err) {
-      lastProblem = errorMessage(err);
-      continue;
+
+  const noCarrier = (): void => {
+    socket.resetAndDestroy();
+    const explained = tried === 0 ? opts.explainNoCarrier?.() : undefined;
+    record(env, started, { ...base, outcome: 'refused', reason: explained?.code ?? 'NO_SESSION', message: explained?.message ?? lastProblem });
+  };
+
+  const tryNext = (): void => {
+    for (let next = candidates.next(); !next.done; next = candidates.next()) {
+      const carrier = next.value;
+      tried++;
+      let channel: Channel;
+      try {
+        channel = carrier.session.openChannel();
+      } catch (err) {
+        lastProblem = errorMessage(err);
+        continue;
+      }
+      r.attachChannel(channel);
+      channel.write(encodeOpenRequest({ mapping: mapping.name, source: client }));
+      // Pipelining: the client's first bytes follow the open request at once instead of a round
+      // trip later. The acceptor holds them until its checks and dial succeed; a refusal drops them.
+      r.pipe();
+      r.readHeader(OPEN_TIMEOUT_MS, 'stream open response', (raw, err) => answered(carrier, channel, raw, err));
+      return;
     }
-    stream.on('error', ignoreError); // the relay or the checks below decide what an error means
-    writeOpenRequest(stream, { mapping: mapping.name, source: client });
-    // Pipelining: the client's first bytes follow the open request at once instead of a round
-    // trip later. The acceptor holds them until its checks and dial succeed; a refusal drops them.
-    r.pipe(stream);
-    let response;
-    try {
-      response = await readOpenResponse(stream);
-    } catch (err) {
+    noCarrier();
+  };
+
+  const answered = (carrier: Carrier, channel: Channel, raw: unknown, err: Error | undefined): void => {
+    let response: OpenResponse | undefined;
+    if (!err) {
+      try {
+        response = parseOpenResponse(raw);
+      } catch (e) {
+        err = e as Error;
+      }
+    }
+    const who = { connector: carrier.connector, worker: carrier.worker };
+    if (!response) {
       r.unpipe();
-      stream.destroy();
+      channel.reset();
       lastProblem = errorMessage(err);
       // The session died before answering: another may carry the stream, unless client bytes were already sent.
-      if ((carrier.session.isClosed || carrier.session.remoteGoneAway) && socket.bytesRead === 0) continue;
-      break;
+      if ((carrier.session.isClosed || carrier.session.remoteGoneAway) && socket.bytesRead === 0) tryNext();
+      else noCarrier();
+      return;
     }
     if (!response.ok) {
       r.unpipe();
-      stream.end();
-      stream.resume();
+      r.discard();
+      channel.end();
       socket.resetAndDestroy();
       record(env, started, { ...base, ...who, outcome: 'refused', reason: response.code, message: response.message });
       return;
     }
     if (socket.destroyed) {
-      stream.destroy();
+      channel.reset();
       record(env, started, { ...base, ...who, outcome: 'failed', reason: 'CLIENT_GONE', message: r.error?.message ?? 'the client closed before the stream opened' });
       return;
     }
-    // No await from here on: an idle connection keeps no suspended async function alive.
-    return relayed(env, started, mapping, r, stream, (result) => ({
-      ...base,
-      ...who,
-      bytesIn: result.bytesFromSocket,
-      bytesOut: result.bytesToSocket,
-    }));
-  }
-  socket.resetAndDestroy();
-  const explained = tried === 0 ? opts.explainNoCarrier?.() : undefined;
-  record(env, started, { ...base, outcome: 'refused', reason: explained?.code ?? 'NO_SESSION', message: explained?.message ?? lastProblem });
+    relayed(env, started, mapping, r, (result) => ({ ...base, ...who, bytesIn: result.bytesFromSocket, bytesOut: result.bytesToSocket }));
+  };
+
+  tryNext();
 }
 
 /** Relays until both sides closed, then writes the audit line and metrics. */
-function relayed(env: FlowEnv, started: number, mapping: Mapping, r: Relay, stream: Duplex, finish: (result: RelayResult) => Omit<Finish, 'outcome'>): Promise<void> {
+function relayed(env: FlowEnv, started: number, mapping: Mapping, r: Relay, finish: (result: RelayResult) => Omit<Finish, 'outcome'>): void {
   env.metrics.streamsOpen.inc({ mapping: mapping.name });
-  return new Promise((resolve) => {
-    r.run(stream, (result) => {
-      env.metrics.streamsOpen.dec({ mapping: mapping.name });
-      record(env, started, {
-        ...finish(result),
-        outcome: result.error ? 'failed' : 'closed',
-        ...(result.error ? { reason: 'ABORTED', message: result.error.message } : {}),
-      });
-      resolve();
+  r.run((result) => {
+    env.metrics.streamsOpen.dec({ mapping: mapping.name });
+    record(env, started, {
+      ...finish(result),
+      outcome: result.error ? 'failed' : 'closed',
+      ...(result.error ? { reason: 'ABORTED', message: result.error.message } : {}),
     });
   });
 }
 
-/** Acceptor side: `resolve` applies this end's policy and says what to dial. Resolves when the stream is over. */
-export async function serveStream(
+/** Acceptor side: `resolve` applies this end's policy and says what to dial. */
+export function serveStream(
   env: FlowEnv,
   who: { connector: string; worker: string },
-  stream: MuxStream,
+  channel: Channel,
   resolve: (req: OpenRequest) => Promise<Resolution> | Resolution,
-): Promise<void> {
+): void {
   const started = Date.now();
-  stream.on('error', ignoreError);
-  let req: OpenRequest;
-  try {
-    req = await readOpenRequest(stream);
-  } catch (err) {
-    stream.destroy();
-    record(env, started, { ...who, mapping: '', client: '', outcome: 'failed', reason: 'BAD_REQUEST', message: errorMessage(err) });
-    return;
-  }
-  const base = { ...who, mapping: req.mapping, client: req.source };
+  const r = new Relay();
+  r.attachChannel(channel);
+  let base: Pick<Finish, 'connector' | 'worker' | 'mapping' | 'client'>;
+
   const refuse = (code: RefusalCode, message: string, extra: Partial<Finish> = {}): void => {
-    writeOpenResponse(stream, { ok: false, code, message });
-    stream.end();
-    stream.resume();
+    channel.write(encodeOpenResponse({ ok: false, code, message }));
+    channel.end();
+    r.discard();
     record(env, started, { ...base, ...extra, outcome: 'refused', reason: code, message });
   };
-  let resolution: Resolution;
-  try {
-    resolution = await resolve(req);
-  } catch (err) {
-    refuse('DIAL_FAILED', errorMessage(err));
-    return;
-  }
-  if (!resolution.ok) {
-    refuse(resolution.code, resolution.message, resolution.mapping ? { side: resolution.mapping.target.side } : {});
-    return;
-  }
-  const { mapping, dial, target } = resolution;
-  const dialStarted = process.hrtime.bigint();
-  let socket: net.Socket;
-  try {
-    socket = await connect(dial, env.dialTimeoutMs ?? 10_000);
-  } catch (err) {
-    env.metrics.dialSeconds.observe({ mapping: mapping.name, result: 'error' }, Number(process.hrtime.bigint() - dialStarted) / 1e9);
-    refuse('DIAL_FAILED', `cannot connect to ${target}: ${errorMessage(err)}`, { side: mapping.target.side, target });
-    return;
-  }
-  env.metrics.dialSeconds.observe({ mapping: mapping.name, result: 'ok' }, Number(process.hrtime.bigint() - dialStarted) / 1e9);
-  if (stream.destroyed) {
-    socket.destroy();
-    record(env, started, { ...base, side: mapping.target.side, target, outcome: 'failed', reason: 'ABORTED', message: 'the stream closed while dialling' });
-    return;
-  }
-  writeOpenResponse(stream, { ok: true });
-  const r = new Relay(socket);
-  return relayed(env, started, mapping, r, stream, (result) => ({
-    ...base,
-    side: mapping.target.side,
-    target,
-    // At this end the socket is the target: bytes to it came from the client.
-    bytesIn: result.bytesToSocket,
-    bytesOut: result.bytesFromSocket,
-  }));
+
+  const resolved = (resolution: Resolution): void => {
+    if (!resolution.ok) {
+      refuse(resolution.code, resolution.message, resolution.mapping ? { side: resolution.mapping.target.side } : {});
+      return;
+    }
+    const { mapping, dial, target } = resolution;
+    const dialStarted = process.hrtime.bigint();
+    connect(dial, env.dialTimeoutMs ?? 10_000, (err, socket) => {
+      env.metrics.dialSeconds.observe({ mapping: mapping.name, result: err ? 'error' : 'ok' }, Number(process.hrtime.bigint() - dialStarted) / 1e9);
+      if (err || !socket) {
+        refuse('DIAL_FAILED', `cannot connect to ${target}: ${errorMessage(err)}`, { side: mapping.target.side, target });
+        return;
+      }
+      if (channel.isReset) {
+        socket.destroy();
+        record(env, started, { ...base, side: mapping.target.side, target, outcome: 'failed', reason: 'ABORTED', message: 'the stream closed while dialling' });
+        return;
+      }
+      channel.write(encodeOpenResponse({ ok: true }));
+      r.attachSocket(socket);
+      relayed(env, started, mapping, r, (result) => ({
+        ...base,
+        side: mapping.target.side,
+        target,
+        // At this end the socket is the target: bytes to it came from the client.
+        bytesIn: result.bytesToSocket,
+        bytesOut: result.bytesFromSocket,
+      }));
+    });
+  };
+
+  r.readHeader(OPEN_TIMEOUT_MS, 'stream open request', (raw, err) => {
+    let req: OpenRequest;
+    try {
+      if (err) throw err;
+      req = parseOpenRequest(raw);
+    } catch (e) {
+      channel.reset();
+      record(env, started, { ...who, mapping: '', client: '', outcome: 'failed', reason: 'BAD_REQUEST', message: errorMessage(e) });
+      return;
+    }
+    base = { ...who, mapping: req.mapping, client: req.source };
+    let resolution: Promise<Resolution> | Resolution;
+    try {
+      resolution = resolve(req);
+    } catch (e) {
+      refuse('DIAL_FAILED', errorMessage(e));
+      return;
+    }
+    if (resolution instanceof Promise) resolution.then(resolved, (e: unknown) => refuse('DIAL_FAILED', errorMessage(e)));
+    else resolved(resolution);
+  });
 }
 
-function connect(to: HostPort, timeoutMs: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: to.host, port: to.port, allowHalfOpen: true, noDelay: true });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`timed out after ${timeoutMs} ms`));
-    }, timeoutMs);
-    socket.once('connect', () => {
-      clearTimeout(timer);
-      socket.off('error', onError);
-      socket.setKeepAlive(true, 30_000);
-      resolve(socket);
-    });
-    const onError = (err: Error): void => {
-      clearTimeout(timer);
-      reject(err);
-    };
-    socket.once('error', onError);
-  });
+function connect(to: HostPort, timeoutMs: number, cb: (err: Error | undefined, socket?: net.Socket) => void): void {
+  const socket = net.connect({ host: to.host, port: to.port, allowHalfOpen: true, noDelay: true });
+  const timer = setTimeout(() => {
+    socket.off('error', onError);
+    socket.on('error', ignoreError);
+    socket.destroy();
+    cb(new Error(`timed out after ${timeoutMs} ms`));
+  }, timeoutMs);
+  const onError = (err: Error): void => {
+    clearTimeout(timer);
+    socket.off('connect', onConnect);
+    cb(err);
+  };
+  const onConnect = (): void => {
+    clearTimeout(timer);
+    socket.off('error', onError);
+    socket.setKeepAlive(true, 30_000);
+    cb(undefined, socket);
+  };
+  socket.once('connect', onConnect);
+  socket.once('error', onError);
 }

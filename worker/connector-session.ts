@@ -11,7 +11,8 @@ import { errorMessage, UnderpassError } from '../tunnel/errors.js';
 import { ownerSlot } from '../tunnel/owner.js';
 import type { MuxConfig } from '../tunnel/mux/config.js';
 import { Session } from '../tunnel/mux/session.js';
-import type { MuxStream } from '../tunnel/mux/stream.js';
+import type { Channel } from '../tunnel/mux/channel.js';
+import { MuxStream } from '../tunnel/mux/stream.js';
 import { VERSION } from '../tunnel/version.js';
 import type { AcceptedConnector } from './tunnel-server.js';
 
@@ -28,7 +29,7 @@ export interface ConnectorSessionOptions {
 
 export interface ConnectorSession {
   on(event: 'ready', listener: () => void): this;
-  on(event: 'stream', listener: (stream: MuxStream) => void): this;
+  on(event: 'stream', listener: (channel: Channel) => void): this;
   on(event: 'mapping-status', listener: (entries: MappingStatusEntry[]) => void): this;
   on(event: 'close', listener: (err: Error | undefined) => void): this;
   /** A keepalive round trip with this connector (milliseconds). */
@@ -60,15 +61,15 @@ export class ConnectorSession extends EventEmitter {
     // Shared listeners that find this session through its mux (tunnel/owner.ts): an idle session
     // keeps no closures.
     owner.set(this.mux, this);
-    this.mux.on('stream', ConnectorSession.#onMuxStream);
+    this.mux.on('channel', ConnectorSession.#onMuxChannel);
     this.mux.on('close', ConnectorSession.#onMuxClose);
     this.mux.on('rtt', ConnectorSession.#onMuxRtt);
     this.#handshakeTimer = setTimeout(ConnectorSession.#handshakeTimeout, HANDSHAKE_TIMEOUT_MS, this);
     this.#handshakeTimer.unref();
   }
 
-  static #onMuxStream(this: Session, stream: MuxStream): void {
-    owner.of(this).#onStream(stream);
+  static #onMuxChannel(this: Session, channel: Channel): void {
+    owner.of(this).#onChannel(channel);
   }
 
   static #onMuxClose(this: Session, err: Error | undefined): void {
@@ -140,17 +141,18 @@ export class ConnectorSession extends EventEmitter {
     return this.mux.drain(deadlineMs);
   }
 
-  #onStream(stream: MuxStream): void {
+  /** The connector's first stream is the control channel (a Duplex); every later one carries a connection. */
+  #onChannel(channel: Channel): void {
     if (!this.#control) {
-      this.#control = new ControlChannel(stream);
+      this.#control = new ControlChannel(new MuxStream(channel));
       void this.#handshake(this.#control);
       return;
     }
     if (!this.#ready) {
-      stream.destroy();
+      channel.reset();
       return;
     }
-    this.emit('stream', stream);
+    this.emit('stream', channel);
   }
 
   async #handshake(control: ControlChannel): Promise<void> {

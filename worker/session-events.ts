@@ -10,7 +10,7 @@ import type { AuditLog } from '../tunnel/audit.js';
 import type { ConfigMessage, MappingStatusEntry } from '../tunnel/control.js';
 import type { TunnelMetrics } from '../tunnel/metrics.js';
 import { ownerSlot } from '../tunnel/owner.js';
-import type { MuxStream } from '../tunnel/mux/stream.js';
+import type { Channel } from '../tunnel/mux/channel.js';
 import type { OpenRequest } from '../tunnel/open.js';
 import { serveStream, type FlowEnv, type Resolution } from '../tunnel/stream-flow.js';
 import type { ConnectorSession } from './connector-session.js';
@@ -60,9 +60,9 @@ function onMappingStatus(this: ConnectorSession, entries: MappingStatusEntry[]):
   mappingStatus(hosts.of(this), this, entries);
 }
 
-function onStream(this: ConnectorSession, stream: MuxStream): void {
+function onStream(this: ConnectorSession, channel: Channel): void {
   const host = hosts.of(this);
-  void serveStream(host.env, { connector: this.connector, worker: host.instance }, stream, (req) => host.resolveClusterTarget(req));
+  serveStream(host.env, { connector: this.connector, worker: host.instance }, channel, (req) => host.resolveClusterTarget(req));
 }
 
 function onClose(this: ConnectorSession, err: Error | undefined): void {

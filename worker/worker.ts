@@ -101,7 +101,7 @@ export class Worker {
     this.#listeners = new MappingListeners({
       logger: this.#log,
       where: 'worker',
-      onConnection: (mapping, socket) => void carryClient(this.#env, mapping, socket, this.#registry.candidates(mapping.name), {
+      onConnection: (mapping, socket) => carryClient(this.#env, mapping, socket, this.#registry.candidates(mapping.name), {
         self: { connector: '', worker: config.instance },
         explainNoCarrier: () => this.#registry.whyNot(mapping.name),
       }),

@@ -1,0 +1,173 @@
+/** Channel state and flow control against a recording host (unit test; the session tests run real pairs). */
+import { describe, expect, it } from '@jest/globals';
+import { Channel, type ChannelSink, type StreamHost } from './channel.js';
+import { muxConfig } from './config.js';
+import { decodeHeader, Flag, FrameType, INITIAL_WINDOW } from './frame.js';
+
+interface Sent {
+  type: FrameType;
+  flags: number;
+  length: number;
+  payload?: Buffer;
+}
+
+class Host implements StreamHost {
+  readonly config = muxConfig({ maxFrameSize: 64 * 1024 });
+  readonly sent: Sent[] = [];
+  congested = false;
+  waiting: Channel[] = [];
+  finished: Channel[] = [];
+  sendFrame(header: Buffer, payload: Buffer | undefined, cb?: (err?: Error | null) => void): void {
+    const h = decodeHeader(header);
+    this.sent.push({ type: h.type, flags: h.flags, length: h.length, ...(payload ? { payload: Buffer.from(payload) } : {}) });
+    cb?.();
+  }
+  streamFinished(channel: Channel): void {
+    this.finished.push(channel);
+  }
+  windowTarget(): number {
+    return INITIAL_WINDOW;
+  }
+  receiverCount(): void {}
+  waitForDrain(channel: Channel): void {
+    this.waiting.push(channel);
+  }
+  data(): Buffer {
+    return Buffer.concat(this.sent.filter((f) => f.type === FrameType.Data).map((f) => f.payload!));
+  }
+}
+
+class Sink implements ChannelSink {
+  readonly events: string[] = [];
+  readonly chunks: Buffer[] = [];
+  onData(chunk: Buffer): void {
+    this.events.push(`data:${chunk.length}`);
+    this.chunks.push(chunk);
+  }
+  onEnd(): void {
+    this.events.push('end');
+  }
+  onAbort(err: Error): void {
+    this.events.push(`abort:${(err as { code?: string }).code}`);
+  }
+  onWritable(): void {
+    this.events.push('writable');
+  }
+}
+
+function opened(): { host: Host; channel: Channel; sink: Sink } {
+  const host = new Host();
+  const channel = new Channel(host, 1);
+  channel._announce(Flag.SYN);
+  const sink = new Sink();
+  channel.attach(sink);
+  host.sent.length = 0;
+  return { host, channel, sink };
+}
+
+describe('Channel', () => {
+  it('sends up to the send window, keeps the rest, and sends it as credit comes back', () => {
+    const { host, channel, sink } = opened();
+    const data = Buffer.alloc(INITIAL_WINDOW + 1000, 7);
+    const done: Array<Error | null | undefined> = [];
+    expect(channel.write(data, (err) => done.push(err))).toBe(false);
+    expect(host.data().length).toBe(INITIAL_WINDOW);
+    expect(host.sent.every((f) => f.length <= 64 * 1024)).toBe(true);
+    expect(done).toEqual([]); // the callback waits for the last byte
+    channel._grantSend(600);
+    expect(host.data().length).toBe(INITIAL_WINDOW + 600);
+    expect(sink.events).toEqual([]);
+    channel._grantSend(INITIAL_WINDOW);
+    expect(host.data().equals(data)).toBe(true);
+    expect(done).toEqual([undefined]);
+    expect(sink.events).toEqual(['writable']);
+  });
+
+  it('sends the FIN after bytes that wait for credit, never before them', () => {
+    const { host, channel } = opened();
+    channel.write(Buffer.alloc(INITIAL_WINDOW + 10));
+    let ended = false;
+    channel.end(() => (ended = true));
+    expect(host.sent.some((f) => f.flags & Flag.FIN)).toBe(false);
+    expect(ended).toBe(false);
+    channel._grantSend(10);
+    const last = host.sent.at(-1)!;
+    expect(last.flags & Flag.FIN).toBeTruthy();
+    expect(host.sent.at(-2)!.length).toBe(10);
+    expect(ended).toBe(true);
+    expect(channel.state).toBe('local-closed');
+  });
+
+  it('tells the writer to wait while the transport is full, and when it drained', () => {
+    const { host, channel, sink } = opened();
+    host.congested = true;
+    expect(channel.write(Buffer.from('x'))).toBe(false);
+    expect(host.waiting).toEqual([channel]);
+    host.congested = false;
+    channel._drained();
+    expect(sink.events).toEqual(['writable']);
+  });
+
+  it('keeps what arrives before a consumer is attached and hands it over in order', () => {
+    const host = new Host();
+    const channel = new Channel(host, 2);
+    channel._announce(Flag.ACK);
+    const view = Buffer.alloc(64 * 1024, 1).subarray(0, 5);
+    channel._reserve(5);
+    channel._receive(view);
+    channel._applyFlags(Flag.FIN);
+    view.fill(9); // the transport reuses its buffer: the kept bytes are a copy
+    const sink = new Sink();
+    channel.attach(sink);
+    expect(sink.events).toEqual(['data:5', 'end']);
+    expect([...sink.chunks[0]!]).toEqual([1, 1, 1, 1, 1]);
+    expect(() => channel.attach(new Sink())).toThrow(/already has a consumer/);
+  });
+
+  it('gives credit once half the initial window was consumed, not on arrival', () => {
+    const { host, channel } = opened();
+    const half = INITIAL_WINDOW / 2;
+    channel._reserve(half);
+    channel._receive(Buffer.alloc(half));
+    expect(host.sent).toEqual([]);
+    expect(channel.recvWindow).toBe(INITIAL_WINDOW - half);
+    channel.consumed(half - 1);
+    expect(host.sent).toEqual([]);
+    channel.consumed(1);
+    expect(host.sent).toEqual([{ type: FrameType.WindowUpdate, flags: 0, length: half }]);
+    expect(channel.recvWindow).toBe(INITIAL_WINDOW);
+  });
+
+  it('a reset sends RST once, fails the waiting write, and refuses later writes', () => {
+    const { host, channel } = opened();
+    const errors: Array<string | undefined> = [];
+    channel.write(Buffer.alloc(INITIAL_WINDOW + 1), (err) => errors.push((err as { code?: string } | undefined)?.code));
+    channel.reset();
+    channel.reset();
+    expect(host.sent.filter((f) => f.flags & Flag.RST)).toHaveLength(1);
+    expect(errors).toEqual(['ERR_STREAM_DESTROYED']);
+    expect(channel.write(Buffer.from('late'), (err) => errors.push((err as { code?: string } | undefined)?.code))).toBe(true);
+    expect(errors).toEqual(['ERR_STREAM_DESTROYED', 'ERR_STREAM_RESET']);
+    expect(channel.state).toBe('reset');
+    expect(host.finished).toEqual([channel]);
+  });
+
+  it('a reset by the peer aborts the consumer; nothing is delivered after it', () => {
+    const { channel, sink } = opened();
+    channel._applyFlags(Flag.RST);
+    channel._reserve(3);
+    channel._receive(Buffer.from('abc'));
+    channel._applyFlags(Flag.FIN);
+    expect(sink.events).toEqual(['abort:ERR_STREAM_RESET']);
+  });
+
+  it('finishes once both sides sent FIN, without RST', () => {
+    const { host, channel } = opened();
+    channel.end();
+    channel._applyFlags(Flag.FIN);
+    expect(channel.state).toBe('closed');
+    channel.reset();
+    expect(host.sent.some((f) => f.flags & Flag.RST)).toBe(false);
+    expect(host.finished).toEqual([channel]);
+  });
+});
