@@ -170,4 +170,37 @@ describe('Channel', () => {
     expect(host.sent.some((f) => f.flags & Flag.RST)).toBe(false);
     expect(host.finished).toEqual([channel]);
   });
+
+  it('an accepted channel sends its ACK with its first frame, in the same batch', () => {
+    const host = new Host();
+    const channel = new Channel(host, 2);
+    channel._announceLater();
+    channel.attach(new Sink());
+    expect(host.sent).toEqual([]);
+    channel.write(Buffer.from('ok'));
+    expect(host.sent.map((f) => [f.type, f.flags])).toEqual([[FrameType.WindowUpdate, Flag.ACK], [FrameType.Data, 0]]);
+    channel.write(Buffer.from('more'));
+    expect(host.sent.filter((f) => f.flags & Flag.ACK)).toHaveLength(1);
+  });
+
+  it('an accepted channel that only receives still acknowledges and gives credit (no stall at one window)', () => {
+    const host = new Host();
+    const channel = new Channel(host, 2);
+    channel._announceLater();
+    channel.attach(new Sink());
+    channel._reserve(INITIAL_WINDOW);
+    channel._receive(Buffer.alloc(INITIAL_WINDOW));
+    expect(channel.recvWindow).toBe(0);
+    channel.consumed(INITIAL_WINDOW);
+    expect(host.sent[0]!.flags & Flag.ACK).toBeTruthy();
+    expect(channel.recvWindow).toBe(INITIAL_WINDOW);
+  });
+
+  it('an accepted channel reset before it sent anything sends only the RST', () => {
+    const host = new Host();
+    const channel = new Channel(host, 2);
+    channel._announceLater();
+    channel.reset();
+    expect(host.sent.map((f) => f.flags)).toEqual([Flag.RST]);
+  });
 });

@@ -91,6 +91,8 @@ export class Channel {
   #pendingCb: Callback | undefined;
   /** end() called while bytes were pending: the FIN follows them. */
   #finAfterPending: { cb: Callback | undefined } | undefined;
+  /** Accepted with `_announceLater`: the ACK waits for this end's first frame. */
+  #ackPending = false;
   /** A write returned false: tell the sink when it may write again. */
   #wantWritable = false;
   /** Bytes sent and received on this channel (Data payload only). */
@@ -146,6 +148,7 @@ export class Channel {
       cb?.(new UnderpassError('ERR_STREAM_RESET', this.#reset ? `stream ${this.id} was reset` : `stream ${this.id} was ended`));
       return true;
     }
+    if (this.#ackPending) this.#ack();
     if (this.#pending) {
       // A writer that did not wait: keep the order, one callback per pending block.
       const earlier = this.#pendingCb;
@@ -186,6 +189,7 @@ export class Channel {
 
   /** Abandons the channel both ways: RST to the peer (unless it closed cleanly already); pending writes fail with `err`. */
   reset(err?: Error): void {
+    this.#ackPending = false; // an RST needs no ACK before it
     if (!this.#reset && !(this.#localFin && this.#remoteFin)) {
       this.#reset = true;
       this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, Flag.RST, this.id, 0), undefined);
@@ -206,6 +210,20 @@ export class Channel {
     this.#granted += delta;
     this.#recvWindow += delta;
     this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, flag, this.id, delta), undefined);
+  }
+
+  /**
+   * @internal Accepted as a channel: the ACK (and its window raise) goes out with the first frame
+   * this end sends — for a tunnel connection the open response, after the dial — so that both
+   * leave in one tunnel write instead of two. Until then the peer may send the initial window.
+   */
+  _announceLater(): void {
+    this.#ackPending = true;
+  }
+
+  #ack(): void {
+    this.#ackPending = false;
+    this._announce(Flag.ACK);
   }
 
   /** @internal The session checked `length <= recvWindow` before the payload arrives. */
@@ -305,6 +323,7 @@ export class Channel {
   }
 
   #sendFin(cb: Callback | undefined): void {
+    if (this.#ackPending) this.#ack();
     this.#localFin = true;
     this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, Flag.FIN, this.id, 0), undefined, cb);
     if (this.#remoteFin) this.#finish();
@@ -329,6 +348,7 @@ export class Channel {
     if (this.#remoteFin || this.#reset) return;
     const consumed = this.#consumed;
     if (consumed - this.#consumedAtGrant < INITIAL_WINDOW / 2) return;
+    if (this.#ackPending) this.#ack(); // the ACK's window raise first; the grant below tops up from there
     // Credit the peer has not used yet, plus bytes received and not yet consumed.
     const outstanding = this.#granted - consumed;
     const target = this.#host.windowTarget(this.#receiving);

@@ -346,9 +346,13 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     }
     const channel = new Channel(this, id);
     this.#streams.set(id, channel);
-    channel._announce(Flag.ACK);
-    if (asChannel) this.emit('channel', channel);
-    else this.emit('stream', new MuxStream(channel));
+    if (asChannel) {
+      channel._announceLater();
+      this.emit('channel', channel);
+    } else {
+      channel._announce(Flag.ACK);
+      this.emit('stream', new MuxStream(channel));
+    }
     return channel;
   }
 
