@@ -82,7 +82,8 @@ export class AuditLog {
   }
 
   write(event: AuditEvent): void {
-    this.#pending.push(`${JSON.stringify({ time: this.#now().toISOString(), audit: true, ...event })}\n`);
+    // `{"time":…,"audit":true,` + the event's own JSON without its opening brace: no copy of the event.
+    this.#pending.push(`{"time":"${this.#now().toISOString()}","audit":true,${JSON.stringify(event).slice(1)}\n`);
     if (this.#scheduled) return;
     this.#scheduled = true;
     setImmediate(this.#flushNow);

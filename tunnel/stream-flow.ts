@@ -21,7 +21,7 @@ import type { TunnelMetrics } from './metrics.js';
 import type { Session } from './mux/session.js';
 import type { Channel } from './mux/channel.js';
 import { encodeOpenRequest, encodeOpenResponse, OPEN_TIMEOUT_MS, parseOpenRequest, parseOpenResponse, type OpenRequest, type OpenResponse, type RefusalCode } from './open.js';
-import { Relay, type RelayResult } from './relay.js';
+import { Relay } from './relay.js';
 
 export interface FlowEnv {
   connection: string;
@@ -42,18 +42,37 @@ export type Resolution =
   | { ok: true; mapping: Mapping; dial: HostPort; target: string }
   | { ok: false; code: RefusalCode; message: string; mapping?: Mapping };
 
-interface Finish {
+/**
+ * What one connection's audit line and metrics say, filled in as the connection goes (one object
+ * of one shape per connection, no copies).
+ */
+class Finish {
   mapping: string;
-  side?: Mapping['target']['side'];
+  side: Mapping['target']['side'] | undefined;
   client: string;
-  target?: string;
+  target: string | undefined;
   connector: string;
   worker: string;
-  outcome: StreamOutcome;
-  reason?: string;
-  message?: string;
-  bytesIn?: number;
-  bytesOut?: number;
+  outcome: StreamOutcome = 'closed';
+  reason: string | undefined = undefined;
+  message: string | undefined = undefined;
+  bytesIn = 0;
+  bytesOut = 0;
+  constructor(who: { connector: string; worker: string }, mapping: string, client: string, side?: Mapping['target']['side'], target?: string) {
+    this.connector = who.connector;
+    this.worker = who.worker;
+    this.mapping = mapping;
+    this.client = client;
+    this.side = side;
+    this.target = target;
+  }
+
+  end(outcome: StreamOutcome, reason?: string, message?: string): this {
+    this.outcome = outcome;
+    this.reason = reason;
+    this.message = message;
+    return this;
+  }
 }
 
 const sourceSets = new WeakMap<Mapping, CidrSet>();
@@ -67,22 +86,22 @@ export function sourceAllowed(mapping: Mapping, address: string | undefined): bo
 }
 
 function record(env: FlowEnv, started: number, f: Finish): void {
-  const durationMs = Date.now() - started;
+  // Fixed keys in the line's order; JSON leaves the undefined ones out.
   env.audit.write({
     event: 'stream',
     connection: env.connection,
     connector: f.connector,
     worker: f.worker,
     mapping: f.mapping,
-    ...(f.side ? { side: f.side } : {}),
+    side: f.side,
     client: f.client,
-    ...(f.target ? { target: f.target } : {}),
+    target: f.target,
     outcome: f.outcome,
-    ...(f.reason ? { reason: f.reason } : {}),
-    ...(f.message ? { message: f.message } : {}),
-    bytesIn: f.bytesIn ?? 0,
-    bytesOut: f.bytesOut ?? 0,
-    durationMs,
+    reason: f.reason,
+    message: f.message,
+    bytesIn: f.bytesIn,
+    bytesOut: f.bytesOut,
+    durationMs: Date.now() - started,
   });
   env.metrics.streamsTotal.inc({ mapping: f.mapping, outcome: f.outcome, reason: f.reason ?? '' });
   if (f.bytesIn) env.metrics.bytes.inc({ mapping: f.mapping, direction: 'in' }, f.bytesIn);
@@ -109,10 +128,10 @@ export function carryClient(env: FlowEnv, mapping: Mapping, socket: net.Socket, 
   const client = formatPeer(socket);
   const r = new Relay(socket);
   socket.setNoDelay(true);
-  const base = { mapping: mapping.name, side: mapping.target.side, client, target: formatHostPort(mapping.target), ...opts.self };
+  const f = new Finish(opts.self, mapping.name, client, mapping.target.side, formatHostPort(mapping.target));
   if (!sourceAllowed(mapping, socket.remoteAddress)) {
     socket.resetAndDestroy();
-    record(env, started, { ...base, outcome: 'refused', reason: 'SOURCE_NOT_ALLOWED', message: `${socket.remoteAddress} is outside allowedSources (${mapping.allowedSources.join(', ')})` });
+    record(env, started, f.end('refused', 'SOURCE_NOT_ALLOWED', `${socket.remoteAddress} is outside allowedSources (${mapping.allowedSources.join(', ')})`));
     return;
   }
   const candidates = carriers[Symbol.iterator]();
@@ -122,7 +141,9 @@ export function carryClient(env: FlowEnv, mapping: Mapping, socket: net.Socket, 
   const noCarrier = (): void => {
     socket.resetAndDestroy();
     const explained = tried === 0 ? opts.explainNoCarrier?.() : undefined;
-    record(env, started, { ...base, outcome: 'refused', reason: explained?.code ?? 'NO_SESSION', message: explained?.message ?? lastProblem });
+    f.connector = opts.self.connector;
+    f.worker = opts.self.worker;
+    record(env, started, f.end('refused', explained?.code ?? 'NO_SESSION', explained?.message ?? lastProblem));
   };
 
   const tryNext = (): void => {
@@ -156,7 +177,8 @@ export function carryClient(env: FlowEnv, mapping: Mapping, socket: net.Socket, 
         err = e as Error;
       }
     }
-    const who = { connector: carrier.connector, worker: carrier.worker };
+    f.connector = carrier.connector;
+    f.worker = carrier.worker;
     if (!response) {
       r.unpipe();
       channel.reset();
@@ -171,30 +193,33 @@ export function carryClient(env: FlowEnv, mapping: Mapping, socket: net.Socket, 
       r.discard();
       channel.end();
       socket.resetAndDestroy();
-      record(env, started, { ...base, ...who, outcome: 'refused', reason: response.code, message: response.message });
+      record(env, started, f.end('refused', response.code, response.message));
       return;
     }
     if (socket.destroyed) {
       channel.reset();
-      record(env, started, { ...base, ...who, outcome: 'failed', reason: 'CLIENT_GONE', message: r.error?.message ?? 'the client closed before the stream opened' });
+      record(env, started, f.end('failed', 'CLIENT_GONE', r.error?.message ?? 'the client closed before the stream opened'));
       return;
     }
-    relayed(env, started, mapping, r, (result) => ({ ...base, ...who, bytesIn: result.bytesFromSocket, bytesOut: result.bytesToSocket }));
+    relayed(env, started, mapping, r, f, false);
   };
 
   tryNext();
 }
 
-/** Relays until both sides closed, then writes the audit line and metrics. */
-function relayed(env: FlowEnv, started: number, mapping: Mapping, r: Relay, finish: (result: RelayResult) => Omit<Finish, 'outcome'>): void {
+/**
+ * Relays until both sides closed, then writes the audit line and metrics. `socketIsTarget`: at the
+ * acceptor the socket is the target, so bytes to it came from the client.
+ */
+function relayed(env: FlowEnv, started: number, mapping: Mapping, r: Relay, f: Finish, socketIsTarget: boolean): void {
   env.metrics.streamsOpen.inc({ mapping: mapping.name });
   r.run((result) => {
     env.metrics.streamsOpen.dec({ mapping: mapping.name });
-    record(env, started, {
-      ...finish(result),
-      outcome: result.error ? 'failed' : 'closed',
-      ...(result.error ? { reason: 'ABORTED', message: result.error.message } : {}),
-    });
+    f.bytesIn = socketIsTarget ? result.bytesToSocket : result.bytesFromSocket;
+    f.bytesOut = socketIsTarget ? result.bytesFromSocket : result.bytesToSocket;
+    if (result.error) f.end('failed', 'ABORTED', result.error.message);
+    else f.end('closed');
+    record(env, started, f);
   });
 }
 
@@ -208,43 +233,39 @@ export function serveStream(
   const started = Date.now();
   const r = new Relay();
   r.attachChannel(channel);
-  let base: Pick<Finish, 'connector' | 'worker' | 'mapping' | 'client'>;
+  const f = new Finish(who, '', '');
 
-  const refuse = (code: RefusalCode, message: string, extra: Partial<Finish> = {}): void => {
+  const refuse = (code: RefusalCode, message: string): void => {
     channel.write(encodeOpenResponse({ ok: false, code, message }));
     channel.end();
     r.discard();
-    record(env, started, { ...base, ...extra, outcome: 'refused', reason: code, message });
+    record(env, started, f.end('refused', code, message));
   };
 
   const resolved = (resolution: Resolution): void => {
     if (!resolution.ok) {
-      refuse(resolution.code, resolution.message, resolution.mapping ? { side: resolution.mapping.target.side } : {});
+      f.side = resolution.mapping?.target.side;
+      refuse(resolution.code, resolution.message);
       return;
     }
     const { mapping, dial, target } = resolution;
+    f.side = mapping.target.side;
+    f.target = target;
     const dialStarted = process.hrtime.bigint();
     connect(dial, env.dialTimeoutMs ?? 10_000, (err, socket) => {
       env.metrics.dialSeconds.observe({ mapping: mapping.name, result: err ? 'error' : 'ok' }, Number(process.hrtime.bigint() - dialStarted) / 1e9);
       if (err || !socket) {
-        refuse('DIAL_FAILED', `cannot connect to ${target}: ${errorMessage(err)}`, { side: mapping.target.side, target });
+        refuse('DIAL_FAILED', `cannot connect to ${target}: ${errorMessage(err)}`);
         return;
       }
       if (channel.isReset) {
         socket.destroy();
-        record(env, started, { ...base, side: mapping.target.side, target, outcome: 'failed', reason: 'ABORTED', message: 'the stream closed while dialling' });
+        record(env, started, f.end('failed', 'ABORTED', 'the stream closed while dialling'));
         return;
       }
       channel.write(encodeOpenResponse({ ok: true }));
       r.attachSocket(socket);
-      relayed(env, started, mapping, r, (result) => ({
-        ...base,
-        side: mapping.target.side,
-        target,
-        // At this end the socket is the target: bytes to it came from the client.
-        bytesIn: result.bytesToSocket,
-        bytesOut: result.bytesFromSocket,
-      }));
+      relayed(env, started, mapping, r, f, true);
     });
   };
 
@@ -255,10 +276,11 @@ export function serveStream(
       req = parseOpenRequest(raw);
     } catch (e) {
       channel.reset();
-      record(env, started, { ...who, mapping: '', client: '', outcome: 'failed', reason: 'BAD_REQUEST', message: errorMessage(e) });
+      record(env, started, f.end('failed', 'BAD_REQUEST', errorMessage(e)));
       return;
     }
-    base = { ...who, mapping: req.mapping, client: req.source };
+    f.mapping = req.mapping;
+    f.client = req.source;
     let resolution: Promise<Resolution> | Resolution;
     try {
       resolution = resolve(req);
