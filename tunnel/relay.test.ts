@@ -159,6 +159,27 @@ describe('relay', () => {
     close();
   });
 
+  test('a socket that ended while a first channel was tried ends the next one too (after what was written to it)', async () => {
+    const { inner, outer, close } = await tcpPair();
+    const first = await channelPair();
+    const r = new Relay(inner);
+    r.attachChannel(first.channel);
+    r.pipe();
+    const firstEnded = collect(first.far);
+    outer.end(); // the client half-closes before any answer came
+    expect((await firstEnded).length).toBe(0);
+    r.unpipe();
+    first.channel.reset(); // that carrier failed before it answered
+    const second = await channelPair();
+    r.attachChannel(second.channel);
+    second.channel.write(Buffer.from('request'));
+    const got = collect(second.far);
+    r.pipe();
+    expect((await got).toString()).toBe('request');
+    outer.destroy();
+    close();
+  });
+
   test('a socket that closed before the relay ran still ends it, and resets the channel', async () => {
     const { inner, outer, close } = await tcpPair();
     const { channel, far } = await channelPair();

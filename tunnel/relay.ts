@@ -59,6 +59,8 @@ export class Relay implements ChannelSink {
   /** The first error of either side. */
   error: Error | undefined;
   #socketClosed = false;
+  /** The socket ended (its peer half-closed). */
+  #socketEnded = false;
   /** We half-closed the channel (the socket ended). */
   #localEnded = false;
   /** The peer half-closed the channel. */
@@ -129,6 +131,12 @@ export class Relay implements ChannelSink {
     const socket = this.socket!;
     socket.on('data', Relay.#onSocketData);
     socket.on('end', Relay.#onSocketEnd);
+    // A socket that ended while another channel carried it (a carrier that failed before it
+    // answered) will not say so again: end this channel now, after what was written to it.
+    if (this.#socketEnded && !this.#localEnded) {
+      this.#localEnded = true;
+      this.channel!.end();
+    }
     socket.resume();
   }
 
@@ -294,6 +302,7 @@ export class Relay implements ChannelSink {
 
   static #onSocketEnd(this: Socket): void {
     const r = owner.of(this);
+    r.#socketEnded = true;
     r.#localEnded = true;
     r.channel!.end();
     r.#check();
