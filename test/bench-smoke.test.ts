@@ -115,8 +115,8 @@ describe('tunnel benchmark smoke run', () => {
     expect(bad.stderr).toContain('--concurrency: whole numbers from 1 to 256');
   }, 120_000);
 
-  it('stream-open-micro measures the multiplexer per stream, with and without the open handshake', async () => {
-    for (const [args, label] of [[[], 'multiplexer only'], [['--open'], 'multiplexer + open request/response']] as const) {
+  it('stream-open-micro measures the multiplexer per stream: Duplex, with the open handshake, plain channels', async () => {
+    for (const [args, label] of [[[], 'multiplexer only'], [['--open'], 'multiplexer + open request/response'], [['--channel'], 'multiplexer channels']] as const) {
       const { code, stdout, stderr } = await runBench(['--streams', '300', ...args], MICRO);
       if (code !== 0) throw new Error(`stream-open-micro exited ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr.slice(-4000)}`);
       const m = new RegExp(`^${label.replace(/[+/]/g, '\\$&')}: 300 streams, (\\d+) streams/s, ([\\d.]+) µs CPU per stream`, 'm').exec(stdout);
@@ -127,6 +127,9 @@ describe('tunnel benchmark smoke run', () => {
     const bad = await runBench(['--streams', '2'], MICRO);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('--streams: a whole number from 8');
+    const both = await runBench(['--open', '--channel'], MICRO);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain('--open and --channel measure different paths');
   }, 60_000);
 
   it('node-floor measures echo round trips and the bare Node forwarders beside Underpass', async () => {

@@ -194,7 +194,8 @@ export class Channel {
       this.#reset = true;
       this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, Flag.RST, this.id, 0), undefined);
     }
-    this.#failPending(err ?? new UnderpassError('ERR_STREAM_DESTROYED', `stream ${this.id} was destroyed`));
+    if (this.#pendingCb || this.#finAfterPending) this.#failPending(err ?? new UnderpassError('ERR_STREAM_DESTROYED', `stream ${this.id} was destroyed`));
+    else this.#pending = undefined;
     this.#finish();
   }
 
