@@ -329,6 +329,79 @@ describe('Session flow control', () => {
   });
 });
 
+/** A transport whose writes complete only when the test releases them (a TLS socket that cannot send). */
+class StallingTransport extends Duplex {
+  readonly held: Array<() => void> = [];
+  written = 0;
+  constructor() {
+    super({ writableHighWaterMark: 16 * 1024 });
+  }
+  override _read(): void {}
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.written += chunk.length;
+    this.held.push(() => cb());
+  }
+  override _writev(chunks: Array<{ chunk: Buffer }>, cb: (err?: Error | null) => void): void {
+    for (const c of chunks) this.written += c.chunk.length;
+    this.held.push(() => cb());
+  }
+  release(): void {
+    for (const cb of this.held.splice(0)) cb();
+  }
+}
+
+describe('Session channels and a full transport', () => {
+  it('tells a channel writer to stop while the transport is full and when it drained', async () => {
+    const t = new StallingTransport();
+    const session = new Session(t, { client: true, config: { keepaliveIntervalMs: 0 } });
+    sessions.push(session);
+    const channel = session.openChannel();
+    const events: string[] = [];
+    channel.attach({ onData() {}, onEnd() {}, onAbort: (err) => events.push(`abort ${err.message}`), onWritable: () => events.push('writable') });
+    const chunk = Buffer.alloc(32 * 1024, 1);
+    // Within the initial window, the writer is stopped by the transport, not by credit.
+    let accepted = 0;
+    while (channel.write(chunk)) {
+      accepted += chunk.length;
+      await new Promise((r) => setImmediate(r));
+      if (accepted > 200 * 1024) break;
+    }
+    expect(accepted).toBeLessThan(200 * 1024);
+    await new Promise((r) => setImmediate(r));
+    expect(session.congested).toBe(true);
+    expect(events).toEqual([]);
+    // The transport sends what it holds (each completed write lets the next queued one through).
+    for (let i = 0; i < 100 && t.held.length > 0; i++) {
+      t.release();
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(events).toEqual(['writable']);
+    expect(session.congested).toBe(false);
+  });
+
+  it("accepts a peer's stream as a channel when someone listens for 'channel', and ACKs it with the first frame back", async () => {
+    const { client, server } = pair();
+    const accepted: Array<{ id: number; data: string }> = [];
+    server.on('channel', (ch) => {
+      let data = '';
+      ch.attach({
+        onData: (d) => ((data += d.toString()), ch.consumed(d.length)),
+        onEnd: () => {
+          accepted.push({ id: ch.id, data });
+          ch.write(Buffer.from(data.toUpperCase()));
+          ch.end();
+        },
+        onAbort() {},
+        onWritable() {},
+      });
+    });
+    const s = client.open();
+    s.end('hello');
+    expect((await readAll(s)).toString()).toBe('HELLO');
+    expect(accepted).toEqual([{ id: 1, data: 'hello' }]);
+  });
+});
+
 /** A transport that records each write it is given (one entry per corked batch) and never answers. */
 class RecordingTransport extends Duplex {
   readonly batches: Buffer[][] = [];
