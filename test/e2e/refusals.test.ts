@@ -251,7 +251,12 @@ describe('refusals: what the tunnel refuses and how it says so (real processes)'
 
     it('closes garbage and plain-text HTTP on the tunnel port, audits TLS_HANDSHAKE, and still takes a real connector afterwards', async () => {
       const deniedBefore = auditMatches(worker.proc, { event: 'session-denied', reason: 'TLS_HANDSHAKE' }).length;
-      for (const payload of [randomBytes(4096), Buffer.from('GET /v1/tunnel HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n')]) {
+      // Garbage that cannot begin a TLS record: purely random bytes sometimes do (a first byte of
+      // 0x16, or an SSLv2-style header with its high bit set and 1 in the third byte), and OpenSSL
+      // then waits for the rest of a record of up to 32 KiB — this test failed that way once in a
+      // fresh-clone run.
+      const garbage = Buffer.concat([Buffer.from('not TLS at all\r\n'), randomBytes(4096)]);
+      for (const payload of [garbage, Buffer.from('GET /v1/tunnel HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n')]) {
         const socket = net.connect(worker.tunnelPort, '127.0.0.1');
         socket.on('error', () => undefined);
         const received: Buffer[] = [];
