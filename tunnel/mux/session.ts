@@ -70,7 +70,7 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
   readonly #reader: FrameReader;
   readonly #streams = new Map<number, Channel>();
   /** Channels whose writer waits for the transport to drain. */
-  #waitingForDrain: Channel[] = [];
+  #waitingForDrain = new Set<Channel>();
   #nextId: number;
   /** Streams that have consumed data and hold a window above the initial one (they share maxSessionWindow). */
   #receivers = 0;
@@ -269,7 +269,7 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
   }
 
   waitForDrain(channel: Channel): void {
-    if (!this.#waitingForDrain.includes(channel)) this.#waitingForDrain.push(channel);
+    this.#waitingForDrain.add(channel);
   }
 
   windowTarget(receiving: boolean): number {
@@ -445,8 +445,8 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     this.#heldCallbacks = [];
     for (const cb of held) cb();
     const waiting = this.#waitingForDrain;
-    if (waiting.length === 0) return;
-    this.#waitingForDrain = [];
+    if (waiting.size === 0) return;
+    this.#waitingForDrain = new Set();
     for (const channel of waiting) channel._drained();
   }
 
@@ -489,7 +489,7 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     const streamErr = new UnderpassError('ERR_MUX_SESSION_CLOSED', `session closed${err ? `: ${err.message}` : ''}`, { cause: err });
     for (const channel of [...this.#streams.values()]) channel._abort(streamErr);
     this.#streams.clear();
-    this.#waitingForDrain = [];
+    this.#waitingForDrain.clear();
     for (const [, ping] of this.#pings) {
       clearTimeout(ping.timer);
       ping.reject(streamErr);
