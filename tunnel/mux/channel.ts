@@ -238,7 +238,7 @@ export class Channel {
     this.bytesRead += chunk.length;
     const sink = this.#sink;
     if (sink) sink.onData(chunk);
-    else (this.#early ??= { data: [], end: false, abort: undefined }).data.push(Buffer.from(chunk)); // a view would pin the transport buffer
+    else this.#earlyEvents().data.push(Buffer.from(chunk)); // a view would pin the transport buffer
   }
 
   /** @internal Window update from the peer. */
@@ -272,7 +272,7 @@ export class Channel {
       if (this.#localFin) this.#finish();
       const sink = this.#sink;
       if (sink) sink.onEnd();
-      else (this.#early ??= { data: [], end: false, abort: undefined }).end = true;
+      else this.#earlyEvents().end = true;
     }
   }
 
@@ -293,7 +293,12 @@ export class Channel {
     this.#finish();
     const sink = this.#sink;
     if (sink) sink.onAbort(err);
-    else (this.#early ??= { data: [], end: false, abort: undefined }).abort = err;
+    else this.#earlyEvents().abort = err;
+  }
+
+  /** Where events wait until a sink is attached. */
+  #earlyEvents(): Early {
+    return (this.#early ??= { data: [], end: false, abort: undefined });
   }
 
   #notifyWritable(): void {
