@@ -16,8 +16,9 @@ import { formatPeer, type HostPort } from '../tunnel/address.js';
 import { errorMessage, ignoreError } from '../tunnel/errors.js';
 import { identityFromPeerCertificate, type ConnectionId } from '../tunnel/identity.js';
 import { listenOn } from '../tunnel/listen.js';
-import type { TlsMaterial } from '../tunnel/transport/tls-files.js';
+import { TUNNEL_CIPHERS, type TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { acceptWebSocket, WebSocketStream } from '../tunnel/transport/websocket.js';
+import { HANDSHAKE_TIMEOUT_MS } from './connector-session.js';
 
 export const TUNNEL_PATH = '/v1/tunnel';
 export interface AcceptedConnector {
@@ -66,6 +67,13 @@ export class TunnelServer {
       // checked against the current CA (a renewed or replaced CA applies to the next reconnect).
       // Tickets also cost about 9 KiB of native memory per idle session (docs/benchmarks.md).
       secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
+      // A peer gets as long for its TLS handshake, and then for its upgrade request, as a connector
+      // gets for its hello: Node's defaults (120 s and 60 s) let a peer that sends half a TLS record
+      // or half a request hold a socket for minutes. Both are audited (TLS_HANDSHAKE, UPGRADE_TIMEOUT).
+      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+      headersTimeout: HANDSHAKE_TIMEOUT_MS,
+      requestTimeout: HANDSHAKE_TIMEOUT_MS,
+      connectionsCheckingInterval: 1_000,
     });
     this.#server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.#onUpgrade(req, socket, head));
     this.#server.on('request', (req, res) => {
@@ -77,8 +85,11 @@ export class TunnelServer {
       const peer = formatPeer(socket);
       opts.onDenied({ peer, status: 0, reason: 'TLS_HANDSHAKE', message: errorMessage(err) });
     });
-    this.#server.on('clientError', (err: Error, socket: Socket) => {
+    this.#server.on('clientError', (err: Error & { code?: string }, socket: Socket) => {
       socket.destroy();
+      if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+        return opts.onDenied({ peer: formatPeer(socket), status: 408, reason: 'UPGRADE_TIMEOUT', message: `no complete upgrade request within ${HANDSHAKE_TIMEOUT_MS} ms` });
+      }
       opts.logger.debug({ peer: formatPeer(socket), err: err.message }, 'malformed HTTP on the tunnel port');
     });
   }
@@ -160,6 +171,6 @@ export class TunnelServer {
 
 const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 426: 'Upgrade Required', 503: 'Service Unavailable' };
 
-function secureOptions(tls: TlsMaterial): { cert: Buffer; key: Buffer; ca: Buffer } {
-  return { cert: tls.cert, key: tls.key, ca: tls.ca };
+function secureOptions(tls: TlsMaterial): { cert: Buffer; key: Buffer; ca: Buffer; ciphers: string; honorCipherOrder: boolean } {
+  return { cert: tls.cert, key: tls.key, ca: tls.ca, ciphers: TUNNEL_CIPHERS, honorCipherOrder: true };
 }

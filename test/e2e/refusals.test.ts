@@ -237,6 +237,20 @@ describe('refusals: what the tunnel refuses and how it says so (real processes)'
       expect(second.reused).toBe(false); // ... that the worker never honours
     });
 
+    it('chooses TLS_AES_128_GCM_SHA256 for a client that offers Node\'s default order, and still serves a client that offers only AES-256', async () => {
+      const tlsFiles = await tlsOf('dc1-h');
+      const cipherWith = (ciphers?: string): Promise<string> => new Promise((resolve, reject) => {
+        const s = tlsConnect({ host: '127.0.0.1', port: worker.tunnelPort, servername: 'localhost', ...tlsFiles, ...(ciphers ? { ciphers } : {}) }, () => {
+          const name = s.getCipher().name;
+          s.end();
+          resolve(name);
+        });
+        s.on('error', reject);
+      });
+      expect(await cipherWith()).toBe('TLS_AES_128_GCM_SHA256'); // Node's own default puts AES-256 first
+      expect(await cipherWith('TLS_AES_256_GCM_SHA384')).toBe('TLS_AES_256_GCM_SHA384');
+    });
+
     it('answers 426 to an HTTPS GET of /v1/tunnel without an upgrade, even with a valid client certificate', async () => {
       const tls = await tlsOf('dc1-h');
       const status = await new Promise<number>((resolve, reject) => {
@@ -285,6 +299,26 @@ describe('refusals: what the tunnel refuses and how it says so (real processes)'
       await waitFor('dc1-c gone from status', async () =>
         !(await getJson<{ connectors: Array<{ name: string }> }>(`http://127.0.0.1:${worker.adminPort}/status`)).connectors.some((x) => x.name === 'dc1-c'));
     });
+
+    it('closes a peer stuck in its TLS handshake, and one that completes TLS but never sends its upgrade, within 10 s each, and audits both', async () => {
+      const count = (reason: string): number => auditMatches(worker.proc, { event: 'session-denied', reason }).length;
+      const before = { tls: count('TLS_HANDSHAKE'), upgrade: count('UPGRADE_TIMEOUT') };
+      const closedWithin = async (socket: net.Socket, ms: number): Promise<number> => {
+        const t0 = Date.now();
+        socket.on('error', () => undefined);
+        await Promise.race([once(socket, 'close'), new Promise((_, reject) => setTimeout(() => reject(new Error(`the worker held the socket for more than ${ms} ms`)), ms))]);
+        return Date.now() - t0;
+      };
+      // The first five bytes of a TLS handshake record of 16 KiB, and nothing more: OpenSSL waits for the rest.
+      const halfRecord = net.connect(worker.tunnelPort, '127.0.0.1', () => halfRecord.write(Buffer.from([0x16, 0x03, 0x01, 0x40, 0x00])));
+      const silent = tlsConnect({ host: '127.0.0.1', port: worker.tunnelPort, servername: 'localhost', ...(await tlsOf('dc1-h')) });
+      await once(silent, 'secureConnect');
+      const [tlsHeld, upgradeHeld] = await Promise.all([closedWithin(halfRecord, 15_000), closedWithin(silent, 15_000)]);
+      expect(tlsHeld).toBeGreaterThanOrEqual(9_000); // the timeout, not some other refusal
+      expect(upgradeHeld).toBeGreaterThanOrEqual(9_000);
+      await waitFor('TLS_HANDSHAKE and UPGRADE_TIMEOUT audit lines', () => count('TLS_HANDSHAKE') > before.tls && count('UPGRADE_TIMEOUT') > before.upgrade);
+      expect(auditMatches(worker.proc, { event: 'session-denied', reason: 'TLS_HANDSHAKE' }).at(-1)?.message).toMatch(/timed out|timeout/i);
+    }, 30_000);
 
     it('a connector refuses a worker whose certificate does not name the host it dialled, and no session opens', async () => {
       const sub = path.join(dir, 'misnamed');

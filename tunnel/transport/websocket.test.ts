@@ -7,10 +7,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { DEFAULT_CIPHERS, type TLSSocket } from 'node:tls';
 import { Duplex } from 'node:stream';
 import WebSocket, { WebSocketServer } from 'ws';
 import { createCA, issueConnectorCert, issueWorkerCert, loadCA } from '../pki.js';
 import { WebSocketDuplex } from '../testing/ws-duplex.js';
+import { TUNNEL_CIPHERS } from './tls-files.js';
 import { acceptWebSocket, connectWebSocket, WebSocketRefused, WebSocketStream } from './websocket.js';
 
 let tls: { ca: Buffer; serverCert: Buffer; serverKey: Buffer; clientCert: Buffer; clientKey: Buffer };
@@ -71,6 +73,14 @@ describe('our WebSocket client against a ws server', () => {
     const echoed = await roundTrip(stream, data);
     expect(sha(echoed)).toBe(sha(data));
   }, 30_000);
+
+  it('offers AES-128-GCM first and still reaches a server with Node\'s defaults, which keeps its own order (AES-256-GCM)', async () => {
+    const stream = await connectWebSocket(new URL(`wss://localhost:${port}/`), { cert: tls.clientCert, key: tls.clientKey, ca: tls.ca, timeoutMs: 5_000 });
+    expect((stream.socket as TLSSocket).getCipher().name).toBe('TLS_AES_256_GCM_SHA384');
+    stream.destroy();
+    expect(TUNNEL_CIPHERS.split(':')[0]).toBe('TLS_AES_128_GCM_SHA256');
+    expect(TUNNEL_CIPHERS.split(':').sort()).toEqual(DEFAULT_CIPHERS.split(':').sort()); // reordered, nothing removed
+  });
 
   it('verifies the server certificate against the CA and the host name', async () => {
     await expect(connectWebSocket(new URL(`wss://127.0.0.2:${port}/`), { cert: tls.clientCert, key: tls.clientKey, ca: tls.ca, timeoutMs: 5_000 }))

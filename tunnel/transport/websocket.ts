@@ -11,6 +11,7 @@ import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { UnderpassError } from '../errors.js';
 import { ownerSlot } from '../owner.js';
+import { TUNNEL_CIPHERS } from './tls-files.js';
 import { encodeClosePayload, encodeControlFrame, encodeFrameHeader, FrameDecoder, Opcode, WebSocketProtocolError, type FrameSink } from './ws-frame.js';
 
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
@@ -232,6 +233,7 @@ export function connectWebSocket(url: URL, o: ConnectOptions): Promise<WebSocket
       key: o.key,
       ca: o.ca,
       minVersion: 'TLSv1.2',
+      ciphers: TUNNEL_CIPHERS,
       headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': key, ...o.headers },
     });
     const timer = setTimeout(() => fail(new UnderpassError('ERR_DIAL', `no WebSocket handshake within ${o.timeoutMs} ms`)), o.timeoutMs);
