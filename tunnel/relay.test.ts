@@ -61,6 +61,36 @@ function runRelay(socket: net.Socket, channel: Channel): Promise<RelayResult> {
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
+describe('relay of a dialled socket (reads into the shared buffer, Relay.socketOptions)', () => {
+  test('carries a target\'s bytes, those sent before the relay ran included, intact both ways', async () => {
+    const server = net.createServer({ allowHalfOpen: true });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+    const dialled = net.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true, ...Relay.socketOptions });
+    const [target] = await accepted;
+    await once(dialled, 'connect');
+    const banner = randomBytes(3000);
+    const bulk = randomBytes(5 * 1024 * 1024 + 11);
+    target.write(banner); // a greeting before anything was relayed: read, kept, and sent first
+    const r = new Relay(dialled);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const { channel, far } = await channelPair();
+    r.attachChannel(channel);
+    const done = new Promise<RelayResult>((resolve) => r.run(resolve));
+    const gotFar = collect(far);
+    target.end(bulk);
+    const up = randomBytes(100_000);
+    const gotTarget = collect(target);
+    far.end(up);
+    expect(sha(await gotFar)).toBe(sha(Buffer.concat([banner, bulk])));
+    expect(sha(await gotTarget)).toBe(sha(up));
+    target.destroy();
+    expect(await done).toEqual({ bytesFromSocket: banner.length + bulk.length, bytesToSocket: up.length });
+    server.close();
+  });
+});
+
 describe('relay', () => {
   test('carries bytes both ways with half-close and reports the totals', async () => {
     const { inner, outer, close } = await tcpPair();

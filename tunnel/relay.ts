@@ -30,6 +30,7 @@
 import type { Socket } from 'node:net';
 import { ProtocolError, UnderpassError } from './errors.js';
 import type { Channel, ChannelSink } from './mux/channel.js';
+import { IN_PLACE_HEADROOM } from './mux/session.js';
 import { ownerSlot } from './owner.js';
 
 export interface RelayResult {
@@ -52,6 +53,17 @@ interface HeaderRead {
 }
 
 const owner = ownerSlot<Relay>('underpass.relay');
+
+/** Largest read from a dialled socket: the multiplexer's largest frame (tunnel/mux/config.ts). */
+const READ_SIZE = 64 * 1024;
+/**
+ * The one read buffer of every socket the tunnel dials (`Relay.socketOptions`), with room for the
+ * frame headers before the bytes. A read is handed on before the next one can happen
+ * (Channel.writeTransient): written through to TLS from here when nothing is queued ahead of it,
+ * copied otherwise. Node's own reads allocate 64 KiB per read instead, and the multi-buffer write
+ * that followed was copied once more into one buffer for TLS.
+ */
+const readBuffer = Buffer.allocUnsafe(IN_PLACE_HEADROOM + READ_SIZE);
 
 export class Relay implements ChannelSink {
   socket: Socket | undefined;
@@ -77,7 +89,19 @@ export class Relay implements ChannelSink {
   #header: HeaderRead | undefined;
   /** Payload that arrived after the header, before `run`. */
   #held: Buffer[] | undefined;
+  /** Read into the shared buffer while nothing was piping (copies, sent by `pipe`). */
+  #unsent: Buffer[] | undefined;
   #done: ((result: RelayResult) => void) | undefined;
+
+  /**
+   * Options for a socket the tunnel dials (`net.connect`): its reads land in the shared read
+   * buffer and go to the relay's channel from there (`onread`).
+   */
+  static get socketOptions(): { onread: { buffer: Buffer; callback: (nread: number) => boolean } } {
+    return (Relay.#socketOptions ??= { onread: { buffer: readBuffer.subarray(IN_PLACE_HEADROOM), callback: Relay.#onRead } });
+  }
+
+  static #socketOptions: { onread: { buffer: Buffer; callback: (nread: number) => boolean } } | undefined;
 
   /** With a socket, takes its errors from now on (kept in `error`; they end the relay once it runs). */
   constructor(socket?: Socket) {
@@ -133,6 +157,9 @@ export class Relay implements ChannelSink {
     socket.on('end', Relay.#onSocketEnd);
     // A socket that ended while another channel carried it (a carrier that failed before it
     // answered) will not say so again: end this channel now, after what was written to it.
+    const unsent = this.#unsent;
+    this.#unsent = undefined;
+    if (unsent) for (const chunk of unsent) this.channel!.write(chunk);
     if (this.#socketEnded && !this.#localEnded) {
       this.#localEnded = true;
       this.channel!.end();
@@ -298,6 +325,18 @@ export class Relay implements ChannelSink {
   static #onSocketData(this: Socket, chunk: Buffer): void {
     const r = owner.of(this);
     if (!r.channel!.write(chunk)) this.pause();
+  }
+
+  /** `onread` of a dialled socket (socketOptions): `nread` bytes after the headroom of the shared buffer. False pauses the socket. */
+  static #onRead(this: Socket, nread: number): boolean {
+    const r = owner.of(this);
+    if (r === undefined || !r.#upstream) {
+      // Not carried yet (or between carriers): keep a copy and stop reading until `pipe`. (A socket
+      // with no relay at all is one whose dial was abandoned; it is destroyed in its connect handler.)
+      if (r !== undefined) (r.#unsent ??= []).push(Buffer.from(readBuffer.subarray(IN_PLACE_HEADROOM, IN_PLACE_HEADROOM + nread)));
+      return false;
+    }
+    return r.channel!.writeTransient(readBuffer, IN_PLACE_HEADROOM, IN_PLACE_HEADROOM + nread);
   }
 
   static #onSocketEnd(this: Socket): void {

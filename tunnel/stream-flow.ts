@@ -297,7 +297,7 @@ export function serveStream(
 }
 
 function connect(to: HostPort, timeoutMs: number, cb: (err: Error | undefined, socket?: net.Socket) => void): void {
-  const socket = net.connect({ host: to.host, port: to.port, allowHalfOpen: true, noDelay: true });
+  const socket = net.connect({ host: to.host, port: to.port, allowHalfOpen: true, noDelay: true, ...Relay.socketOptions });
   const timer = setTimeout(() => {
     socket.off('error', onError);
     socket.on('error', ignoreError);

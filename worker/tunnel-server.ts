@@ -16,7 +16,7 @@ import { formatPeer, type HostPort } from '../tunnel/address.js';
 import { errorMessage, ignoreError } from '../tunnel/errors.js';
 import { identityFromPeerCertificate, type ConnectionId } from '../tunnel/identity.js';
 import { listenOn } from '../tunnel/listen.js';
-import { TUNNEL_CIPHERS, type TlsMaterial } from '../tunnel/transport/tls-files.js';
+import type { TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { acceptWebSocket, WebSocketStream } from '../tunnel/transport/websocket.js';
 import { HANDSHAKE_TIMEOUT_MS } from './connector-session.js';
 
@@ -171,6 +171,6 @@ export class TunnelServer {
 
 const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 426: 'Upgrade Required', 503: 'Service Unavailable' };
 
-function secureOptions(tls: TlsMaterial): { cert: Buffer; key: Buffer; ca: Buffer; ciphers: string; honorCipherOrder: boolean } {
-  return { cert: tls.cert, key: tls.key, ca: tls.ca, ciphers: TUNNEL_CIPHERS, honorCipherOrder: true };
+function secureOptions(tls: TlsMaterial): { cert: Buffer; key: Buffer; ca: Buffer } {
+  return { cert: tls.cert, key: tls.key, ca: tls.ca };
 }

@@ -237,20 +237,6 @@ describe('refusals: what the tunnel refuses and how it says so (real processes)'
       expect(second.reused).toBe(false); // ... that the worker never honours
     });
 
-    it('chooses TLS_AES_128_GCM_SHA256 for a client that offers Node\'s default order, and still serves a client that offers only AES-256', async () => {
-      const tlsFiles = await tlsOf('dc1-h');
-      const cipherWith = (ciphers?: string): Promise<string> => new Promise((resolve, reject) => {
-        const s = tlsConnect({ host: '127.0.0.1', port: worker.tunnelPort, servername: 'localhost', ...tlsFiles, ...(ciphers ? { ciphers } : {}) }, () => {
-          const name = s.getCipher().name;
-          s.end();
-          resolve(name);
-        });
-        s.on('error', reject);
-      });
-      expect(await cipherWith()).toBe('TLS_AES_128_GCM_SHA256'); // Node's own default puts AES-256 first
-      expect(await cipherWith('TLS_AES_256_GCM_SHA384')).toBe('TLS_AES_256_GCM_SHA384');
-    });
-
     it('answers 426 to an HTTPS GET of /v1/tunnel without an upgrade, even with a valid client certificate', async () => {
       const tls = await tlsOf('dc1-h');
       const status = await new Promise<number>((resolve, reject) => {

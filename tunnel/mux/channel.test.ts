@@ -22,6 +22,17 @@ class Host implements StreamHost {
     this.sent.push({ type: h.type, flags: h.flags, length: h.length, ...(payload ? { payload: Buffer.from(payload) } : {}) });
     cb?.();
   }
+  /** Whether sendDataInPlace takes the frame; `inPlace` counts those it took. */
+  acceptsInPlace = true;
+  inPlace = 0;
+  inPlaceDone: Array<() => void> = [];
+  sendDataInPlace(_id: number, buf: Buffer, start: number, end: number, done: () => void): boolean {
+    if (!this.acceptsInPlace) return false;
+    this.inPlace++;
+    this.inPlaceDone.push(done);
+    this.sent.push({ type: FrameType.Data, flags: 0, length: end - start, payload: Buffer.from(buf.subarray(start, end)) });
+    return true;
+  }
   streamFinished(channel: Channel): void {
     this.finished.push(channel);
   }
@@ -202,5 +213,63 @@ describe('Channel', () => {
     channel._announceLater();
     channel.reset();
     expect(host.sent.map((f) => f.flags)).toEqual([Flag.RST]);
+  });
+  describe('writeTransient (bytes valid only during the call)', () => {
+    const HEAD = 26;
+    /** `n` bytes of `fill` after HEAD bytes of headroom, in a buffer that is overwritten after each call, as the shared read buffer is. */
+    const shared = Buffer.alloc(HEAD + INITIAL_WINDOW + 100);
+    const transient = (channel: Channel, n: number, fill: number): boolean => {
+      shared.fill(fill, HEAD, HEAD + n);
+      const r = channel.writeTransient(shared, HEAD, HEAD + n);
+      shared.fill(0xee); // the next read
+      return r;
+    };
+
+    it('sends a bulk write in place, then waits for the transport to send it on before asking for more', () => {
+      const { host, channel, sink } = opened();
+      expect(transient(channel, 64 * 1024, 1)).toBe(false);
+      expect(host.inPlace).toBe(1);
+      expect(host.data().equals(Buffer.alloc(64 * 1024, 1))).toBe(true);
+      expect(sink.events).toEqual([]);
+      host.inPlaceDone.shift()!();
+      expect(sink.events).toEqual(['writable']);
+      expect(channel.bytesWritten).toBe(64 * 1024);
+    });
+
+    it('copies what it cannot send in place: a small write, a transport that declines, a write beyond the send window — and the bytes survive the buffer\'s reuse', () => {
+      const { host, channel } = opened();
+      expect(transient(channel, 100, 2)).toBe(true); // small: copied, batched with the turn's frames
+      host.acceptsInPlace = false;
+      expect(transient(channel, 32 * 1024, 3)).toBe(true); // the transport is busy
+      host.acceptsInPlace = true;
+      const rest = INITIAL_WINDOW - 100 - 32 * 1024;
+      expect(transient(channel, rest + 50, 4)).toBe(false); // 50 bytes wait for credit
+      expect(host.inPlace).toBe(0);
+      channel._grantSend(1_000);
+      const expected = Buffer.concat([Buffer.alloc(100, 2), Buffer.alloc(32 * 1024, 3), Buffer.alloc(rest + 50, 4)]);
+      expect(host.data().equals(expected)).toBe(true);
+    });
+
+    it('sends the pending ACK first: an accepted channel\'s first write is not in place', () => {
+      const host = new Host();
+      const channel = new Channel(host, 2);
+      channel._announceLater();
+      channel.attach(new Sink());
+      transient(channel, 20 * 1024, 5);
+      expect(host.inPlace).toBe(0);
+      expect(host.sent.map((f) => f.type)).toEqual([FrameType.WindowUpdate, FrameType.Data]);
+      transient(channel, 20 * 1024, 6);
+      expect(host.inPlace).toBe(1);
+    });
+
+    it('after end or reset, sends nothing (in place or not)', () => {
+      const { host, channel } = opened();
+      channel.end();
+      transient(channel, 20 * 1024, 7);
+      channel.reset();
+      transient(channel, 20 * 1024, 8);
+      expect(host.inPlace).toBe(0);
+      expect(host.data().length).toBe(0);
+    });
   });
 });

@@ -26,11 +26,16 @@ import { encodeHeader, Flag, FrameType, INITIAL_WINDOW } from './frame.js';
 
 type Callback = (err?: Error | null) => void;
 
+/** Writes smaller than this are copied and batched with the event-loop turn's other frames (see Session.#scheduleFlush). */
+const IN_PLACE_MIN = 16 * 1024;
+
 /** What a channel needs from its session. */
 export interface StreamHost {
   readonly config: MuxConfig;
   /** `urgent`: write after the current callback rather than after the event-loop turn (see Session). */
   sendFrame(header: Buffer, payload: Buffer | undefined, cb?: Callback, urgent?: boolean): void;
+  /** A Data frame written through at once from the caller's buffer (see Session.sendDataInPlace); false if it was not sent. */
+  sendDataInPlace(streamId: number, buf: Buffer, start: number, end: number, done: () => void): boolean;
   streamFinished(channel: Channel): void;
   /** The receive window a channel should have now; `receiving`: it is counted as a receiver already. */
   windowTarget(receiving: boolean): number;
@@ -95,6 +100,8 @@ export class Channel {
   #ackPending = false;
   /** A write returned false: tell the sink when it may write again. */
   #wantWritable = false;
+  /** After an in-place write: the writer may go on. */
+  readonly #inPlaceDone = (): void => this.#notifyWritable();
   /** Bytes sent and received on this channel (Data payload only). */
   bytesWritten = 0;
   bytesRead = 0;
@@ -168,6 +175,28 @@ export class Channel {
       return false;
     }
     return true;
+  }
+
+  /**
+   * Sends `buf[start, end)`: bytes valid only during this call (a read buffer shared by every
+   * socket), with at least IN_PLACE_HEADROOM (session.ts) free bytes before `start` for the frame
+   * headers. A bulk write that the send window takes whole goes to the transport from `buf` itself
+   * when nothing is queued ahead of it — no copy, no allocation — and returns false: the writer
+   * waits for onWritable, once the transport has sent that write on (its next read would otherwise
+   * find the transport busy, and be copied). Anything else is copied and sent as `write` sends it,
+   * with `write`'s answer.
+   */
+  writeTransient(buf: Buffer, start: number, end: number): boolean {
+    const n = end - start;
+    if (n >= IN_PLACE_MIN && !this.#reset && !this.#localFin && !this.#ackPending && !this.#pending && n <= this.#sendWindow
+      && n <= this.#host.config.maxFrameSize && this.#host.sendDataInPlace(this.id, buf, start, end, this.#inPlaceDone)) {
+      this.#sendWindow -= n;
+      this.bytesWritten += n;
+      // Read nothing more until this write is through: the next read would find the transport busy and be copied.
+      this.#wantWritable = true;
+      return false;
+    }
+    return this.write(Buffer.from(buf.subarray(start, end)));
   }
 
   /** Half-closes our side (FIN) once pending bytes are sent. `cb` when the FIN was handed to the transport. */

@@ -42,12 +42,17 @@ const TYPE_NAMES = ['Data', 'WindowUpdate', 'Ping', 'GoAway'];
 
 export function encodeHeader(type: FrameType, flags: number, streamId: number, length: number): Buffer {
   const buf = Buffer.allocUnsafe(HEADER_SIZE);
-  buf[0] = PROTOCOL_VERSION;
-  buf[1] = type;
-  buf.writeUInt16BE(flags, 2);
-  buf.writeUInt32BE(streamId, 4);
-  buf.writeUInt32BE(length, 8);
+  writeHeader(buf, 0, type, flags, streamId, length);
   return buf;
+}
+
+/** Writes a frame header into `buf` at `offset`. */
+export function writeHeader(buf: Buffer, offset: number, type: FrameType, flags: number, streamId: number, length: number): void {
+  buf[offset] = PROTOCOL_VERSION;
+  buf[offset + 1] = type;
+  buf.writeUInt16BE(flags, offset + 2);
+  buf.writeUInt32BE(streamId, offset + 4);
+  buf.writeUInt32BE(length, offset + 8);
 }
 
 export function decodeHeader(buf: Buffer, offset = 0): FrameHeader {

@@ -16,7 +16,9 @@ import {
   FrameReader,
   FrameType,
   GoAwayCode,
+  HEADER_SIZE,
   INITIAL_WINDOW,
+  writeHeader,
   type FrameHandler,
   type FrameHeader,
 } from './frame.js';
@@ -32,6 +34,14 @@ export interface SessionOptions {
 }
 
 type Callback = (err?: Error | null) => void;
+
+/** A transport that can write one frame from a caller's buffer at once (WebSocketStream). */
+export interface InPlaceTransport {
+  writeInPlace(buf: Buffer, start: number, end: number, done: () => void): boolean;
+}
+
+/** Bytes to leave free before a payload written in place: the yamux header and the largest WebSocket header. */
+export const IN_PLACE_HEADROOM = HEADER_SIZE + 14;
 
 const owner = ownerSlot<Session>('underpass.mux.session');
 /** Data frames at least this large are bulk: flushed at once (see #scheduleFlush). */
@@ -66,6 +76,8 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
   /** Resolves with the error that ended the session (undefined for a clean close). */
   readonly closed: Promise<Error | undefined>;
   readonly #transport: Duplex;
+  /** The transport's in-place write (WebSocketStream.writeInPlace), if it has one. */
+  readonly #inPlace: InPlaceTransport | undefined;
   readonly #now: () => number;
   readonly #reader: FrameReader;
   readonly #streams = new Map<number, Channel>();
@@ -102,6 +114,7 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     this.client = options.client;
     this.config = muxConfig(options.config);
     this.#transport = transport;
+    this.#inPlace = typeof (transport as Partial<InPlaceTransport>).writeInPlace === 'function' ? (transport as Duplex & InPlaceTransport) : undefined;
     this.#now = options.now ?? Date.now;
     this.#nextId = options.client ? 1 : 2;
     this.#reader = new FrameReader(this);
@@ -258,6 +271,19 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     if (payload) this.#out.push(payload);
     if (cb) this.#outCallbacks.push(cb);
     this.#scheduleFlush(urgent || (payload !== undefined && payload.length >= URGENT_PAYLOAD));
+  }
+
+  /**
+   * A Data frame for `streamId` whose payload is `buf[start, end)`, with room for the frame headers
+   * before `start`, written through at once — when nothing is queued ahead of it and the transport
+   * can take it in place (see WebSocketStream.writeInPlace). False: nothing was sent. `done` runs
+   * once the transport has sent it on.
+   */
+  sendDataInPlace(streamId: number, buf: Buffer, start: number, end: number, done: () => void): boolean {
+    const t = this.#inPlace;
+    if (!t || this.#isClosed || this.#out.length !== 0 || this.#heldCallbacks.length !== 0 || start < IN_PLACE_HEADROOM) return false;
+    writeHeader(buf, start - HEADER_SIZE, FrameType.Data, 0, streamId, end - start);
+    return t.writeInPlace(buf, start - HEADER_SIZE, end, done);
   }
 
   streamFinished(channel: Channel): void {

@@ -6,18 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { DEFAULT_CIPHERS } from 'node:tls';
 import { UnderpassError } from '../errors.js';
-
-/**
- * The tunnel's cipher preference: Node's defaults with TLS_AES_128_GCM_SHA256 first. Node puts
- * AES-256-GCM first; AES-128-GCM is TLS 1.3's mandatory suite, Go's and the browsers' first choice,
- * and about 15 % cheaper per byte with AES-NI, the largest single cost of a bulk transfer after
- * copies (docs/benchmarks.md). The worker honours its own order, so an older connector that offers
- * Node's default order gets it too; nothing is removed from the list, so every pairing of versions
- * still finds a suite.
- */
-export const TUNNEL_CIPHERS = ['TLS_AES_128_GCM_SHA256', ...DEFAULT_CIPHERS.split(':').filter((c) => c !== 'TLS_AES_128_GCM_SHA256')].join(':');
 
 export interface TlsFiles {
   cert: string;

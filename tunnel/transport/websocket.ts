@@ -11,8 +11,9 @@ import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { UnderpassError } from '../errors.js';
 import { ownerSlot } from '../owner.js';
-import { TUNNEL_CIPHERS } from './tls-files.js';
-import { encodeClosePayload, encodeControlFrame, encodeFrameHeader, FrameDecoder, Opcode, WebSocketProtocolError, type FrameSink } from './ws-frame.js';
+import {
+  encodeClosePayload, encodeControlFrame, encodeFrameHeader, FrameDecoder, frameHeaderLength, Opcode, WebSocketProtocolError, writeFrameHeader, type FrameSink,
+} from './ws-frame.js';
 
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 /** Largest frame we accept; the sender stays far below it. */
@@ -31,6 +32,8 @@ export function acceptKey(key: string): string {
 export class WebSocketStream extends Duplex {
   readonly socket: Socket;
   readonly #client: boolean;
+  /** The socket is TLS: a write to it is consumed before it returns (see writeInPlace). */
+  readonly #tls: boolean;
   readonly #decoder: FrameDecoder;
   #closeSent = false;
   #closeReceived = false;
@@ -39,6 +42,7 @@ export class WebSocketStream extends Duplex {
     super({ allowHalfOpen: false, readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
     this.socket = socket;
     this.#client = role === 'client';
+    this.#tls = (socket as Socket & { encrypted?: boolean }).encrypted === true;
     // A session lives as long as its connector: its listeners are shared functions that find
     // this stream through the socket (tunnel/owner.ts), not closures per session.
     this.#decoder = new FrameDecoder(new WebSocketStream.#Sink(this), { expectMasked: !this.#client, maxFrame: MAX_FRAME });
@@ -122,6 +126,28 @@ export class WebSocketStream extends Duplex {
       }
     }
     cb(err);
+  }
+
+  /**
+   * Sends `buf[start, end)` as one binary frame whose header is written into the bytes before
+   * `start` (up to 14 must be free), straight to the TLS socket, and returns true — only when the
+   * bytes are sure to be consumed before this returns: nothing is queued on this stream or on the
+   * socket (the write reaches TLSWrap at once, and OpenSSL copies the plaintext into its record
+   * buffer), and the socket is TLS (a plain socket may keep a reference to the bytes until the
+   * kernel takes them). Otherwise it writes nothing and returns false. `done` runs when the socket
+   * has sent the write on. One buffer per TLS write also spares Node the copy it makes of a
+   * multi-buffer write to a TLS socket.
+   */
+  writeInPlace(buf: Buffer, start: number, end: number, done: () => void): boolean {
+    const s = this.socket;
+    if (!this.#tls || this.#closeSent || s.destroyed || s.connecting) return false;
+    if (this.writableLength !== 0 || this.writableCorked !== 0 || s.writableLength !== 0 || s.writableCorked !== 0) return false;
+    const length = end - start;
+    const at = start - frameHeaderLength(length, this.#client);
+    if (at < 0 || length > SEND_FRAME) return false;
+    writeFrameHeader(buf, at, Opcode.Binary, length, this.#client);
+    s.write(buf.subarray(at, end), done);
+    return true;
   }
 
   #send(chunks: Buffer[], total: number, cb: Callback): void {
@@ -233,7 +259,6 @@ export function connectWebSocket(url: URL, o: ConnectOptions): Promise<WebSocket
       key: o.key,
       ca: o.ca,
       minVersion: 'TLSv1.2',
-      ciphers: TUNNEL_CIPHERS,
       headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': key, ...o.headers },
     });
     const timer = setTimeout(() => fail(new UnderpassError('ERR_DIAL', `no WebSocket handshake within ${o.timeoutMs} ms`)), o.timeoutMs);

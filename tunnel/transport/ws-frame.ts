@@ -29,28 +29,37 @@ export class WebSocketProtocolError extends UnderpassError {
   }
 }
 
-const ZERO_MASK = Buffer.alloc(4);
+/** Bytes of the header of a frame with `length` bytes of payload. */
+export function frameHeaderLength(length: number, masked: boolean): number {
+  return 2 + (length < 126 ? 0 : length <= 0xffff ? 2 : 8) + (masked ? 4 : 0);
+}
 
 /**
- * Header of one frame (FIN set). A client must mask: it sends the all-zero
- * key, which RFC 6455 allows and which makes masking a no-op (over TLS,
- * masking protects nothing).
+ * Writes the header of one frame (FIN set) into `target` at `offset`; returns its length. A client
+ * must mask: it sends the all-zero key, which RFC 6455 allows and which makes masking a no-op
+ * (over TLS, masking protects nothing).
  */
-export function encodeFrameHeader(opcode: number, length: number, masked: boolean): Buffer {
+export function writeFrameHeader(target: Buffer, offset: number, opcode: number, length: number, masked: boolean): number {
   const ext = length < 126 ? 0 : length <= 0xffff ? 2 : 8;
-  const header = Buffer.allocUnsafe(2 + ext + (masked ? 4 : 0));
-  header[0] = 0x80 | opcode;
+  target[offset] = 0x80 | opcode;
   const maskBit = masked ? 0x80 : 0;
-  if (ext === 0) header[1] = maskBit | length;
+  if (ext === 0) target[offset + 1] = maskBit | length;
   else if (ext === 2) {
-    header[1] = maskBit | 126;
-    header.writeUInt16BE(length, 2);
+    target[offset + 1] = maskBit | 126;
+    target.writeUInt16BE(length, offset + 2);
   } else {
-    header[1] = maskBit | 127;
-    header.writeUInt32BE(Math.floor(length / 2 ** 32), 2);
-    header.writeUInt32BE(length >>> 0, 6);
+    target[offset + 1] = maskBit | 127;
+    target.writeUInt32BE(Math.floor(length / 2 ** 32), offset + 2);
+    target.writeUInt32BE(length >>> 0, offset + 6);
   }
-  if (masked) ZERO_MASK.copy(header, 2 + ext);
+  if (masked) target.writeUInt32BE(0, offset + 2 + ext);
+  return 2 + ext + (masked ? 4 : 0);
+}
+
+/** The header of one frame (FIN set), see writeFrameHeader. */
+export function encodeFrameHeader(opcode: number, length: number, masked: boolean): Buffer {
+  const header = Buffer.allocUnsafe(frameHeaderLength(length, masked));
+  writeFrameHeader(header, 0, opcode, length, masked);
   return header;
 }
 
