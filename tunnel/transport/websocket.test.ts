@@ -72,6 +72,28 @@ describe('our WebSocket client against a ws server', () => {
     expect(sha(echoed)).toBe(sha(data));
   }, 30_000);
 
+  it('sends a small batch as one buffer, header included (one write to the TLS socket), and the bytes arrive', async () => {
+    const stream = await connectWebSocket(new URL(`wss://localhost:${port}/`), { cert: tls.clientCert, key: tls.clientKey, ca: tls.ca, timeoutMs: 5_000 });
+    const writes: unknown[] = [];
+    const socketWrite = stream.socket.write.bind(stream.socket);
+    stream.socket.write = ((chunk: unknown, ...rest: never[]) => (writes.push(chunk), socketWrite(chunk as Buffer, ...rest))) as typeof stream.socket.write;
+    const parts = [Buffer.alloc(4), Buffer.from('a few small frames, '), Buffer.from('written in one turn')];
+    const data = Buffer.concat(parts);
+    data.writeUInt32BE(data.length, 0);
+    const echoed = new Promise<Buffer>((resolve) => {
+      const got: Buffer[] = [];
+      stream.on('data', (d: Buffer) => (got.push(d), Buffer.concat(got).length >= data.length && resolve(Buffer.concat(got))));
+    });
+    stream.cork();
+    let at = 0;
+    for (const p of parts) stream.write(data.subarray(at, (at += p.length)));
+    stream.uncork();
+    expect(writes).toHaveLength(1);
+    expect((writes[0] as Buffer).length).toBe(2 + 4 + data.length); // header (masked, zero key) + payload
+    expect((await echoed).equals(data)).toBe(true);
+    stream.destroy();
+  });
+
   it('verifies the server certificate against the CA and the host name', async () => {
     await expect(connectWebSocket(new URL(`wss://127.0.0.2:${port}/`), { cert: tls.clientCert, key: tls.clientKey, ca: tls.ca, timeoutMs: 5_000 }))
       .rejects.toMatchObject({ code: expect.stringMatching(/ERR_TLS_CERT_ALTNAME_INVALID|ECONNREFUSED/) });

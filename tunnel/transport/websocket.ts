@@ -20,6 +20,8 @@ const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 export const MAX_FRAME = 16 << 20;
 /** Largest frame we send (a batch above it is split). */
 const SEND_FRAME = 4 << 20;
+/** Batches up to this size are copied into one buffer with their header (see #send); with the header it stays within Node's buffer pool (allocations under 4 KiB). */
+const SMALL_FRAME = 4080;
 
 type Callback = (err?: Error | null) => void;
 
@@ -153,6 +155,17 @@ export class WebSocketStream extends Duplex {
   #send(chunks: Buffer[], total: number, cb: Callback): void {
     const s = this.socket;
     if (s.destroyed || this.#closeSent) return cb(new UnderpassError('ERR_WS_CLOSED', 'the WebSocket is closed'));
+    if (total <= SMALL_FRAME) {
+      // A small batch (opens, open headers, FINs, a few bytes) as one buffer: one write to the TLS
+      // socket, which Node would otherwise gather from several into a copy of its own.
+      const frame = Buffer.allocUnsafe(frameHeaderLength(total, this.#client) + total);
+      let at = writeFrameHeader(frame, 0, Opcode.Binary, total, this.#client);
+      for (const c of chunks) at += c.copy(frame, at);
+      s.write(frame);
+      if (s.writableNeedDrain) s.once('drain', () => cb());
+      else cb();
+      return;
+    }
     s.cork();
     if (total <= SEND_FRAME) {
       s.write(encodeFrameHeader(Opcode.Binary, total, this.#client));
