@@ -54,7 +54,7 @@ interface HeaderRead {
 
 const owner = ownerSlot<Relay>('underpass.relay');
 
-/** Largest read from a dialled socket: the multiplexer's largest frame (tunnel/mux/config.ts). */
+/** Largest read from a dialled socket, as Node's own reads (256 KiB measured worse: docs/benchmarks.md). */
 const READ_SIZE = 64 * 1024;
 /**
  * The one read buffer of every socket the tunnel dials (`Relay.socketOptions`), with room for the
@@ -155,11 +155,11 @@ export class Relay implements ChannelSink {
     const socket = this.socket!;
     socket.on('data', Relay.#onSocketData);
     socket.on('end', Relay.#onSocketEnd);
-    // A socket that ended while another channel carried it (a carrier that failed before it
-    // answered) will not say so again: end this channel now, after what was written to it.
     const unsent = this.#unsent;
     this.#unsent = undefined;
     if (unsent) for (const chunk of unsent) this.channel!.write(chunk);
+    // A socket that ended while another channel carried it (a carrier that failed before it
+    // answered) will not say so again: end this channel now, after what was written to it.
     if (this.#socketEnded && !this.#localEnded) {
       this.#localEnded = true;
       this.channel!.end();

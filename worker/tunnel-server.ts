@@ -86,11 +86,12 @@ export class TunnelServer {
       opts.onDenied({ peer, status: 0, reason: 'TLS_HANDSHAKE', message: errorMessage(err) });
     });
     this.#server.on('clientError', (err: Error & { code?: string }, socket: Socket) => {
+      const peer = formatPeer(socket);
       socket.destroy();
       if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
-        return opts.onDenied({ peer: formatPeer(socket), status: 408, reason: 'UPGRADE_TIMEOUT', message: `no complete upgrade request within ${HANDSHAKE_TIMEOUT_MS} ms` });
+        return opts.onDenied({ peer, status: 408, reason: 'UPGRADE_TIMEOUT', message: `no complete upgrade request within ${HANDSHAKE_TIMEOUT_MS} ms` });
       }
-      opts.logger.debug({ peer: formatPeer(socket), err: err.message }, 'malformed HTTP on the tunnel port');
+      opts.logger.debug({ peer, err: err.message }, 'malformed HTTP on the tunnel port');
     });
   }
 

@@ -162,11 +162,18 @@ export class WebSocketStream extends Duplex {
       let at = writeFrameHeader(frame, 0, Opcode.Binary, total, this.#client);
       for (const c of chunks) at += c.copy(frame, at);
       s.write(frame);
-      if (s.writableNeedDrain) s.once('drain', () => cb());
-      else cb();
-      return;
+    } else {
+      s.cork();
+      this.#writeFrames(chunks, total);
+      s.uncork();
     }
-    s.cork();
+    if (s.writableNeedDrain) s.once('drain', () => cb());
+    else cb();
+  }
+
+  /** Header and chunks as frames of at most SEND_FRAME bytes (the socket is corked). */
+  #writeFrames(chunks: Buffer[], total: number): void {
+    const s = this.socket;
     if (total <= SEND_FRAME) {
       s.write(encodeFrameHeader(Opcode.Binary, total, this.#client));
       for (const c of chunks) s.write(c);
@@ -187,9 +194,6 @@ export class WebSocketStream extends Duplex {
         }
       }
     }
-    s.uncork();
-    if (s.writableNeedDrain) s.once('drain', () => cb());
-    else cb();
   }
 
   #onData(chunk: Buffer): void {
