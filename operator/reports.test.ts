@@ -1,5 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll } from '@jest/globals';
+import { once } from 'node:events';
 import https from 'node:https';
+import net from 'node:net';
 import { createCA, issueConnectorCert, issueWorkerCert, loadCA, type CertificateAuthority, type PemKeyPair } from '../tunnel/pki.js';
 import { createSelfSignedCA, issueServingCert, loadSigningCA } from '../tunnel/pki-generic.js';
 import { silentLogger } from '../tunnel/log.js';
@@ -160,6 +162,14 @@ describe('ReportServer', () => {
     expect(answer).toMatchObject({ status: 503, body: { reason: 'DESIRED_UNKNOWN' } });
     expect(store.live('team-a/dc2', 60_000).map((r) => r.instance)).toEqual(['dc2-w']);
   });
+
+  it('closes a peer stuck in its TLS handshake after 10 s, not Node\'s 120', async () => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(Buffer.from([0x16, 0x03, 0x01, 0x40, 0x00]))); // half a record
+    socket.on('error', () => undefined);
+    const t0 = Date.now();
+    await Promise.race([once(socket, 'close'), new Promise((_, reject) => setTimeout(() => reject(new Error('held for more than 15 s')), 15_000))]);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(9_000);
+  }, 20_000);
 
   it.each([
     ['another path', 'GET', '/v1/other', 404, 'NOT_FOUND'],

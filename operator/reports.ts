@@ -187,6 +187,8 @@ export class ReportServer {
       requestCert: true,
       rejectUnauthorized: false,
       minVersion: 'TLSv1.2',
+      // Node's default (120 s) lets a peer that sends half a TLS record hold a socket for minutes.
+      handshakeTimeout: 10_000,
     }, (req, res) => void this.#onRequest(req, res));
     this.#server.headersTimeout = 10_000;
     this.#server.requestTimeout = 15_000;
