@@ -113,7 +113,11 @@ describe('faults: one worker, one connector (kill -9, restart, SIGSTOP, SIGTERM)
     expect(result.receivedBytes).toBeLessThan(size);
     // Reset (the worker resets the client socket when the stream dies), never a clean end.
     expect(result.error?.code ?? 'a clean end').toMatch(/^(ECONNRESET|EPIPE)$/);
-    expect(result.ended).toBe(false);
+    if (result.ended) {
+      // Seen once in a full-suite run and never reproduced since: say what the worker recorded.
+      await sleep(500);
+      throw new Error(`the client saw a clean end before the error; the worker's last stream audit lines: ${JSON.stringify(worker.proc.streams().slice(-2))}; its log: ${worker.proc.logs.slice(-3000)}`);
+    }
     expect(await connector.proc.exited).toBeNull();
 
     expect(worker.proc.alive).toBe(true);
