@@ -26,8 +26,12 @@ import { encodeHeader, Flag, FrameType, INITIAL_WINDOW } from './frame.js';
 
 type Callback = (err?: Error | null) => void;
 
-/** Writes smaller than this are copied and batched with the event-loop turn's other frames (see Session.#scheduleFlush). */
-const IN_PLACE_MIN = 16 * 1024;
+/**
+ * Data frames at least this large are bulk: the session flushes them after their callback rather
+ * than after the event-loop turn (Session.#scheduleFlush), and a read this large may go to the
+ * transport in place (writeTransient); smaller ones are batched with the turn's other frames.
+ */
+export const BULK_PAYLOAD = 16 * 1024;
 
 /** What a channel needs from its session. */
 export interface StreamHost {
@@ -188,7 +192,7 @@ export class Channel {
    */
   writeTransient(buf: Buffer, start: number, end: number): boolean {
     const n = end - start;
-    if (n >= IN_PLACE_MIN && !this.#reset && !this.#localFin && !this.#ackPending && !this.#pending && n <= this.#sendWindow
+    if (n >= BULK_PAYLOAD && !this.#reset && !this.#localFin && !this.#ackPending && !this.#pending && n <= this.#sendWindow
       && n <= this.#host.config.maxFrameSize && this.#host.sendDataInPlace(this.id, buf, start, end, this.#inPlaceDone)) {
       this.#sendWindow -= n;
       this.bytesWritten += n;

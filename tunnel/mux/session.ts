@@ -22,7 +22,7 @@ import {
   type FrameHandler,
   type FrameHeader,
 } from './frame.js';
-import { Channel, type StreamHost } from './channel.js';
+import { BULK_PAYLOAD, Channel, type StreamHost } from './channel.js';
 import { MuxStream } from './stream.js';
 
 export interface SessionOptions {
@@ -44,8 +44,6 @@ export interface InPlaceTransport {
 export const IN_PLACE_HEADROOM = HEADER_SIZE + 14;
 
 const owner = ownerSlot<Session>('underpass.mux.session');
-/** Data frames at least this large are bulk: flushed at once (see #scheduleFlush). */
-const URGENT_PAYLOAD = 16 * 1024;
 
 interface PendingPing {
   resolve: (rttMs: number) => void;
@@ -270,7 +268,7 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     this.#out.push(header);
     if (payload) this.#out.push(payload);
     if (cb) this.#outCallbacks.push(cb);
-    this.#scheduleFlush(urgent || (payload !== undefined && payload.length >= URGENT_PAYLOAD));
+    this.#scheduleFlush(urgent || (payload !== undefined && payload.length >= BULK_PAYLOAD));
   }
 
   /**
