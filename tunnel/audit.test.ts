@@ -1,6 +1,6 @@
 import { describe, expect, test } from '@jest/globals';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -60,9 +60,13 @@ describe('AuditLog', () => {
       for (let i = 0; i < 3; i++) { toStdout.write({ event: 'config-applied', connection: 'ns/tc', revision: i }); toFile.write({ event: 'config-applied', connection: 'ns/tc', revision: i }); }
       process.exit(0); // before the end of the turn
     `;
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
-    expect(r.status).toBe(0);
-    expect(r.stdout.trimEnd().split('\n').map((l) => (JSON.parse(l) as { revision: number }).revision)).toEqual([0, 1, 2]);
-    expect(readFileSync(file, 'utf8').trimEnd().split('\n').map((l) => (JSON.parse(l) as { revision: number }).revision)).toEqual([0, 1, 2]);
+    try {
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+      expect(r.status).toBe(0);
+      expect(r.stdout.trimEnd().split('\n').map((l) => (JSON.parse(l) as { revision: number }).revision)).toEqual([0, 1, 2]);
+      expect(readFileSync(file, 'utf8').trimEnd().split('\n').map((l) => (JSON.parse(l) as { revision: number }).revision)).toEqual([0, 1, 2]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

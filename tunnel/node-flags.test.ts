@@ -1,5 +1,5 @@
 import { describe, expect, test } from '@jest/globals';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,9 +14,13 @@ describe('nodeFlagsOf', () => {
 
   test('a plain node shebang has no flags; anything else is refused by name', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'node-flags-'));
-    writeFileSync(path.join(dir, 'plain'), '#!/usr/bin/env node\n');
-    expect(nodeFlagsOf(path.join(dir, 'plain'))).toEqual([]);
-    writeFileSync(path.join(dir, 'bad'), '#!/bin/sh\n');
-    expect(() => nodeFlagsOf(path.join(dir, 'bad'))).toThrow(/bad: first line "#!\/bin\/sh" is not/);
+    try {
+      writeFileSync(path.join(dir, 'plain'), '#!/usr/bin/env node\n');
+      expect(nodeFlagsOf(path.join(dir, 'plain'))).toEqual([]);
+      writeFileSync(path.join(dir, 'bad'), '#!/bin/sh\n');
+      expect(() => nodeFlagsOf(path.join(dir, 'bad'))).toThrow(/bad: first line "#!\/bin\/sh" is not/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
