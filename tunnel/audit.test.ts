@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { AuditLog, type StreamAuditEvent } from './audit.js';
+import { AUDIT_FLUSH_CHARS, AUDIT_FLUSH_MS, AuditLog, type StreamAuditEvent } from './audit.js';
 
 class Capture extends Writable {
   writes: string[] = [];
@@ -21,20 +21,41 @@ const event = (i: number): StreamAuditEvent => ({
 });
 
 describe('AuditLog', () => {
-  test('lines of one event-loop turn leave in one write, in order, one JSON object per line', async () => {
+  test('lines of the same few milliseconds leave in one write, in order, one JSON object per line', async () => {
     const out = new Capture();
-    const audit = new AuditLog(out, () => new Date('2026-12-01T00:00:00Z'));
-    for (let i = 0; i < 5; i++) audit.write(event(i));
-    expect(out.writes).toHaveLength(0); // not before the end of the turn
+    let now = Date.parse('2026-12-01T00:00:00Z');
+    const audit = new AuditLog(out, () => new Date(now++));
+    for (let i = 0; i < 3; i++) audit.write(event(i));
     await new Promise((r) => setImmediate(r));
+    for (let i = 3; i < 5; i++) audit.write(event(i)); // a later turn, before AUDIT_FLUSH_MS
+    expect(out.writes).toHaveLength(0);
+    await new Promise((r) => setTimeout(r, AUDIT_FLUSH_MS + 20));
     expect(out.writes).toHaveLength(1);
     const lines = out.writes[0]!.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines.map((l) => l.bytesIn)).toEqual([0, 1, 2, 3, 4]);
-    expect(lines[0]).toMatchObject({ time: '2026-12-01T00:00:00.000Z', audit: true, event: 'stream', mapping: 'db' });
+    expect(lines.map((l) => l.time)).toEqual([0, 1, 2, 3, 4].map((i) => `2026-12-01T00:00:00.00${i}Z`));
+    expect(lines[0]).toMatchObject({ audit: true, event: 'stream', mapping: 'db' });
     audit.write(event(5));
-    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setTimeout(r, AUDIT_FLUSH_MS + 20));
     expect(out.writes).toHaveLength(2);
     await audit.close();
+  });
+
+  test('lines sharing a millisecond share its time; a full batch leaves at once', () => {
+    const out = new Capture();
+    const audit = new AuditLog(out, () => new Date('2026-12-01T00:00:00.123Z'));
+    const big = { ...event(0), message: 'x'.repeat(1000) };
+    let written = 0;
+    while (out.writes.length === 0) {
+      audit.write(big);
+      written++;
+    }
+    const lines = out.writes[0]!.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines).toHaveLength(written);
+    expect(out.writes[0]!.length).toBeGreaterThanOrEqual(AUDIT_FLUSH_CHARS);
+    expect(out.writes[0]!.length).toBeLessThan(AUDIT_FLUSH_CHARS + 1200);
+    expect(new Set(lines.map((l) => l.time))).toEqual(new Set(['2026-12-01T00:00:00.123Z']));
+    void audit.close();
   });
 
   test('flush() and close() write what is pending at once', async () => {

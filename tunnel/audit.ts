@@ -52,18 +52,29 @@ export interface ConfigAuditEvent {
 
 export type AuditEvent = StreamAuditEvent | SessionAuditEvent | ConfigAuditEvent;
 
+/** A line waits at most this long before it is written… */
+export const AUDIT_FLUSH_MS = 10;
+/** …or until this much is waiting. */
+export const AUDIT_FLUSH_CHARS = 16 * 1024;
+
 /**
- * Lines are written once per event-loop turn, all the lines of that turn in one write: to stdout
- * redirected to a file, every write is a blocking syscall, and one per connection was the largest
- * cost of our own code in the connection-rate profile. A line waits at most until the end of the
- * current turn; lines still pending when the process exits are written synchronously then.
+ * Lines are written in batches: every line waiting when AUDIT_FLUSH_MS have passed since the
+ * first of them, or as soon as AUDIT_FLUSH_CHARS are waiting, in one write. To stdout redirected to a
+ * file or a pipe, every write is a blocking syscall; one per connection was the largest cost of
+ * our own code in the connection-rate profile, and one per event-loop turn still about half a
+ * write per connection at 3,000 connections/s. Lines still pending when the process exits are
+ * written synchronously then (a SIGKILL loses at most the last AUDIT_FLUSH_MS).
  */
 export class AuditLog {
   readonly #out: Writable;
   readonly #now: () => Date;
   #pending: string[] = [];
-  #scheduled = false;
+  #pendingChars = 0;
+  #timer: NodeJS.Timeout | undefined;
   #closed = false;
+  /** The time of the last line, formatted: many lines share a millisecond. */
+  #lastMs = NaN;
+  #lastIso = '';
   readonly #flushNow = (): void => this.#flush();
 
   constructor(out: Writable, now: () => Date = () => new Date()) {
@@ -82,14 +93,21 @@ export class AuditLog {
   }
 
   write(event: AuditEvent): void {
+    const now = this.#now();
+    const ms = now.getTime();
+    if (ms !== this.#lastMs) {
+      this.#lastMs = ms;
+      this.#lastIso = now.toISOString();
+    }
     // `{"time":…,"audit":true,` + the event's own JSON without its opening brace: no copy of the event.
-    this.#pending.push(`{"time":"${this.#now().toISOString()}","audit":true,${JSON.stringify(event).slice(1)}\n`);
-    if (this.#scheduled) return;
-    this.#scheduled = true;
-    setImmediate(this.#flushNow);
+    const line = `{"time":"${this.#lastIso}","audit":true,${JSON.stringify(event).slice(1)}\n`;
+    this.#pending.push(line);
+    this.#pendingChars += line.length;
+    if (this.#pendingChars >= AUDIT_FLUSH_CHARS) this.#flush();
+    else if (this.#timer === undefined) this.#timer = setTimeout(this.#flushNow, AUDIT_FLUSH_MS).unref();
   }
 
-  /** Writes the pending lines now (they would otherwise leave at the end of this turn). */
+  /** Writes the pending lines now (they would otherwise wait up to AUDIT_FLUSH_MS). */
   flush(): void {
     this.#flush();
   }
@@ -103,10 +121,14 @@ export class AuditLog {
   }
 
   #flush(): void {
-    this.#scheduled = false;
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
     if (this.#pending.length === 0 || this.#closed) return;
     const chunk = this.#pending.length === 1 ? this.#pending[0]! : this.#pending.join('');
     this.#pending = [];
+    this.#pendingChars = 0;
     this.#out.write(chunk);
   }
 
@@ -115,6 +137,7 @@ export class AuditLog {
     if (this.#pending.length === 0 || this.#closed) return;
     const chunk = this.#pending.join('');
     this.#pending = [];
+    this.#pendingChars = 0;
     const fd = this.#out === process.stdout ? 1 : (this.#out as unknown as { fd?: unknown }).fd;
     if (typeof fd === 'number') {
       try {

@@ -158,6 +158,8 @@ describe('faults: one worker, one connector (kill -9, restart, SIGSTOP, SIGTERM)
     expect(r.error).toBeUndefined();
     expect(r.received.equals(data)).toBe(true);
     expect(await metricValue(connector.adminPort, 'underpass_reconnects_total')).toBeGreaterThan(0);
+    // Audit lines wait up to 10 ms before they are written.
+    await waitFor('two session-opened audit lines', () => connector.proc.audit.filter((a) => a.event === 'session-opened').length === 2);
     expect(connector.proc.audit.filter((a) => a.event === 'session-opened')).toHaveLength(2);
   }, 30_000);
 

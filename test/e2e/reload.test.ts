@@ -61,7 +61,7 @@ describe('worker config hot reload (real processes)', () => {
     const [echoed] = (await once(held, 'data')) as [Buffer];
     expect(echoed.toString()).toBe('after');
     held.destroy();
-    expect(worker.proc.audit.some((a) => a.event === 'config-applied' && (a.added as string[]).includes('b'))).toBe(true);
+    await waitFor('config-applied audit adding b', () => worker.proc.audit.some((a) => a.event === 'config-applied' && (a.added as string[]).includes('b')));
   });
 
   it('closes the listener of a removed mapping but lets its established stream finish', async () => {
