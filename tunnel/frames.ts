@@ -50,12 +50,24 @@ export class JsonFrameDecoder {
   }
 }
 
-function parseJson(body: Buffer): unknown {
+function parseJson(body: Buffer, what = 'message'): unknown {
   try {
     return JSON.parse(body.toString('utf8'));
   } catch (err) {
-    throw new ProtocolError('ERR_FRAME_JSON', 'message is not valid JSON', { cause: err });
+    throw new ProtocolError('ERR_FRAME_JSON', `${what} is not valid JSON`, { cause: err });
   }
+}
+
+/**
+ * The u16-length JSON frame at the start of `buf` (the stream-open header): its JSON (not yet
+ * validated) and how many bytes it took, or undefined while it is incomplete. Throws
+ * ERR_FRAME_JSON, naming `what`, when the body is not JSON.
+ */
+export function parseJsonFrame16(buf: Buffer, what: string): { value: unknown; size: number } | undefined {
+  if (buf.length < 2) return undefined;
+  const size = 2 + buf.readUInt16BE(0);
+  if (buf.length < size) return undefined;
+  return { value: parseJson(buf.subarray(2, size), what), size };
 }
 
 /**
@@ -68,18 +80,21 @@ export function readJsonFrame16(stream: Readable, timeoutMs: number, what: strin
     const timer = setTimeout(() => fail(new UnderpassError('ERR_OPEN_TIMEOUT', `no ${what} within ${timeoutMs} ms`)), timeoutMs);
     const onData = (chunk: Buffer): void => {
       buffer = buffer.length === 0 ? chunk : Buffer.concat([buffer, chunk]);
-      if (buffer.length < 2) return;
-      const length = buffer.readUInt16BE(0);
-      if (buffer.length < 2 + length) return;
+      let frame: { value: unknown; size: number } | undefined;
+      try {
+        frame = parseJsonFrame16(buffer, what);
+      } catch (err) {
+        cleanup();
+        stream.pause();
+        reject(err as Error);
+        return;
+      }
+      if (!frame) return;
       cleanup();
       stream.pause();
-      const rest = buffer.subarray(2 + length);
+      const rest = buffer.subarray(frame.size);
       if (rest.length > 0) stream.unshift(rest);
-      try {
-        resolve(parseJson(buffer.subarray(2, 2 + length)));
-      } catch (err) {
-        reject(err);
-      }
+      resolve(frame.value);
     };
     const onEnd = (): void => fail(new UnderpassError('ERR_OPEN_EOF', `stream ended before the ${what}`));
     const onError = (err: Error): void => fail(err);

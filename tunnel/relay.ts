@@ -28,7 +28,8 @@
  * idle streams).
  */
 import type { Socket } from 'node:net';
-import { ProtocolError, UnderpassError } from './errors.js';
+import { UnderpassError } from './errors.js';
+import { parseJsonFrame16 } from './frames.js';
 import type { Channel, ChannelSink } from './mux/channel.js';
 import { IN_PLACE_HEADROOM } from './mux/session.js';
 import { ownerSlot } from './owner.js';
@@ -235,21 +236,21 @@ export class Relay implements ChannelSink {
   #headerData(chunk: Buffer): void {
     const h = this.#header!;
     const buf = h.buf ? Buffer.concat([h.buf, chunk]) : chunk;
-    const length = buf.length >= 2 ? buf.readUInt16BE(0) : -1;
-    if (length < 0 || buf.length < 2 + length) {
+    let frame: { value: unknown; size: number } | undefined;
+    try {
+      frame = parseJsonFrame16(buf, h.what);
+    } catch (err) {
+      this.channel!.consumed(buf.length);
+      return this.#headerDone(undefined, err as Error);
+    }
+    if (!frame) {
       h.buf = Buffer.from(buf); // a partial header: a copy, not a view of the transport buffer
       return;
     }
-    const rest = buf.subarray(2 + length);
-    this.channel!.consumed(2 + length);
+    const rest = buf.subarray(frame.size);
+    this.channel!.consumed(frame.size);
     if (rest.length > 0) this.#held = [Buffer.from(rest)];
-    let value: unknown;
-    try {
-      value = JSON.parse(buf.toString('utf8', 2, 2 + length));
-    } catch (err) {
-      return this.#headerDone(undefined, new ProtocolError('ERR_FRAME_JSON', `${h.what} is not valid JSON`, { cause: err }));
-    }
-    this.#headerDone(value, undefined);
+    this.#headerDone(frame.value, undefined);
   }
 
   #headerDone(value: unknown, err: Error | undefined): void {
