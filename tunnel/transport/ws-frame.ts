@@ -53,7 +53,7 @@ export function writeFrameHeader(target: Buffer, offset: number, opcode: number,
     target.writeUInt32BE(length >>> 0, offset + 6);
   }
   if (masked) target.writeUInt32BE(0, offset + 2 + ext);
-  return 2 + ext + (masked ? 4 : 0);
+  return frameHeaderLength(length, masked);
 }
 
 /** The header of one frame (FIN set), see writeFrameHeader. */
