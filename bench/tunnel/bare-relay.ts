@@ -19,7 +19,7 @@ import { readFile } from 'node:fs/promises';
 import tls from 'node:tls';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Child, valueFromLog, type Contender, type Forward } from './common.js';
-import { makePki, nodeArgs } from './underpass.js';
+import { forwarderNode, makePki, nodeArgs } from './underpass.js';
 
 const OPEN = 1;
 const DATA = 2;
@@ -178,7 +178,7 @@ export async function startBareRelay(kind: BareKind, targetPort: number, certDir
   const seq = ++started;
   if (kind === 'tcp') {
     const file = path.join(logDir, `bare-tcp-${seq}.log`);
-    const relay = new Child('bare Node TCP relay', process.execPath, [...nodeOptions, self, '--tcp', String(targetPort)], file);
+    const relay = new Child('bare Node TCP relay', forwarderNode(), [...nodeOptions, self, '--tcp', String(targetPort)], file);
     const port = await valueFromLog(file, 'the bare Node TCP relay', relay, appPort).catch(async (err: unknown) => {
       await relay.stop();
       throw err;
@@ -186,14 +186,14 @@ export async function startBareRelay(kind: BareKind, targetPort: number, certDir
     return { port, roles: { relay: relay.pid }, stop: () => relay.stop() };
   }
   const entryLog = path.join(logDir, `bare-entry-${seq}.log`);
-  const entryChild = new Child('bare Node entry', process.execPath, [...nodeOptions, self, '--entry', certDir], entryLog);
+  const entryChild = new Child('bare Node entry', forwarderNode(), [...nodeOptions, self, '--entry', certDir], entryLog);
   const children = [entryChild];
   const stop = async (): Promise<void> => {
     for (const c of children) await c.stop();
   };
   try {
     const tunnelPort = await valueFromLog(entryLog, 'the bare Node entry', entryChild, (line) => line.tunnel as number | undefined);
-    children.push(new Child('bare Node exit', process.execPath, [...nodeOptions, self, '--exit', String(tunnelPort), String(targetPort), certDir], path.join(logDir, `bare-exit-${seq}.log`)));
+    children.push(new Child('bare Node exit', forwarderNode(), [...nodeOptions, self, '--exit', String(tunnelPort), String(targetPort), certDir], path.join(logDir, `bare-exit-${seq}.log`)));
     const port = await valueFromLog(entryLog, 'the bare Node exit to connect', entryChild, appPort);
     return { port, roles: { entry: entryChild.pid, exit: children[1]!.pid }, stop };
   } catch (err) {

@@ -11,6 +11,9 @@
  *
  * UNDERPASS_BENCH_NODE_ARGS adds Node options to both processes, e.g.
  * "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile them during a measurement.
+ * UNDERPASS_BENCH_NODE names the Node binary that runs them (and the bare Node
+ * forwarders), to compare Node versions; the benchmark's own clients and target
+ * apps stay on the Node that runs the benchmark.
  */
 import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import tls from 'node:tls';
@@ -78,7 +81,7 @@ export async function startWorker(pki: UnderpassPki, opts: { targetPort?: number
     admin: `127.0.0.1:${adminPort}`,
     mappings,
   }));
-  const child = new Child('underpass worker', process.execPath, [...nodeArgs(), entry(pki.dir), 'worker', '--config', file], path.join(pki.dir, `worker-${n}.log`));
+  const child = new Child('underpass worker', forwarderNode(), [...nodeArgs(), entry(pki.dir), 'worker', '--config', file], path.join(pki.dir, `worker-${n}.log`));
   const worker = { child, tunnelPort, adminPort, url: `wss://127.0.0.1:${tunnelPort}` };
   if (opts.wait !== false) await waitWorker(worker);
   return worker;
@@ -102,9 +105,14 @@ export async function startConnector(pki: UnderpassPki, workerUrl: string, name 
     admin: `127.0.0.1:${adminPort}`,
     reconnect: { initialDelay: '100ms', maxDelay: '200ms' },
   }));
-  const child = new Child('underpass connector', process.execPath, [...nodeArgs(), entry(pki.dir), 'connector', '--config', file], path.join(pki.dir, `connector-${name}-${seq}.log`));
+  const child = new Child('underpass connector', forwarderNode(), [...nodeArgs(), entry(pki.dir), 'connector', '--config', file], path.join(pki.dir, `connector-${name}-${seq}.log`));
   if (wait) await waitUntil('the connector to be ready', () => httpOk(`http://127.0.0.1:${adminPort}/readyz`), 20_000, child);
   return { child, adminPort };
+}
+
+/** The Node binary that runs the forwarders: UNDERPASS_BENCH_NODE, or the one running the benchmark. */
+export function forwarderNode(): string {
+  return process.env.UNDERPASS_BENCH_NODE || process.execPath;
 }
 
 /** bin/underpass's own Node flags (its first line, as the CLI and the image run it), then UNDERPASS_BENCH_NODE_ARGS. */
