@@ -16,10 +16,11 @@ const SCRIPT = path.join(ROOT, 'dist/bench/tunnel-bench.js');
 const SWEEP = path.join(ROOT, 'dist/bench/connrate-sweep.js');
 const FLOOR = path.join(ROOT, 'dist/bench/node-floor.js');
 const MICRO = path.join(ROOT, 'dist/bench/stream-open-micro.js');
+const CHURN = path.join(ROOT, 'dist/bench/node-read-churn.js');
 
-function runBench(args: string[], script = SCRIPT): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runBench(args: string[], script = SCRIPT, env: NodeJS.ProcessEnv = process.env): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [script, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [script, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -131,6 +132,24 @@ describe('tunnel benchmark smoke run', () => {
     expect(both.code).toBe(2);
     expect(both.stderr).toContain('--open and --channel measure different paths');
   }, 60_000);
+
+  it('node-read-churn measures the relay in both read modes', async () => {
+    const { code, stdout, stderr } = await runBench(['--round-trips', '1000'], CHURN);
+    if (code !== 0) throw new Error(`node-read-churn exited ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr.slice(-4000)}`);
+    expect(stderr).toContain(`relay on ${process.version}`);
+    for (const mode of ['default', 'onread']) {
+      expect(stderr).toMatch(new RegExp(`${mode} *: \\d+ µs per round trip; relay arrayBuffers [\\d.]+–[\\d.]+ MB over [1-9]\\d* samples; \\d+ mark-compacts`));
+    }
+    const bad = await runBench(['--round-trips', 'many'], CHURN);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('--round-trips must be an integer of at least 1000');
+  }, 60_000);
+
+  it('UNDERPASS_BENCH_NODE that is not a Node binary is refused by name before anything runs', async () => {
+    const { code, stderr } = await runBench(['--quick', '--no-docs'], SCRIPT, { ...process.env, UNDERPASS_BENCH_NODE: '/nonexistent/node' });
+    expect(code).toBe(1);
+    expect(stderr).toContain('UNDERPASS_BENCH_NODE=/nonexistent/node is not a Node binary that runs here');
+  }, 30_000);
 
   it('node-floor measures echo round trips and the bare Node forwarders beside Underpass', async () => {
     const { code, stdout, stderr } = await runBench(['--round-trips', '500', '--seconds', '0.5', '--rounds', '1'], FLOOR);
