@@ -27,8 +27,8 @@ import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import { Child, log, run, valueFromLog } from './tunnel/common.js';
-import { forwarderNode, makePki, nodeArgs } from './tunnel/underpass.js';
+import { Child, log, valueFromLog } from './tunnel/common.js';
+import { forwarderNode, forwarderNodeVersion, makePki, nodeArgs } from './tunnel/underpass.js';
 
 type Mode = 'default' | 'onread';
 const MODES: Mode[] = ['default', 'onread'];
@@ -110,7 +110,7 @@ async function main(): Promise<void> {
     await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
     const echoPort = (echo.address() as net.AddressInfo).port;
     const node = forwarderNode();
-    log(`relay on ${run(node, ['--version']).trim()} (${node}), client and echo server on ${process.version}; ${count} round trips per mode`);
+    log(`relay on ${forwarderNodeVersion()} (${node}), client and echo server on ${process.version}; ${count} round trips per mode`);
     for (const mode of MODES) {
       const file = path.join(dir, `relay-${mode}.log`);
       const child = new Child(`relay (${mode})`, node, [...nodeArgs(), '--trace-gc', self, '--relay', mode, String(echoPort), pki.dir], file);

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { commandExists, log, run } from './common.js';
-import { forwarderNode } from './underpass.js';
+import { forwarderNode, forwarderNodeVersion } from './underpass.js';
 
 export interface Machine {
   date: string;
@@ -20,18 +20,15 @@ export function machine(): Machine {
     cpu: model,
     cores: os.availableParallelism(),
     kernel: `${os.type()} ${os.release()}`,
-    node: forwarderNodeVersion(),
+    node: nodeVersions(),
     memory: `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`,
   };
 }
 
 /** The Node version of the forwarders, and of the benchmark itself when UNDERPASS_BENCH_NODE differs. */
-function forwarderNodeVersion(): string {
-  const bin = forwarderNode();
-  if (bin === process.execPath) return process.version;
-  const v = run(bin, ['--version']).trim();
-  if (!/^v\d+\./.test(v)) throw new Error(`UNDERPASS_BENCH_NODE=${bin} is not a Node binary that runs here: \`${bin} --version\` printed ${JSON.stringify(v.slice(0, 200))}`);
-  return `${v} (forwarders, UNDERPASS_BENCH_NODE=${bin}; benchmark clients and apps ${process.version})`;
+function nodeVersions(): string {
+  const v = forwarderNodeVersion();
+  return forwarderNode() === process.execPath ? v : `${v} (forwarders, UNDERPASS_BENCH_NODE=${forwarderNode()}; benchmark clients and apps ${process.version})`;
 }
 
 export function loadAvg(): string {

@@ -22,7 +22,7 @@ import YAML from 'yaml';
 import { createCA, issueConnectorCert, issueWorkerCert, loadCA, writePemFiles, type CertificateAuthority } from '../../tunnel/pki.js';
 import { nodeFlagsOf } from '../../tunnel/node-flags.js';
 import { VERSION } from '../../tunnel/version.js';
-import { BIN, Child, freePort, listening, waitUntil, type Contender, type Forward } from './common.js';
+import { BIN, Child, freePort, listening, run, waitUntil, type Contender, type Forward } from './common.js';
 
 export interface UnderpassPki {
   dir: string;
@@ -113,6 +113,15 @@ export async function startConnector(pki: UnderpassPki, workerUrl: string, name 
 /** The Node binary that runs the forwarders: UNDERPASS_BENCH_NODE, or the one running the benchmark. */
 export function forwarderNode(): string {
   return process.env.UNDERPASS_BENCH_NODE || process.execPath;
+}
+
+/** The version of forwarderNode() (`v26.12.1`); throws, naming UNDERPASS_BENCH_NODE, when it does not run. */
+export function forwarderNodeVersion(): string {
+  const bin = forwarderNode();
+  if (bin === process.execPath) return process.version;
+  const v = run(bin, ['--version']).trim();
+  if (!/^v\d+\./.test(v)) throw new Error(`UNDERPASS_BENCH_NODE=${bin} is not a Node binary that runs here: \`${bin} --version\` printed ${JSON.stringify(v.slice(0, 200))}`);
+  return v;
 }
 
 /** bin/underpass's own Node flags (its first line, as the CLI and the image run it), then UNDERPASS_BENCH_NODE_ARGS. */
