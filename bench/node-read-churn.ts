@@ -47,6 +47,7 @@ function relay(mode: Mode, targetPort: number, certDir: string): void {
       ? net.connect({ host: '127.0.0.1', port: targetPort, noDelay: true, onread: { buffer: shared, callback: (n: number) => t.write(Buffer.from(shared.subarray(0, n))) } })
       : net.connect({ host: '127.0.0.1', port: targetPort, noDelay: true });
     if (mode === 'default') target.on('data', (d: Buffer) => t.write(d));
+    else t.on('drain', () => target.resume()); // an `onread` callback that returns false paused it
     t.on('data', (d: Buffer) => target.write(d));
     t.on('end', () => {
       clearInterval(timer);

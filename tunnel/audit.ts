@@ -125,19 +125,23 @@ export class AuditLog {
       clearTimeout(this.#timer);
       this.#timer = undefined;
     }
-    if (this.#pending.length === 0 || this.#closed) return;
-    const chunk = this.#pending.length === 1 ? this.#pending[0]! : this.#pending.join('');
+    const chunk = this.#takePending();
+    if (chunk !== undefined) this.#out.write(chunk);
+  }
+
+  /** The waiting lines as one string, and none waiting any more; undefined when there are none (or closed). */
+  #takePending(): string | undefined {
+    if (this.#pending.length === 0 || this.#closed) return undefined;
+    const chunk = this.#pending.join('');
     this.#pending = [];
     this.#pendingChars = 0;
-    this.#out.write(chunk);
+    return chunk;
   }
 
   /** @internal At exit nothing asynchronous runs any more: write what is pending straight to the descriptor. */
   flushAtExit(): void {
-    if (this.#pending.length === 0 || this.#closed) return;
-    const chunk = this.#pending.join('');
-    this.#pending = [];
-    this.#pendingChars = 0;
+    const chunk = this.#takePending();
+    if (chunk === undefined) return;
     const fd = this.#out === process.stdout ? 1 : (this.#out as unknown as { fd?: unknown }).fd;
     if (typeof fd === 'number') {
       try {
