@@ -35,7 +35,7 @@ for c in "${UNDERPASS_CLUSTER_COMPONENTS[@]}"; do
 done
 for p in $(cluster_shim_pids "$dir"); do left "process: containerd shim (pid $p)"; done
 for p in $(cluster_pids_of_cgroups); do left "process: pid $p in cgroup $(sed -n 's/^[0-9]*:memory://p' "/proc/$p/cgroup" 2>/dev/null)"; done
-for p in $(cluster_dir_pids "$dir"); do left "process: pid $p: $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-120)"; done
+for p in $(cluster_dir_pids "$dir"); do left "process: pid $p: $(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | cut -c1-120)"; done
 
 # Mounts (pod volumes, overlays, shm, network namespaces, kubelet's root).
 while read -r m; do [[ -n "$m" ]] && left "mount: $m"; done < <(cluster_mounts_under "$dir")
@@ -79,6 +79,12 @@ if [[ -d /var/log/containers ]]; then
   while read -r l; do [[ -n "$l" ]] && left "log link: $l"; done < <(find /var/log/containers -maxdepth 1 -type l -lname "$dir/*" 2>/dev/null)
 fi
 for f in /var/lib/cni/results/"$UNDERPASS_CLUSTER_CNI_NETWORK"-*; do [[ -e "$f" ]] && left "CNI cache: $f"; done
+while read -r sb; do
+  [[ -n "$sb" ]] || continue
+  for f in /var/lib/cni/results/*-"$sb"-*; do [[ -e "$f" ]] && left "CNI cache: $f"; done
+  s="$(cluster_shim_socket "$dir" "$sb")"
+  [[ -e "$s" ]] && left "shim socket: $s (sandbox $sb)"
+done < <(cluster_sandbox_ids "$dir" | sort -u)
 
 # Bookkeeping.
 resv="$(testenv_port_reservations)"

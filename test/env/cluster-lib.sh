@@ -49,12 +49,14 @@ UNDERPASS_CLUSTER_SYSCTLS=(
 )
 
 # Host paths that containerd 1.6 / kubelet use no matter what their config says (shim
-# sockets, the CNI result cache, kubelet's legacy log symlinks). cluster-stop.sh removes what we
-# put there, and the directories themselves if they did not exist before the start.
-UNDERPASS_CLUSTER_HOST_DIRS=(/run/containerd/s /run/containerd /var/lib/cni/results /var/lib/cni /var/log/containers)
+# sockets, the CNI result cache, kubelet's legacy log symlinks, kubelet's device-plugin socket:
+# pluginapi.DevicePluginPath ignores --root-dir). cluster-stop.sh removes what we put there, and
+# the directories themselves if they did not exist before the start.
+UNDERPASS_CLUSTER_HOST_DIRS=(/run/containerd/s /run/containerd /var/lib/cni/results /var/lib/cni /var/log/containers
+  /var/lib/kubelet/device-plugins /var/lib/kubelet)
 # Default paths that must never appear (everything is configured under DIR): if one shows up
 # after a start that did not have it before, cluster-leftovers.sh reports it.
-UNDERPASS_CLUSTER_FOREIGN_DIRS=(/var/lib/kubelet /var/log/pods /var/lib/containerd /etc/containerd /opt/containerd
+UNDERPASS_CLUSTER_FOREIGN_DIRS=(/var/log/pods /var/lib/containerd /etc/containerd /opt/containerd
   /etc/cni /opt/cni /usr/libexec/kubernetes /etc/kubernetes /var/lib/calico)
 
 cluster_log() { printf '[cluster] %s\n' "$*" >&2; }
@@ -134,9 +136,24 @@ cluster_pids_of_cgroups() {
 cluster_shim_pids() {
   local sock="$1/containerd/containerd.sock" p cmd
   for p in /proc/[0-9]*; do
-    cmd="$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)" || continue
+    cmd="$(tr '\0' ' ' 2>/dev/null <"$p/cmdline")" || continue
     [[ "$cmd" == *containerd-shim* && "$cmd" == *"-address $sock "* ]] && echo "${p#/proc/}"
   done
+  return 0
+}
+
+# cluster_shim_socket DIR ID: where containerd 1.6 puts the socket of the shim of sandbox (or
+# container) ID: /run/containerd/s/sha256(ADDRESS/NAMESPACE/ID), whatever the state dir is.
+cluster_shim_socket() {
+  printf '/run/containerd/s/%s\n' "$(printf '%s' "$1/containerd/containerd.sock/k8s.io/$2" | sha256sum | cut -c1-64)"
+}
+
+# cluster_sandbox_ids DIR: ids of every pod sandbox the CRI plugin of DIR's containerd has made
+# (its directories outlive containerd; cluster-stop.sh records them in DIR/host/sandboxes).
+cluster_sandbox_ids() {
+  local sb
+  for sb in "$1/containerd/root/io.containerd.grpc.v1.cri/sandboxes"/*; do [[ -d "$sb" ]] && basename "$sb"; done
+  [[ -f "$1/host/sandboxes" ]] && cat "$1/host/sandboxes"
   return 0
 }
 
@@ -145,7 +162,7 @@ cluster_dir_pids() {
   local dir="$1" p cmd
   for p in /proc/[0-9]*; do
     [[ "${p#/proc/}" == "$$" || "${p#/proc/}" == "$BASHPID" ]] && continue
-    cmd="$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)" || continue
+    cmd="$(tr '\0' ' ' 2>/dev/null <"$p/cmdline")" || continue
     [[ -n "$cmd" && "$cmd" == *"$dir/"* ]] || continue
     # Not our own scripts (cluster-stop.sh DIR, make, a shell that runs them).
     [[ "$cmd" == *"/test/env/"* || "$cmd" == *"bash -c"* || "$cmd" == make* ]] && continue

@@ -31,7 +31,8 @@ Options:
   -h, --help         show this help
 
 Environment: UNDERPASS_CLUSTER_BRIDGE, UNDERPASS_CLUSTER_POD_CIDR, UNDERPASS_CLUSTER_SERVICE_CIDR,
-UNDERPASS_CLUSTER_NODE_NAME override the network settings; UNDERPASS_TESTENV_CACHE the cache.
+UNDERPASS_CLUSTER_NODE_NAME override the network settings; UNDERPASS_TESTENV_CACHE the cache;
+UNDERPASS_CLUSTER_KEEP_FAILED=1 leaves a cluster that failed to become ready running.
 EOF
 }
 
@@ -159,6 +160,10 @@ on_exit() {
     tail -n 25 "$f" >&2
   done
   printf '\n' >&2
+  if [[ "${UNDERPASS_CLUSTER_KEEP_FAILED:-}" == 1 ]]; then
+    cluster_log "left running for inspection (UNDERPASS_CLUSTER_KEEP_FAILED=1); stop it with test/env/cluster-stop.sh $dir"
+    exit "$rc"
+  fi
   cluster_log "stopping what was started (cluster-stop.sh); state and logs are kept in $dir"
   UNDERPASS_CLUSTER_LOCKED=1 "$HERE/cluster-stop.sh" "$dir" >&2 || true
   exit "$rc"
@@ -227,6 +232,15 @@ SOCK="$dir/containerd/containerd.sock"
     printf 'export %s=%q\n' "${v%%=*}" "${v#*=}"
   done
 } >>"$dir/env"
+
+# The apiserver never corrects the port of the kubernetes Service's endpoints, only addresses:
+# after an apiserver was killed (not stopped) and this one got another port, they still name
+# the old one. Deleted, they are rewritten at the reconciler's next round (10 s at most).
+ep_port="$(kubectl get endpoints kubernetes -n default -o jsonpath='{.subsets[0].ports[0].port}' 2>/dev/null || true)"
+if [[ -n "$ep_port" && "$ep_port" != "$APISERVER_PORT" ]]; then
+  cluster_log "the kubernetes Service's endpoints name the port of an earlier apiserver ($ep_port); recreating them"
+  kubectl delete endpoints kubernetes -n default >/dev/null
+fi
 
 # Identities: each component its own client certificate; the apiserver's bootstrap RBAC binds
 # system:node:NAME (Node authorizer), system:kube-scheduler and system:kube-proxy.
@@ -469,11 +483,16 @@ node_ready() {
     ! kubectl get node "$NODE" -o jsonpath='{.spec.taints[*].key}' | grep -q 'node.kubernetes.io/not-ready'
 }
 https_ok() { [[ "$(curl -sk --max-time 3 "$1")" == ok ]]; }
-http_ok() { [[ "$(curl -s --max-time 3 "$1")" == ok* ]]; }
+http_ok() { curl -fs --max-time 3 -o /dev/null "$1"; }
 kubernetes_svc_resolves() {
   [[ "$("$IMAGES/testbox" resolve -server "$NODE_IP:53" -timeout 2s "kubernetes.default.svc.$UNDERPASS_CLUSTER_DOMAIN")" == "$(testenv_cidr_host "$SVC_CIDR" 1)" ]]
 }
-kubernetes_endpoint() { [[ "$(kubectl get endpointslices -n default -l kubernetes.io/service-name=kubernetes -o jsonpath='{.items[*].endpoints[*].addresses[*]}')" == "$NODE_IP" ]]; }
+# From the host through kube-proxy's rules: proof that Services are programmed.
+kubernetes_svc_answers() { [[ "$(curl -s --max-time 3 --cacert "$PKI/ca.crt" "https://$(testenv_cidr_host "$SVC_CIDR" 1)/readyz")" == ok ]]; }
+kubernetes_endpoint() {
+  [[ "$(kubectl get endpointslices -n default -l kubernetes.io/service-name=kubernetes \
+        -o jsonpath='{range .items[*]}{.endpoints[*].addresses[*]}:{.ports[*].port}{end}')" == "$NODE_IP:$APISERVER_PORT" ]]
+}
 
 wait_for "kube-scheduler /healthz" kube-scheduler https_ok "https://127.0.0.1:$SCHEDULER_PORT/healthz"
 wait_for "kubelet /healthz" kubelet http_ok "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz"
@@ -481,6 +500,7 @@ wait_for "kube-proxy /healthz" kube-proxy curl -fs --max-time 3 "http://127.0.0.
 wait_for "CoreDNS /ready" coredns http_ok "http://127.0.0.1:$COREDNS_READY_PORT/ready"
 wait_for "the kubernetes Service's endpoint $NODE_IP" kube-apiserver kubernetes_endpoint
 wait_for "node $NODE Ready and untainted" kubelet node_ready
+wait_for "the kubernetes Service to answer through kube-proxy" kube-proxy kubernetes_svc_answers
 wait_for "CoreDNS to answer kubernetes.default.svc" coredns kubernetes_svc_resolves
 t_ready=$SECONDS
 

@@ -93,15 +93,17 @@ stop_component kube-scheduler 5
 if testenv_pid_alive "$dir" containerd >/dev/null; then
   mapfile -t tasks < <(cluster_ctr "$dir" tasks list -q 2>/dev/null || true)
   for t in "${tasks[@]}"; do cluster_ctr "$dir" tasks kill --all --signal SIGKILL "$t" >/dev/null 2>&1 || true; done
-  for t in "${tasks[@]}"; do
-    for ((w = 0; w < 50; w++)); do
-      cluster_ctr "$dir" tasks delete "$t" >/dev/null 2>&1 && break
-      sleep 0.1
-    done
+  # The CRI plugin deletes a task as soon as it exits; delete (forcibly) what is still listed.
+  for ((w = 0; w < 50; w++)); do
+    [[ -z "$(cluster_ctr "$dir" tasks list -q 2>/dev/null)" ]] && break
+    sleep 0.2
   done
+  while read -r t; do
+    [[ -n "$t" ]] && cluster_ctr "$dir" tasks delete --force "$t" >/dev/null 2>&1
+  done < <(cluster_ctr "$dir" tasks list -q 2>/dev/null || true)
   mapfile -t ctrs < <(cluster_ctr "$dir" containers list -q 2>/dev/null || true)
   for c in "${ctrs[@]}"; do cluster_ctr "$dir" containers delete "$c" >/dev/null 2>&1 || true; done
-  ((${#ctrs[@]})) && cluster_log "removed ${#ctrs[@]} containers (${#tasks[@]} running)"
+  ((${#ctrs[@]})) && cluster_log "removed ${#ctrs[@]} containers (${#tasks[@]} were running)"
 fi
 stop_component containerd 10
 
@@ -109,17 +111,10 @@ stop_component containerd 10
 #    processes left in the pods' cgroups, anything else started with DIR on its command line.
 "$HERE/stop.sh" "$dir" >&2
 mapfile -t shims < <(cluster_shim_pids "$dir")
-# Their sockets in /run/containerd/s (a fixed place in containerd 1.6), to remove once they are gone.
-shim_socks=()
-for p in "${shims[@]}"; do
-  while read -r s; do [[ "$s" == /run/containerd/s/* ]] && shim_socks+=("$s"); done < <(
-    ss -xlpH 2>/dev/null | awk -v p="pid=$p," 'index($0, p) { print $5 }')
-done
 if ((${#shims[@]})); then
   stop_pids 3 "${shims[@]}"
   cluster_log "stopped ${#shims[@]} containerd shims"
 fi
-for s in "${shim_socks[@]}"; do rm -f "$s"; done
 for ((round = 0; round < 5; round++)); do
   mapfile -t pids < <(cluster_pids_of_cgroups)
   ((${#pids[@]})) || break
@@ -183,14 +178,23 @@ fi
 if [[ -d /var/log/containers ]]; then
   find /var/log/containers -maxdepth 1 -type l -lname "$dir/*" -delete 2>/dev/null || true
 fi
-rm -f /var/lib/cni/results/"$UNDERPASS_CLUSTER_CNI_NETWORK"-* 2>/dev/null || true
+# Per sandbox: CNI's result cache (NETWORK-SANDBOXID-IFNAME, our network and containerd's
+# loopback one) and the shim's socket, which a killed shim leaves in /run/containerd/s.
+CRI_ROOT="$dir/containerd/root/io.containerd.grpc.v1.cri"
+rm -f /var/lib/cni/results/"$UNDERPASS_CLUSTER_CNI_NETWORK"-*
+mapfile -t sandboxes < <(cluster_sandbox_ids "$dir" | sort -u)
+for sb in "${sandboxes[@]}"; do
+  rm -f /var/lib/cni/results/cni-loopback-"$sb"-* "$(cluster_shim_socket "$dir" "$sb")"
+done
+[[ -d "$dir/host" ]] && printf '%s\n' "${sandboxes[@]}" >"$dir/host/sandboxes"   # for cluster-leftovers.sh
+# The CRI plugin's per-sandbox and per-container directories (their containers are gone).
+rm -rf "$CRI_ROOT/sandboxes" "$CRI_ROOT/containers" \
+  "$dir/containerd/state/io.containerd.grpc.v1.cri/sandboxes" "$dir/containerd/state/io.containerd.grpc.v1.cri/containers"
 if [[ -f "$HOST/absent-dirs" ]]; then
   while read -r d; do
     [[ -d "$d" ]] || continue
-    if [[ "$d" == /run/containerd/s ]]; then
-      # Sockets no process listens on any more (shims killed by an earlier crash).
-      listening="$(ss -xlH 2>/dev/null | awk '{ print $5 }')"
-      for s in "$d"/*; do [[ -S "$s" ]] && ! grep -qxF "$s" <<<"$listening" && rm -f "$s"; done
+    if [[ "$d" == /var/lib/kubelet/device-plugins ]]; then
+      rm -f "$d/kubelet.sock" "$d/kubelet_internal_checkpoint"
     fi
     rmdir "$d" 2>/dev/null || true
   done < <(sort -r "$HOST/absent-dirs")

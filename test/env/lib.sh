@@ -155,7 +155,7 @@ testenv_pid_alive() {
   pid="$(cat "$dir/$comp.pid" 2>/dev/null)" || return 1
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   [[ -r "/proc/$pid/cmdline" ]] || return 1
-  cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" || return 1
   [[ "$cmd" == *"/$comp "* && "$cmd" == *"$dir/"* ]] || return 1
   echo "$pid"
 }
@@ -215,7 +215,8 @@ testenv_release_ports() {
   return 0
 }
 
-# testenv_pick_ports DIR VAR...: sets each VAR to a random free TCP port and reserves it for DIR.
+# testenv_pick_ports DIR VAR[=PREFERRED]...: sets each VAR to a random free TCP port (PREFERRED
+#   when that one is free) and reserves it for DIR.
 #   Ports come from 15000 up to the start of the kernel's ephemeral range (so outgoing
 #   connections do not take them), nothing listens on them (ss), and no other test environment
 #   has reserved them. Reservations are files in testenv_port_reservations (content: the owning
@@ -232,10 +233,15 @@ testenv_pick_ports() {
   mkdir -p "$resv"
   exec 8>>"$resv/.lock"
   flock -w 60 8 || testenv_die "could not take the port lock $resv/.lock"
-  for var in "$@"; do
+  local spec want
+  for spec in "$@"; do
+    var="${spec%%=*}" want=""
+    [[ "$spec" == *=* ]] && want="${spec#*=}"
     ok=0
     for ((i = 0; i < 500; i++)); do
-      p=$((port_lo + (RANDOM * 32768 + RANDOM) % (port_hi - port_lo + 1)))
+      if ((i == 0)) && [[ "$want" =~ ^[0-9]+$ ]]; then p="$want"; else
+        p=$((port_lo + (RANDOM * 32768 + RANDOM) % (port_hi - port_lo + 1)))
+      fi
       [[ "$chosen" == *" $p "* ]] && continue
       testenv_port_in_use "$p" && continue
       f="$resv/$p"

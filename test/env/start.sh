@@ -128,8 +128,13 @@ fi
 
 # ---------------------------------------------------------------------- free ports
 # Drop reservations of an earlier run in this DIR before taking new ones (see testenv_pick_ports).
-[[ -f "$dir/env" ]] && testenv_release_ports "$dir"
-testenv_pick_ports "$dir" ETCD_PORT ETCD_PEER_PORT APISERVER_PORT KCM_PORT
+# The apiserver keeps its port when it is still free, so a kubeconfig copied from DIR stays good.
+prev_apiserver_port=""
+if [[ -f "$dir/env" ]]; then
+  prev_apiserver_port="$(sed -n 's/^export APISERVER_PORT=\([0-9]*\)$/\1/p' "$dir/env")"
+  testenv_release_ports "$dir"
+fi
+testenv_pick_ports "$dir" ETCD_PORT ETCD_PEER_PORT "APISERVER_PORT=$prev_apiserver_port" KCM_PORT
 ETCD_URL="http://127.0.0.1:$ETCD_PORT"
 APISERVER_URL="https://$adv:$APISERVER_PORT"
 
@@ -240,6 +245,7 @@ launch kube-controller-manager \
   --controllers="${UNDERPASS_TESTENV_CONTROLLERS:-$controllers}" \
   --service-cluster-ip-range="$svc_cidr" \
   --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
+  --flex-volume-plugin-dir="$dir/kcm-flexvolume" \
   --use-service-account-credentials=false
 wait_for kube-controller-manager curl -fsSk --max-time 5 "https://127.0.0.1:$KCM_PORT/healthz"
 

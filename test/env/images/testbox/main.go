@@ -4,7 +4,7 @@
 // only, static, no shell in the image: every check a test needs is a subcommand here.
 //
 //	testbox serve [-http ADDR] [-echo ADDR] [-name TEXT]   serve until SIGTERM/SIGINT
-//	testbox get [-timeout D] URL                           print the body of a 200 response
+//	testbox get [-timeout D] [-cacert FILE] URL            print the body of a 200 response
 //	testbox resolve [-server IP:PORT] [-timeout D] NAME    print NAME's addresses
 //	testbox echo-check [-bytes N] [-timeout D] HOST:PORT   send N random bytes, expect them back
 //	testbox sleep                                          wait for SIGTERM/SIGINT
@@ -17,6 +17,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -125,11 +127,23 @@ func echoLoop(ln net.Listener) error {
 func get(args []string) error {
 	fs := flag.NewFlagSet("get", flag.ExitOnError)
 	timeout := fs.Duration("timeout", 5*time.Second, "whole request timeout")
+	cacert := fs.String("cacert", "", "PEM file of the CA that signs the server's certificate (https)")
 	_ = fs.Parse(args)
 	if fs.NArg() != 1 {
 		return errors.New("exactly one URL expected")
 	}
 	client := &http.Client{Timeout: *timeout}
+	if *cacert != "" {
+		pem, err := os.ReadFile(*cacert)
+		if err != nil {
+			return err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("no certificate in %s", *cacert)
+		}
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	}
 	resp, err := client.Get(fs.Arg(0))
 	if err != nil {
 		return err
