@@ -59,6 +59,11 @@ export interface LocalCluster {
    * kube-proxy's rules follow it asynchronously.
    */
   waitForService(namespace: string, name: string, timeoutMs?: number): Promise<void>;
+  /**
+   * True when this process started the cluster and no other process uses it: only then may a
+   * test stop and restart it.
+   */
+  ownedExclusively(): boolean;
   /** Stops using the cluster; the last user stops it if a test started it. Idempotent. */
   release(): Promise<void>;
 }
@@ -189,6 +194,16 @@ export async function useCluster(opts: { readyTimeoutSec?: number } = {}): Promi
     return r.stdout.split('\n').filter(Boolean);
   };
 
+  const ownedExclusively = (): boolean => {
+    let starter = '';
+    try {
+      starter = fs.readFileSync(path.join(clusterDir, 'started-by-test'), 'utf8').trim();
+    } catch {
+      return false;
+    }
+    return starter === String(process.pid) && liveUsers(clusterDir).every((pid) => pid === process.pid);
+  };
+
   const waitForService = async (namespace: string, name: string, timeoutMs = 60_000): Promise<void> => {
     const svc = JSON.parse(await kubectlOk(['get', 'service', name, '-n', namespace, '-o', 'json'])) as {
       spec: { clusterIP?: string; ports?: { port: number; nodePort?: number }[] };
@@ -250,6 +265,7 @@ export async function useCluster(opts: { readyTimeoutSec?: number } = {}): Promi
     kubectlOk,
     importImage,
     waitForService,
+    ownedExclusively,
     release,
   };
 }

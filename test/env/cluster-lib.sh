@@ -63,13 +63,18 @@ cluster_log() { printf '[cluster] %s\n' "$*" >&2; }
 cluster_die() { printf '[cluster] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # cluster_load_conf DIR: the network settings DIR's cluster was started with (DIR/cluster.conf),
-# else the defaults above.
+# else the defaults above (for stop, status, leftovers: a start uses the current settings).
 cluster_load_conf() {
   local conf="$1/cluster.conf"
   if [[ -f "$conf" ]]; then
     # shellcheck source=/dev/null
     source "$conf"
   fi
+  cluster_derive_conf
+}
+
+# cluster_derive_conf: the node IP (first address of the pod range) and the prefix length.
+cluster_derive_conf() {
   UNDERPASS_CLUSTER_NODE_IP="$(testenv_cidr_host "$UNDERPASS_CLUSTER_POD_CIDR" 1)" ||
     cluster_die "UNDERPASS_CLUSTER_POD_CIDR is not an IPv4 CIDR: $UNDERPASS_CLUSTER_POD_CIDR"
   UNDERPASS_CLUSTER_POD_PREFIX="${UNDERPASS_CLUSTER_POD_CIDR##*/}"

@@ -113,8 +113,7 @@ if [[ -f "$UNDERPASS_CLUSTER_POINTER" ]]; then
   cluster_log "cleaning up after an earlier cluster in $prev that did not stop cleanly"
   UNDERPASS_CLUSTER_LOCKED=1 "$HERE/cluster-stop.sh" "$prev" >&2 || cluster_die "could not clean up after $prev"
 fi
-# A start in this DIR after a stop: the settings it ran with stay unless overridden.
-cluster_load_conf "$dir"
+cluster_derive_conf
 BR="$UNDERPASS_CLUSTER_BRIDGE" NODE_IP="$UNDERPASS_CLUSTER_NODE_IP" NODE="$UNDERPASS_CLUSTER_NODE_NAME"
 POD_CIDR="$UNDERPASS_CLUSTER_POD_CIDR" SVC_CIDR="$UNDERPASS_CLUSTER_SERVICE_CIDR"
 testenv_cidr_range "$SVC_CIDR" >/dev/null || cluster_die "UNDERPASS_CLUSTER_SERVICE_CIDR is not an IPv4 CIDR: $SVC_CIDR"
@@ -374,9 +373,16 @@ while read -r cg; do
   fi
 done < <(cluster_cgroup_dirs)
 if [[ "$cgroup_mode" == v2 ]]; then
-  ctrls="$(sed 's/\([a-z_]*\)/+\1/g' /sys/fs/cgroup/cgroup.controllers)"
-  # shellcheck disable=SC2086
-  for c in $ctrls; do echo "$c" >"/sys/fs/cgroup/$UNDERPASS_CLUSTER_CGROUP/cgroup.subtree_control" 2>/dev/null || true; done
+  # cgroup v2 (untested here: this machine is v1): the controllers kubelet needs must be enabled
+  # for the children of the root and of our cgroup. Those the root did not delegate before are
+  # recorded, and cluster-stop.sh disables them again.
+  for c in cpu cpuset io memory pids hugetlb; do
+    grep -qw "$c" /sys/fs/cgroup/cgroup.controllers || continue
+    if ! grep -qw "$c" /sys/fs/cgroup/cgroup.subtree_control; then
+      echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control && echo "$c" >>"$HOST/cgroup-controllers"
+    fi
+    echo "+$c" >"/sys/fs/cgroup/$UNDERPASS_CLUSTER_CGROUP/cgroup.subtree_control" 2>/dev/null || true
+  done
 fi
 
 # ------------------------------------------------------------------- node components

@@ -149,6 +149,12 @@ while read -r cg; do
   [[ -d "$cg" ]] && cluster_log "could not remove cgroup $cg"
 done < <(cluster_cgroup_dirs)
 
+# cgroup v2: controllers the start delegated at the root (best effort: another user may use them).
+if [[ -f "$dir/host/cgroup-controllers" ]]; then
+  while read -r c; do echo "-$c" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true; done <"$dir/host/cgroup-controllers"
+  rm -f "$dir/host/cgroup-controllers"
+fi
+
 # 6. Network: veths on the bridge (their namespaces are gone with the mounts), the bridge,
 #    the nftables tables (ours and kube-proxy's; it leaves them on exit by design), leases.
 if ip link show "$BR" >/dev/null 2>&1; then
