@@ -19,6 +19,7 @@ import type { Channel } from '../tunnel/mux/channel.js';
 import { readTlsFiles, type TlsFiles, type TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { connectWebSocket, type WebSocketStream } from '../tunnel/transport/websocket.js';
 import { VERSION } from '../tunnel/version.js';
+import { workerIdentityCheck } from './worker-identity.js';
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** A session that lived this long counts as healthy: the next failure retries fast. */
@@ -164,8 +165,11 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
   }
 
   async #dial(tls: TlsMaterial, signal: AbortSignal): Promise<WebSocketStream> {
+    // Read at every attempt, like the TLS files: a renewed certificate is checked again.
+    const checkServerIdentity = workerIdentityCheck(tls.cert, this.#opts.name);
     try {
       return await connectWebSocket(new URL('/v1/tunnel', this.url), {
+        checkServerIdentity,
         cert: tls.cert,
         key: tls.key,
         ca: tls.ca,

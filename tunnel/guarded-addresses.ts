@@ -1,0 +1,49 @@
+/**
+ * Addresses a connector never dials on a wide rule's say-so: the connector
+ * host itself (loopback, and the unspecified address, which dials the local
+ * host) and link-local blocks, where cloud metadata services answer with the
+ * host's credentials. A mapping author in the cluster must not reach them
+ * through `allowAll`, a name rule, or a block such as 0.0.0.0/0; only an allow
+ * rule that names the address as an IP literal opens one (tunnel/policy.ts).
+ *
+ * IPv4-mapped IPv6 forms (::ffff:127.0.0.1) are the same addresses: the block
+ * list matches them against the IPv4 blocks.
+ */
+import net from 'node:net';
+import { ipFamily } from './cidr.js';
+
+interface GuardedBlock {
+  address: string;
+  prefix: number;
+  family: 'ipv4' | 'ipv6';
+  /** What the address is, for messages ("a loopback address"). */
+  kind: string;
+}
+
+export const GUARDED_BLOCKS: readonly GuardedBlock[] = [
+  { address: '0.0.0.0', prefix: 8, family: 'ipv4', kind: 'this-host (0.0.0.0/8 dials the connector host)' },
+  { address: '127.0.0.0', prefix: 8, family: 'ipv4', kind: 'loopback' },
+  { address: '169.254.0.0', prefix: 16, family: 'ipv4', kind: 'link-local (cloud metadata)' },
+  { address: '100.100.100.200', prefix: 32, family: 'ipv4', kind: 'cloud metadata' },
+  { address: '::', prefix: 128, family: 'ipv6', kind: 'unspecified (dials the connector host)' },
+  { address: '::1', prefix: 128, family: 'ipv6', kind: 'loopback' },
+  { address: 'fe80::', prefix: 10, family: 'ipv6', kind: 'link-local' },
+  { address: 'fd00:ec2::254', prefix: 128, family: 'ipv6', kind: 'cloud metadata' },
+  // NAT64 (RFC 6052) spellings of 127.0.0.0/8 and 169.254.0.0/16.
+  { address: '64:ff9b::7f00:0', prefix: 104, family: 'ipv6', kind: 'loopback (NAT64)' },
+  { address: '64:ff9b::a9fe:0', prefix: 112, family: 'ipv6', kind: 'link-local (NAT64)' },
+];
+
+const lists = GUARDED_BLOCKS.map((b) => {
+  const list = new net.BlockList();
+  list.addSubnet(b.address, b.prefix, b.family);
+  return { list, kind: b.kind };
+});
+
+/** What kind of guarded address `ip` is ("loopback", …), or undefined when it is not one (or not an IP). */
+export function guardedKind(ip: string): string | undefined {
+  const family = ipFamily(ip);
+  if (family === 0) return undefined;
+  const type = family === 4 ? 'ipv4' : 'ipv6';
+  return lists.find(({ list }) => list.check(ip, type))?.kind;
+}
