@@ -138,7 +138,10 @@ describe('refusals: what the tunnel refuses and how it says so (real processes)'
         { name: 'cluster-echo', target: { side: 'Cluster', host: '127.0.0.1', port: clusterApp.port }, listen: at(ports.clusterEcho) },
       ],
     });
-    connector = await startConnector(dir, 'dc1-a', worker.url, { allow: [`127.0.0.1:${privateApp.port}`, `127.0.0.1:${closedPort}`] });
+    connector = await startConnector(dir, 'dc1-a', worker.url, {
+      allow: [`127.0.0.1:${privateApp.port}`, `127.0.0.1:${closedPort}`],
+      bind: [`127.0.0.1:${ports.clusterEcho}`],
+    });
     await waitFor('connector listener for cluster-echo', async () => (await exchange(ports.clusterEcho, 'x')).received.toString() === 'x');
   }, 60_000);
 
@@ -334,7 +337,7 @@ describe('refusals: what the tunnel refuses and how it says so (real processes)'
       const status = await getJson<Status>(`http://127.0.0.1:${worker.adminPort}/status`);
       const mine = status.connectors.find((c) => c.name === 'dc1-a');
       expect(mine?.unavailableMappings).toEqual([
-        expect.objectContaining({ name: 'forbidden', state: 'Refused', reason: 'NotAllowed', message: expect.stringMatching(/outside this connector's allow list/) }),
+        expect.objectContaining({ name: 'forbidden', state: 'Refused', reason: 'NotAllowed', message: expect.stringMatching(/is not on this connector's allow list/) }),
       ]);
       const r = await exchange(ports.forbidden, 'should never arrive');
       expect(r.received.length).toBe(0);
