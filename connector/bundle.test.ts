@@ -110,8 +110,8 @@ describe('suggestAllowRules', () => {
 
   it('marks a rule that opens a guarded address of the connector host', () => {
     expect(suggestAllowRules([mapping('local-db', 'Connector', '127.0.0.1', 5432), mapping('imds', 'Connector', '169.254.169.254', 80)], 'dc1')).toEqual([
-      { rule: '127.0.0.1:5432', mappings: ['local-db'], guarded: 'loopback' },
-      { rule: '169.254.169.254:80', mappings: ['imds'], guarded: 'link-local (cloud metadata)' },
+      { rule: '127.0.0.1:5432', mappings: ['local-db'], guarded: 'a loopback address' },
+      { rule: '169.254.169.254:80', mappings: ['imds'], guarded: 'a link-local address (cloud metadata answers at 169.254.169.254)' },
     ]);
   });
 
@@ -168,7 +168,7 @@ describe('renderConnectorConfig', () => {
   it('says so beside a rule that opens a guarded address', () => {
     const local = suggestAllowRules([mapping('local-db', 'Connector', '127.0.0.1', 5432)], 'dc1');
     const text = renderConnectorConfig({ name: 'site-a', connection: id, workers: ['wss://h.example.com'], layout: fileLayout('site-a'), allow: local, bind: [], notAfter });
-    expect(text).toContain('  - "127.0.0.1:5432"  # local-db (loopback address, open only because named here)');
+    expect(text).toContain('  - "127.0.0.1:5432"  # local-db (a loopback address: open only because named here)');
   });
 
   it('without mappings writes empty lists that deny, with the form of a rule', () => {

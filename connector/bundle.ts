@@ -12,7 +12,7 @@ import { ConfigError, UnderpassError } from '../tunnel/errors.js';
 import { formatConnectionId, type ConnectionId } from '../tunnel/identity.js';
 import { ipFamily } from '../tunnel/cidr.js';
 import { parseBindRule } from '../tunnel/bind-policy.js';
-import { guardedKind } from '../tunnel/guarded-addresses.js';
+import { guardedAddress } from '../tunnel/guarded-addresses.js';
 import { formatAllowRule, parseAllowRule, type AllowRule } from '../tunnel/policy.js';
 import { parseWorkerUrl } from './config.js';
 
@@ -178,7 +178,7 @@ function collectRules(
     if (!rule) continue;
     const text = formatAllowRule(rule);
     const entry = byRule.get(text) ?? { rule: text, mappings: [] };
-    const guarded = side === 'Connector' && rule.kind === 'ip' ? guardedKind(rule.match) : undefined;
+    const guarded = side === 'Connector' && rule.kind === 'ip' ? guardedAddress(rule.match) : undefined;
     if (guarded) entry.guarded = guarded;
     entry.mappings.push(m.metadata?.name ?? '?');
     byRule.set(text, entry);
@@ -234,7 +234,7 @@ function ruleList(field: 'allow' | 'bind', rules: readonly RuleSuggestion[], exa
   const width = Math.max(...rules.map((r) => JSON.stringify(r.rule).length));
   return [
     `${field}:`,
-    ...rules.map((r) => `  - ${JSON.stringify(r.rule).padEnd(width)}  # ${r.mappings.join(', ')}${r.guarded ? ` (${r.guarded} address, open only because named here)` : ''}`),
+    ...rules.map((r) => `  - ${JSON.stringify(r.rule).padEnd(width)}  # ${r.mappings.join(', ')}${r.guarded ? ` (${r.guarded}: open only because named here)` : ''}`),
   ];
 }
 

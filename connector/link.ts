@@ -186,7 +186,9 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
 
 function tlsCode(err: Error): string {
   const code = (err as { code?: string }).code ?? '';
-  return code.startsWith('ERR_TLS') || code.includes('CERT') || code.includes('SELF_SIGNED') ? 'ERR_WORKER_CERT' : 'ERR_DIAL';
+  // OpenSSL's verification codes (UNABLE_TO_VERIFY_LEAF_SIGNATURE, CERT_HAS_EXPIRED, …) and Node's host-name check.
+  const certificate = code.startsWith('ERR_TLS') || code.includes('CERT') || code.includes('SELF_SIGNED') || code.startsWith('UNABLE_TO_');
+  return certificate ? 'ERR_WORKER_CERT' : 'ERR_DIAL';
 }
 
 function describeDialError(err: Error): string {

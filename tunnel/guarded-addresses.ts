@@ -16,34 +16,34 @@ interface GuardedBlock {
   address: string;
   prefix: number;
   family: 'ipv4' | 'ipv6';
-  /** What the address is, for messages ("a loopback address"). */
-  kind: string;
+  /** What an address of the block is, for messages: "target 127.0.0.1:5432 is <what>". */
+  what: string;
 }
 
 export const GUARDED_BLOCKS: readonly GuardedBlock[] = [
-  { address: '0.0.0.0', prefix: 8, family: 'ipv4', kind: 'this-host (0.0.0.0/8 dials the connector host)' },
-  { address: '127.0.0.0', prefix: 8, family: 'ipv4', kind: 'loopback' },
-  { address: '169.254.0.0', prefix: 16, family: 'ipv4', kind: 'link-local (cloud metadata)' },
-  { address: '100.100.100.200', prefix: 32, family: 'ipv4', kind: 'cloud metadata' },
-  { address: '::', prefix: 128, family: 'ipv6', kind: 'unspecified (dials the connector host)' },
-  { address: '::1', prefix: 128, family: 'ipv6', kind: 'loopback' },
-  { address: 'fe80::', prefix: 10, family: 'ipv6', kind: 'link-local' },
-  { address: 'fd00:ec2::254', prefix: 128, family: 'ipv6', kind: 'cloud metadata' },
+  { address: '0.0.0.0', prefix: 8, family: 'ipv4', what: 'in 0.0.0.0/8, which dials the connector host itself' },
+  { address: '127.0.0.0', prefix: 8, family: 'ipv4', what: 'a loopback address' },
+  { address: '169.254.0.0', prefix: 16, family: 'ipv4', what: 'a link-local address (cloud metadata answers at 169.254.169.254)' },
+  { address: '100.100.100.200', prefix: 32, family: 'ipv4', what: 'a cloud metadata address' },
+  { address: '::', prefix: 128, family: 'ipv6', what: 'the unspecified address, which dials the connector host itself' },
+  { address: '::1', prefix: 128, family: 'ipv6', what: 'a loopback address' },
+  { address: 'fe80::', prefix: 10, family: 'ipv6', what: 'a link-local address' },
+  { address: 'fd00:ec2::254', prefix: 128, family: 'ipv6', what: 'a cloud metadata address' },
   // NAT64 (RFC 6052) spellings of 127.0.0.0/8 and 169.254.0.0/16.
-  { address: '64:ff9b::7f00:0', prefix: 104, family: 'ipv6', kind: 'loopback (NAT64)' },
-  { address: '64:ff9b::a9fe:0', prefix: 112, family: 'ipv6', kind: 'link-local (NAT64)' },
+  { address: '64:ff9b::7f00:0', prefix: 104, family: 'ipv6', what: 'a loopback address (NAT64)' },
+  { address: '64:ff9b::a9fe:0', prefix: 112, family: 'ipv6', what: 'a link-local address (NAT64)' },
 ];
 
 const lists = GUARDED_BLOCKS.map((b) => {
   const list = new net.BlockList();
   list.addSubnet(b.address, b.prefix, b.family);
-  return { list, kind: b.kind };
+  return { list, what: b.what };
 });
 
-/** What kind of guarded address `ip` is ("loopback", …), or undefined when it is not one (or not an IP). */
-export function guardedKind(ip: string): string | undefined {
+/** What guarded address `ip` is ("a loopback address", …), or undefined when it is not one (or not an IP). */
+export function guardedAddress(ip: string): string | undefined {
   const family = ipFamily(ip);
   if (family === 0) return undefined;
   const type = family === 4 ? 'ipv4' : 'ipv6';
-  return lists.find(({ list }) => list.check(ip, type))?.kind;
+  return lists.find(({ list }) => list.check(ip, type))?.what;
 }

@@ -148,7 +148,7 @@ describe('DialPolicy', () => {
     const all = new DialPolicy(new AllowList([]), { allowAll: true });
     expect(all.precheck('203.0.113.7', port)).toEqual(dial('203.0.113.7'));
     expect(all.precheck('any.name.example', port)).toEqual(resolve);
-    expect(all.precheck(host, port)).toMatchObject({ verdict: 'deny', message: expect.stringMatching(/only an allow rule naming it as an IP literal opens/) });
+    expect(all.precheck(host, port)).toMatchObject({ verdict: 'deny', message: expect.stringMatching(/only an allow rule naming it as an IP literal opens it/) });
     const opened = new DialPolicy(AllowList.parse([host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`]), { allowAll: true });
     expect(opened.precheck(host, port)).toEqual(dial(host));
   });
@@ -187,7 +187,7 @@ describe('DialPolicy', () => {
 
     it.each([
       ['loopback', '127.0.0.2', 'a loopback address'],
-      ['the metadata address', '169.254.169.254', 'a link-local (cloud metadata) address'],
+      ['the metadata address', '169.254.169.254', 'a link-local address (cloud metadata answers at 169.254.169.254)'],
       ['an IPv4-mapped loopback address', '::ffff:127.0.0.9', 'a loopback address'],
       ['IPv6 link-local', 'fe80::abcd', 'a link-local address'],
     ])('refuses a permitted name that resolves to %s', async (_name, address, kind) => {

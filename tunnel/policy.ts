@@ -30,7 +30,7 @@
 import { ConfigError } from './errors.js';
 import { formatHostPort, isDnsName } from './address.js';
 import { CidrSet, formatCidr, ipFamily, normaliseIp, parseCidr, unmapIpv4 } from './cidr.js';
-import { guardedKind } from './guarded-addresses.js';
+import { guardedAddress } from './guarded-addresses.js';
 
 export interface PortRange {
   from: number;
@@ -80,6 +80,8 @@ export function formatAllowRule(r: AllowRule): string {
   const v6 = (r.kind === 'ip' || r.kind === 'cidr') && r.match.includes(':');
   return v6 ? `[${r.match}]:${ports}` : `${r.match}:${ports}`;
 }
+
+const ONLY_LITERAL = '; only an allow rule naming it as an IP literal opens it';
 
 /** Answers a DialPolicy remembers (host × port) before it starts over. */
 const MEMO_LIMIT = 1024;
@@ -182,10 +184,10 @@ export class DialPolicy {
   /** For a name precheck let through: may the address it resolved to be dialled? */
   checkResolved(host: string, port: number, address: string): DialDecision {
     if (ipFamily(address) === 0) return { ok: false, reason: 'ResolveFailed', message: `${host} resolved to ${JSON.stringify(address)}, not an IP address` };
-    const kind = guardedKind(address);
-    if (kind && !this.allow.namesAddress(address, port)) {
+    const guarded = guardedAddress(address);
+    if (guarded && !this.allow.namesAddress(address, port)) {
       const rule = formatHostPort({ host: unmapIpv4(address), port });
-      return { ok: false, reason: 'NotAllowed', rule, message: `target ${formatHostPort({ host, port })} resolves to ${address}, a ${kind} address, which only an allow rule naming it as an IP literal opens` };
+      return { ok: false, reason: 'NotAllowed', rule, message: `target ${formatHostPort({ host, port })} resolves to ${address}, ${guarded}${ONLY_LITERAL}` };
     }
     return { ok: true, address };
   }
@@ -210,10 +212,10 @@ export class DialPolicy {
       if (this.allowAll || this.allow.permitsName(host, port)) return { verdict: 'resolve' };
       return { verdict: 'deny', rule: target, message: `target ${target} is not on this connector's allow list` };
     }
-    const kind = guardedKind(host);
-    if (kind) {
+    const guarded = guardedAddress(host);
+    if (guarded) {
       if (this.allow.namesAddress(host, port)) return { verdict: 'dial', address: host };
-      return { verdict: 'deny', rule: formatHostPort({ host: unmapIpv4(host), port }), message: `target ${target} is a ${kind} address, which only an allow rule naming it as an IP literal opens` };
+      return { verdict: 'deny', rule: formatHostPort({ host: unmapIpv4(host), port }), message: `target ${target} is ${guarded}${ONLY_LITERAL}` };
     }
     if (this.allowAll || this.allow.permitsAddress(host, port)) return { verdict: 'dial', address: host };
     return { verdict: 'deny', rule: target, message: `target ${target} is not on this connector's allow list` };
