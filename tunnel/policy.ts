@@ -212,12 +212,14 @@ export class DialPolicy {
       if (this.allowAll || this.allow.permitsName(host, port)) return { verdict: 'resolve' };
       return { verdict: 'deny', rule: target, message: `target ${target} is not on this connector's allow list` };
     }
+    const wide = this.allowAll || this.allow.permitsAddress(host, port);
     const guarded = guardedAddress(host);
-    if (guarded) {
-      if (this.allow.namesAddress(host, port)) return { verdict: 'dial', address: host };
+    if (guarded && this.allow.namesAddress(host, port)) return { verdict: 'dial', address: host };
+    // A guarded address that a wide rule (or allowAll) would have let through: say why it did not.
+    if (guarded && wide) {
       return { verdict: 'deny', rule: formatHostPort({ host: unmapIpv4(host), port }), message: `target ${target} is ${guarded}${ONLY_LITERAL}` };
     }
-    if (this.allowAll || this.allow.permitsAddress(host, port)) return { verdict: 'dial', address: host };
+    if (wide) return { verdict: 'dial', address: host };
     return { verdict: 'deny', rule: target, message: `target ${target} is not on this connector's allow list` };
   }
 }
