@@ -34,7 +34,11 @@ export const GUARDED_BLOCKS: readonly GuardedBlock[] = [
   { address: '64:ff9b::a9fe:0', prefix: 112, family: 'ipv6', what: 'a link-local address (NAT64)' },
 ];
 
+// One list answers "is it guarded?" in one check (BlockList.check from a string costs a few µs:
+// it builds a SocketAddress); the per-block lists only name the block, for a guarded address.
+const any = new net.BlockList();
 const lists = GUARDED_BLOCKS.map((b) => {
+  any.addSubnet(b.address, b.prefix, b.family);
   const list = new net.BlockList();
   list.addSubnet(b.address, b.prefix, b.family);
   return { list, what: b.what };
@@ -45,5 +49,6 @@ export function guardedAddress(ip: string): string | undefined {
   const family = ipFamily(ip);
   if (family === 0) return undefined;
   const type = family === 4 ? 'ipv4' : 'ipv6';
+  if (!any.check(ip, type)) return undefined;
   return lists.find(({ list }) => list.check(ip, type))?.what;
 }

@@ -162,6 +162,7 @@ export class DialPolicy {
   readonly allow: AllowList;
   readonly allowAll: boolean;
   readonly #memo = new Map<string, Precheck>();
+  readonly #guardedMemo = new Map<string, string>();
 
   constructor(allow: AllowList, opts: { allowAll?: boolean } = {}) {
     this.allow = allow;
@@ -184,7 +185,7 @@ export class DialPolicy {
   /** For a name precheck let through: may the address it resolved to be dialled? */
   checkResolved(host: string, port: number, address: string): DialDecision {
     if (ipFamily(address) === 0) return { ok: false, reason: 'ResolveFailed', message: `${host} resolved to ${JSON.stringify(address)}, not an IP address` };
-    const guarded = guardedAddress(address);
+    const guarded = this.#guarded(address);
     if (guarded && !this.allow.namesAddress(address, port)) {
       const rule = formatHostPort({ host: unmapIpv4(address), port });
       return { ok: false, reason: 'NotAllowed', rule, message: `target ${formatHostPort({ host, port })} resolves to ${address}, ${guarded}${ONLY_LITERAL}` };
@@ -204,6 +205,16 @@ export class DialPolicy {
       return { ok: false, reason: 'ResolveFailed', message: `cannot resolve ${host}: ${(err as Error).message}` };
     }
     return this.checkResolved(host, port, address);
+  }
+
+  /** guardedAddress, remembered per address: names resolve to the same few addresses on every stream. */
+  #guarded(address: string): string | undefined {
+    const known = this.#guardedMemo.get(address);
+    if (known !== undefined) return known || undefined;
+    const answer = guardedAddress(address);
+    if (this.#guardedMemo.size >= MEMO_LIMIT) this.#guardedMemo.clear();
+    this.#guardedMemo.set(address, answer ?? '');
+    return answer;
   }
 
   #decideBeforeLookup(host: string, port: number): Precheck {
