@@ -1,6 +1,8 @@
 import { describe, expect, it } from '@jest/globals';
 import { z } from 'zod';
-import { capText, connectorLimitsSchema, DEFAULT_LIMITS, muxLimits, parseByteSize, workerLimitsSchema } from './limits.js';
+import {
+  capText, connectorLimitsSchema, CONTROL_MESSAGE_MAX, COPIED_TEXT_MAX, DEFAULT_LIMITS, muxLimits, OPEN_HEADER_MAX, parseByteSize, workerLimitsSchema, WS_MAX_FRAME,
+} from './limits.js';
 
 describe('parseByteSize', () => {
   it.each([
@@ -61,5 +63,22 @@ describe('capText', () => {
     ['x'.repeat(16_000), 10, `${'x'.repeat(10)}…(15990 more characters)`],
   ])('caps %#', (text, max, want) => {
     expect(capText(text, max)).toBe(want);
+  });
+});
+
+describe('the production limits (a reviewed table: change docs/security.md with any of them)', () => {
+  it('keeps the defaults documented in docs/security.md', () => {
+    expect(DEFAULT_LIMITS).toEqual({
+      streamsPerSession: 16_384,
+      openBufferBytes: 8 * 1024 * 1024,
+      unreadOutputBytes: 16 * 1024 * 1024,
+      sessionsPerConnector: 3,
+      sessions: 64,
+      unauthenticatedConnections: 256,
+      unauthenticatedPerSource: 32,
+    });
+    expect({ WS_MAX_FRAME, CONTROL_MESSAGE_MAX, OPEN_HEADER_MAX, COPIED_TEXT_MAX }).toEqual({
+      WS_MAX_FRAME: 16 * 1024 * 1024, CONTROL_MESSAGE_MAX: 1024 * 1024, OPEN_HEADER_MAX: 8 * 1024, COPIED_TEXT_MAX: 256,
+    });
   });
 });

@@ -7,13 +7,15 @@
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { ControlChannel, PROTOCOL_VERSION } from '../../tunnel/control.js';
 import type { Channel, ChannelSink } from '../../tunnel/mux/channel.js';
 import { encodeHeader, Flag, FrameType } from '../../tunnel/mux/frame.js';
 import { Session } from '../../tunnel/mux/session.js';
-import { connectWebSocket, type WebSocketStream } from '../../tunnel/transport/websocket.js';
+import type { Mapping } from '../../tunnel/mapping.js';
+import { acceptWebSocket, connectWebSocket, WebSocketStream } from '../../tunnel/transport/websocket.js';
 import { encodeControlFrame, encodeFrameHeader, Opcode } from '../../tunnel/transport/ws-frame.js';
 
 export interface Creds {
@@ -207,3 +209,52 @@ export function expectLimit(limit: string, ok: boolean, what: string): void {
 }
 
 export const MiB = 1 << 20;
+
+/** A worker built by hand from the library (TLS with the connection's certificates, our WebSocket, a Session): what a compromised worker could send a connector. */
+export interface FakeWorker {
+  port: number;
+  url: string;
+  /** The next connector session: its WebSocket, Session and control channel, after hello → welcome → config. */
+  next(): Promise<{ ws: WebSocketStream; session: Session; control: ControlChannel }>;
+  close(): void;
+}
+
+export async function fakeWorker(dir: string, mappings: Mapping[]): Promise<FakeWorker> {
+  const https = await import('node:https');
+  const server = https.createServer({
+    cert: await readFile(path.join(dir, 'worker.crt')), key: await readFile(path.join(dir, 'worker.key')), ca: await readFile(path.join(dir, 'ca.crt')),
+    requestCert: true, rejectUnauthorized: true,
+  });
+  const waiting: Array<(s: { ws: WebSocketStream; session: Session; control: ControlChannel }) => void> = [];
+  const sessions: Session[] = [];
+  server.on('upgrade', (req, socket, head) => {
+    const ws = acceptWebSocket(req, socket as never, head);
+    if (!(ws instanceof WebSocketStream)) return void socket.destroy();
+    ws.on('error', () => undefined);
+    const session = new Session(ws, { client: false, config: { keepaliveIntervalMs: 0 } });
+    sessions.push(session);
+    session.on('stream', (first) => {
+      first.on('error', () => undefined);
+      const control = new ControlChannel(first);
+      control.on('error', () => undefined);
+      void control.expect('hello', 10_000).then(() => {
+        control.send({ type: 'welcome', protocol: PROTOCOL_VERSION, connection: 'team-a/dc1', worker: { instance: 'fake-worker', version: 'hostile' }, session: 'fake' });
+        control.send({ type: 'config', revision: 1, mappings });
+        waiting.shift()?.({ ws, session, control });
+      }, () => undefined);
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as AddressInfo).port;
+  return {
+    port,
+    url: `wss://127.0.0.1:${port}`,
+    next: () => new Promise((resolve) => waiting.push(resolve)),
+    close: () => {
+      for (const s of sessions) s.close();
+      server.closeAllConnections();
+      server.close();
+    },
+  };
+}
