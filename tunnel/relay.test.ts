@@ -227,6 +227,15 @@ describe('relay', () => {
   });
 });
 
+/** Resolves once `condition` holds (checked every millisecond), or fails after `ms`. */
+async function until(condition: () => boolean, ms = 5_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms: ${condition.toString()}`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
 describe('relay: the open header', () => {
   const readHeader = (r: Relay, timeoutMs = 5_000): Promise<{ value: unknown; err: Error | undefined }> =>
     new Promise((resolve) => r.readHeader(timeoutMs, 'test header', (value, err) => resolve({ value, err })));
@@ -272,16 +281,13 @@ describe('relay: the open header', () => {
     const body = Buffer.alloc(4_096, 0x20); // JSON and trailing whitespace
     body.write('{"pad":""}');
     far.write(Buffer.concat([Buffer.from([0x10, 0x00]), body.subarray(0, 1)])); // a 4,096-byte header, 1 byte of it
-    await new Promise((res) => setTimeout(res, 20));
-    expect(session.openBytesHeld).toBe(4_096);
+    await until(() => session.openBytesHeld === 4_096);
     far.write(Buffer.concat([body.subarray(1), Buffer.alloc(5_000, 0x65)])); // the header's end, and 5,000 early bytes
     const { err } = await header;
     expect(err).toBeUndefined();
-    await new Promise((res) => setTimeout(res, 20));
-    expect(session.openBytesHeld).toBe(5_000); // the header's bytes given back, the early data held
+    await until(() => session.openBytesHeld === 5_000); // the header's bytes given back, the early data held
     far.write(Buffer.alloc(6_000, 0x65)); // more early data than the budget has left: the stream is dropped
-    await new Promise((res) => setTimeout(res, 20));
-    expect(channel.isReset).toBe(true);
+    await until(() => channel.isReset);
     expect(r.error).toMatchObject({ code: 'ERR_OPEN_BUFFER_LIMIT' });
     expect(session.openBytesHeld).toBe(0);
   });

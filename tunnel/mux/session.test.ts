@@ -555,15 +555,24 @@ describe('Session control frames', () => {
   });
 });
 
+/** Resolves once `condition` holds (checked every millisecond), or fails after `ms`. */
+async function until(condition: () => boolean, ms = 5_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms: ${condition.toString()}`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
 describe('Session against a peer that never reads (finding 4)', () => {
   /**
    * A session on one end of a pair whose other end is the hostile peer: the test writes raw frames
    * into it and never reads what the session answers (its readable side stays paused).
    */
-  function hostile(config: Partial<MuxConfig> = {}): { session: Session; peer: Duplex; limits: string[] } {
+  function hostile(config: Partial<MuxConfig> = {}, client = false): { session: Session; peer: Duplex; limits: string[] } {
     const [ours, peer] = duplexPair();
     peer.pause();
-    const session = new Session(ours, { client: false, config: { keepaliveIntervalMs: 0, ...config } });
+    const session = new Session(ours, { client, config: { keepaliveIntervalMs: 0, ...config } });
     session.on('stream', (s) => s.on('error', () => undefined));
     sessions.push(session);
     const limits: string[] = [];
@@ -579,8 +588,8 @@ describe('Session against a peer that never reads (finding 4)', () => {
     }
   }
 
-  it('answers pings one at a time while its output waits: 200,000 pings leave less than 256 KiB queued, and the dropped answers are counted', async () => {
-    const { session, peer, limits } = hostile();
+  it.each([['a worker', false], ['a connector', true]])('%s answers pings one at a time while its output waits: 200,000 pings leave less than 256 KiB queued, and the dropped answers are counted', async (_who, client) => {
+    const { session, peer, limits } = hostile({}, client);
     await flood(peer, (i) => encodeHeader(FrameType.Ping, Flag.SYN, 0, i), 200_000);
     const queued = (peer as unknown as { peer: Duplex }).peer.writableLength; // our end of the pair
     expect(queued).toBeLessThan(256 * 1024);
@@ -588,11 +597,11 @@ describe('Session against a peer that never reads (finding 4)', () => {
     expect(session.isClosed).toBe(false);
   });
 
-  it('stops reading a peer that leaves more than unreadOutputBytes unread, and closes it with ERR_MUX_PEER_NOT_READING after the keepalive timeout', async () => {
-    const { session, peer, limits } = hostile({ maxStreams: 1, unreadOutputBytes: 64 * 1024, keepaliveIntervalMs: 50, keepaliveTimeoutMs: 200 });
+  it.each([['a worker', false], ['a connector', true]])('%s stops reading a peer that leaves more than unreadOutputBytes unread, and closes it with ERR_MUX_PEER_NOT_READING after the keepalive timeout', async (_who, client) => {
+    const { session, peer, limits } = hostile({ maxStreams: 1, unreadOutputBytes: 64 * 1024, keepaliveIntervalMs: 50, keepaliveTimeoutMs: 200 }, client);
     // Every SYN beyond the stream limit is answered with an RST nobody reads.
     const closed = session.closed;
-    let id = 1;
+    let id = client ? 0 : 1; // the peer opens streams with its own parity
     for (let i = 0; i < 50 && !session.isClosed; i++) {
       await flood(peer, () => encodeHeader(FrameType.WindowUpdate, Flag.SYN, (id += 2), 0), 2_000);
     }
@@ -613,17 +622,14 @@ describe('Session against a peer that never reads (finding 4)', () => {
     let id = 1;
     // 144 KB of RSTs: more than the peer's own buffer (64 KiB) and the limit together.
     peer.write(Buffer.concat(Array.from({ length: 12_000 }, () => encodeHeader(FrameType.WindowUpdate, Flag.SYN, (id += 2), 0))));
-    await new Promise((r) => setTimeout(r, 20));
-    expect(ours.isPaused()).toBe(true);
+    await until(() => ours.isPaused());
     const ack = encodeHeader(FrameType.Ping, Flag.ACK, 0, 777);
     let received = Buffer.alloc(0);
     peer.on('data', (d: Buffer) => (received = Buffer.concat([received, d])));
     peer.resume(); // the peer reads everything
-    await new Promise((r) => setTimeout(r, 20));
-    expect(ours.isPaused()).toBe(false);
+    await until(() => !ours.isPaused());
     peer.write(encodeHeader(FrameType.Ping, Flag.SYN, 0, 777));
-    await new Promise((r) => setTimeout(r, 20));
-    expect(received.includes(ack)).toBe(true); // read and answered
+    await until(() => received.includes(ack)); // read and answered
   });
 
   it('counts a stream refused beyond the limit as a limit', async () => {
