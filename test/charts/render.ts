@@ -38,7 +38,7 @@ export function helmPath(): string {
 /** Runs the pinned helm with a private cache and config, so nothing of the user's helm setup leaks in. */
 export function helm(args: string[], opts: { input?: string } = {}): Promise<CommandResult> {
   const home = path.join(REPO_ROOT, 'node_modules', '.cache', 'underpass-helm');
-  const env = { ...process.env, HELM_CACHE_HOME: `${home}/cache`, HELM_CONFIG_HOME: `${home}/config`, HELM_DATA_HOME: `${home}/data` };
+  const env: NodeJS.ProcessEnv = { ...process.env, HELM_CACHE_HOME: `${home}/cache`, HELM_CONFIG_HOME: `${home}/config`, HELM_DATA_HOME: `${home}/data` };
   delete env['KUBECONFIG'];
   return run(helmPath(), args, { ...opts, env, timeoutMs: 60_000 });
 }

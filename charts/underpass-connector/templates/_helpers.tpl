@@ -63,10 +63,10 @@ log:
 
 {{/* An egress or ingress peer list from {cidr} or {namespace, podLabels}. */}}
 {{- define "underpass-connector.peers" -}}
-{{- if .cidr }}
+{{- if .cidr -}}
 - ipBlock:
     cidr: {{ .cidr }}
-{{- else }}
+{{- else -}}
 - namespaceSelector:
     matchLabels:
       kubernetes.io/metadata.name: {{ .namespace }}
