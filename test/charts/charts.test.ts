@@ -70,7 +70,7 @@ const template = (c: Case, extra: string[] = []): Promise<string> =>
   helmOk(['template', c.release, c.chart, '--namespace', c.namespace, ...c.args, ...extra]);
 
 describe('chart metadata', () => {
-  it.each([OPERATOR_CHART, CONNECTOR_CHART])('%s: version and appVersion are package.json\'s version', (chart) => {
+  it.each([OPERATOR_CHART, CONNECTOR_CHART].map((c) => [path.basename(c), c]))('%s: version and appVersion are package.json\'s version', (_name, chart) => {
     const pkg = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
     const meta = YAML.parse(fs.readFileSync(path.join(chart, 'Chart.yaml'), 'utf8')) as { version: string; appVersion: string };
     expect({ version: meta.version, appVersion: meta.appVersion }).toEqual({ version: pkg.version, appVersion: pkg.version });
@@ -97,7 +97,8 @@ describe('helm template | kubectl apply --dry-run=server (namespaces enforce Pod
     const rendered = await template(c);
     const kinds = new Set(splitDocs(rendered).map((d) => d.kind));
     expect([...kinds].sort()).toEqual(expect.arrayContaining([...c.kinds].sort()));
-    const r = await env.kubectl(['apply', '--dry-run=server', '--validate=strict', '-n', c.namespace, '-f', '-'], { input: rendered });
+    // No -n: every namespaced object names its namespace (the release's, or watchNamespace for its Role).
+    const r = await env.kubectl(['apply', '--dry-run=server', '--validate=strict', '-f', '-'], { input: rendered });
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/created \(server dry run\)/);
@@ -118,30 +119,33 @@ describe('helm template | kubectl apply --dry-run=server (namespaces enforce Pod
 });
 
 describe('values.schema.json refuses bad values, naming the field', () => {
+  const CHARTS: Record<string, string> = { 'underpass-operator': OPERATOR_CHART, 'underpass-connector': CONNECTOR_CHART };
   it.each([
-    ['underpass-operator', OPERATOR_CHART, ['replicaCount=0'], '/replicaCount'],
-    ['underpass-operator', OPERATOR_CHART, ['image.pullPolicy=Sometimes'], '/image/pullPolicy'],
-    ['underpass-operator', OPERATOR_CHART, ['ports.report=70000'], '/ports/report'],
-    ['underpass-operator', OPERATOR_CHART, ['watchNamespace=Team_A'], '/watchNamespace'],
-    ['underpass-operator', OPERATOR_CHART, ['logLevel=verbose'], '/logLevel'],
-    ['underpass-operator', OPERATOR_CHART, ['serviceMonitor.interval=soon'], '/serviceMonitor/interval'],
-    ['underpass-operator', OPERATOR_CHART, ['replicas=2'], 'additional properties \'replicas\' not allowed'],
-    ['underpass-operator', OPERATOR_CHART, ['networkPolicy.from=x'], 'additional properties \'from\' not allowed'],
-    ['underpass-connector', CONNECTOR_CHART, ['networkPolicy.workers[0].cidr=10.0.0.0/33', 'networkPolicy.workers[0].ports[0]=443'], '/networkPolicy/workers/0/cidr'],
-    ['underpass-connector', CONNECTOR_CHART, ['networkPolicy.targets[0].ports[0]=5432'], '/networkPolicy/targets/0'],
-    ['underpass-connector', CONNECTOR_CHART, ['config.workers[0]=https://tunnel.example.test'], '/config/workers/0'],
-    ['underpass-connector', CONNECTOR_CHART, ['secret.create=true', 'secret.ca=not a certificate'], '/secret/ca'],
-    ['underpass-connector', CONNECTOR_CHART, ['listeners[0].name=admin', 'listeners[0].port=19000'], '/listeners/0/name'],
-    ['underpass-connector', CONNECTOR_CHART, ['adminPort=0'], '/adminPort'],
-  ])('%s: --set %j is refused at %s', async (_chart, chart, sets, field) => {
-    const r = await helm(['template', 'x', chart, ...sets.flatMap((s) => ['--set', s])]);
+    ['underpass-operator', 'replicaCount=0', '/replicaCount'],
+    ['underpass-operator', 'image.pullPolicy=Sometimes', '/image/pullPolicy'],
+    ['underpass-operator', 'ports.report=70000', '/ports/report'],
+    ['underpass-operator', 'watchNamespace=Team_A', '/watchNamespace'],
+    ['underpass-operator', 'logLevel=verbose', '/logLevel'],
+    ['underpass-operator', 'serviceMonitor.interval=soon', '/serviceMonitor/interval'],
+    ['underpass-operator', 'replicas=2', 'additional properties \'replicas\' not allowed'],
+    ['underpass-operator', 'networkPolicy.from=x', 'additional properties \'from\' not allowed'],
+    ['underpass-connector', 'networkPolicy.workers[0].cidr=10.0.0.0/33,networkPolicy.workers[0].ports[0]=443', '/networkPolicy/workers/0/cidr'],
+    ['underpass-connector', 'networkPolicy.targets[0].ports[0]=5432', '/networkPolicy/targets/0'],
+    ['underpass-connector', 'config.workers[0]=https://tunnel.example.test', '/config/workers/0'],
+    ['underpass-connector', 'secret.create=true,secret.ca=not a certificate', '/secret/ca'],
+    ['underpass-connector', 'listeners[0].name=admin,listeners[0].port=19000', '/listeners/0/name'],
+    ['underpass-connector', 'adminPort=0', '/adminPort'],
+  ])('%s: --set %s is refused at %s', async (chart, sets, field) => {
+    const r = await helm(['template', 'x', CHARTS[chart]!, '--set', sets]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain(field);
   });
 
   it.each([
     ['underpass-operator: a ServiceMonitor without the Prometheus Operator API', OPERATOR_CHART, ['serviceMonitor.enabled=true'], 'serviceMonitor.enabled is true, but this cluster has no monitoring.coreos.com/v1 ServiceMonitor API'],
-    ['underpass-connector: a Secret to create without certificates', CONNECTOR_CHART, ['secret.create=true'], 'secret.create needs secret.ca, secret.cert and secret.key'],
+    ['underpass-connector: a Secret to create without worker URLs', CONNECTOR_CHART,
+      ['secret.create=true', 'secret.ca=-----BEGIN CERTIFICATE-----', 'secret.cert=-----BEGIN CERTIFICATE-----', 'secret.key=-----BEGIN PRIVATE KEY-----'],
+      'secret.create needs config.workers (the wss:// URLs of the workers'],
   ])('%s fails with what to do', async (_name, chart, sets, message) => {
     const r = await helm(['template', 'x', chart, ...sets.flatMap((s) => ['--set', s])]);
     expect(r.code).not.toBe(0);
