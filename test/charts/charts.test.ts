@@ -118,6 +118,28 @@ describe('helm template | kubectl apply --dry-run=server (namespaces enforce Pod
   });
 });
 
+describe('helm install, helm test hooks, helm uninstall (real API server; no kubelet, so pods stay Pending)', () => {
+  it('installs both charts with NOTES that give the next step, and uninstalling leaves nothing but the CRDs', async () => {
+    const kc = ['--kubeconfig', env.kubeconfig];
+    const op = await helmOk(['install', 'underpass-operator', OPERATOR_CHART, '-n', 'underpass-system', ...kc]);
+    expect(op).toContain('kubectl label namespace underpass-system pod-security.kubernetes.io/enforce=restricted');
+    expect(op).toContain('kind: TunnelConnection');
+    expect(op).toContain('helm test underpass-operator -n underpass-system');
+    const conn = await helmOk(['install', 'site-a', CONNECTOR_CHART, '-n', 'underpass-connector', '--set', 'networkPolicy.workers[0].cidr=203.0.113.10/32', '--set', 'networkPolicy.workers[0].ports[0]=443', ...kc]);
+    expect(conn).toContain('underpass connector bundle --connection <namespace>/<connection> --name site-a');
+    expect(conn).not.toContain('WARNING');
+    const parts = async (): Promise<string[]> => (await env.kubectlOk(['get', 'all,networkpolicies,poddisruptionbudgets,secrets,configmaps,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings',
+      '-A', '-l', 'app.kubernetes.io/part-of=underpass', '-o', 'name'])).split('\n').filter(Boolean);
+    expect((await parts()).length).toBeGreaterThan(10);
+    expect((await env.kubectlOk(['get', 'crd', '-o', 'name']))).toContain('tunnelconnections.underpass.dev');
+    await helmOk(['uninstall', 'site-a', '-n', 'underpass-connector', '--wait', ...kc]);
+    await helmOk(['uninstall', 'underpass-operator', '-n', 'underpass-system', '--wait', ...kc]);
+    expect(await parts()).toEqual([]);
+    // Helm keeps CRDs (and so every TunnelConnection) on uninstall, on purpose: README says how to remove them.
+    expect((await env.kubectlOk(['get', 'crd', '-o', 'name']))).toContain('tunnelconnections.underpass.dev');
+  }, 120_000);
+});
+
 describe('values.schema.json refuses bad values, naming the field', () => {
   const CHARTS: Record<string, string> = { 'underpass-operator': OPERATOR_CHART, 'underpass-connector': CONNECTOR_CHART };
   it.each([
