@@ -70,6 +70,8 @@ export class Operator {
   #elector: LeaderElector | undefined;
   #electing: Promise<void> | undefined;
   #starting: Promise<void> | undefined;
+  /** Aborted when this replica stops leading: ends what only a leader does. */
+  #term: AbortController | undefined;
   #reportServer: ReportServer | undefined;
   #admin: http.Server | undefined;
   #synced = false;
@@ -235,11 +237,8 @@ export class Operator {
       }
       const endpoint = this.#o.report.endpoint;
       if (endpoint) {
-        const published = { namespace: this.#o.report.secretNamespace, service: endpoint.service, ip: endpoint.ip, port: this.#o.report.listen.port, ...(endpoint.pod ? { pod: endpoint.pod } : {}) };
-        const req = { verb: 'get/create/update', resource: 'endpointslices.discovery.k8s.io', namespace: published.namespace };
-        void this.#retry('report-endpoint', req, () => publishLeaderEndpoint(this.kube, published), this.#abort.signal).then(() => {
-          if (this.isLeader) this.#log.info({ service: endpoint.service, ip: endpoint.ip }, `report Service ${published.namespace}/${endpoint.service} now points at this replica (${endpoint.ip})`);
-        });
+        this.#term = new AbortController();
+        void this.#publishEndpoint(endpoint, AbortSignal.any([this.#abort.signal, this.#term.signal]));
       }
     }
     for (const tc of this.#caches.tcs.list()) this.#queue.add(`tc:${keyOf(tc.metadata)}`);
@@ -247,7 +246,21 @@ export class Operator {
     this.#queue.start();
   }
 
+  /** Points the report Service at this replica; retried while it leads. */
+  async #publishEndpoint(endpoint: { service: string; ip: string; pod?: string }, signal: AbortSignal): Promise<void> {
+    const report = this.#o.report!;
+    const published = { namespace: report.secretNamespace, service: endpoint.service, ip: endpoint.ip, port: report.listen.port, ...(endpoint.pod ? { pod: endpoint.pod } : {}) };
+    const req = { verb: 'get/create/update', resource: 'endpointslices.discovery.k8s.io', namespace: published.namespace };
+    const done = await this.#retry('report-endpoint', req, async () => {
+      await publishLeaderEndpoint(this.kube, published);
+      return true;
+    }, signal);
+    if (done) this.#log.info({ service: endpoint.service, ip: endpoint.ip }, `report Service ${published.namespace}/${endpoint.service} now points at this replica (${endpoint.ip})`);
+  }
+
   async #follow(): Promise<void> {
+    this.#term?.abort();
+    this.problems.withdraw('report-endpoint', 'no longer the leader');
     this.metrics.leader.set(0);
     await this.#queue.stop();
     await this.#reportServer?.close();

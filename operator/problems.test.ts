@@ -81,6 +81,17 @@ describe('ProblemBoard', () => {
     expect(lines.map((l) => l.msg)).toEqual([ns.message, 'forbidden: create leases.coordination.k8s.io in namespace x: apply operator/rbac/']);
   });
 
+  it('withdraws a problem that no longer applies without calling it resolved', async () => {
+    const { board: b, lines, changes } = board();
+    b.set('report-endpoint', ns);
+    b.withdraw('report-endpoint', 'no longer the leader');
+    b.withdraw('report-endpoint', 'no longer the leader');
+    await new Promise((r) => setImmediate(r));
+    expect(lines.map((l) => [l.level, l.msg])).toEqual([['error', ns.message], ['info', `no longer the leader; no longer reported: ${ns.message}`]]);
+    expect(b.list).toEqual([]);
+    expect(changes).toEqual([1, 0]);
+  });
+
   it('lists one message once even when several sources report it, and counts by code', () => {
     const { board: b } = board();
     b.set('informer:a', crd);

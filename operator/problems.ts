@@ -125,6 +125,15 @@ export class ProblemBoard {
     this.#onChange?.();
   }
 
+  /** Drops a source's problem that no longer applies (not fixed: e.g. a leader-only step on a standby). */
+  withdraw(source: string, why: string): void {
+    const before = this.#problems.get(source);
+    if (!before) return;
+    this.#problems.delete(source);
+    this.#log.info({ source, code: before.code }, `${why}; no longer reported: ${before.message}`);
+    this.#onChange?.();
+  }
+
   /** Current problems, one per source, deduplicated by message (two informers may lack one CRD). */
   get list(): Problem[] {
     const seen = new Set<string>();
