@@ -141,7 +141,7 @@ function record(env: FlowEnv, started: number, f: Finish, limiter?: LineLimiter)
 
 const acceptorLimiters = new WeakMap<StreamHost, LineLimiter>();
 
-/** The line limiter of the session `channel` belongs to, made with its first refused stream. */
+/** The line limiter of the session `channel` belongs to (one per session, made with its first stream). */
 function acceptorLimiter(env: FlowEnv, who: { connector: string; worker: string }, channel: Channel): LineLimiter {
   let limiter = acceptorLimiters.get(channel.host);
   if (limiter) return limiter;
