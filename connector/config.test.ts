@@ -2,6 +2,7 @@ import { describe, it, expect } from '@jest/globals';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../tunnel/errors.js';
+import { DEFAULT_LIMITS } from '../tunnel/limits.js';
 import { loadConnectorConfig, parseConnectorConfig, parseWorkerUrl } from './config.js';
 
 const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'test', 'fixtures', 'config');
@@ -33,6 +34,7 @@ describe('parseConnectorConfig', () => {
       allowRules: [],
       allowGiven: false,
       bindRules: [],
+      limits: DEFAULT_LIMITS,
     });
     expect(config.dial.allowAll).toBe(false);
     expect(config.dial.precheck('127.0.0.1', 5432).verdict).toBe('deny');

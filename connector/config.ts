@@ -17,6 +17,7 @@ import { isDns1123Label, type HostPort } from '../tunnel/address.js';
 import { BindList, parseBindRule } from '../tunnel/bind-policy.js';
 import { AllowList, DialPolicy, parseAllowRule, type AllowRule } from '../tunnel/policy.js';
 import { formatDuration } from '../tunnel/duration.js';
+import { connectorLimitsSchema, type Limits } from '../tunnel/limits.js';
 import {
   auditSchema, checkTlsFiles, durationSchema, hostPortSchema, keepaliveSchema, loadYamlFile, logSchema,
   parseConfig, positiveDurationSchema, resolveFrom, resolveTlsFiles, strictObject, tlsSchema, type LogLevel,
@@ -44,6 +45,8 @@ export interface ConnectorConfig {
   drainTimeoutMs: number;
   log: { level: LogLevel };
   audit?: { file: string };
+  /** What a worker may cost this connector (tunnel/limits.ts, docs/security.md). */
+  limits: Limits;
 }
 
 /** A worker endpoint: wss:// only, no credentials, query or fragment. */
@@ -120,6 +123,7 @@ const connectorSchema = strictObject({
   drainTimeout: durationSchema.default(30_000),
   log: logSchema,
   audit: auditSchema.optional(),
+  limits: connectorLimitsSchema,
 });
 
 export function parseConnectorConfig(raw: unknown, file: string): ConnectorConfig {
@@ -140,6 +144,7 @@ export function parseConnectorConfig(raw: unknown, file: string): ConnectorConfi
     allowGiven: c.allow !== undefined,
     bind,
     bindRules: bind.describe(),
+    limits: c.limits,
   };
   if (c.admin) config.admin = c.admin;
   if (c.audit) config.audit = { file: resolveFrom(file, c.audit.file) };
