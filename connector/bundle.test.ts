@@ -115,6 +115,14 @@ describe('suggestAllowRules', () => {
     ]);
   });
 
+  it('adds the loopback literals a localhost target resolves to (a name rule alone never opens loopback)', () => {
+    expect(suggestAllowRules([mapping('local', 'Connector', 'localhost', 6379)], 'dc1')).toEqual([
+      { rule: '127.0.0.1:6379', mappings: ['local'], guarded: 'a loopback address' },
+      { rule: '[::1]:6379', mappings: ['local'], guarded: 'a loopback address' },
+      { rule: 'localhost:6379', mappings: ['local'] },
+    ]);
+  });
+
   it('no mappings, no suggestions', () => {
     expect(suggestAllowRules([], 'dc1')).toEqual([]);
   });

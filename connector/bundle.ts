@@ -143,8 +143,13 @@ export function checkConnectorAllowed(name: string, tc: ConnectionView, connecti
 export function suggestAllowRules(mappings: readonly MappingView[], connectionName: string): RuleSuggestion[] {
   return collectRules(mappings, connectionName, 'Connector', (spec) => {
     const t = spec.target;
-    if (typeof t?.host !== 'string' || typeof t.port !== 'number') return undefined;
-    return parseAllowRule(`${ipFamily(t.host) === 6 ? `[${t.host}]` : t.host}:${t.port}`);
+    if (typeof t?.host !== 'string' || typeof t.port !== 'number') return [];
+    const rules = [parseAllowRule(`${ipFamily(t.host) === 6 ? `[${t.host}]` : t.host}:${t.port}`)];
+    // "localhost" resolves to a loopback address, which only a rule naming it opens.
+    if (rules[0]!.kind === 'host' && (rules[0]!.match === 'localhost' || rules[0]!.match.endsWith('.localhost'))) {
+      rules.push(parseAllowRule(`127.0.0.1:${t.port}`), parseAllowRule(`[::1]:${t.port}`));
+    }
+    return rules;
   });
 }
 
@@ -156,32 +161,33 @@ export function suggestAllowRules(mappings: readonly MappingView[], connectionNa
 export function suggestBindRules(mappings: readonly MappingView[], connectionName: string): RuleSuggestion[] {
   return collectRules(mappings, connectionName, 'Cluster', (spec) => {
     const l = spec.listen;
-    if (typeof l?.port !== 'number') return undefined;
+    if (typeof l?.port !== 'number') return [];
     const address = typeof l.address === 'string' && l.address !== '' ? l.address : '0.0.0.0';
-    return parseBindRule(`${ipFamily(address) === 6 ? `[${address}]` : address}:${l.port}`);
+    return [parseBindRule(`${ipFamily(address) === 6 ? `[${address}]` : address}:${l.port}`)];
   });
 }
 
 function collectRules(
   mappings: readonly MappingView[], connectionName: string, side: 'Connector' | 'Cluster',
-  ruleOf: (spec: NonNullable<MappingView['spec']>) => AllowRule | undefined,
+  rulesOf: (spec: NonNullable<MappingView['spec']>) => AllowRule[],
 ): RuleSuggestion[] {
   const byRule = new Map<string, RuleSuggestion>();
   for (const m of mappings) {
     if (m.spec?.connection !== connectionName || m.spec.target?.side !== side) continue;
-    let rule: AllowRule | undefined;
+    let rules: AllowRule[];
     try {
-      rule = ruleOf(m.spec);
+      rules = rulesOf(m.spec);
     } catch {
       continue;
     }
-    if (!rule) continue;
-    const text = formatAllowRule(rule);
-    const entry = byRule.get(text) ?? { rule: text, mappings: [] };
-    const guarded = side === 'Connector' && rule.kind === 'ip' ? guardedAddress(rule.match) : undefined;
-    if (guarded) entry.guarded = guarded;
-    entry.mappings.push(m.metadata?.name ?? '?');
-    byRule.set(text, entry);
+    for (const rule of rules) {
+      const text = formatAllowRule(rule);
+      const entry = byRule.get(text) ?? { rule: text, mappings: [] };
+      const guarded = side === 'Connector' && rule.kind === 'ip' ? guardedAddress(rule.match) : undefined;
+      if (guarded) entry.guarded = guarded;
+      entry.mappings.push(m.metadata?.name ?? '?');
+      byRule.set(text, entry);
+    }
   }
   return [...byRule.values()]
     .map((e) => ({ ...e, mappings: e.mappings.sort() }))
