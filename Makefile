@@ -44,7 +44,7 @@ testenv: testenv-bins ## start a real API server in the background; kubeconfig i
 testenv-stop: ## stop what `make testenv` started
 	bash test/env/stop.sh $(CURDIR)/.testenv
 
-cluster: ## start a real single-node Kubernetes here (root; ~30 s warm); kubeconfig in .cluster/kubeconfig
+cluster: ## start a real single-node Kubernetes here (root; ~10 s once built); kubeconfig in .cluster/kubeconfig
 	bash test/env/cluster-start.sh $(CURDIR)/.cluster
 
 cluster-stop: ## stop `make cluster`, remove all it put on the host, list any leftover

@@ -99,11 +99,11 @@ export async function clusterUnavailable(): Promise<string | undefined> {
   if (process.platform !== 'linux') return 'the local cluster needs Linux';
   if (process.getuid?.() !== 0) return 'the local cluster needs root (bridges, mounts, cgroups); run the tests as root';
   if (runningClusterDir()) return undefined;
-  const check = await run('bash', [path.join(ENV_SCRIPTS, 'build.sh'), '--check'], { timeoutMs: 30_000 });
+  const check = await run('bash', [path.join(ENV_SCRIPTS, 'build.sh'), '--check', 'all'], { timeoutMs: 30_000 });
   if (check.code === 0) return undefined;
   if (spawnSync('go', ['version']).status !== 0) return 'the cluster binaries are not built and there is no Go toolchain to build them (test/env/build.sh)';
-  process.stderr.write('[cluster] binaries missing: running test/env/build.sh (about 13 minutes once per machine)\n');
-  const built = await run('bash', [path.join(ENV_SCRIPTS, 'build.sh')], { timeoutMs: CLUSTER_START_TIMEOUT_MS });
+  process.stderr.write('[cluster] binaries missing: running test/env/build.sh all (minutes, once per machine)\n');
+  const built = await run('bash', [path.join(ENV_SCRIPTS, 'build.sh'), 'all'], { timeoutMs: CLUSTER_START_TIMEOUT_MS });
   if (built.code !== 0) return `the cluster binaries cannot be built (test/env/build.sh exited ${built.code}):\n${tail(built.stderr, 15)}`;
   return undefined;
 }

@@ -104,6 +104,17 @@ cluster_running_dir() {
   return 1
 }
 
+# cluster_owner_elsewhere DIR: prints the directory the machine-wide pointer names when that is
+# not DIR. The bridge, the nftables tables, the pods' cgroup root and the sysctls then belong
+# to that cluster: scripts working on DIR leave them alone.
+cluster_owner_elsewhere() {
+  local owner
+  [[ -f "$UNDERPASS_CLUSTER_POINTER" ]] || return 1
+  owner="$(cat "$UNDERPASS_CLUSTER_POINTER" 2>/dev/null)" || return 1
+  [[ -n "$owner" && "$owner" != "$1" ]] || return 1
+  echo "$owner"
+}
+
 # cluster_lock: takes the machine-wide cluster lock on fd 9 (waits up to 10 minutes: a start
 # that builds binaries holds it for long).
 cluster_lock() {
@@ -139,11 +150,12 @@ cluster_pids_of_cgroups() {
 
 # cluster_shim_pids DIR: containerd shims serving DIR's containerd (they outlive containerd).
 cluster_shim_pids() {
-  local sock="$1/containerd/containerd.sock" p cmd
-  for p in /proc/[0-9]*; do
-    cmd="$(tr '\0' ' ' 2>/dev/null <"$p/cmdline")" || continue
-    [[ "$cmd" == *containerd-shim* && "$cmd" == *"-address $sock "* ]] && echo "${p#/proc/}"
-  done
+  local sock="$1/containerd/containerd.sock" f cmd
+  # One grep over every command line, then a closer look at the few that mention the socket.
+  while read -r f; do
+    cmd="$(tr '\0' ' ' 2>/dev/null <"$f")" || continue
+    [[ "$cmd" == *containerd-shim* && "$cmd" == *"-address $sock "* ]] && { f="${f#/proc/}"; echo "${f%/cmdline}"; }
+  done < <(grep -lsaF -- "$sock" /proc/[0-9]*/cmdline 2>/dev/null)
   return 0
 }
 
@@ -164,15 +176,15 @@ cluster_sandbox_ids() {
 
 # cluster_dir_pids DIR: processes whose command line names DIR (daemons started for it).
 cluster_dir_pids() {
-  local dir="$1" p cmd
-  for p in /proc/[0-9]*; do
-    [[ "${p#/proc/}" == "$$" || "${p#/proc/}" == "$BASHPID" ]] && continue
-    cmd="$(tr '\0' ' ' 2>/dev/null <"$p/cmdline")" || continue
-    [[ -n "$cmd" && "$cmd" == *"$dir/"* ]] || continue
+  local dir="$1" f p cmd
+  while read -r f; do
+    p="${f#/proc/}"; p="${p%/cmdline}"
+    [[ "$p" == "$$" || "$p" == "$BASHPID" ]] && continue
+    cmd="$(tr '\0' ' ' 2>/dev/null <"$f")" || continue
     # Not our own scripts (cluster-stop.sh DIR, make, a shell that runs them).
     [[ "$cmd" == *"/test/env/"* || "$cmd" == *"bash -c"* || "$cmd" == make* ]] && continue
-    echo "${p#/proc/}"
-  done
+    echo "$p"
+  done < <(grep -lsaF -- "$dir/" /proc/[0-9]*/cmdline 2>/dev/null)
   return 0
 }
 

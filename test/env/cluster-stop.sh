@@ -56,6 +56,12 @@ dir="$(cd "$dir" && pwd -P)"
 cluster_load_conf "$dir"
 BR="$UNDERPASS_CLUSTER_BRIDGE"
 t0=$SECONDS
+# Another directory's cluster owns the machine-wide parts: stop only what runs from DIR.
+shared=1
+if other="$(cluster_owner_elsewhere "$dir")"; then
+  shared=0
+  cluster_log "the bridge, tables and cgroups belong to the cluster of $other; stopping only what runs from $dir"
+fi
 
 alive() { [[ -d "/proc/$1" ]] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
 # stop_pids GRACE PID...: SIGTERM, then SIGKILL for what still runs after GRACE seconds.
@@ -99,7 +105,7 @@ if testenv_pid_alive "$dir" containerd >/dev/null; then
     sleep 0.2
   done
   while read -r t; do
-    [[ -n "$t" ]] && cluster_ctr "$dir" tasks delete --force "$t" >/dev/null 2>&1
+    [[ -n "$t" ]] && { cluster_ctr "$dir" tasks delete --force "$t" >/dev/null 2>&1 || true; }
   done < <(cluster_ctr "$dir" tasks list -q 2>/dev/null || true)
   mapfile -t ctrs < <(cluster_ctr "$dir" containers list -q 2>/dev/null || true)
   for c in "${ctrs[@]}"; do cluster_ctr "$dir" containers delete "$c" >/dev/null 2>&1 || true; done
@@ -115,7 +121,7 @@ if ((${#shims[@]})); then
   stop_pids 3 "${shims[@]}"
   cluster_log "stopped ${#shims[@]} containerd shims"
 fi
-for ((round = 0; round < 5; round++)); do
+for ((round = 0; round < 5 && shared; round++)); do
   mapfile -t pids < <(cluster_pids_of_cgroups)
   ((${#pids[@]})) || break
   ((round)) || cluster_log "killing ${#pids[@]} processes left in the pods' cgroups"
@@ -142,68 +148,74 @@ for ((round = 0; round < 5; round++)); do
 done
 ((n)) && cluster_log "unmounted $n mounts under $dir"
 
-# 5. cgroups, deepest first (empty by now).
-while read -r cg; do
-  [[ -d "$cg" ]] || continue
-  find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-  [[ -d "$cg" ]] && cluster_log "could not remove cgroup $cg"
-done < <(cluster_cgroup_dirs)
+if ((shared)); then
+  # 5. cgroups, deepest first (empty by now).
+  while read -r cg; do
+    [[ -d "$cg" ]] || continue
+    find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    [[ -d "$cg" ]] && cluster_log "could not remove cgroup $cg"
+  done < <(cluster_cgroup_dirs)
 
-# cgroup v2: controllers the start delegated at the root (best effort: another user may use them).
-if [[ -f "$dir/host/cgroup-controllers" ]]; then
-  while read -r c; do echo "-$c" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true; done <"$dir/host/cgroup-controllers"
-  rm -f "$dir/host/cgroup-controllers"
+  # cgroup v2: controllers the start delegated at the root (best effort: another user may use them).
+  if [[ -f "$dir/host/cgroup-controllers" ]]; then
+    while read -r c; do echo "-$c" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true; done <"$dir/host/cgroup-controllers"
+    rm -f "$dir/host/cgroup-controllers"
+  fi
+
+  # 6. Network: veths on the bridge (their namespaces are gone with the mounts), the bridge,
+  #    the nftables tables (ours and kube-proxy's; it leaves them on exit by design), leases.
+  if ip link show "$BR" >/dev/null 2>&1; then
+    while read -r l; do ip link del "$l" 2>/dev/null || true; done < <(
+      ip -o link show master "$BR" 2>/dev/null | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }')
+    ip link del "$BR"
+    cluster_log "removed bridge $BR"
+  fi
+  for t in "inet $UNDERPASS_CLUSTER_NFT_TABLE" "ip kube-proxy" "ip6 kube-proxy"; do
+    # shellcheck disable=SC2086
+    nft list table $t >/dev/null 2>&1 && nft delete table $t && cluster_log "removed nftables table $t"
+  done
+  rm -rf "$dir/cni/ipam"
+
+  # 7. Host state: sysctls back to their value before the start, CNI's result cache of our
+  #    network.
+  HOST="$dir/host"
+  if [[ -f "$HOST/sysctl" ]]; then
+    while IFS='=' read -r k v; do
+      [[ -n "$k" && -w "/proc/sys/$k" ]] || continue
+      cur="$(cat "/proc/sys/$k")"
+      if [[ "$cur" != "$v" ]]; then
+        echo "$v" >"/proc/sys/$k" && cluster_log "restored ${k//\//.} = $v (was $cur)"
+      fi
+    done <"$HOST/sysctl"
+  fi
+  rm -f /var/lib/cni/results/"$UNDERPASS_CLUSTER_CNI_NETWORK"-*
 fi
 
-# 6. Network: veths on the bridge (their namespaces are gone with the mounts), the bridge,
-#    the nftables tables (ours and kube-proxy's; it leaves them on exit by design), leases.
-if ip link show "$BR" >/dev/null 2>&1; then
-  while read -r l; do ip link del "$l" 2>/dev/null || true; done < <(
-    ip -o link show master "$BR" 2>/dev/null | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }')
-  ip link del "$BR"
-  cluster_log "removed bridge $BR"
-fi
-for t in "inet $UNDERPASS_CLUSTER_NFT_TABLE" "ip kube-proxy" "ip6 kube-proxy"; do
-  # shellcheck disable=SC2086
-  nft list table $t >/dev/null 2>&1 && nft delete table $t && cluster_log "removed nftables table $t"
-done
-rm -rf "$dir/cni/ipam"
-
-# 7. Host state: sysctls back to their value before the start, kubelet's legacy log links,
-#    CNI's result cache, directories the start created (when empty).
-HOST="$dir/host"
-if [[ -f "$HOST/sysctl" ]]; then
-  while IFS='=' read -r k v; do
-    [[ -n "$k" && -w "/proc/sys/$k" ]] || continue
-    cur="$(cat "/proc/sys/$k")"
-    if [[ "$cur" != "$v" ]]; then
-      echo "$v" >"/proc/sys/$k" && cluster_log "restored ${k//\//.} = $v (was $cur)"
-    fi
-  done <"$HOST/sysctl"
-fi
+# 7b. What belongs to DIR's pods alone: kubelet's links to their logs, and per sandbox CNI's
+#     result cache (NETWORK-SANDBOXID-IFNAME: containerd's loopback network) and the shim's
+#     socket, which a killed shim leaves in /run/containerd/s.
 if [[ -d /var/log/containers ]]; then
   find /var/log/containers -maxdepth 1 -type l -lname "$dir/*" -delete 2>/dev/null || true
 fi
-# Per sandbox: CNI's result cache (NETWORK-SANDBOXID-IFNAME, our network and containerd's
-# loopback one) and the shim's socket, which a killed shim leaves in /run/containerd/s.
 CRI_ROOT="$dir/containerd/root/io.containerd.grpc.v1.cri"
-rm -f /var/lib/cni/results/"$UNDERPASS_CLUSTER_CNI_NETWORK"-*
 mapfile -t sandboxes < <(cluster_sandbox_ids "$dir" | sort -u)
 for sb in "${sandboxes[@]}"; do
-  rm -f /var/lib/cni/results/cni-loopback-"$sb"-* "$(cluster_shim_socket "$dir" "$sb")"
+  [[ -n "$sb" ]] && rm -f /var/lib/cni/results/cni-loopback-"$sb"-* "$(cluster_shim_socket "$dir" "$sb")"
 done
 [[ -d "$dir/host" ]] && printf '%s\n' "${sandboxes[@]}" >"$dir/host/sandboxes"   # for cluster-leftovers.sh
 # The CRI plugin's per-sandbox and per-container directories (their containers are gone).
 rm -rf "$CRI_ROOT/sandboxes" "$CRI_ROOT/containers" \
   "$dir/containerd/state/io.containerd.grpc.v1.cri/sandboxes" "$dir/containerd/state/io.containerd.grpc.v1.cri/containers"
-if [[ -f "$HOST/absent-dirs" ]]; then
+
+# Directories the start created on the host (when empty now; not while another cluster runs).
+if ((shared)) && [[ -f "$dir/host/absent-dirs" ]]; then
   while read -r d; do
     [[ -d "$d" ]] || continue
     if [[ "$d" == /var/lib/kubelet/device-plugins ]]; then
       rm -f "$d/kubelet.sock" "$d/kubelet_internal_checkpoint"
     fi
     rmdir "$d" 2>/dev/null || true
-  done < <(sort -r "$HOST/absent-dirs")
+  done < <(sort -r "$dir/host/absent-dirs")
 fi
 
 # 8. Bookkeeping: port reservations, the machine-wide pointer.
