@@ -192,6 +192,10 @@ cluster_log "network: bridge $BR $NODE_IP/${UNDERPASS_CLUSTER_POD_PREFIX}, pods 
 ip link add "$BR" type bridge nf_call_iptables 1 nf_call_ip6tables 1
 ip addr add "$NODE_IP/$UNDERPASS_CLUSTER_POD_PREFIX" dev "$BR"
 ip link set "$BR" up
+# The Service range goes to the bridge too: a ClusterIP kube-proxy has not programmed (yet) is
+# unreachable from the host instead of being sent out of the default route (where a proxy may
+# even accept the connection), and host-to-Service traffic has the node IP as its source.
+ip route add "$SVC_CIDR" dev "$BR"
 sysctl -qw "net.ipv4.conf.$BR.forwarding=1"
 [[ -w "/proc/sys/net/ipv6/conf/$BR/disable_ipv6" ]] && echo 1 >"/proc/sys/net/ipv6/conf/$BR/disable_ipv6"
 nft -f - <<EOF
