@@ -26,17 +26,16 @@ into
 (set UNDERPASS_TESTENV_CACHE to move the cache root, default \$HOME/.cache/underpass-testenv).
 
 Only binaries that are missing, or whose stamp file (bin/.stamp-NAME) does not match the
-pinned versions, are built; a second run takes seconds. A cold build of everything takes
-~13 minutes on 2 cores; the Go build cache and module cache (go env GOCACHE / GOMODCACHE)
-are reused.
+pinned versions, are built; a second run takes seconds. A cold build takes ~10 minutes on
+2 cores (the cluster's four add ~4); the Go build cache and module cache (go env GOCACHE /
+GOMODCACHE) are reused.
 Concurrent invocations serialize on a lock file in the cache directory.
 
 Options:
   NAME...        build these binaries; "control-plane" stands for the five start.sh and
                  most tests need (the default), "cluster-node" for the four the local
-                 cluster adds (cluster-start.sh), "all" for all nine: on a cold machine that
-                 will run the cluster, "all" is faster than the two groups one after the other
-                 (one go build for the six Kubernetes binaries)
+                 cluster adds (cluster-start.sh builds them when missing: ~4 min after the
+                 control plane), "all" for all nine (the six Kubernetes ones in one go build)
   --force        rebuild even if an up-to-date binary exists
   --check        build nothing; exit 0 if all (or the named) binaries are up to date, 1 if not
   -v, --verbose  pass -v to go build (prints every package as it is compiled)
