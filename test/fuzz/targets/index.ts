@@ -1,0 +1,7 @@
+/** Every fuzz target, in the order of the `make fuzz` table. */
+import type { FuzzTarget } from '../harness.js';
+import { yamuxFrameTarget } from './yamux-frame.js';
+
+export const TARGETS: readonly FuzzTarget[] = [
+  yamuxFrameTarget,
+];
