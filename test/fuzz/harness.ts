@@ -12,6 +12,7 @@
  */
 import fc from 'fast-check';
 import { appendFileSync } from 'node:fs';
+import { inspect } from 'node:util';
 import { getHeapStatistics } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { setFlagsFromString } from 'node:v8';
@@ -122,12 +123,36 @@ function heapUsed(): number {
 /** A failed property: the counterexample (shrunk), the seed and how to replay it. */
 export class FuzzFailure extends Error {}
 
+/** The meter of the input being checked, for `parsing`. */
+let active: Meter | undefined;
+
+/**
+ * Runs the parser-only part of a check (no event log of the harness) and counts its heap growth,
+ * measured while its result is still referenced, as the input's heap growth. Checks that never
+ * call it are measured whole.
+ */
+export function parsing<T>(fn: () => T): T {
+  const heap = heapUsed();
+  const result = fn();
+  active?.section(heapUsed() - heap);
+  return result;
+}
+
+export async function parsingAsync<T>(fn: () => Promise<T>): Promise<T> {
+  const heap = heapUsed();
+  const result = await fn();
+  active?.section(heapUsed() - heap);
+  return result;
+}
+
 /** Measures inputs, enforces the per-input bounds and counts. */
 class Meter {
   inputs = 0;
   maxMs = 0;
   maxHeap = 0;
   slow = 0;
+  /** Largest growth of a `parsing` section of the current input; undefined: none ran. */
+  #section: number | undefined;
   readonly #settings: FuzzSettings;
   readonly #maxHeap: number;
   readonly #watchdog: Watchdog;
@@ -138,25 +163,43 @@ class Meter {
     this.#watchdog = watchdog;
   }
 
+  section(grown: number): void {
+    if (this.#section === undefined || grown > this.#section) this.#section = grown;
+  }
+
   sync<T>(input: T, check: (input: T) => void): void {
-    this.#watchdog.beat(this.inputs);
+    this.#before();
     const heap = heapUsed();
     const start = performance.now();
-    check(input);
+    try {
+      check(input);
+    } finally {
+      active = undefined;
+    }
     this.#after(start, heap);
   }
 
   async async<T>(input: T, check: (input: T) => void | Promise<void>): Promise<void> {
-    this.#watchdog.beat(this.inputs);
+    this.#before();
     const heap = heapUsed();
     const start = performance.now();
-    await check(input);
+    try {
+      await check(input);
+    } finally {
+      active = undefined;
+    }
     this.#after(start, heap);
+  }
+
+  #before(): void {
+    this.#watchdog.beat(this.inputs);
+    this.#section = undefined;
+    active = this;
   }
 
   #after(start: number, heap: number): void {
     const ms = performance.now() - start;
-    const grown = heapUsed() - heap;
+    const grown = this.#section ?? heapUsed() - heap;
     this.inputs++;
     if (ms > this.maxMs) this.maxMs = ms;
     if (grown > this.maxHeap) this.maxHeap = grown;
@@ -221,12 +264,15 @@ export async function runTarget(target: FuzzTarget, settings: FuzzSettings): Pro
   return stats;
 }
 
+/** Long inputs are cut in the report: the seed and path replay them exactly. */
+const INSPECT = { depth: 8, maxArrayLength: 64, maxStringLength: 400, breakLength: 120 } as const;
+
 function failureReport(id: string, details: fc.RunDetails<[unknown]>): string {
   const error = details.errorInstance;
   const coded = error && typeof error === 'object' && 'code' in error ? ` (code ${String((error as { code: unknown }).code)})` : '';
   return [
     `fuzz property ${id} failed after ${details.numRuns} inputs${coded}:`,
-    fc.defaultReportMessage(details) ?? '',
+    `counterexample (shrunk ${details.numShrinks} times): ${inspect(details.counterexample, INSPECT)}`,
     '',
     `error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
     '',
