@@ -1,9 +1,11 @@
 /** Every fuzz target, in the order of the `make fuzz` table. */
 import type { FuzzTarget } from '../harness.js';
+import { openHeaderTarget } from './open-header.js';
 import { wsFrameTarget } from './ws-frame.js';
 import { yamuxFrameTarget } from './yamux-frame.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
   yamuxFrameTarget,
   wsFrameTarget,
+  openHeaderTarget,
 ];
