@@ -1,5 +1,6 @@
 /** Every fuzz target, in the order of the `make fuzz` table. */
 import type { FuzzTarget } from '../harness.js';
+import { controlTarget } from './control.js';
 import { openHeaderTarget } from './open-header.js';
 import { wsFrameTarget } from './ws-frame.js';
 import { yamuxFrameTarget } from './yamux-frame.js';
@@ -8,4 +9,5 @@ export const TARGETS: readonly FuzzTarget[] = [
   yamuxFrameTarget,
   wsFrameTarget,
   openHeaderTarget,
+  controlTarget,
 ];
