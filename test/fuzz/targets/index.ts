@@ -1,6 +1,7 @@
 /** Every fuzz target, in the order of the `make fuzz` table. */
 import type { FuzzTarget } from '../harness.js';
 import { controlTarget } from './control.js';
+import { operatorReportTarget } from './operator-report.js';
 import { openHeaderTarget } from './open-header.js';
 import { wsFrameTarget } from './ws-frame.js';
 import { yamuxFrameTarget } from './yamux-frame.js';
@@ -10,4 +11,5 @@ export const TARGETS: readonly FuzzTarget[] = [
   wsFrameTarget,
   openHeaderTarget,
   controlTarget,
+  operatorReportTarget,
 ];
