@@ -276,7 +276,7 @@ function failureReport(id: string, details: fc.RunDetails<[unknown]>): string {
     '',
     `error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
     '',
-    `replay: FUZZ_SEED=${details.seed} FUZZ_ONLY=${id} FUZZ_PATH="${details.counterexamplePath ?? ''}" make fuzz`,
+    `replay: FUZZ_SEED=${details.seed} FUZZ_ONLY="${id}" FUZZ_PATH="${details.counterexamplePath ?? ''}" make fuzz`,
   ].join('\n');
 }
 

@@ -34,7 +34,7 @@ setInterval(() => {
   const property = Buffer.from(id.subarray(0, end < 0 ? id.length : end)).toString('utf8');
   const input = Atomics.load(counters, 1);
   fs.writeSync(2, '\\nfuzz: HANG in ' + property + ': input ' + input + ' made no progress for ' + workerData.hangMs + ' ms (seed ' + workerData.seed + ').\\n' +
-    'fuzz: replay with FUZZ_SEED=' + workerData.seed + ' FUZZ_ONLY=' + property + ' make fuzz (the same inputs come in the same order).\\n');
+    'fuzz: replay with FUZZ_SEED=' + workerData.seed + ' FUZZ_ONLY="' + property + '" make fuzz (the same inputs come in the same order).\\n');
   process.kill(process.pid, 'SIGKILL');
 }, 250);
 `;

@@ -1,5 +1,6 @@
 /** Every fuzz target, in the order of the `make fuzz` table. */
 import type { FuzzTarget } from '../harness.js';
+import { configTarget } from './config.js';
 import { controlTarget } from './control.js';
 import { operatorReportTarget } from './operator-report.js';
 import { openHeaderTarget } from './open-header.js';
@@ -12,4 +13,5 @@ export const TARGETS: readonly FuzzTarget[] = [
   openHeaderTarget,
   controlTarget,
   operatorReportTarget,
+  configTarget,
 ];
