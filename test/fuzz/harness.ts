@@ -95,6 +95,8 @@ export interface TargetStats {
   /** Heap still in use after the target, garbage collected, compared with before it. */
   retained: number | undefined;
   maxMs: number;
+  /** Inputs that hit a known bug (known-bugs.ts), by id. */
+  known: Record<string, number>;
   seed: number;
   seconds: number;
 }
@@ -145,9 +147,15 @@ export async function parsingAsync<T>(fn: () => Promise<T>): Promise<T> {
   return result;
 }
 
+/** An input hit a known bug (known-bugs.ts): counted, not a failure. */
+export function noteKnownBug(id: string): void {
+  if (active) active.known.set(id, (active.known.get(id) ?? 0) + 1);
+}
+
 /** Measures inputs, enforces the per-input bounds and counts. */
 class Meter {
   inputs = 0;
+  readonly known = new Map<string, number>();
   maxMs = 0;
   maxHeap = 0;
   slow = 0;
@@ -256,6 +264,7 @@ export async function runTarget(target: FuzzTarget, settings: FuzzSettings): Pro
     maxHeapGrowth: meter.maxHeap,
     retained: gc ? heapUsed() - heapBefore : undefined,
     maxMs: meter.maxMs,
+    known: Object.fromEntries(meter.known),
     seed: settings.seed,
     seconds: (performance.now() - started) / 1000,
   };
@@ -292,9 +301,10 @@ export function formatBytes(n: number | undefined): string {
 
 /** The `make fuzz` table. */
 export function formatTable(rows: readonly TargetStats[]): string {
-  const header = ['parser', 'inputs', 'crashes', 'hangs', 'max heap growth', 'retained', 'max time/input', 'seed', 'seconds'];
+  const header = ['parser', 'inputs', 'crashes', 'hangs', 'known bugs hit', 'max heap growth', 'retained', 'max time/input', 'seed', 'seconds'];
   const lines = rows.map((r) => [
-    r.target, r.inputs.toLocaleString('en-US'), String(r.crashes), String(r.hangs), formatBytes(r.maxHeapGrowth),
+    r.target, r.inputs.toLocaleString('en-US'), String(r.crashes), String(r.hangs),
+    Object.entries(r.known).map(([id, n]) => `${id} ×${n}`).join(', ') || '0', formatBytes(r.maxHeapGrowth),
     formatBytes(r.retained), `${r.maxMs.toFixed(1)} ms`, String(r.seed), r.seconds.toFixed(1),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));

@@ -3,6 +3,7 @@ import type { FuzzTarget } from '../harness.js';
 import { configTarget } from './config.js';
 import { controlTarget } from './control.js';
 import { operatorReportTarget } from './operator-report.js';
+import { identityTarget } from './identity.js';
 import { openHeaderTarget } from './open-header.js';
 import { wsFrameTarget } from './ws-frame.js';
 import { yamuxFrameTarget } from './yamux-frame.js';
@@ -14,4 +15,5 @@ export const TARGETS: readonly FuzzTarget[] = [
   controlTarget,
   operatorReportTarget,
   configTarget,
+  identityTarget,
 ];

@@ -1,0 +1,71 @@
+/**
+ * Bugs the fuzzers found in files owned by other team members (notes/TEAM.md),
+ * each reduced to a minimal input. They are `it.failing` until fixed: a fix
+ * makes the test pass, which Jest reports as an error, so the fixer removes the
+ * marker here (and the matching entry of known-bugs.ts, if any) and moves the
+ * test next to the parser.
+ */
+import { describe, expect, it } from '@jest/globals';
+import { Duplex } from 'node:stream';
+import { setImmediate as tick } from 'node:timers/promises';
+import type { PeerCertificate } from 'node:tls';
+import { ControlChannel, type ControlMessage } from '../../tunnel/control.js';
+import { encodeJsonFrame } from '../../tunnel/frames.js';
+import { identityFromPeerCertificate, subjectAltNames } from '../../tunnel/identity.js';
+import { encodeClosePayload, encodeControlFrame, FrameDecoder, Opcode } from '../../tunnel/transport/ws-frame.js';
+
+describe('known bug identity-san-json (tunnel/identity.ts, sec-connector)', () => {
+  // Node writes a SAN value with a quote, comma or control character as a JSON string; text that
+  // only looks like one (a raw control character, an escape JSON does not have) escaped as a
+  // SyntaxError from JSON.parse instead of the parser's coded error.
+  it.failing.each([
+    ['a raw control character inside the quotes', 'URI:"\u0001"'],
+    ['an escape JSON does not have', 'URI:"\\q"'],
+  ])('subjectAltNames refuses %s with ERR_IDENTITY_INVALID', (_name, text) => {
+    expect(() => subjectAltNames(text)).toThrow(expect.objectContaining({ code: 'ERR_IDENTITY_INVALID' }));
+  });
+
+  it.failing('identityFromPeerCertificate refuses such a SAN text with a coded error', () => {
+    const cert = { subjectaltname: 'DNS:"\\x01"', subject: { CN: 'x' }, serialNumber: '01' } as unknown as PeerCertificate;
+    expect(() => identityFromPeerCertificate(cert)).toThrow(expect.objectContaining({ code: expect.stringMatching(/^ERR_IDENTITY_/) }));
+  });
+});
+
+describe('known bug control-split-loss (tunnel/frames.ts JsonFrameDecoder, sec-dataplane; tunnel/control.ts, sec-control)', () => {
+  async function messagesSeen(pieces: Buffer[]): Promise<string[]> {
+    const stream = new Duplex({ read() {}, write(_c, _e, cb) { cb(); } });
+    const channel = new ControlChannel(stream);
+    const seen: string[] = [];
+    channel.on('message', (m: ControlMessage) => seen.push(m.type));
+    channel.on('error', (err: Error & { code?: string }) => seen.push(`error ${err.code}`));
+    for (const p of pieces) {
+      stream.push(p);
+      await tick();
+    }
+    return seen;
+  }
+
+  // A hello followed by a frame that is not JSON: in two reads the hello arrives before the
+  // error; in one read the decoder throws before returning the hello it had already decoded, so
+  // the message is lost. What the worker sees depends on how TCP cut the bytes.
+  it.failing('delivers a message that precedes a malformed frame in the same chunk', async () => {
+    const hello = encodeJsonFrame({ type: 'error', code: 'ERR_X', message: 'bye' }, 4);
+    const junk = Buffer.from([0, 0, 0, 1, 0x7b]);
+    expect(await messagesSeen([hello, junk])).toEqual(['error', 'error ERR_FRAME_JSON']);
+    expect(await messagesSeen([Buffer.concat([hello, junk])])).toEqual(['error', 'error ERR_FRAME_JSON']);
+  });
+});
+
+describe('known bug ws-close-reason (tunnel/transport/ws-frame.ts, sec-dataplane)', () => {
+  // encodeClosePayload cuts the reason at 120 characters, not bytes: a reason of non-ASCII
+  // characters makes a close frame longer than the 125 bytes RFC 6455 allows, which the peer
+  // (our own decoder included) refuses with 1002. Today every reason we send is ASCII.
+  it.failing('keeps a close frame within 125 bytes whatever its reason', () => {
+    const payload = encodeClosePayload(1011, 'é'.repeat(120));
+    expect(payload.length).toBeLessThanOrEqual(125);
+    const seen: number[] = [];
+    const decoder = new FrameDecoder({ onData() {}, onPing() {}, onPong() {}, onClose: (code) => seen.push(code) }, { expectMasked: false, maxFrame: 1 << 20 });
+    decoder.push(encodeControlFrame(Opcode.Close, payload, false));
+    expect(seen).toEqual([1011]);
+  });
+});
