@@ -1,16 +1,19 @@
 /**
  * The connector's allow rules (tunnel/policy.ts): `parseAllowRule`,
- * `formatAllowRule` and `AllowList.permits`. Inputs: rules built from every
+ * `formatAllowRule` and the `DialPolicy` built from them. Inputs: rules built from every
  * form of the grammar (IPv4, [IPv6], CIDR blocks, names, *.wildcards; one
  * port, ranges, *), mutated rules, random text; targets to check them against.
  *
  * Properties: parse refuses only with ConfigError; an accepted rule prints
  * canonically (format ∘ parse is idempotent, parse ∘ format is the identity);
- * `permits` never throws and agrees with the rule's port range.
+ * `DialPolicy` never throws, lets nothing through outside every rule's port
+ * range (unless allowAll), and dials a guarded address only when an IP rule
+ * names it.
  */
 import fc from 'fast-check';
 import { ConfigError } from '../../../tunnel/errors.js';
-import { AllowList, formatAllowRule, parseAllowRule, type AllowRule } from '../../../tunnel/policy.js';
+import { guardedAddress } from '../../../tunnel/guarded-addresses.js';
+import { AllowList, DialPolicy, formatAllowRule, parseAllowRule, type AllowRule } from '../../../tunnel/policy.js';
 import { anyText, hostArb } from '../arbitraries.js';
 import { mutated } from '../bytes.js';
 import { assert, assertEqual, attempt } from '../expect.js';
@@ -53,7 +56,7 @@ const targetArb = fc.record({
 
 export const allowRuleTarget: FuzzTarget = {
   name: 'allow-rule',
-  parser: 'tunnel/policy.ts parseAllowRule, formatAllowRule, AllowList.permits',
+  parser: 'tunnel/policy.ts parseAllowRule, formatAllowRule, DialPolicy',
   maxHeapGrowth: 8 << 20,
   properties: [
     {
@@ -70,17 +73,22 @@ export const allowRuleTarget: FuzzTarget = {
       },
     },
     {
-      name: 'permits',
+      name: 'dial policy',
       weight: 2,
-      arbitrary: fc.tuple(fc.array(anyRule, { maxLength: 4 }), fc.array(targetArb, { minLength: 1, maxLength: 4 })),
-      check([texts, targets]: [string[], Array<{ host: string; port: number; address?: string }>]) {
+      arbitrary: fc.tuple(fc.array(anyRule, { maxLength: 4 }), fc.boolean(), fc.array(targetArb, { minLength: 1, maxLength: 4 })),
+      check([texts, allowAll, targets]: [string[], boolean, Array<{ host: string; port: number; address?: string }>]) {
         const rules = texts.map(parse).filter((r): r is AllowRule => r !== undefined);
-        const list = new AllowList(rules);
+        const policy = new DialPolicy(new AllowList(rules), { allowAll });
         for (const t of targets) {
-          const allowed = parsing(() => list.permits(t));
-          assertEqual(typeof allowed, 'boolean', 'permits answers true or false');
-          if (allowed) assert(rules.some((r) => t.port >= r.ports.from && t.port <= r.ports.to), `port ${t.port} outside every rule's range was permitted`);
-          assertEqual(list.permits(t), allowed, 'the same target twice (memo)');
+          const pre = parsing(() => policy.precheck(t.host, t.port));
+          assertEqual(policy.precheck(t.host, t.port), pre, 'the same target twice (memo)');
+          const inSomeRange = rules.some((r) => t.port >= r.ports.from && t.port <= r.ports.to);
+          if (pre.verdict !== 'deny') assert(allowAll || inSomeRange, `port ${t.port} outside every rule's range was let through`);
+          if (pre.verdict === 'dial') assert(guardedAddress(t.host) === undefined || policy.allow.namesAddress(t.host, t.port), `guarded ${t.host} dialled without an IP rule naming it`);
+          if (pre.verdict === 'resolve' && t.address !== undefined) {
+            const d = policy.checkResolved(t.host, t.port, t.address);
+            if (d.ok) assert(guardedAddress(d.address) === undefined || policy.allow.namesAddress(d.address, t.port), `guarded ${d.address} dialled after resolution`);
+          }
         }
       },
     },

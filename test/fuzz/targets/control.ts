@@ -16,7 +16,7 @@
 import fc from 'fast-check';
 import { setImmediate as tick } from 'node:timers/promises';
 import { Duplex } from 'node:stream';
-import { ControlChannel, controlMessageSchema, MAPPING_STATES, PROTOCOL_VERSION, type ControlMessage } from '../../../tunnel/control.js';
+import { ControlChannel, controlMessageSchema, MAPPING_STATES, MAX_CONTROL_MESSAGE, PROTOCOL_VERSION, type ControlMessage } from '../../../tunnel/control.js';
 import { ProtocolError } from '../../../tunnel/errors.js';
 import { encodeJsonFrame } from '../../../tunnel/frames.js';
 import { anyText, mappingArb, nameArb } from '../arbitraries.js';
@@ -127,7 +127,7 @@ export const controlTarget: FuzzTarget = {
       name: 'mutated',
       weight: 2,
       async: true,
-      arbitrary: fc.tuple(mutated(framesArb.map(encode), edgeLengths(4 << 20, 1 << 20)), cutsArb),
+      arbitrary: fc.tuple(mutated(framesArb.map(encode), edgeLengths(MAX_CONTROL_MESSAGE)), cutsArb),
       check: async ([bytes, cuts]: [Buffer, Cuts]) => void await splitInvariant(bytes, cuts),
     },
     {

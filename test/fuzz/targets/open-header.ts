@@ -17,6 +17,7 @@ import type { Channel, ChannelSink } from '../../../tunnel/mux/channel.js';
 import {
   encodeOpenRequest, encodeOpenResponse, OPEN_TIMEOUT_MS, parseOpenRequest, parseOpenResponse, REFUSAL_CODES, type OpenRequest, type OpenResponse,
 } from '../../../tunnel/open.js';
+import { OPEN_HEADER_MAX } from '../../../tunnel/limits.js';
 import { Relay } from '../../../tunnel/relay.js';
 import { cutsArb, edgeLengths, mutated, randomBytes, split, type Cuts } from '../bytes.js';
 import { assert, assertEqual, attempt, coded, type SeenError } from '../expect.js';
@@ -32,6 +33,9 @@ class StandInChannel {
   credited = 0;
   held = 0;
   maxHeld = 0;
+  /** The largest hold while the header was incomplete. */
+  maxHeldBeforeHeader = 0;
+  headerDone = false;
   resets = 0;
   attach(sink: ChannelSink): void {
     this.sink = sink;
@@ -44,6 +48,7 @@ class StandInChannel {
     if (this.held + n > BUDGET) return false;
     this.held += n;
     this.maxHeld = Math.max(this.maxHeld, this.held);
+    if (!this.headerDone) this.maxHeldBeforeHeader = Math.max(this.maxHeldBeforeHeader, this.held);
     return true;
   }
   releaseOpen(n: number): void {
@@ -79,6 +84,7 @@ export function readHeader(pieces: readonly Buffer[], side: Side): Outcome {
   let readError: unknown;
   relay.readHeader(OPEN_TIMEOUT_MS, `stream open ${side}`, (header, err) => {
     calls++;
+    channel.headerDone = true;
     raw = header;
     readError = err;
   });
@@ -95,6 +101,8 @@ export function readHeader(pieces: readonly Buffer[], side: Side): Outcome {
   assert(channel.credited <= received, `credit for ${channel.credited} bytes after ${received} arrived (after discard)`);
   assertEqual(channel.held, 0, 'open-buffer bytes still taken after discard');
   assert(channel.maxHeld <= BUDGET, 'held beyond the budget');
+  // Before the header is complete the relay holds at most the body its length declared (≤ OPEN_HEADER_MAX).
+  assert(channel.maxHeldBeforeHeader <= OPEN_HEADER_MAX, `${channel.maxHeldBeforeHeader} bytes held for a header (limit ${OPEN_HEADER_MAX})`);
   let value: Outcome['value'];
   let error: SeenError | undefined;
   if (readError !== undefined) error = coded(readError, [UnderpassError], HEADER_CODES);
@@ -153,13 +161,24 @@ export const openHeaderTarget: FuzzTarget = {
     {
       name: 'mutated',
       weight: 2,
-      arbitrary: fc.tuple(mutated(validBytes, edgeLengths(0xffff, 8192)), cutsArb, sideArb),
+      arbitrary: fc.tuple(mutated(validBytes, edgeLengths(0xffff, OPEN_HEADER_MAX)), cutsArb, sideArb),
       check: ([bytes, cuts, side]: [Buffer, Cuts, Side]) => void splitInvariant(bytes, cuts, side),
     },
     {
       name: 'random bytes',
       arbitrary: fc.tuple(randomBytes(), cutsArb, sideArb),
       check: ([bytes, cuts, side]: [Buffer, Cuts, Side]) => void splitInvariant(bytes, cuts, side),
+    },
+    {
+      name: 'size limit',
+      // A length over OPEN_HEADER_MAX is refused as soon as the two length bytes are in, before any body is held.
+      arbitrary: fc.tuple(fc.integer({ min: OPEN_HEADER_MAX + 1, max: 0xffff }), fc.uint8Array({ maxLength: 256 }), sideArb, cutsArb),
+      check([length, body, side, cuts]: [number, Uint8Array, Side, Cuts]) {
+        const prefix = Buffer.alloc(2);
+        prefix.writeUInt16BE(length, 0);
+        const out = splitInvariant(Buffer.concat([prefix, body]), cuts, side);
+        assertEqual(out.error?.code, 'ERR_OPEN_HEADER_TOO_LARGE', `a ${length}-byte header`);
+      },
     },
     {
       name: 'json values',

@@ -10,11 +10,11 @@
  */
 import fc from 'fast-check';
 import { encodeClosePayload, encodeFrameHeader, FrameDecoder, Opcode, WebSocketProtocolError } from '../../../tunnel/transport/ws-frame.js';
+import { MAX_FRAME } from '../../../tunnel/transport/websocket.js';
 import { cutsArb, edgeLengths, mutated, randomBytes, split, type Cuts } from '../bytes.js';
 import { assert, assertEqual, attempt, type SeenError } from '../expect.js';
 import { parsing, type FuzzTarget } from '../harness.js';
 
-const MAX_FRAME = 16 << 20; // tunnel/transport/websocket.ts MAX_FRAME
 
 type LengthForm = 'minimal' | '16' | '64';
 
