@@ -9,9 +9,11 @@ import { openHeaderTarget } from './open-header.js';
 import { valuesTarget } from './values.js';
 import { wsFrameTarget } from './ws-frame.js';
 import { yamuxFrameTarget } from './yamux-frame.js';
+import { yamuxSessionTarget } from './yamux-session.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
   yamuxFrameTarget,
+  yamuxSessionTarget,
   wsFrameTarget,
   openHeaderTarget,
   controlTarget,
