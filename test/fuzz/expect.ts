@@ -22,7 +22,7 @@ export function coded(err: unknown, classes: readonly ErrorClass[], codes?: read
   const known = knownBug(err);
   if (known) {
     noteKnownBug(known.id);
-    return { name: 'KnownBug', code: known.id, message: (err as Error).message };
+    return { name: 'KnownBug', code: known.id, message: String((err as { message?: unknown }).message) };
   }
   const ok = classes.some((c) => err instanceof c);
   const code = (err as { code?: unknown } | null)?.code;

@@ -6,13 +6,16 @@
  * test next to the parser.
  */
 import { describe, expect, it } from '@jest/globals';
+import { once } from 'node:events';
+import net, { type AddressInfo, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { setImmediate as tick } from 'node:timers/promises';
 import type { PeerCertificate } from 'node:tls';
 import { ControlChannel, type ControlMessage } from '../../tunnel/control.js';
 import { encodeJsonFrame } from '../../tunnel/frames.js';
 import { identityFromPeerCertificate, subjectAltNames } from '../../tunnel/identity.js';
-import { encodeClosePayload, encodeControlFrame, FrameDecoder, Opcode } from '../../tunnel/transport/ws-frame.js';
+import { WebSocketStream } from '../../tunnel/transport/websocket.js';
+import { encodeClosePayload, encodeControlFrame, encodeFrameHeader, FrameDecoder, Opcode } from '../../tunnel/transport/ws-frame.js';
 
 describe('known bug identity-san-json (tunnel/identity.ts, sec-connector)', () => {
   // Node writes a SAN value with a quote, comma or control character as a JSON string; text that
@@ -67,5 +70,31 @@ describe('known bug ws-close-reason (tunnel/transport/ws-frame.ts, sec-dataplane
     const decoder = new FrameDecoder({ onData() {}, onPing() {}, onPong() {}, onClose: (code) => seen.push(code) }, { expectMasked: false, maxFrame: 1 << 20 });
     decoder.push(encodeControlFrame(Opcode.Close, payload, false));
     expect(seen).toEqual([1011]);
+  });
+});
+
+describe('known bug ws-data-after-close (tunnel/transport/websocket.ts, sec-dataplane)', () => {
+  // After a close frame (1000, 1001 or no code) the stream pushes EOF; a data frame behind it in
+  // the same read is pushed after EOF, and the stream fails with Node's uncoded
+  // ERR_STREAM_PUSH_AFTER_EOF. RFC 6455: nothing follows a close frame; it should be ignored.
+  it.failing('ignores a data frame that follows a close frame', async () => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const client = net.connect((server.address() as AddressInfo).port, '127.0.0.1');
+      const [socket] = (await once(server, 'connection')) as [Socket];
+      const ws = new WebSocketStream(socket, Buffer.alloc(0), 'server');
+      const errors: string[] = [];
+      ws.on('error', (err: Error & { code?: string }) => errors.push(err.code ?? err.message));
+      ws.resume();
+      client.on('error', () => undefined);
+      client.write(Buffer.concat([encodeControlFrame(Opcode.Close, encodeClosePayload(1000), true), encodeFrameHeader(Opcode.Binary, 3, true), Buffer.from('abc')]));
+      await once(ws, 'close');
+      client.destroy();
+      expect(errors).toEqual([]);
+    } finally {
+      server.close();
+    }
   });
 });

@@ -8,6 +8,7 @@ import { identityTarget } from './identity.js';
 import { openHeaderTarget } from './open-header.js';
 import { valuesTarget } from './values.js';
 import { wsFrameTarget } from './ws-frame.js';
+import { wsUpgradeTarget } from './ws-upgrade.js';
 import { yamuxFrameTarget } from './yamux-frame.js';
 import { yamuxSessionTarget } from './yamux-session.js';
 
@@ -15,6 +16,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   yamuxFrameTarget,
   yamuxSessionTarget,
   wsFrameTarget,
+  wsUpgradeTarget,
   openHeaderTarget,
   controlTarget,
   operatorReportTarget,
