@@ -6,7 +6,7 @@ SHELL := /bin/bash
 NODE_MODULES_STAMP := node_modules/.package-lock.json
 TS_SOURCES := $(shell find tunnel worker connector operator cli bench -name '*.ts' -not -name '*.test.ts' 2>/dev/null)
 
-.PHONY: help deps build typecheck demo test test-unit test-deps interop-peer testenv-bins testenv testenv-stop manifests clean
+.PHONY: help deps build typecheck demo test test-unit test-deps interop-peer testenv-bins testenv testenv-stop manifests fuzz clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -51,6 +51,16 @@ test: build typecheck test-deps interop-peer testenv-bins ## everything: unit, i
 
 test-unit: build ## unit tests only (no Go, no cluster)
 	npm test -- tunnel worker connector cli
+
+# `make fuzz`: FUZZ_RUNS inputs per parser (make test runs 2,000 with a fixed seed); a fresh seed
+# unless FUZZ_SEED is set; FUZZ_ONLY and FUZZ_PATH replay one failure (docs/fuzzing.md).
+FUZZ_RUNS ?= 100000
+fuzz: deps ## fuzz every parser of peer bytes (100,000 inputs each, FUZZ_SEED to replay) and print the table
+	@mkdir -p .fuzz && rm -f .fuzz/last.jsonl
+	@seed=$${FUZZ_SEED:-$$(node -p 'require("node:crypto").randomInt(2 ** 31)')}; \
+	echo "fuzz: seed $$seed, $(FUZZ_RUNS) inputs per parser"; \
+	FUZZ_SEED=$$seed FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_REPORT=$(CURDIR)/.fuzz/last.jsonl \
+	  node --experimental-vm-modules --no-warnings=ExperimentalWarning node_modules/jest/bin/jest.js --runInBand test/fuzz/fuzz.test.ts
 
 manifests: deps testenv-bins ## regenerate operator/deploy and operator/rbac (helm template of charts/underpass-operator) and the chart's crds/ (from crds/)
 	UNDERPASS_UPDATE_MANIFESTS=1 npm test -- test/charts/manifests.test.ts

@@ -1,6 +1,6 @@
 /**
  * Runs every fuzz target (test/fuzz/targets/) with one seed and prints what it
- * counted. `make test` runs a short pass (FUZZ_RUNS inputs per target, 2,500 by
+ * counted. `make test` runs a short pass (FUZZ_RUNS inputs per target, 2,000 by
  * default, fixed seed); `make fuzz` runs 100,000 per target with a fresh seed
  * and prints the table. docs/fuzzing.md says how to replay a failure.
  */
@@ -15,7 +15,7 @@ describe(`fuzz targets (seed ${settings.seed}, ${settings.runs} inputs each)`, (
   for (const target of TARGETS) {
     const run = selected(settings, target.name) ? it : it.skip;
     // Jest's timeout only backs up the watchdog (FUZZ_HANG_MS), which names the input.
-    run(`${target.name}: ${target.parser} never throws an uncoded error, hangs or grows without bound`, async () => {
+    run(`${target.name} (${target.parser}): only coded errors, no hang, bounded memory`, async () => {
       stats.push(await runTarget(target, settings));
     }, 120_000 + settings.runs * 20);
   }

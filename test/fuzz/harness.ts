@@ -37,7 +37,7 @@ export interface FuzzSettings {
 
 /** `make test`'s short pass: a fixed seed, so every run checks the same inputs. */
 export const DEFAULT_SEED = 20261207;
-export const DEFAULT_RUNS = 2500;
+export const DEFAULT_RUNS = 2000;
 
 function intFromEnv(name: string, fallback: number): number {
   const text = process.env[name];

@@ -25,7 +25,7 @@ import { parsingAsync, type FuzzTarget } from '../harness.js';
 /** Codes a session may close with because of what the peer sent (or because our transport ended). */
 const CLOSE_CODES = [
   'ERR_MUX_BAD_VERSION', 'ERR_MUX_BAD_TYPE', 'ERR_MUX_BAD_STREAM', 'ERR_MUX_DUPLICATE_STREAM', 'ERR_MUX_WINDOW_EXCEEDED',
-  'ERR_MUX_PEER_PROTOCOL_ERROR', 'ERR_MUX_PEER_INTERNAL_ERROR', 'ERR_MUX_EOF', 'ERR_MUX_SESSION_CLOSED', 'ERR_MUX_UNREAD_OUTPUT',
+  'ERR_MUX_PEER_PROTOCOL_ERROR', 'ERR_MUX_PEER_INTERNAL_ERROR', 'ERR_MUX_EOF', 'ERR_MUX_SESSION_CLOSED', 'ERR_MUX_PEER_NOT_READING',
 ];
 
 type Consumer = 'consume' | 'hold' | 'reset';
