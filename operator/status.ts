@@ -5,10 +5,10 @@
  */
 import type * as k8s from '@kubernetes/client-node';
 import { formatHostPort } from '../tunnel/address.js';
+import type { WorkerReport } from '../tunnel/operator-channel.js';
 import { setConditions, type ConditionInput } from './conditions.js';
 import type { MappingVerdict } from './mapping-resolution.js';
 import { namesFor } from './names.js';
-import type { WorkerReport } from './reports.js';
 import type { ApplicationMapping, ApplicationMappingStatus, ConnectorStatus, TunnelConnection, TunnelConnectionStatus } from './types.js';
 
 export interface Observed {

@@ -43,6 +43,8 @@ export interface TunnelServerOptions {
   onDenied: (d: Denial) => void;
   /** False while draining: new connectors are told to go elsewhere. */
   accepting: () => boolean;
+  /** Why an authenticated connector may not attach now (403 with that code), e.g. CONNECTOR_NOT_ALLOWED. */
+  admit?: (c: { connector: string; certificateSerial: string }) => { code: string; message: string } | undefined;
 }
 
 export class TunnelServer {
@@ -146,6 +148,8 @@ export class TunnelServer {
     } catch (err) {
       return this.#reject(socket, peer, 403, 'BAD_IDENTITY', errorMessage(err));
     }
+    const refused = this.#opts.admit?.({ connector, certificateSerial: cert.serialNumber });
+    if (refused) return this.#reject(socket, peer, 403, refused.code, refused.message);
     const accepted = acceptWebSocket(req, socket, head);
     if (!(accepted instanceof WebSocketStream)) return this.#reject(socket, peer, accepted.status, 'BAD_UPGRADE', accepted.message);
     this.#streams.add(accepted);
