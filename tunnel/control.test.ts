@@ -1,5 +1,5 @@
 import { describe, it, expect } from '@jest/globals';
-import { ControlChannel, ControlMessageError, CONTROL_LIMITS, parseControlMessage, PROTOCOL_VERSION, type ControlMessage } from './control.js';
+import { ControlChannel, ControlMessageError, CONTROL_LIMITS, fitMappingStatus, parseControlMessage, PROTOCOL_VERSION, type ControlMessage } from './control.js';
 import { duplexPair } from './testing/duplex-pair.js';
 
 const HELLO: Extract<ControlMessage, { type: 'hello' }> = { type: 'hello', protocol: PROTOCOL_VERSION, connector: 'site-a', version: '0.1.0', capabilities: ['tcp'], hostname: 'host-1' };
@@ -38,6 +38,13 @@ describe('control messages', () => {
     const err = parsed as ControlMessageError;
     expect({ code: err.code, field: err.field }).toEqual({ code: 'ERR_CONTROL_INVALID', field });
     expect(err.message).toContain(field);
+  });
+
+  it('fitMappingStatus keeps a sender within the limits the receiver checks', () => {
+    const entries = Array.from({ length: L.mappings + 5 }, (_, i) => ({ name: `m${i}`, state: 'Failed' as const, reason: 'ListenFailed', message: 'x'.repeat(L.messageChars + 10) }));
+    const fitted = fitMappingStatus(entries);
+    expect(fitted).toHaveLength(L.mappings);
+    expect(parseControlMessage({ type: 'mapping-status', revision: 1, mappings: fitted })).not.toBeInstanceOf(ControlMessageError);
   });
 
   it('names no type for a message of an unknown type', () => {

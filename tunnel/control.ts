@@ -83,6 +83,17 @@ export const mappingStatusEntrySchema = z.object({
   message: messageTextSchema.optional(),
 });
 
+/**
+ * Entries as a peer may send them: messages cut to CONTROL_LIMITS.messageChars
+ * and at most CONTROL_LIMITS.mappings entries, so our own status is never
+ * refused for an over-long error text.
+ */
+export function fitMappingStatus(entries: readonly MappingStatusEntry[]): MappingStatusEntry[] {
+  return entries.slice(0, L.mappings).map((e) => (e.message !== undefined && e.message.length > L.messageChars
+    ? { ...e, message: `${e.message.slice(0, L.messageChars - 1)}…` }
+    : e));
+}
+
 const mappingStatusSchema = z.object({
   type: z.literal('mapping-status'),
   revision: z.number().int().nonnegative(),
