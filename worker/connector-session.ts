@@ -193,6 +193,7 @@ export class ConnectorSession extends EventEmitter {
     control.on('close', ConnectorSession.#onControlClose);
     try {
       const hello = await control.expect('hello', HANDSHAKE_TIMEOUT_MS);
+      if (this.#failed) return; // refused meanwhile (e.g. taken off the admission list)
       if (hello.protocol !== PROTOCOL_VERSION) {
         throw new UnderpassError('ERR_PROTOCOL_VERSION', `this worker speaks tunnel protocol ${PROTOCOL_VERSION}, the connector speaks ${hello.protocol}; upgrade the older side`);
       }
