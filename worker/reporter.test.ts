@@ -162,6 +162,17 @@ describe('OperatorReporter in a worker (real sockets)', () => {
     await waitFor('the recovery log', () => logged('reporting to the operator again') === before.again + 1, 3_000);
   });
 
+  it("applies the admission list of an answer whose mapping set it cannot read, cutting the connector it no longer admits", async () => {
+    const attached = () => (worker.status() as { connectors: unknown[] }).connectors.length;
+    const refusedBefore = logged("the operator's answer is invalid at mappings[0]");
+    desired = { mappings: [{ ...mapping('db', ports.db), fromTheFuture: true } as Mapping], admission: { connectors: [] } };
+    await waitFor('the connector cut', () => attached() === 0, 3_000);
+    expect(worker.mappings.map((m) => m.name)).toEqual(['db']);
+    expect(logged("the operator's answer is invalid at mappings[0]")).toBe(refusedBefore + 1);
+    desired = { mappings: [mapping('db', ports.db)], admission: {} };
+    await waitFor('the connector back', () => attached() === 1, 5_000);
+  });
+
   it('sends a last report saying draining when the worker stops', async () => {
     await connector!.stop(0);
     connector = undefined;
