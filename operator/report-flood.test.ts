@@ -9,6 +9,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import https from 'node:https';
+import { waitFor } from '../test/e2e/harness.js';
 import { silentLogger } from '../tunnel/log.js';
 import type { Mapping } from '../tunnel/mapping.js';
 import { MAX_REPORT_BYTES, type WorkerReport } from '../tunnel/operator-channel.js';
@@ -147,7 +148,8 @@ describe('a flood of reports from one tenant', () => {
       });
       return { answered, finish: () => finish() };
     });
-    await new Promise((r) => setTimeout(r, 1_000));
+    // The first `limit` to arrive are being read and held; every later one is refused at once.
+    await waitFor('the requests beyond the limit refused', () => refusals.filter((r) => r === 'TOO_MANY_REQUESTS').length === 2 * limit, 30_000);
     const other = await post(B, small('dc2-real'), certs.b, new https.Agent({ keepAlive: false }));
     for (const h of held) h.finish();
     const statuses = await Promise.all(held.map((h) => h.answered));
