@@ -6,7 +6,7 @@ SHELL := /bin/bash
 NODE_MODULES_STAMP := node_modules/.package-lock.json
 TS_SOURCES := $(shell find tunnel worker connector operator cli bench -name '*.ts' -not -name '*.test.ts' 2>/dev/null)
 
-.PHONY: help deps build typecheck demo test test-unit test-deps interop-peer testenv-bins testenv testenv-stop clean
+.PHONY: help deps build typecheck demo test test-unit test-deps interop-peer testenv-bins testenv testenv-stop manifests clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ test: build typecheck test-deps interop-peer testenv-bins ## everything: unit, i
 
 test-unit: build ## unit tests only (no Go, no cluster)
 	npm test -- tunnel worker connector cli
+
+manifests: deps testenv-bins ## regenerate operator/deploy and operator/rbac (helm template of charts/underpass-operator) and the chart's crds/ (from crds/)
+	UNDERPASS_UPDATE_MANIFESTS=1 npm test -- test/charts/manifests.test.ts
 
 clean: ## remove build output
 	rm -rf dist

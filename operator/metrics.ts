@@ -13,6 +13,7 @@ export class OperatorMetrics {
   readonly reportStoreBytes: Gauge;
   readonly reportStoreReports: Gauge;
   readonly reportStoreEvictions: Counter<'reason'>;
+  readonly problems: Gauge<'code'>;
 
   /** `store`: the report store whose size the gauges show at each scrape. */
   constructor(store?: { readonly bytes: number; readonly size: number }) {
@@ -23,6 +24,7 @@ export class OperatorMetrics {
     this.queueDepth = new Gauge({ name: 'underpass_operator_workqueue_depth', help: 'Keys waiting in the work queue.', registers });
     this.leader = new Gauge({ name: 'underpass_operator_leader', help: '1 while this replica holds the leader lease, else 0.', registers });
     this.apiWrites = new Counter({ name: 'underpass_operator_api_writes_total', help: 'Write requests sent to the Kubernetes API, by verb and resource.', labelNames: ['verb', 'resource'], registers });
+    this.problems = new Gauge({ name: 'underpass_operator_problems', help: 'What keeps the operator from working (namespace, CRDs, RBAC, API errors), by code; /readyz names each. 0 when healthy.', labelNames: ['code'], registers });
     this.workerReports = new Counter({ name: 'underpass_operator_worker_reports_total', help: 'Worker status reports received, by result: accepted, invalid (answered but not recorded) or refused.', labelNames: ['result'], registers });
     this.reportRefusals = new Counter({ name: 'underpass_operator_report_refusals_total', help: 'Report requests refused, by reason (the code in the answer).', labelNames: ['reason'], registers });
     this.reportStoreBytes = new Gauge({

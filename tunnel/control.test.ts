@@ -1,5 +1,5 @@
 import { describe, it, expect } from '@jest/globals';
-import { ControlChannel, ControlMessageError, CONTROL_LIMITS, fitMappingStatus, parseControlMessage, PROTOCOL_VERSION, type ControlMessage } from './control.js';
+import { ControlChannel, ControlMessageError, CONTROL_LIMITS, fitMappingStatus, MAX_CONTROL_MESSAGE, parseControlMessage, PROTOCOL_VERSION, type ControlMessage } from './control.js';
 import { duplexPair } from './testing/duplex-pair.js';
 
 const HELLO: Extract<ControlMessage, { type: 'hello' }> = { type: 'hello', protocol: PROTOCOL_VERSION, connector: 'site-a', version: '0.1.0', capabilities: ['tcp'], hostname: 'host-1' };
@@ -44,7 +44,10 @@ describe('control messages', () => {
     const entries = Array.from({ length: L.mappings + 5 }, (_, i) => ({ name: `m${i}`, state: 'Failed' as const, reason: 'ListenFailed', message: 'x'.repeat(L.messageChars + 10) }));
     const fitted = fitMappingStatus(entries);
     expect(fitted).toHaveLength(L.mappings);
-    expect(parseControlMessage({ type: 'mapping-status', revision: 1, mappings: fitted })).not.toBeInstanceOf(ControlMessageError);
+    const msg = { type: 'mapping-status', revision: 1, mappings: fitted.map((e) => ({ ...e, message: '\u0001'.repeat(e.message!.length) })) };
+    expect(parseControlMessage(msg)).not.toBeInstanceOf(ControlMessageError);
+    expect(Buffer.byteLength(JSON.stringify(msg))).toBeLessThanOrEqual(MAX_CONTROL_MESSAGE);
+    expect(fitMappingStatus(entries.slice(0, 10)).every((e) => e.message!.length === L.messageChars)).toBe(true);
   });
 
   it('names no type for a message of an unknown type', () => {

@@ -18,7 +18,7 @@ import { formatPath } from './config-load.js';
 import { mappingSchema } from './mapping.js';
 
 export const PROTOCOL_VERSION = 1;
-const MAX_CONTROL_MESSAGE = 4 << 20;
+export const MAX_CONTROL_MESSAGE = 1 << 20;
 
 /**
  * Limits on what a peer may put in a control message, checked where the
@@ -84,13 +84,17 @@ export const mappingStatusEntrySchema = z.object({
 });
 
 /**
- * Entries as a peer may send them: messages cut to CONTROL_LIMITS.messageChars
- * and at most CONTROL_LIMITS.mappings entries, so our own status is never
- * refused for an over-long error text.
+ * Entries as a peer may send them: at most CONTROL_LIMITS.mappings entries,
+ * messages cut to CONTROL_LIMITS.messageChars and, for long lists, shorter
+ * still so the whole message stays under MAX_CONTROL_MESSAGE (256 bytes per
+ * entry for the rest, 6 bytes per message character at worst in JSON). Our
+ * own status is never refused for an over-long error text.
  */
 export function fitMappingStatus(entries: readonly MappingStatusEntry[]): MappingStatusEntry[] {
-  return entries.slice(0, L.mappings).map((e) => (e.message !== undefined && e.message.length > L.messageChars
-    ? { ...e, message: `${e.message.slice(0, L.messageChars - 1)}…` }
+  const kept = entries.slice(0, L.mappings);
+  const perEntry = Math.min(L.messageChars, Math.floor((MAX_CONTROL_MESSAGE - 256 * L.mappings) / Math.max(1, kept.length) / 6));
+  return kept.map((e) => (e.message !== undefined && e.message.length > perEntry
+    ? { ...e, message: `${e.message.slice(0, perEntry - 1)}…` }
     : e));
 }
 

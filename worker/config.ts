@@ -22,6 +22,7 @@ import {
   auditSchema, checkReadableFiles, checkTlsFiles, durationSchema, hostPortSchema, keepaliveSchema, loadYamlFile, logSchema,
   parseConfig, parsedString, resolveFrom, resolveTlsFiles, strictObject, tlsSchema, type LogLevel,
 } from '../tunnel/config-load.js';
+import { workerLimitsSchema, type Limits } from '../tunnel/limits.js';
 
 export interface TlsFiles {
   cert: string;
@@ -49,6 +50,8 @@ export interface WorkerConfig {
    * start-up list: the operator's answers replace it.
    */
   connectors?: string[];
+  /** What a peer may cost (tunnel/limits.ts, docs/security.md). */
+  limits: Limits;
 }
 
 /** "team-a/dc1" → {namespace: "team-a", name: "dc1"}. */
@@ -103,6 +106,7 @@ const workerSchema = strictObject({
   log: logSchema,
   audit: auditSchema.optional(),
   operator: operatorSchema.optional(),
+  limits: workerLimitsSchema,
 }).superRefine((c, ctx) => {
   const problem = findWorkerMappingProblem(c.mappings, c);
   if (problem) ctx.addIssue({ code: 'custom', path: ['mappings', ...problem.path], message: problem.message });
@@ -149,6 +153,7 @@ export function parseWorkerConfig(raw: unknown, file: string): WorkerConfig {
     keepalive: c.keepalive,
     drainTimeoutMs: c.drainTimeout,
     log: c.log,
+    limits: c.limits,
   };
   if (c.admin) config.admin = c.admin;
   if (c.audit) config.audit = { file: resolveFrom(file, c.audit.file) };

@@ -48,7 +48,9 @@ describe("a connector cannot freeze its worker's mapping set (real worker, real 
   const store = new ReportStore();
   let worker: Worker;
   let desired: DesiredWorkerState;
-  let tls: { cert: Buffer; key: Buffer; ca: Buffer };
+  /** Client TLS files by connector name. */
+  const tls = new Map<string, { cert: Buffer; key: Buffer; ca: Buffer }>();
+  const NAMES = ['rogue', 'rogue-1', 'rogue-2', 'rogue-3'];
   let tunnelUrl: string;
   const ports = { keep: 0, gone: 0 };
   const open: HandRolled[] = [];
@@ -59,8 +61,8 @@ describe("a connector cannot freeze its worker's mapping set (real worker, real 
   const both = (): DesiredWorkerState => ({ mappings: [mapping('keep', ports.keep), mapping('gone', ports.gone)], admission: {} });
   const live = () => store.live(KEY, 5_000).find((r) => r.instance === 'w0');
 
-  function connect(hello: Record<string, unknown> = {}): Promise<HandRolled> {
-    const ws = new WebSocket(`${tunnelUrl}/v1/tunnel`, { ...tls, perMessageDeflate: false, maxPayload: 64 << 20 });
+  function connect(hello: Record<string, unknown> = {}, name = 'rogue'): Promise<HandRolled> {
+    const ws = new WebSocket(`${tunnelUrl}/v1/tunnel`, { ...tls.get(name)!, perMessageDeflate: false, maxPayload: 64 << 20 });
     return once(ws, 'open').then(() => {
       const session = new Session(new WebSocketDuplex(ws), { client: true });
       const control = new ControlChannel(session.open());
@@ -74,7 +76,7 @@ describe("a connector cannot freeze its worker's mapping set (real worker, real 
         });
         control.on('close', () => resolve('closed'));
       });
-      control.send({ type: 'hello', protocol: PROTOCOL_VERSION, connector: 'rogue', version: 'test', capabilities: ['tcp'], ...hello } as ControlMessage);
+      control.send({ type: 'hello', protocol: PROTOCOL_VERSION, connector: name, version: 'test', capabilities: ['tcp'], ...hello } as ControlMessage);
       const h = { ws, session, control, received, handshake };
       open.push(h);
       return h;
@@ -93,10 +95,12 @@ describe("a connector cannot freeze its worker's mapping set (real worker, real 
   beforeAll(async () => {
     dir = await tempDir('underpass-report-limits-');
     const pki = await makePki(dir);
-    await pki.connector('rogue');
-    tls = {
-      cert: await readFile(path.join(dir, 'connector-rogue.crt')), key: await readFile(path.join(dir, 'connector-rogue.key')), ca: await readFile(path.join(dir, 'ca.crt')),
-    };
+    for (const name of NAMES) {
+      await pki.connector(name);
+      tls.set(name, {
+        cert: await readFile(path.join(dir, `connector-${name}.crt`)), key: await readFile(path.join(dir, `connector-${name}.key`)), ca: await readFile(path.join(dir, 'ca.crt')),
+      });
+    }
     const opCa = await createSelfSignedCA({ commonName: 'underpass-operator-ca', validityDays: 10 });
     const serving: PemKeyPair = await issueServingCert(await loadSigningCA(opCa.certPem, opCa.keyPem), { commonName: 'operator', sans: ['127.0.0.1'], validityDays: 1 });
     await writeFile(path.join(dir, 'operator-ca.crt'), opCa.certPem);
@@ -159,10 +163,10 @@ describe("a connector cannot freeze its worker's mapping set (real worker, real 
     expect(live()?.connectors).toEqual([expect.objectContaining({ name: 'rogue', unavailableMappings: [] })]);
   }, 20_000);
 
-  it('four sessions reporting 1,000 refused mappings with 1 KiB messages each fit one report, which the operator records', async () => {
-    const sessions = await Promise.all([0, 1, 2, 3].map(() => connect()));
+  it('four connectors reporting 1,000 refused mappings with 900-character messages each fit one report, which the operator records', async () => {
+    const sessions = await Promise.all(NAMES.map((name) => connect({}, name)));
     for (const h of sessions) expect(await h.handshake).toBe('welcome');
-    const status = Array.from({ length: 1000 }, (_, i) => ({ name: `m-${i}`, state: 'Refused' as const, reason: 'NotAllowed', message: 'x'.repeat(1024) }));
+    const status = Array.from({ length: 1000 }, (_, i) => ({ name: `m-${i}`, state: 'Refused' as const, reason: 'NotAllowed', message: 'x'.repeat(900) })); // under MAX_CONTROL_MESSAGE in all
     for (const h of sessions) h.control.send({ type: 'mapping-status', revision: 1, mappings: status });
     const held = () => (worker.status() as { connectors: Array<{ unavailableMappings: unknown[] }> }).connectors;
     await waitFor('the worker to hold all four statuses', () => held().length === 4 && held().every((c) => c.unavailableMappings.length === 1000), 5_000);
