@@ -20,6 +20,7 @@ import type { Channel } from '../tunnel/mux/channel.js';
 import { readTlsFiles, type TlsFiles, type TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { connectWebSocket, type WebSocketStream } from '../tunnel/transport/websocket.js';
 import { VERSION } from '../tunnel/version.js';
+import { workerIdentityCheck } from './worker-identity.js';
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** A session that lived this long counts as healthy: the next failure retries fast. */
@@ -168,8 +169,11 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
   }
 
   async #dial(tls: TlsMaterial, signal: AbortSignal): Promise<WebSocketStream> {
+    // Read at every attempt, like the TLS files: a renewed certificate is checked again.
+    const checkServerIdentity = workerIdentityCheck(tls.cert, this.#opts.name);
     try {
       return await connectWebSocket(new URL('/v1/tunnel', this.url), {
+        checkServerIdentity,
         cert: tls.cert,
         key: tls.key,
         ca: tls.ca,
@@ -186,7 +190,9 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
 
 function tlsCode(err: Error): string {
   const code = (err as { code?: string }).code ?? '';
-  return code.startsWith('ERR_TLS') || code.includes('CERT') || code.includes('SELF_SIGNED') ? 'ERR_WORKER_CERT' : 'ERR_DIAL';
+  // OpenSSL's verification codes (UNABLE_TO_VERIFY_LEAF_SIGNATURE, CERT_HAS_EXPIRED, …) and Node's host-name check.
+  const certificate = code.startsWith('ERR_TLS') || code.includes('CERT') || code.includes('SELF_SIGNED') || code.startsWith('UNABLE_TO_');
+  return certificate ? 'ERR_WORKER_CERT' : 'ERR_DIAL';
 }
 
 function describeDialError(err: Error): string {

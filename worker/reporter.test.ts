@@ -106,6 +106,7 @@ describe('OperatorReporter in a worker (real sockets)', () => {
       name: 'site-a',
       worker: `wss://127.0.0.1:${ports.tunnel}`,
       tls: { cert: 'connector-site-a.crt', key: 'connector-site-a.key', ca: 'ca.crt' },
+      allow: [`127.0.0.1:${app.port}`], // connectors dial nothing their allow list does not name
       reconnect: { initialDelay: '100ms', maxDelay: '1s' },
     }, path.join(dir, 'connector.yaml'));
     connector = new Connector(config, { logger: silentLogger(), audit: new AuditLog(new PassThrough().resume()) });
