@@ -1,49 +1,46 @@
 /**
- * The report body a worker POSTs to the operator (docs/operator-channel.md).
- * Two paths: the body parser as the server runs it (JSON.parse, then
- * `workerReportSchema` and `zodToConfigError` naming the field), for most
- * inputs; and, for a share of them, the real `ReportServer` over mutual TLS
- * with a worker certificate of the connection, bodies sent whole, chunked
- * (no content-length) or announced larger than the limit.
+ * The operator channel (docs/operator-channel.md, contract in
+ * tunnel/operator-channel.ts), both directions. The report body a worker
+ * POSTs: as the server parses it (JSON.parse, `workerReportSchema`, the field
+ * of the first issue), for most inputs; and, for a share of them, through the
+ * real `ReportServer` over mutual TLS with a worker certificate of the
+ * connection, sent whole, chunked (no content-length) or announced larger
+ * than the limit. The answer a worker reads: `answerEnvelopeSchema` and
+ * `answerMappingsSchema`.
  *
- * Properties: the parser accepts a report or names a field, and never throws
- * anything else; the server answers 200 (a report), 400 INVALID_JSON or
- * INVALID_REPORT (with `field`) or 413 TOO_LARGE, and never 500 (a bug); its
- * answer agrees with the parser's verdict.
+ * Properties: the parsers accept or name a field, and never throw; the server
+ * answers 200 with its verdict on the report (accepted, or INVALID_JSON /
+ * INVALID_REPORT naming the same field as the parser) or 413 TOO_LARGE, and
+ * never 500 (a bug).
  */
 import fc from 'fast-check';
 import https from 'node:https';
-import { zodToConfigError } from '../../../tunnel/config-load.js';
-import { ConfigError } from '../../../tunnel/errors.js';
+import { ANY_CONNECTOR } from '../../../tunnel/admission.js';
+import { formatPath } from '../../../tunnel/config-load.js';
 import { silentLogger } from '../../../tunnel/log.js';
+import { answerEnvelopeSchema, answerMappingsSchema, MAX_REPORT_BYTES, workerReportSchema } from '../../../tunnel/operator-channel.js';
 import { createCA, issueWorkerCert, loadCA, type PemKeyPair } from '../../../tunnel/pki.js';
 import { createSelfSignedCA, issueServingCert, loadSigningCA } from '../../../tunnel/pki-generic.js';
-import { MAX_REPORT_BYTES, ReportServer, ReportStore, workerReportSchema } from '../../../operator/reports.js';
-import { anyText, nameArb } from '../arbitraries.js';
+import { ReportServer } from '../../../operator/report-server.js';
+import { ReportStore } from '../../../operator/report-store.js';
+import { anyText, mappingArb, nameArb } from '../arbitraries.js';
 import { edgeLengths, mutated, randomBytes } from '../bytes.js';
-import { assert, assertEqual, attempt } from '../expect.js';
+import { assert, assertEqual } from '../expect.js';
 import { parsing, parsingAsync, type FuzzTarget } from '../harness.js';
 
-type Verdict = { ok: true } | { ok: false; reason: 'INVALID_JSON' } | { ok: false; reason: 'INVALID_REPORT'; field: string };
+type Verdict = { accepted: true } | { accepted: false; reason: 'INVALID_JSON' } | { accepted: false; reason: 'INVALID_REPORT'; field: string };
 
-/** What the server decides about a body (operator/reports.ts parseReport, which is not exported). */
+/** What the server decides about a body (operator/report-server.ts parseReport, which is not exported). */
 export function parseReportBody(body: Buffer): Verdict {
   let raw: unknown;
   try {
     raw = JSON.parse(body.toString('utf8'));
   } catch {
-    return { ok: false, reason: 'INVALID_JSON' };
+    return { accepted: false, reason: 'INVALID_JSON' };
   }
-  const result = workerReportSchema.safeParse(raw, { reportInput: true });
-  if (result.success) return { ok: true };
-  let field = '';
-  const err = attempt(() => {
-    const e = zodToConfigError('report', result.error);
-    field = e.field ?? '(body)';
-    throw e;
-  }, [ConfigError], ['ERR_CONFIG']);
-  assert(err !== undefined, 'zodToConfigError returned');
-  return { ok: false, reason: 'INVALID_REPORT', field };
+  const result = workerReportSchema.safeParse(raw);
+  if (result.success) return { accepted: true };
+  return { accepted: false, reason: 'INVALID_REPORT', field: formatPath(result.error.issues[0]?.path ?? []) || '(body)' };
 }
 
 const text = (max: number) => fc.oneof(anyText(20), fc.constantFrom('', 'x'.repeat(max), 'x'.repeat(max + 1)));
@@ -51,6 +48,7 @@ const reportArb = fc.record({
   instance: fc.oneof(fc.constantFrom('dc1-worker-0', 'a'.repeat(253), 'a'.repeat(254), '-a'), anyText(30)),
   version: text(64),
   ready: fc.oneof(fc.boolean(), fc.constant('true')),
+  dropped: fc.record({ sessions: fc.oneof(fc.nat(), fc.constantFrom(-1, 1e9, 1e9 + 1, 0.5)), messages: fc.nat() }, { requiredKeys: [] }),
   draining: fc.boolean(),
   connectors: fc.array(fc.record({
     name: nameArb, session: fc.oneof(fc.uuid(), text(64)), since: fc.oneof(fc.date({ noInvalidDate: true }).map((d) => d.toISOString()), text(64)),
@@ -94,14 +92,20 @@ async function startServer(): Promise<Server> {
     logger: silentLogger(),
     store,
     caFor: (c) => (c.namespace === 'fuzz' && c.name === 'dc1' ? ca.certPem : undefined),
-    desiredFor: () => ({ mappings: [] }),
+    desiredFor: () => ({ mappings: [], admission: ANY_CONNECTOR }),
   });
   const port = (await server.listen({ host: '127.0.0.1', port: 0 })).port;
   const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: op.certPem, cert: worker.certPem, key: worker.keyPem });
   return { server, store, port, worker, ca: op.certPem, agent };
 }
 
-function post(s: Server, body: Buffer, sending: Sending): Promise<{ status: number; reason: string | undefined; field: unknown }> {
+interface Answer {
+  status: number;
+  reason: string | undefined;
+  report: unknown;
+}
+
+function post(s: Server, body: Buffer, sending: Sending): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const headers: Record<string, string | number> = { 'content-type': 'application/json' };
     if (sending === 'whole') headers['content-length'] = body.length;
@@ -111,14 +115,14 @@ function post(s: Server, body: Buffer, sending: Sending): Promise<{ status: numb
       res.setEncoding('utf8');
       res.on('data', (d: string) => (text += d));
       res.on('end', () => {
-        let field: unknown;
+        let report: unknown;
         try {
-          field = (JSON.parse(text) as { field?: unknown }).field;
+          report = (JSON.parse(text) as { report?: unknown }).report;
         } catch {
-          field = undefined;
+          report = undefined;
         }
         const reason = res.headers['x-underpass-reason'];
-        resolve({ status: res.statusCode ?? 0, reason: typeof reason === 'string' ? reason : undefined, field });
+        resolve({ status: res.statusCode ?? 0, reason: typeof reason === 'string' ? reason : undefined, report });
       });
     });
     req.on('error', reject);
@@ -135,7 +139,7 @@ function post(s: Server, body: Buffer, sending: Sending): Promise<{ status: numb
 
 export const operatorReportTarget: FuzzTarget = {
   name: 'operator-report',
-  parser: 'operator/reports.ts report body (JSON + workerReportSchema) and ReportServer over mTLS',
+  parser: 'tunnel/operator-channel.ts report and answer schemas; operator/report-server.ts ReportServer over mTLS',
   maxHeapGrowth: 32 << 20,
   async setup() {
     live = await startServer();
@@ -165,10 +169,33 @@ export const operatorReportTarget: FuzzTarget = {
         s.store.forget('fuzz/dc1'); // the store is not under test here; keep it from growing over the run
         assert(answer.status !== 500, 'the server answered 500 INTERNAL: a bug');
         if (sending === 'oversized') return assertEqual([answer.status, answer.reason], [413, 'TOO_LARGE'], 'a declared length over the limit');
+        assertEqual(answer.status, 200, 'an authenticated worker always gets an answer');
         const verdict = parseReportBody(body);
-        if (verdict.ok) assertEqual([answer.status, answer.reason], [200, undefined], 'a valid report');
-        else if (verdict.reason === 'INVALID_JSON') assertEqual([answer.status, answer.reason], [400, 'INVALID_JSON'], 'a body that is not JSON');
-        else assertEqual([answer.status, answer.reason, answer.field], [400, 'INVALID_REPORT', verdict.field], 'a body that is not a report');
+        const got = answer.report as { accepted?: unknown; reason?: unknown; field?: unknown } | undefined;
+        assertEqual({ accepted: got?.accepted, reason: got?.reason, field: got?.field },
+          { accepted: verdict.accepted, reason: 'reason' in verdict ? verdict.reason : undefined, field: 'field' in verdict ? verdict.field : undefined },
+          'the verdict on the report');
+      },
+    },
+    {
+      name: 'answer parser',
+      weight: 5,
+      // The worker's side: what an operator (or whoever answers on its port) sends back.
+      arbitrary: fc.oneof(
+        fc.record({
+          mappings: fc.array(mappingArb, { maxLength: 4 }),
+          admission: fc.oneof(fc.record({ connectors: fc.array(nameArb, { maxLength: 4 }) }, { requiredKeys: [] }), fc.jsonValue({ maxDepth: 1 })),
+          report: fc.record({ accepted: fc.boolean(), reason: anyText(70), field: anyText(260), message: anyText(1100) }, { requiredKeys: ['accepted'] }),
+        }, { requiredKeys: ['mappings'] }),
+        fc.jsonValue({ maxDepth: 3 }),
+      ),
+      check(answer: unknown) {
+        parsing(() => {
+          const plain = JSON.parse(JSON.stringify(answer) ?? 'null') as unknown;
+          const envelope = answerEnvelopeSchema.safeParse(plain);
+          if (envelope.success) answerMappingsSchema.safeParse(envelope.data.mappings);
+          else formatPath(envelope.error.issues[0]?.path ?? []);
+        });
       },
     },
   ],
