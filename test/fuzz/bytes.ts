@@ -138,8 +138,3 @@ export function split(bytes: Buffer, cuts: Cuts): Buffer[] {
   out.push(bytes.subarray(prev));
   return out;
 }
-
-/** Copies each piece into its own buffer, as sockets deliver them (no shared backing store). */
-export function ownCopies(pieces: readonly Buffer[]): Buffer[] {
-  return pieces.map((p) => Buffer.from(p));
-}
