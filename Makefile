@@ -62,7 +62,8 @@ test: build typecheck test-deps interop-peer testenv-bins ## everything: unit, i
 	npm test
 
 test-unit: build ## unit tests only (no Go, no cluster)
-	npm test -- tunnel worker connector cli
+	@# Anchored: a bare `tunnel` would also pick test/cluster/tunnel.test.ts, which needs the cluster binaries.
+	npm test -- '^$(CURDIR)/(tunnel|worker|connector|cli)/'
 
 clean: ## remove build output
 	rm -rf dist
