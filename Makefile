@@ -69,3 +69,4 @@ clean: ## remove build output
 	rm -rf dist
 
 include bench/bench.mk
+include image/image.mk

@@ -110,8 +110,8 @@ inputs_hash() {
     printf 'recipe=%s epoch=%s node=%s arch=%s umoci=%s\n' "$RECIPE" "$EPOCH" "$NODE_VERSION" "$DEB_ARCH" "$(umoci --version)"
     for p in "${DEBS[@]}"; do printf 'deb %s=%s\n' "$p" "${DEB_VERSION[$p]}"; done
     (cd "$ROOT" && find tunnel worker connector operator cli -name '*.ts' -not -name '*.test.ts' -print0 &&
-      find bin image -path image/out -prune -o -type f -print0 &&
-      printf '%s\0' package.json package-lock.json tsconfig.json tsconfig.build.json) |
+      find bin -type f -print0 &&
+      printf '%s\0' image/build.sh image/node.sh image/tsconfig.json package.json package-lock.json tsconfig.json tsconfig.build.json) |
       sort -z | (cd "$ROOT" && xargs -0 sha256sum)
   } | sha256sum | cut -d' ' -f1
 }

@@ -22,8 +22,6 @@ export interface PrivateContainerd {
   snapshotter: string;
   /** `ctr -a ADDRESS -n NAMESPACE ...args`. */
   ctr(args: string[], timeoutMs?: number): Promise<CtrResult>;
-  /** `ctr images import` of an image archive, unpacked for this containerd's snapshotter. */
-  importArchive(file: string, timeoutMs?: number): Promise<CtrResult>;
   /** `ctr run --rm` with this containerd's runc root and FIFO dir; ARGS replace the image's entrypoint and command. */
   run(image: string, opts: { readOnly: boolean; args?: string[] }, timeoutMs?: number): Promise<CtrResult>;
   /** The last lines of containerd's log (for failure messages). */
@@ -120,7 +118,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
     address,
     snapshotter,
     ctr: (args, timeoutMs) => ctr(args, timeoutMs),
-    importArchive: (file, timeoutMs = 120_000) => ctr(['images', 'import', '--snapshotter', snapshotter, file], timeoutMs),
     run,
     logTail,
     stop,
