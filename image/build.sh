@@ -212,7 +212,8 @@ if [[ ! -d "$MODS/node_modules" ]]; then
   mkdir -p "$MODS"
   mv "$WORK/npm/node_modules" "$MODS/node_modules"
 fi
-cp -a "$MODS/node_modules" "$OPT/node_modules"
+# Hard links (same file system, nothing writes to them): a copy of 4,000 files costs seconds.
+cp -al "$MODS/node_modules" "$OPT/node_modules"
 
 # ------------------------------------------------------------------------- checks
 

@@ -47,7 +47,8 @@ done
 
 bash "$ROOT/image/deps.sh" ctr
 ctr_() { ctr --address "$address" --namespace "$namespace" "$@"; }
-if ! ctr_ version >/dev/null 2>&1; then
+# A missing socket is "not running" at once (ctr would try to connect for 10 s).
+if [[ ! -S "$address" ]] || ! ctr --connect-timeout 5s --address "$address" version >/dev/null 2>&1; then
   if ((if_running)); then
     printf '[image/import.sh] no containerd answers at %s: not imported (make cluster starts one; --address names another)\n' "$address" >&2
     exit 0
