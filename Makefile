@@ -12,7 +12,7 @@ NODE_STAMP := $(NODE_DIR)/.underpass-node
 export PATH := $(NODE_DIR)/bin:$(PATH)
 TS_SOURCES := $(shell find tunnel worker connector operator cli bench -name '*.ts' -not -name '*.test.ts' 2>/dev/null)
 
-.PHONY: help node deps build typecheck demo test test-unit test-deps interop-peer testenv-bins testenv testenv-stop clean
+.PHONY: help node deps build typecheck demo test test-unit test-deps interop-peer testenv-bins testenv testenv-stop manifests clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ test: build typecheck test-deps interop-peer testenv-bins ## everything: unit, i
 test-unit: build ## unit tests only (no Go, no cluster)
 	@# Anchored: a bare `tunnel` would also pick test/cluster/tunnel.test.ts, which needs the cluster binaries.
 	npm test -- '^$(CURDIR)/(tunnel|worker|connector|cli)/'
+
+manifests: deps testenv-bins ## regenerate operator/deploy and operator/rbac (helm template of charts/underpass-operator) and the chart's crds/ (from crds/)
+	UNDERPASS_UPDATE_MANIFESTS=1 npm test -- test/charts/manifests.test.ts
 
 clean: ## remove build output
 	rm -rf dist

@@ -5,6 +5,7 @@ import { registerBundleCommand } from './bundle.js';
 import { registerDemoCommand } from './demo.js';
 import { registerOperatorCommand } from './operator.js';
 import { registerPkiCommands } from './pki.js';
+import { registerProbeCommand } from './probe.js';
 import { registerRunCommands } from './run.js';
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or usage. */
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
   registerBundleCommand(connector);
   registerOperatorCommand(program);
   registerDemoCommand(program);
+  registerProbeCommand(program);
   return program;
 }
 

@@ -5,7 +5,8 @@
  */
 import os from 'node:os';
 import type { Command } from 'commander';
-import { parseHostPort } from '../tunnel/address.js';
+import { isIP } from 'node:net';
+import { isDns1123Label, parseHostPort } from '../tunnel/address.js';
 import { ConfigError } from '../tunnel/errors.js';
 import { createLogger } from '../tunnel/log.js';
 import { LOG_LEVELS } from '../tunnel/config-load.js';
@@ -19,6 +20,9 @@ interface OperatorFlags {
   reportListen?: string;
   reportUrl?: string;
   reportSan?: string[];
+  reportService?: string;
+  podIp?: string;
+  podName?: string;
   podNamespace: string;
   leaseName: string;
   identity?: string;
@@ -34,16 +38,22 @@ export function registerOperatorCommand(program: Command): void {
     .option('--kubeconfig <file>', 'kubeconfig file (default: in-cluster service account, then $KUBECONFIG, then ~/.kube/config)')
     .option('--namespace <ns>', 'watch only this namespace (default: all namespaces)')
     .option('--worker-image <image>', 'container image for worker pods (a TunnelConnection may override it)', `ghcr.io/underpass/underpass:${VERSION}`)
-    .option('--admin <host:port>', 'address for /healthz, /readyz (ready = leader) and /metrics', '0.0.0.0:8080')
+    .option('--admin <host:port>', 'address for /healthz, /readyz (503 with the reason while something is wrong) and /metrics', '0.0.0.0:8080')
     .option('--report-listen <host:port>', 'address of the HTTPS endpoint workers report to (mutual TLS with their connection certificate)')
     .option('--report-url <url>', 'the URL workers use to reach --report-listen, written into their config (e.g. https://underpass-operator.underpass-system.svc:8443)')
     .option('--report-san <name>', 'extra DNS name or IP for the report endpoint certificate (repeatable)', collect)
+    .option('--report-service <name>', 'selector-less Service (in --pod-namespace) in front of the replicas: the leader points its EndpointSlice at --pod-ip')
+    .option('--pod-ip <ip>', 'this pod\'s IP, for --report-service (default: $POD_IP)', process.env.POD_IP)
+    .option('--pod-name <name>', 'this pod\'s name, named in the EndpointSlice (default: $POD_NAME)', process.env.POD_NAME)
     .option('--pod-namespace <ns>', 'namespace of the operator itself: leader Lease and report TLS Secret live here', process.env.POD_NAMESPACE ?? 'underpass-system')
     .option('--lease-name <name>', 'name of the leader-election Lease', 'underpass-operator')
     .option('--identity <id>', 'this replica\'s identity in the Lease (default: the pod/host name)')
     .option('--log-level <level>', `log level (${LOG_LEVELS.join(', ')})`, 'info')
     .addHelpText('after', `
-Several replicas may run; one holds the Lease and reconciles, the others wait (their /readyz says so).
+Several replicas may run; one holds the Lease and reconciles, the others wait as standby (/readyz says
+which). With --report-service the leader points that Service's EndpointSlice at itself, so worker
+reports reach it while every replica is Ready. Start-up problems (a missing namespace, missing CRDs,
+RBAC that forbids what it needs) are logged once with the fix, and /readyz answers 503 naming them.
 
 Example (outside a cluster, against a kubeconfig):
   $ underpass operator --kubeconfig ~/.kube/config --admin 127.0.0.1:8080 \\
@@ -63,7 +73,13 @@ Example (outside a cluster, against a kubeconfig):
           throw new ConfigError(`"${flags.reportUrl}" is not a URL`, { field: '--report-url' });
         }
         if (url.protocol !== 'https:') throw new ConfigError('must be an https:// URL (workers authenticate with mutual TLS)', { field: '--report-url' });
-        report = { listen: parseHostPort(flags.reportListen, '--report-listen'), url: url.href.replace(/\/$/, ''), secretNamespace: flags.podNamespace, secretName: 'underpass-operator-report-tls', sans: flags.reportSan ?? [] };
+        report = {
+          listen: parseHostPort(flags.reportListen, '--report-listen'), url: url.href.replace(/\/$/, ''),
+          secretNamespace: flags.podNamespace, secretName: 'underpass-operator-report-tls', sans: flags.reportSan ?? [],
+          ...(flags.reportService ? { endpoint: reportEndpoint(flags.reportService, flags.podIp, flags.podName) } : {}),
+        };
+      } else if (flags.reportService) {
+        throw new ConfigError('only applies with --report-listen and --report-url', { field: '--report-service' });
       }
       const logger = createLogger('operator', { level: flags.logLevel });
       // Loaded here: worker and connector processes never load the Kubernetes client.
@@ -91,4 +107,11 @@ Example (outside a cluster, against a kubeconfig):
       });
       await operator.stop();
     });
+}
+
+function reportEndpoint(service: string, ip: string | undefined, pod: string | undefined): { service: string; ip: string; pod?: string } {
+  if (!isDns1123Label(service)) throw new ConfigError(`"${service}" is not a Service name (a DNS-1123 label)`, { field: '--report-service' });
+  if (!ip) throw new ConfigError('is needed with --report-service (set POD_IP from status.podIP, as the chart does)', { field: '--pod-ip' });
+  if (isIP(ip) === 0) throw new ConfigError(`"${ip}" is not an IP address`, { field: '--pod-ip' });
+  return { service, ip, ...(pod ? { pod } : {}) };
 }

@@ -5,6 +5,7 @@
  */
 import type * as k8s from '@kubernetes/client-node';
 import YAML from 'yaml';
+import { parseDuration } from '../tunnel/duration.js';
 import type { Mapping } from '../tunnel/mapping.js';
 import { ADMIN_PORT, namesFor, ownedLabels, selectorLabels, TUNNEL_PORT } from './names.js';
 import type { TunnelConnection } from './types.js';
@@ -60,17 +61,26 @@ export function serviceAccount(tc: TunnelConnection): k8s.V1ServiceAccount {
   return { apiVersion: 'v1', kind: 'ServiceAccount', metadata: meta(tc, namesFor(tc.metadata.name).serviceAccount), automountServiceAccountToken: false };
 }
 
-function drainSeconds(tc: TunnelConnection): number {
-  const m = /^(\d+)(ms|s|m|h)$/.exec(tc.spec.worker.drainTimeout);
-  if (!m) return 30;
-  const n = Number(m[1]);
-  return Math.ceil({ ms: n / 1000, s: n, m: n * 60, h: n * 3600 }[m[2] as 'ms' | 's' | 'm' | 'h']);
+/**
+ * The pod's termination grace period: the worker's drain time (the duration
+ * parser the worker itself uses, so "1m30s" is 90 s here too) plus 10 s to
+ * close. The CRD's pattern already refuses anything else.
+ */
+export function terminationGraceSeconds(tc: TunnelConnection): number {
+  return Math.ceil(parseDuration(tc.spec.worker.drainTimeout, 'spec.worker.drainTimeout') / 1000) + 10;
 }
 
-export function deployment(tc: TunnelConnection, mappings: readonly Mapping[], opts: BuildOptions): k8s.V1Deployment {
+/**
+ * The worker Deployment. Its pod template depends on the TunnelConnection
+ * only, never on the mappings: any change to the template rolls every worker,
+ * and mappings reach running workers through the operator channel instead.
+ * (No containerPort per mapping: the apps Service targets numeric ports, and
+ * containerPort is informational.) `_mappings` stays in the signature so the
+ * table tests can pin exactly that.
+ */
+export function deployment(tc: TunnelConnection, _mappings: readonly Mapping[], opts: BuildOptions): k8s.V1Deployment {
   const names = namesFor(tc.metadata.name);
   const w = tc.spec.worker;
-  const mappingPorts = mappings.filter((m) => m.target.side === 'Connector').map((m) => ({ containerPort: m.listen.port, name: portName(m.listen.port), protocol: 'TCP' }));
   return {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
@@ -85,7 +95,7 @@ export function deployment(tc: TunnelConnection, mappings: readonly Mapping[], o
         spec: {
           serviceAccountName: names.serviceAccount,
           automountServiceAccountToken: false,
-          terminationGracePeriodSeconds: drainSeconds(tc) + 10,
+          terminationGracePeriodSeconds: terminationGraceSeconds(tc),
           securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' } },
           ...(w.nodeSelector ? { nodeSelector: w.nodeSelector } : {}),
           ...(w.tolerations ? { tolerations: w.tolerations } : {}),
@@ -96,7 +106,6 @@ export function deployment(tc: TunnelConnection, mappings: readonly Mapping[], o
             ports: [
               { containerPort: TUNNEL_PORT, name: 'tunnel', protocol: 'TCP' },
               { containerPort: ADMIN_PORT, name: 'admin', protocol: 'TCP' },
-              ...mappingPorts,
             ],
             readinessProbe: { httpGet: { path: '/readyz', port: 'admin' }, periodSeconds: 5, failureThreshold: 2 },
             livenessProbe: { httpGet: { path: '/healthz', port: 'admin' }, periodSeconds: 10, failureThreshold: 3 },

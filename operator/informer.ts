@@ -1,7 +1,10 @@
 /**
  * An informer that never gives up: client-node's ListWatch relists on 410
  * Gone by itself; on any other error we restart it with backoff (never exit
- * from a watch). Handlers only enqueue keys (cert-manager style).
+ * from a watch). Handlers only enqueue keys (cert-manager style). It counts
+ * as synced only after a start without error (client-node's start() also
+ * resolves when its list failed), and each outcome goes to `report`, so a
+ * missing CRD or a forbidden list is reported once, not logged per retry.
  */
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
@@ -17,6 +20,8 @@ export interface InformerOptions<T extends k8s.KubernetesObject> {
   onChange: (obj: T, kind: 'add' | 'update' | 'delete') => void;
   logger: Logger;
   name: string;
+  /** Called with the error of a failed list or watch, and with undefined once a (re)start got through. */
+  report?: (err: unknown) => void;
 }
 
 export class Informer<T extends k8s.KubernetesObject> {
@@ -27,6 +32,7 @@ export class Informer<T extends k8s.KubernetesObject> {
   #synced = false;
   #syncWaiters: Array<() => void> = [];
   #restartTimer: NodeJS.Timeout | undefined;
+  #errors = 0;
 
   constructor(opts: InformerOptions<T>) {
     this.#opts = opts;
@@ -40,12 +46,21 @@ export class Informer<T extends k8s.KubernetesObject> {
 
   async start(): Promise<void> {
     this.#stopped = false;
+    await this.#run();
+  }
+
+  /** One (re)start: list when needed, then watch. Failures arrive through the 'error' event. */
+  async #run(): Promise<void> {
+    const errorsBefore = this.#errors;
     try {
       await this.#informer.start();
-      this.#markSynced();
     } catch (err) {
       this.#onError(err);
+      return;
     }
+    if (this.#errors !== errorsBefore || this.#stopped) return;
+    this.#markSynced();
+    this.#opts.report?.(undefined);
   }
 
   /** Resolves after the first successful list. */
@@ -81,12 +96,14 @@ export class Informer<T extends k8s.KubernetesObject> {
 
   #onError(err: unknown): void {
     if (this.#stopped) return;
+    this.#errors++;
     const delay = this.#backoff.next();
-    this.#opts.logger.warn({ informer: this.#opts.name, err: apiErrorMessage(err), delayMs: delay }, `watch of ${this.#opts.name} failed (${apiErrorMessage(err)}); restarting in ${delay} ms`);
+    this.#opts.report?.(err);
+    // With a reporter the problem is logged once by whoever receives it; the retries only at debug.
+    this.#opts.logger[this.#opts.report ? 'debug' : 'warn']({ informer: this.#opts.name, err: apiErrorMessage(err), delayMs: delay }, `watch of ${this.#opts.name} failed (${apiErrorMessage(err)}); restarting in ${delay} ms`);
     clearTimeout(this.#restartTimer);
     this.#restartTimer = setTimeout(() => {
-      if (this.#stopped) return;
-      this.#informer.start().then(() => this.#markSynced(), (e: unknown) => this.#onError(e));
+      if (!this.#stopped) void this.#run();
     }, delay);
   }
 }

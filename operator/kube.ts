@@ -31,6 +31,8 @@ export class Kube {
   readonly coordination: k8s.CoordinationV1Api;
   readonly custom: k8s.CustomObjectsApi;
   readonly apis: k8s.ApisApi;
+  readonly authorization: k8s.AuthorizationV1Api;
+  readonly discovery: k8s.DiscoveryV1Api;
   readonly #listeners: WriteListener[] = [];
 
   constructor(kc: k8s.KubeConfig) {
@@ -41,6 +43,8 @@ export class Kube {
     this.coordination = kc.makeApiClient(k8s.CoordinationV1Api);
     this.custom = kc.makeApiClient(k8s.CustomObjectsApi);
     this.apis = kc.makeApiClient(k8s.ApisApi);
+    this.authorization = kc.makeApiClient(k8s.AuthorizationV1Api);
+    this.discovery = kc.makeApiClient(k8s.DiscoveryV1Api);
   }
 
   onWrite(listener: WriteListener): void {

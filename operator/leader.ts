@@ -4,12 +4,15 @@
  * and give up leadership as soon as renewals have failed for
  * `renewDeadlineMs` — before anyone else may take the expired lease — so two
  * replicas never both act as leader. Writes use optimistic concurrency
- * (resourceVersion), so a race for the lease has one winner.
+ * (resourceVersion), so a race for the lease has one winner. Why the lease
+ * cannot be read or written (no namespace, RBAC) goes to `onProblem`, and is
+ * cleared there once a request succeeds.
  */
 import type * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { sleep } from '../tunnel/backoff.js';
 import { apiErrorMessage, isNotFound, type Kube } from './kube.js';
+import { problemOf, type Problem } from './problems.js';
 
 export interface LeaderOptions {
   kube: Kube;
@@ -23,6 +26,8 @@ export interface LeaderOptions {
   logger: Logger;
   onStartedLeading: () => void;
   onStoppedLeading: () => void;
+  /** Why the last lease request failed (undefined: it worked, or only lost a race). */
+  onProblem?: (problem: Problem | undefined) => void;
   now?: () => Date;
 }
 
@@ -32,7 +37,7 @@ export function microTime(d: Date): string {
 }
 
 export class LeaderElector {
-  readonly #o: Required<Omit<LeaderOptions, 'now'>> & { now: () => Date };
+  readonly #o: Required<Omit<LeaderOptions, 'now' | 'onProblem'>> & { now: () => Date; onProblem: (problem: Problem | undefined) => void };
   #leader = false;
   #lastRenew = 0;
 
@@ -43,6 +48,7 @@ export class LeaderElector {
       renewIntervalMs: 2_000,
       retryIntervalMs: 2_000,
       now: () => new Date(),
+      onProblem: () => undefined,
       ...opts,
     };
   }
@@ -86,6 +92,7 @@ export class LeaderElector {
     } catch (err) {
       if (!isNotFound(err)) {
         o.logger.debug({ err: apiErrorMessage(err) }, 'cannot read the leader lease');
+        o.onProblem(problemOf(err, this.#request('get')));
         return false;
       }
       return this.#write('create', {
@@ -100,7 +107,10 @@ export class LeaderElector {
     const renewed = spec.renewTime ? new Date(spec.renewTime as unknown as string).getTime() : 0;
     const duration = (spec.leaseDurationSeconds ?? 15) * 1000;
     const mine = holder === o.identity;
-    if (!mine && holder !== '' && renewed + duration > now.getTime()) return false; // held by someone else
+    if (!mine && holder !== '' && renewed + duration > now.getTime()) {
+      o.onProblem(undefined); // held by someone else: this replica is a healthy standby
+      return false;
+    }
     const acquired = mine && spec.acquireTime ? new Date(spec.acquireTime as unknown as string) : now;
     const transitions = (spec.leaseTransitions ?? 0) + (mine ? 0 : 1);
     return this.#write('replace', { ...lease, spec: this.#spec(acquired, now, transitions) });
@@ -122,11 +132,17 @@ export class LeaderElector {
     try {
       if (verb === 'create') await o.kube.write('create', 'leases', () => o.kube.coordination.createNamespacedLease({ namespace: o.namespace, body }));
       else await o.kube.write('update', 'leases', () => o.kube.coordination.replaceNamespacedLease({ name: o.name, namespace: o.namespace, body }));
+      o.onProblem(undefined);
       return true;
     } catch (err) {
       o.logger.debug({ err: apiErrorMessage(err) }, `lease ${verb} failed (another replica won or the API is unreachable)`);
+      o.onProblem(problemOf(err, this.#request(verb === 'replace' ? 'update' : 'create')));
       return false;
     }
+  }
+
+  #request(verb: string): { verb: string; resource: string; namespace: string } {
+    return { verb, resource: 'leases.coordination.k8s.io', namespace: this.#o.namespace };
   }
 
   /** On a clean shutdown, hand the lease over at once instead of letting it expire. */

@@ -9,6 +9,7 @@ export class OperatorMetrics {
   readonly leader: Gauge;
   readonly apiWrites: Counter<'verb' | 'resource'>;
   readonly workerReports: Counter<'result'>;
+  readonly problems: Gauge<'code'>;
 
   constructor() {
     const registers = [this.registry];
@@ -18,6 +19,7 @@ export class OperatorMetrics {
     this.queueDepth = new Gauge({ name: 'underpass_operator_workqueue_depth', help: 'Keys waiting in the work queue.', registers });
     this.leader = new Gauge({ name: 'underpass_operator_leader', help: '1 while this replica holds the leader lease, else 0.', registers });
     this.apiWrites = new Counter({ name: 'underpass_operator_api_writes_total', help: 'Write requests sent to the Kubernetes API, by verb and resource.', labelNames: ['verb', 'resource'], registers });
+    this.problems = new Gauge({ name: 'underpass_operator_problems', help: 'What keeps the operator from working (namespace, CRDs, RBAC, API errors), by code; /readyz names each. 0 when healthy.', labelNames: ['code'], registers });
     this.workerReports = new Counter({ name: 'underpass_operator_worker_reports_total', help: 'Worker status reports received, by result.', labelNames: ['result'], registers });
   }
 }

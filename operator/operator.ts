@@ -1,15 +1,19 @@
 /**
  * The operator process: informers on both CRDs and on what it owns (handlers
  * only enqueue), a per-key work queue that runs only while this replica holds
- * the leader Lease, the worker report channel (leader only), and an admin
- * endpoint whose /readyz is "leader and caches synced" — so a Service in
- * front of the replicas sends worker reports to the leader.
+ * the leader Lease, the worker report channel (leader only; the leader points
+ * the report Service's EndpointSlice at itself), and an admin endpoint whose
+ * /readyz is "caches synced and nothing wrong" on leader and standby alike.
+ * Start-up never gives up: a missing namespace, missing CRDs or RBAC that
+ * forbids what it needs are retried, logged once with the fix, and named by
+ * /readyz until they are fixed.
  */
 import type { AddressInfo } from 'node:net';
 import http from 'node:http';
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { formatHostPort, type HostPort } from '../tunnel/address.js';
+import { Backoff, sleep } from '../tunnel/backoff.js';
 import { errorMessage } from '../tunnel/errors.js';
 import { closeNow } from '../tunnel/listen.js';
 import { Applier } from './apply.js';
@@ -18,9 +22,12 @@ import { EventRecorder } from './events.js';
 import { Informer } from './informer.js';
 import { apiErrorMessage, GROUP, Kube, keyOf, refOf, VERSION } from './kube.js';
 import { LeaderElector } from './leader.js';
+import { publishLeaderEndpoint } from './leader-endpoint.js';
 import { OperatorMetrics } from './metrics.js';
 import { MANAGED_BY } from './names.js';
 import { ensureOperatorTls } from './operator-pki.js';
+import { accessChecks, checkPermissions } from './permissions.js';
+import { PROBLEM_CODES, ProblemBoard, problemOf, RBAC_FIX, type Request } from './problems.js';
 import { WorkQueue } from './queue.js';
 import { ReportServer, ReportStore } from './reports.js';
 import { APPLICATION_MAPPINGS, TUNNEL_CONNECTIONS, type ApplicationMapping, type TunnelConnection } from './types.js';
@@ -34,16 +41,26 @@ export interface OperatorOptions {
   lease: { namespace: string; name: string; durationMs?: number; renewDeadlineMs?: number; renewIntervalMs?: number; retryIntervalMs?: number };
   workerImage: string;
   admin: HostPort;
-  /** The worker report channel; without it workers only get mappings through their ConfigMap. */
-  report?: { listen: HostPort; url: string; secretNamespace: string; secretName: string; sans: string[] };
+  /**
+   * The worker report channel; without it workers only get mappings through their ConfigMap.
+   * `endpoint`: the selector-less Service in front of the replicas and this pod's address, which
+   * the leader writes into the Service's EndpointSlice (unset outside a cluster).
+   */
+  report?: {
+    listen: HostPort; url: string; secretNamespace: string; secretName: string; sans: string[];
+    endpoint?: { service: string; ip: string; pod?: string };
+  };
   reportMaxAgeMs?: number;
   reportGraceMs?: number;
+  /** Delays between start-up retries (report TLS, permission check); default 1 s growing to 30 s. */
+  retry?: { initialMs: number; maxMs: number };
 }
 
 export class Operator {
   readonly kube: Kube;
   readonly metrics = new OperatorMetrics();
   readonly store = new ReportStore();
+  readonly problems: ProblemBoard;
   readonly #o: OperatorOptions;
   readonly #log: Logger;
   readonly #caches: Caches;
@@ -52,6 +69,9 @@ export class Operator {
   #controller: TunnelController | undefined;
   #elector: LeaderElector | undefined;
   #electing: Promise<void> | undefined;
+  #starting: Promise<void> | undefined;
+  /** Aborted when this replica stops leading: ends what only a leader does. */
+  #term: AbortController | undefined;
   #reportServer: ReportServer | undefined;
   #admin: http.Server | undefined;
   #synced = false;
@@ -60,6 +80,9 @@ export class Operator {
   constructor(o: OperatorOptions) {
     this.#o = o;
     this.#log = o.logger;
+    this.problems = new ProblemBoard(o.logger, () => {
+      for (const code of PROBLEM_CODES) this.metrics.problems.set({ code }, this.problems.count(code));
+    });
     this.kube = new Kube(o.kc);
     this.kube.onWrite((verb, resource) => this.metrics.apiWrites.inc({ verb, resource }));
     this.#caches = this.#makeCaches();
@@ -67,7 +90,8 @@ export class Operator {
       process: (key) => this.#process(key),
       onError: (key, err, retryInMs) => {
         this.metrics.reconcileErrors.inc({ kind: key.startsWith('tc:') ? 'TunnelConnection' : 'ApplicationMapping' });
-        this.#log.warn({ key, err: apiErrorMessage(err), retryInMs }, `reconcile ${key.slice(3)} failed: ${apiErrorMessage(err)}; retrying in ${retryInMs} ms`);
+        const fix = /^403 /.test(apiErrorMessage(err)) ? ` (${RBAC_FIX})` : '';
+        this.#log.warn({ key, err: apiErrorMessage(err), retryInMs }, `reconcile ${key.slice(3)} failed: ${apiErrorMessage(err)}${fix}; retrying in ${retryInMs} ms`);
       },
     });
     this.store.on('report', (connection: string) => this.#queue.add(`tc:${connection}`));
@@ -83,10 +107,30 @@ export class Operator {
 
   #reportAddress: AddressInfo | undefined;
 
+  /**
+   * Opens the admin endpoint and starts everything else in the background:
+   * it resolves at once, while /readyz says what start-up still waits for.
+   */
   async start(): Promise<{ admin: AddressInfo }> {
     const admin = await this.#startAdmin();
+    this.#starting = this.#startUp().catch((err: unknown) => {
+      this.#log.error({ err: errorMessage(err) }, `operator start-up failed: ${errorMessage(err)}`);
+    });
+    return { admin };
+  }
+
+  async #startUp(): Promise<void> {
+    const signal = this.#abort.signal;
+    // The informers start first, so missing CRDs or forbidden lists are reported while the rest waits.
+    const caches = Object.values(this.#caches);
+    await Promise.all(caches.map((c) => c.start()));
     const routes = await this.#hasRoutes();
-    const channel = this.#o.report ? await this.#prepareReportTls() : undefined;
+    void this.#checkPermissions(routes, signal);
+    const report = this.#o.report;
+    const channel = report
+      ? await this.#retry('report-tls', { verb: 'get/create/update', resource: 'secrets', namespace: report.secretNamespace }, () => this.#prepareReportTls(), signal)
+      : undefined;
+    if (signal.aborted) return;
     this.#controller = new TunnelController({
       kube: this.kube,
       applier: new Applier(this.kube),
@@ -102,8 +146,8 @@ export class Operator {
         reportGraceMs: this.#o.reportGraceMs ?? 10_000,
       },
     });
-    await Promise.all(Object.values(this.#caches).map((c) => c.start()));
-    await Promise.all(Object.values(this.#caches).map((c) => c.synced()));
+    await Promise.race([Promise.all(caches.map((c) => c.synced())), new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))]);
+    if (signal.aborted) return;
     this.#synced = true;
     this.#log.info({ namespace: this.#o.namespace ?? '(all)', identity: this.#o.identity }, 'caches synced; waiting for leadership');
     this.#elector = new LeaderElector({
@@ -118,9 +162,42 @@ export class Operator {
       logger: this.#log,
       onStartedLeading: () => void this.#lead(channel),
       onStoppedLeading: () => void this.#follow(),
+      onProblem: (p) => this.problems.set('lease', p),
     });
-    this.#electing = this.#elector.run(this.#abort.signal);
-    return { admin };
+    this.#electing = this.#elector.run(signal);
+  }
+
+  /** Runs `step` until it succeeds (or the operator stops), its failures on the problem board. */
+  async #retry<T>(source: string, req: Request, step: () => Promise<T>, signal: AbortSignal): Promise<T | undefined> {
+    const backoff = new Backoff(this.#o.retry ?? { initialMs: 1_000, maxMs: 30_000 });
+    while (!signal.aborted) {
+      try {
+        const result = await step();
+        this.problems.set(source, undefined);
+        return result;
+      } catch (err) {
+        this.problems.set(source, problemOf(err, req));
+        await sleep(backoff.next(), signal);
+      }
+    }
+    return undefined;
+  }
+
+  /** Asks the API server whether every permission is granted; again with backoff until they are. */
+  async #checkPermissions(routes: boolean, signal: AbortSignal): Promise<void> {
+    const checks = accessChecks({
+      ...(this.#o.namespace ? { watched: this.#o.namespace } : {}),
+      own: this.#o.lease.namespace,
+      routes,
+      ...(this.#o.report?.endpoint ? { reportService: this.#o.report.endpoint.service } : {}),
+    });
+    const backoff = new Backoff(this.#o.retry ?? { initialMs: 1_000, maxMs: 30_000 });
+    while (!signal.aborted) {
+      const problem = await checkPermissions(this.kube, checks);
+      this.problems.set('permissions', problem);
+      if (!problem) return;
+      await sleep(backoff.next(), signal);
+    }
   }
 
   /** Resolves when nothing is queued or being reconciled (tests). */
@@ -130,6 +207,7 @@ export class Operator {
 
   async stop(): Promise<void> {
     this.#abort.abort();
+    await this.#starting;
     await this.#electing;
     await this.#queue.stop();
     await this.#reportServer?.close();
@@ -157,13 +235,32 @@ export class Operator {
       } catch (err) {
         this.#log.error({ err: errorMessage(err) }, `cannot open the worker report endpoint on ${formatHostPort(this.#o.report.listen)}: ${errorMessage(err)}`);
       }
+      const endpoint = this.#o.report.endpoint;
+      if (endpoint) {
+        this.#term = new AbortController();
+        void this.#publishEndpoint(endpoint, AbortSignal.any([this.#abort.signal, this.#term.signal]));
+      }
     }
     for (const tc of this.#caches.tcs.list()) this.#queue.add(`tc:${keyOf(tc.metadata)}`);
     for (const am of this.#caches.ams.list()) this.#queue.add(`am:${keyOf(am.metadata)}`);
     this.#queue.start();
   }
 
+  /** Points the report Service at this replica; retried while it leads. */
+  async #publishEndpoint(endpoint: { service: string; ip: string; pod?: string }, signal: AbortSignal): Promise<void> {
+    const report = this.#o.report!;
+    const published = { namespace: report.secretNamespace, service: endpoint.service, ip: endpoint.ip, port: report.listen.port, ...(endpoint.pod ? { pod: endpoint.pod } : {}) };
+    const req = { verb: 'get/create/update', resource: 'endpointslices.discovery.k8s.io', namespace: published.namespace };
+    const done = await this.#retry('report-endpoint', req, async () => {
+      await publishLeaderEndpoint(this.kube, published);
+      return true;
+    }, signal);
+    if (done) this.#log.info({ service: endpoint.service, ip: endpoint.ip }, `report Service ${published.namespace}/${endpoint.service} now points at this replica (${endpoint.ip})`);
+  }
+
   async #follow(): Promise<void> {
+    this.#term?.abort();
+    this.problems.withdraw('report-endpoint', 'no longer the leader');
     this.metrics.leader.set(0);
     await this.#queue.stop();
     await this.#reportServer?.close();
@@ -201,15 +298,19 @@ export class Operator {
     const custom = (plural: string) => () => (ns
       ? this.kube.custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural })
       : this.kube.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural })) as Promise<k8s.KubernetesListObject<never>>;
-    const mk = <T extends k8s.KubernetesObject>(name: string, p: string, list: () => Promise<k8s.KubernetesListObject<T>>, onChange: (o: T, kind: 'add' | 'update' | 'delete') => void, labelSelector?: string) =>
-      new Informer<T>({ kc, path: p, list, onChange, logger: log, name, ...(labelSelector ? { labelSelector } : {}) });
+    // `resource` is plural.group: the informer's name and what a problem names (a failed list of ours = CRD missing).
+    const mk = <T extends k8s.KubernetesObject>(resource: string, p: string, list: () => Promise<k8s.KubernetesListObject<T>>, onChange: (o: T, kind: 'add' | 'update' | 'delete') => void, labelSelector?: string) => {
+      const req: Request = { verb: 'list/watch', resource, ...(ns ? { namespace: ns } : {}), crd: resource.endsWith(`.${GROUP}`) };
+      const report = (err: unknown): void => this.problems.set(`informer:${resource}`, err === undefined ? undefined : problemOf(err, req));
+      return new Informer<T>({ kc, path: p, list, onChange, logger: log, name: resource, report, ...(labelSelector ? { labelSelector } : {}) });
+    };
     const core = this.kube.core;
     return {
-      tcs: mk<TunnelConnection>('tunnelconnections', path(`/apis/${GROUP}/${VERSION}`, TUNNEL_CONNECTIONS), custom(TUNNEL_CONNECTIONS), (tc, kind) => {
+      tcs: mk<TunnelConnection>(`${TUNNEL_CONNECTIONS}.${GROUP}`, path(`/apis/${GROUP}/${VERSION}`, TUNNEL_CONNECTIONS), custom(TUNNEL_CONNECTIONS), (tc, kind) => {
         this.#queue.add(`tc:${keyOf(tc.metadata)}`);
         if (kind === 'delete') for (const am of this.#caches.ams.list(tc.metadata.namespace)) if (am.spec.connection === tc.metadata.name) this.#queue.add(`am:${keyOf(am.metadata)}`);
       }),
-      ams: mk<ApplicationMapping>('applicationmappings', path(`/apis/${GROUP}/${VERSION}`, APPLICATION_MAPPINGS), custom(APPLICATION_MAPPINGS), (am, kind) => {
+      ams: mk<ApplicationMapping>(`${APPLICATION_MAPPINGS}.${GROUP}`, path(`/apis/${GROUP}/${VERSION}`, APPLICATION_MAPPINGS), custom(APPLICATION_MAPPINGS), (am, kind) => {
         const key = keyOf(am.metadata);
         const previous = this.#amConnection.get(key);
         if (previous && previous !== am.spec.connection) this.#queue.add(`tc:${am.metadata.namespace}/${previous}`);
@@ -218,12 +319,12 @@ export class Operator {
         this.#queue.add(`tc:${am.metadata.namespace}/${am.spec.connection}`);
         if (kind !== 'delete') this.#queue.add(`am:${key}`);
       }),
-      deployments: mk('deployments', path('/apis/apps/v1', 'deployments'), () => (ns ? this.kube.apps.listNamespacedDeployment({ namespace: ns, labelSelector: owned }) : this.kube.apps.listDeploymentForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
+      deployments: mk('deployments.apps', path('/apis/apps/v1', 'deployments'), () => (ns ? this.kube.apps.listNamespacedDeployment({ namespace: ns, labelSelector: owned }) : this.kube.apps.listDeploymentForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
       services: mk('services', path('/api/v1', 'services'), () => (ns ? core.listNamespacedService({ namespace: ns, labelSelector: owned }) : core.listServiceForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
       configMaps: mk('configmaps', path('/api/v1', 'configmaps'), () => (ns ? core.listNamespacedConfigMap({ namespace: ns, labelSelector: owned }) : core.listConfigMapForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
       secrets: mk('secrets', path('/api/v1', 'secrets'), () => (ns ? core.listNamespacedSecret({ namespace: ns, labelSelector: owned }) : core.listSecretForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
       serviceAccounts: mk('serviceaccounts', path('/api/v1', 'serviceaccounts'), () => (ns ? core.listNamespacedServiceAccount({ namespace: ns, labelSelector: owned }) : core.listServiceAccountForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
-      networkPolicies: mk('networkpolicies', path('/apis/networking.k8s.io/v1', 'networkpolicies'), () => (ns ? this.kube.networking.listNamespacedNetworkPolicy({ namespace: ns, labelSelector: owned }) : this.kube.networking.listNetworkPolicyForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
+      networkPolicies: mk('networkpolicies.networking.k8s.io', path('/apis/networking.k8s.io/v1', 'networkpolicies'), () => (ns ? this.kube.networking.listNamespacedNetworkPolicy({ namespace: ns, labelSelector: owned }) : this.kube.networking.listNetworkPolicyForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
     };
   }
 
@@ -245,13 +346,25 @@ export class Operator {
     return ensureOperatorTls({ kube: this.kube, namespace: r.secretNamespace, secretName: r.secretName, sans: [...new Set([host, ...r.sans])], logger: this.#log });
   }
 
+  /**
+   * Ready: caches synced and no problem on the board, leader or standby (a
+   * standby is ready to take over; the report Service reaches only the leader
+   * through its EndpointSlice). Not ready: every problem, each with its fix.
+   */
+  readiness(): { ready: boolean; text: string } {
+    const problems = this.problems.list.map((p) => p.message);
+    if (problems.length > 0) return { ready: false, text: `not ready: ${problems.join('; ')}` };
+    if (!this.#synced) return { ready: false, text: 'not ready: caches not synced yet' };
+    return { ready: true, text: `ready (${this.isLeader ? 'leader' : 'standby'})` };
+  }
+
   async #startAdmin(): Promise<AddressInfo> {
     this.#admin = http.createServer((req, res) => {
       const p = (req.url ?? '/').split('?')[0];
       if (p === '/healthz') return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       if (p === '/readyz') {
-        const why = !this.#synced ? 'caches not synced' : !this.isLeader ? 'not the leader (standby)' : undefined;
-        return void res.writeHead(why ? 503 : 200, { 'content-type': 'text/plain' }).end(why ? `not ready: ${why}\n` : 'ready (leader)\n');
+        const why = this.readiness();
+        return void res.writeHead(why.ready ? 200 : 503, { 'content-type': 'text/plain' }).end(`${why.text}\n`);
       }
       if (p === '/metrics') {
         void this.metrics.registry.metrics().then((body) => res.writeHead(200, { 'content-type': this.metrics.registry.contentType }).end(body));
