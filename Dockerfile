@@ -31,6 +31,7 @@ RUN mkdir -p /opt/underpass \
 FROM gcr.io/distroless/cc-debian12
 COPY --from=build /usr/local/bin/node /usr/local/bin/node
 COPY --from=build /opt/underpass /opt/underpass
+ENV PATH=/usr/local/bin:/usr/bin:/bin
 WORKDIR /opt/underpass
 # 65532 is distroless's "nonroot" (image/build.sh writes the same passwd/group entries).
 USER 65532:65532
