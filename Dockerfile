@@ -3,7 +3,7 @@
 #
 # NOT built in this project: its machines have no container engine. It is kept in step with
 # image/build.sh by hand — change both together. test/image/image.test.ts checks that the final
-# stage's USER, WORKDIR and ENTRYPOINT equal the built image's; the steps below mirror build.sh's.
+# stage's USER, WORKDIR, ENTRYPOINT and ENV equal the built image's; the steps below mirror build.sh's.
 #
 # Node: the release image/node.sh pins (the official build, which the node images carry too), on
 # Debian 12's glibc and libstdc++ from distroless/cc: no shell, no package manager, nothing written
