@@ -2,6 +2,7 @@ import { describe, it, expect } from '@jest/globals';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../tunnel/errors.js';
+import { DEFAULT_LIMITS } from '../tunnel/limits.js';
 import { loadConnectorConfig, parseConnectorConfig, parseWorkerUrl } from './config.js';
 
 const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'test', 'fixtures', 'config');
@@ -30,6 +31,7 @@ describe('parseConnectorConfig', () => {
       reconnect: { initialDelayMs: 500, maxDelayMs: 30000 },
       drainTimeoutMs: 30000,
       log: { level: 'info' },
+      limits: DEFAULT_LIMITS,
     });
     expect(config.allow).toBeUndefined();
   });

@@ -13,6 +13,7 @@ import { ConfigError } from '../tunnel/errors.js';
 import { isDns1123Label, type HostPort } from '../tunnel/address.js';
 import { AllowList, parseAllowRule } from '../tunnel/policy.js';
 import { formatDuration } from '../tunnel/duration.js';
+import { connectorLimitsSchema, type Limits } from '../tunnel/limits.js';
 import {
   auditSchema, checkTlsFiles, durationSchema, hostPortSchema, keepaliveSchema, loadYamlFile, logSchema,
   parseConfig, positiveDurationSchema, resolveFrom, resolveTlsFiles, strictObject, tlsSchema, type LogLevel,
@@ -34,6 +35,8 @@ export interface ConnectorConfig {
   drainTimeoutMs: number;
   log: { level: LogLevel };
   audit?: { file: string };
+  /** What a worker may cost this connector (tunnel/limits.ts, docs/security.md). */
+  limits: Limits;
 }
 
 /** A worker endpoint: wss:// only, no credentials, query or fragment. */
@@ -109,6 +112,7 @@ const connectorSchema = strictObject({
   drainTimeout: durationSchema.default(30_000),
   log: logSchema,
   audit: auditSchema.optional(),
+  limits: connectorLimitsSchema,
 });
 
 export function parseConnectorConfig(raw: unknown, file: string): ConnectorConfig {
@@ -122,6 +126,7 @@ export function parseConnectorConfig(raw: unknown, file: string): ConnectorConfi
     reconnect: c.reconnect,
     drainTimeoutMs: c.drainTimeout,
     log: c.log,
+    limits: c.limits,
   };
   if (c.allow) {
     config.allow = new AllowList(c.allow.rules);

@@ -14,6 +14,7 @@ import type { ConfigMessage, MappingStatusEntry } from '../tunnel/control.js';
 import { errorMessage } from '../tunnel/errors.js';
 import { MappingListeners } from '../tunnel/listeners.js';
 import type { Mapping } from '../tunnel/mapping.js';
+import { muxLimits } from '../tunnel/limits.js';
 import { TunnelMetrics } from '../tunnel/metrics.js';
 import type { OpenRequest } from '../tunnel/open.js';
 import { certificateInfo } from '../tunnel/pki.js';
@@ -59,7 +60,7 @@ export class Connector {
       const link = new WorkerLink(url, {
         name: config.name,
         tls: config.tls,
-        mux: { keepaliveIntervalMs: config.keepalive.intervalMs, keepaliveTimeoutMs: config.keepalive.timeoutMs },
+        mux: { keepaliveIntervalMs: config.keepalive.intervalMs, keepaliveTimeoutMs: config.keepalive.timeoutMs, ...muxLimits(config.limits) },
         reconnect: config.reconnect,
         logger: this.#log,
         metrics: this.metrics,

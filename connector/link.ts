@@ -11,7 +11,8 @@ import os from 'node:os';
 import type { Logger } from 'pino';
 import { Backoff, sleep } from '../tunnel/backoff.js';
 import { ControlChannel, PROTOCOL_VERSION, type ConfigMessage, type MappingStatusEntry, type Welcome } from '../tunnel/control.js';
-import { errorMessage, UnderpassError } from '../tunnel/errors.js';
+import { errorCode, errorMessage, UnderpassError } from '../tunnel/errors.js';
+import { LIMIT_OF_ERROR_CODE } from '../tunnel/limits.js';
 import type { TunnelMetrics } from '../tunnel/metrics.js';
 import type { MuxConfig } from '../tunnel/mux/config.js';
 import { Session } from '../tunnel/mux/session.js';
@@ -120,8 +121,11 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
     this.#sessions.add(session);
     session.on('channel', (channel) => this.emit('stream', channel));
     session.on('rtt', (ms) => this.#opts.metrics.keepaliveRtt.set({ peer: this.url.href }, ms / 1000));
+    session.on('limit', (limit) => this.#opts.metrics.limitHit(limit));
     const control = new ControlChannel(session.open());
     control.on('error', (err) => {
+      const limit = LIMIT_OF_ERROR_CODE[errorCode(err) ?? ''];
+      if (limit) this.#opts.metrics.limitHit(limit);
       if (!session.isClosed) this.#log.warn({ err: err.message }, `control channel: ${err.message}`);
     });
     // Listen before saying hello: the worker's config may arrive in the same read as its welcome.

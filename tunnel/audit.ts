@@ -28,6 +28,22 @@ export interface StreamAuditEvent {
   durationMs: number;
 }
 
+/**
+ * Refused or failed streams a peer opened beyond the per-session rate (tunnel/stream-flow.ts):
+ * how many of one outcome and reason were not audited one by one in the interval.
+ */
+export interface StreamSummaryAuditEvent {
+  event: 'stream-summary';
+  connection: string;
+  connector: string;
+  worker?: string;
+  outcome: StreamOutcome;
+  reason: string;
+  count: number;
+  intervalMs: number;
+  message: string;
+}
+
 export interface SessionAuditEvent {
   event: 'session-opened' | 'session-closed' | 'session-denied';
   connection: string;
@@ -38,6 +54,9 @@ export interface SessionAuditEvent {
   reason?: string;
   message?: string;
   durationMs?: number;
+  /** session-denied: a summary of this many refusals of one reason from one source address in `intervalMs`. */
+  count?: number;
+  intervalMs?: number;
 }
 
 export interface ConfigAuditEvent {
@@ -50,7 +69,7 @@ export interface ConfigAuditEvent {
   message?: string;
 }
 
-export type AuditEvent = StreamAuditEvent | SessionAuditEvent | ConfigAuditEvent;
+export type AuditEvent = StreamAuditEvent | StreamSummaryAuditEvent | SessionAuditEvent | ConfigAuditEvent;
 
 /** A line waits at most this long before it is written… */
 export const AUDIT_FLUSH_MS = 10;

@@ -17,7 +17,7 @@ import { encodeJsonFrame, JsonFrameDecoder } from './frames.js';
 import { mappingSchema } from './mapping.js';
 
 export const PROTOCOL_VERSION = 1;
-const MAX_CONTROL_MESSAGE = 4 << 20;
+export const MAX_CONTROL_MESSAGE = 1 << 20;
 
 const helloSchema = z.object({
   type: z.literal('hello'),

@@ -4,6 +4,7 @@
  * (mapping names, outcomes, reasons — never client addresses).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { CONNECTOR_LIMIT_NAMES, LIMIT_NAMES, type LimitName } from './limits.js';
 
 export type Role = 'worker' | 'connector';
 
@@ -18,6 +19,8 @@ export class TunnelMetrics {
   readonly reconnects: Counter<'worker'>;
   readonly keepaliveRtt: Gauge<'peer'>;
   readonly certExpiry: Gauge<'certificate'>;
+  readonly limitRefusals: Counter<'limit'>;
+  readonly logLinesSuppressed: Counter<'kind'>;
 
   constructor(readonly role: Role, options: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -38,5 +41,14 @@ export class TunnelMetrics {
     this.reconnects = new Counter({ name: 'underpass_reconnects_total', help: 'Connector reconnect attempts, by worker URL.', labelNames: ['worker'], registers });
     this.keepaliveRtt = new Gauge({ name: 'underpass_keepalive_rtt_seconds', help: 'Last keepalive round-trip time, by peer (worker: connector name; connector: worker URL).', labelNames: ['peer'], registers });
     this.certExpiry = new Gauge({ name: 'underpass_certificate_expiry_timestamp_seconds', help: 'Expiry time (Unix seconds) of the certificates in use.', labelNames: ['certificate'], registers });
+    this.limitRefusals = new Counter({ name: 'underpass_limit_refusals_total', help: 'Times a peer ran into a limit (docs/security.md, Limits), by limit.', labelNames: ['limit'], registers });
+    this.logLinesSuppressed = new Counter({ name: 'underpass_log_lines_suppressed_total', help: 'Log and audit lines a peer provoked beyond the per-peer rate, counted instead of written (a summary line says how many), by kind.', labelNames: ['kind'], registers });
+    // Every limit this role enforces has a series from the start, so "never hit" reads as 0.
+    for (const limit of role === 'worker' ? LIMIT_NAMES : CONNECTOR_LIMIT_NAMES) this.limitRefusals.inc({ limit }, 0);
+  }
+
+  /** Counts one refusal at `limit` (a name of tunnel/limits.ts; nothing else becomes a label). */
+  limitHit(limit: LimitName): void {
+    this.limitRefusals.inc({ limit });
   }
 }

@@ -7,6 +7,7 @@ import type { Duplex } from 'node:stream';
 import { z } from 'zod';
 import { ProtocolError } from './errors.js';
 import { encodeJsonFrame, readJsonFrame16 } from './frames.js';
+import { OPEN_HEADER_MAX } from './limits.js';
 
 /** Why a stream was refused; stable strings, used in audit lines and metrics. */
 export const REFUSAL_CODES = [
@@ -18,6 +19,7 @@ export const REFUSAL_CODES = [
   'NO_SESSION',           // no tunnel session to carry the stream
   'SHUTTING_DOWN',        // the accepting side is draining
   'BAD_REQUEST',          // malformed open header
+  'LIMIT_EXCEEDED',       // a limit of tunnel/limits.ts (open header size, the session's open buffer budget); never sent on the wire
 ] as const;
 export type RefusalCode = (typeof REFUSAL_CODES)[number];
 
@@ -70,11 +72,11 @@ export function writeOpenResponse(stream: Duplex, res: OpenResponse): void {
 }
 
 export async function readOpenRequest(stream: Duplex, timeoutMs = OPEN_TIMEOUT_MS): Promise<OpenRequest> {
-  return parseOpenRequest(await readJsonFrame16(stream, timeoutMs, 'stream open request'));
+  return parseOpenRequest(await readJsonFrame16(stream, timeoutMs, 'stream open request', OPEN_HEADER_MAX));
 }
 
 export async function readOpenResponse(stream: Duplex, timeoutMs = OPEN_TIMEOUT_MS): Promise<OpenResponse> {
-  return parseOpenResponse(await readJsonFrame16(stream, timeoutMs, 'stream open response'));
+  return parseOpenResponse(await readJsonFrame16(stream, timeoutMs, 'stream open response', OPEN_HEADER_MAX));
 }
 
 /** A refusal as an Error, so callers can throw it through one path. */

@@ -5,6 +5,7 @@ import { once } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { duplexPair } from './testing/duplex-pair.js';
 import type { Channel } from './mux/channel.js';
+import type { MuxConfig } from './mux/config.js';
 import { Session } from './mux/session.js';
 import type { MuxStream } from './mux/stream.js';
 import { encodeJsonFrame } from './frames.js';
@@ -29,9 +30,9 @@ afterEach(() => {
 });
 
 /** A channel for the relay and, through a real session pair, its far end as a Duplex. */
-async function channelPair(highWaterMark?: number): Promise<{ channel: Channel; far: MuxStream }> {
+async function channelPair(highWaterMark?: number, config: Partial<MuxConfig> = {}): Promise<{ channel: Channel; far: MuxStream; session: Session }> {
   const [a, b] = duplexPair(highWaterMark ? { highWaterMark } : {});
-  const client = new Session(a, { client: true, config: { keepaliveIntervalMs: 0 } });
+  const client = new Session(a, { client: true, config: { keepaliveIntervalMs: 0, ...config } });
   const server = new Session(b, { client: false, config: { keepaliveIntervalMs: 0 } });
   sessions.push(client, server);
   const accepted = once(server, 'stream') as Promise<[MuxStream]>;
@@ -41,7 +42,7 @@ async function channelPair(highWaterMark?: number): Promise<{ channel: Channel; 
   far.on('error', () => undefined);
   const [hi] = (await once(far, 'data')) as [Buffer];
   expect(hi.toString()).toBe('hi');
-  return { channel, far };
+  return { channel, far, session: client };
 }
 
 function collect(s: Duplex): Promise<Buffer> {
@@ -226,6 +227,15 @@ describe('relay', () => {
   });
 });
 
+/** Resolves once `condition` holds (checked every millisecond), or fails after `ms`. */
+async function until(condition: () => boolean, ms = 5_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms: ${condition.toString()}`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
 describe('relay: the open header', () => {
   const readHeader = (r: Relay, timeoutMs = 5_000): Promise<{ value: unknown; err: Error | undefined }> =>
     new Promise((resolve) => r.readHeader(timeoutMs, 'test header', (value, err) => resolve({ value, err })));
@@ -251,6 +261,47 @@ describe('relay: the open header', () => {
       expect((await done).bytesToSocket).toBe(9);
       close();
     }
+  });
+
+  test('refuses a header whose length is over OPEN_HEADER_MAX as soon as the length arrives (ERR_OPEN_HEADER_TOO_LARGE)', async () => {
+    const { channel, far } = await channelPair();
+    const r = new Relay();
+    r.attachChannel(channel);
+    const header = readHeader(r);
+    far.write(Buffer.from([0x20, 0x01])); // 8,193 bytes announced, none sent
+    const { err } = await header;
+    expect(err).toMatchObject({ code: 'ERR_OPEN_HEADER_TOO_LARGE', message: 'test header of 8193 bytes exceeds the 8192-byte limit' });
+  });
+
+  test('holds partial headers and early data against the session\'s open buffer budget, and gives it back once the relay runs or is dropped', async () => {
+    const { channel, far, session } = await channelPair(undefined, { openBufferBytes: 10_000 });
+    const r = new Relay();
+    r.attachChannel(channel);
+    const header = readHeader(r);
+    const body = Buffer.alloc(4_096, 0x20); // JSON and trailing whitespace
+    body.write('{"pad":""}');
+    far.write(Buffer.concat([Buffer.from([0x10, 0x00]), body.subarray(0, 1)])); // a 4,096-byte header, 1 byte of it
+    await until(() => session.openBytesHeld === 4_096);
+    far.write(Buffer.concat([body.subarray(1), Buffer.alloc(5_000, 0x65)])); // the header's end, and 5,000 early bytes
+    const { err } = await header;
+    expect(err).toBeUndefined();
+    await until(() => session.openBytesHeld === 5_000); // the header's bytes given back, the early data held
+    far.write(Buffer.alloc(6_000, 0x65)); // more early data than the budget has left: the stream is dropped
+    await until(() => channel.isReset);
+    expect(r.error).toMatchObject({ code: 'ERR_OPEN_BUFFER_LIMIT' });
+    expect(session.openBytesHeld).toBe(0);
+  });
+
+  test('a partial header that does not fit the budget fails with ERR_OPEN_BUFFER_LIMIT', async () => {
+    const { channel, far, session } = await channelPair(undefined, { openBufferBytes: 8_192 });
+    expect(session.holdOpenBytes(4_000)).toBe(true); // other streams hold part of it
+    const r = new Relay();
+    r.attachChannel(channel);
+    const header = readHeader(r);
+    far.write(Buffer.from([0x20, 0x00, 0x7b])); // 8,192 declared
+    const { err } = await header;
+    expect(err).toMatchObject({ code: 'ERR_OPEN_BUFFER_LIMIT' });
+    expect(session.openBytesHeld).toBe(4_000);
   });
 
   test('fails with ERR_FRAME_JSON on a header that is not JSON', async () => {

@@ -13,8 +13,13 @@
  * the channel's onWritable.
  *
  * Before it runs, the relay also reads the stream-open header that starts
- * every channel (tunnel/open.ts): `readHeader` delivers the JSON and keeps any
- * bytes that followed it (pipelining) until `run`.
+ * every channel (tunnel/open.ts) with the one reader of that format
+ * (JsonFrame16Reader: linear in the bytes, at most OPEN_HEADER_MAX):
+ * `readHeader` delivers the JSON and keeps any bytes that followed it
+ * (pipelining) until `run`. What it keeps before it runs — a partial header,
+ * early data — counts against the session's open buffer budget
+ * (Channel.holdOpen, limits.openBufferBytes); a stream that would exceed it is
+ * dropped (ERR_OPEN_BUFFER_LIMIT). Once it runs, nothing is counted per chunk.
  *
  * Channel → socket writes are corked until the end of the event-loop turn:
  * TLS hands decrypted data over in 16 KiB pieces, and writing each one with
@@ -29,7 +34,8 @@
  */
 import type { Socket } from 'node:net';
 import { UnderpassError } from './errors.js';
-import { parseJsonFrame16 } from './frames.js';
+import { JsonFrame16Reader, type Frame16 } from './frames.js';
+import { OPEN_HEADER_MAX } from './limits.js';
 import type { Channel, ChannelSink } from './mux/channel.js';
 import { IN_PLACE_HEADROOM } from './mux/session.js';
 import { ownerSlot } from './owner.js';
@@ -49,7 +55,9 @@ export type HeaderCallback = (header: unknown, err: Error | undefined) => void;
 interface HeaderRead {
   cb: HeaderCallback;
   what: string;
-  buf: Buffer | undefined;
+  reader: JsonFrame16Reader;
+  /** Bytes received in the header phase and not yet reported consumed. */
+  received: number;
   timer: NodeJS.Timeout;
 }
 
@@ -90,6 +98,8 @@ export class Relay implements ChannelSink {
   #header: HeaderRead | undefined;
   /** Payload that arrived after the header, before `run`. */
   #held: Buffer[] | undefined;
+  /** Bytes taken from the session's open buffer budget (partial header, early data), given back once it runs or is dropped. */
+  #budgeted = 0;
   /** Read into the shared buffer while nothing was piping (copies, sent by `pipe`). */
   #unsent: Buffer[] | undefined;
   #done: ((result: RelayResult) => void) | undefined;
@@ -118,6 +128,7 @@ export class Relay implements ChannelSink {
 
   /** Becomes `channel`'s consumer. A relay may try several channels (one per carrier) before it runs; a replaced one must have been reset. */
   attachChannel(channel: Channel): void {
+    this.#giveBack();
     this.channel = channel;
     this.#remoteEnded = false;
     this.#channelGone = false;
@@ -134,7 +145,7 @@ export class Relay implements ChannelSink {
    */
   readHeader(timeoutMs: number, what: string, cb: HeaderCallback): void {
     const timer = setTimeout(Relay.#headerTimeout, timeoutMs, this, timeoutMs);
-    this.#header = { cb, what, buf: undefined, timer };
+    this.#header = { cb, what, reader: new JsonFrame16Reader(OPEN_HEADER_MAX, what), received: 0, timer };
   }
 
   /** From now on the channel's payload is dropped (after a refusal; the peer still gets credit). */
@@ -144,6 +155,7 @@ export class Relay implements ChannelSink {
     const held = this.#held;
     this.#held = undefined;
     if (held) for (const c of held) this.channel?.consumed(c.length);
+    this.#giveBack();
   }
 
   /**
@@ -189,6 +201,7 @@ export class Relay implements ChannelSink {
     const held = this.#held;
     this.#held = undefined;
     if (held) for (const chunk of held) this.#toSocket(chunk);
+    this.#giveBack();
     if (this.error || this.#channelGone) {
       this.#teardown();
     } else if (this.#remoteEnded) {
@@ -204,8 +217,10 @@ export class Relay implements ChannelSink {
     if (this.#header) return this.#headerData(chunk);
     if (this.#discard) return this.channel!.consumed(chunk.length);
     if (this.#running) return this.#toSocket(chunk);
+    if (this.#channelGone) return;
     // Between the header and run (the acceptor dials): keep a copy of a small view (a view would
-    // pin its whole transport buffer); the peer's window bounds what can arrive.
+    // pin its whole transport buffer), within the session's open buffer budget.
+    if (!this.#take(chunk.length)) return this.#overBudget(chunk.length);
     (this.#held ??= []).push(chunk.length * 2 >= chunk.buffer.byteLength ? chunk : Buffer.from(chunk));
   }
 
@@ -221,6 +236,8 @@ export class Relay implements ChannelSink {
   onAbort(err: Error): void {
     this.#channelGone = true;
     this.error ??= err;
+    this.#held = undefined;
+    this.#giveBack();
     if (this.#header) return this.#headerDone(undefined, err);
     if (!this.#running) return;
     this.#teardown();
@@ -235,28 +252,73 @@ export class Relay implements ChannelSink {
 
   #headerData(chunk: Buffer): void {
     const h = this.#header!;
-    const buf = h.buf ? Buffer.concat([h.buf, chunk]) : chunk;
-    let frame: { value: unknown; size: number } | undefined;
+    h.received += chunk.length;
+    let frame: Frame16 | undefined;
     try {
-      frame = parseJsonFrame16(buf, h.what);
+      frame = h.reader.push(chunk);
     } catch (err) {
-      this.channel!.consumed(buf.length);
+      this.channel!.consumed(h.received);
+      this.#giveBack();
       return this.#headerDone(undefined, err as Error);
     }
     if (!frame) {
-      h.buf = Buffer.from(buf); // a partial header: a copy, not a view of the transport buffer
+      // A partial header: the reader holds a copy (not a view of the transport buffer) of the size
+      // its length declared, counted against the session's budget.
+      const more = h.reader.held - this.#budgeted;
+      if (more > 0 && !this.#take(more)) {
+        this.channel!.consumed(h.received);
+        return this.#headerDone(undefined, this.#budgetError(more));
+      }
       return;
     }
-    const rest = buf.subarray(frame.size);
-    this.channel!.consumed(frame.size);
-    if (rest.length > 0) this.#held = [Buffer.from(rest)];
+    const rest = frame.rest;
+    this.channel!.consumed(h.received - rest.length);
+    this.#giveBack();
+    if (rest.length > 0) {
+      if (!this.#take(rest.length)) {
+        this.channel!.consumed(rest.length);
+        return this.#headerDone(undefined, this.#budgetError(rest.length));
+      }
+      this.#held = [Buffer.from(rest)];
+    }
     this.#headerDone(frame.value, undefined);
   }
 
   #headerDone(value: unknown, err: Error | undefined): void {
     const h = this.#header!;
     this.#clearHeader();
+    if (err) this.#giveBack();
     h.cb(value, err);
+  }
+
+  #take(n: number): boolean {
+    if (!this.channel!.holdOpen(n)) return false;
+    this.#budgeted += n;
+    return true;
+  }
+
+  #giveBack(): void {
+    if (this.#budgeted === 0) return;
+    this.channel!.releaseOpen(this.#budgeted);
+    this.#budgeted = 0;
+  }
+
+  #budgetError(n: number): UnderpassError {
+    return new UnderpassError('ERR_OPEN_BUFFER_LIMIT',
+      `${n} more bytes before the stream relays would exceed the session's open buffer budget (limits.openBufferBytes)`);
+  }
+
+  /** Early data beyond the session's budget: the stream is dropped (RST), what it held given back. */
+  #overBudget(n: number): void {
+    const held = this.#held;
+    this.#held = undefined;
+    let bytes = n;
+    if (held) for (const c of held) bytes += c.length;
+    this.channel!.consumed(bytes);
+    this.#giveBack();
+    this.error ??= this.#budgetError(n);
+    this.#channelGone = true;
+    this.channel!.reset(this.error);
   }
 
   #clearHeader(): void {

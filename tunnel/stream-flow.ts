@@ -8,18 +8,25 @@
  *  - serveStream: a stream arrived → read which mapping → policy (resolve) →
  *    dial the target → answer ok or a coded refusal → relay.
  *
- * Each ends in exactly one audit line and one metrics update.
+ * Each ends in exactly one metrics update and, as a rule, one audit line. What
+ * a tunnel peer provokes cheaply at the acceptor — streams it opens and resets,
+ * refusals — is written per session at most STREAM_LINES_BURST times per reason
+ * and interval; the rest are counted (underpass_log_lines_suppressed_total) and
+ * summed up in one `stream-summary` audit line per interval. Metric labels are
+ * only configured mapping names: a name the peer made up counts as "(unknown)".
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
 import type { AuditLog, StreamOutcome } from './audit.js';
 import { formatHostPort, formatPeer, type HostPort } from './address.js';
 import { CidrSet } from './cidr.js';
-import { errorMessage, ignoreError } from './errors.js';
+import { errorCode, errorMessage, ignoreError } from './errors.js';
+import { capText } from './limits.js';
+import { LineLimiter } from './log-limit.js';
 import type { Mapping } from './mapping.js';
 import type { TunnelMetrics } from './metrics.js';
 import type { Session } from './mux/session.js';
-import type { Channel } from './mux/channel.js';
+import type { Channel, StreamHost } from './mux/channel.js';
 import { encodeOpenRequest, encodeOpenResponse, OPEN_TIMEOUT_MS, parseOpenRequest, parseOpenResponse, type OpenRequest, type OpenResponse, type RefusalCode } from './open.js';
 import { Relay } from './relay.js';
 
@@ -29,7 +36,17 @@ export interface FlowEnv {
   metrics: TunnelMetrics;
   log: Logger;
   dialTimeoutMs?: number;
+  /** Injected clock for the per-peer line limits (tests). */
+  now?: () => number;
 }
+
+/** Per session and refusal reason: lines written one by one per interval; the rest are summed up. */
+export const STREAM_LINES_BURST = 20;
+export const STREAM_LINES_INTERVAL_MS = 10_000;
+/** The metric label of a mapping name the peer asked for that is not configured here. */
+export const UNKNOWN_MAPPING_LABEL = '(unknown)';
+/** Longest message copied into a stream's audit and log line. */
+const MESSAGE_MAX = 1024;
 
 /** A session that can carry a stream, with the identities for the audit line. */
 export interface Carrier {
@@ -48,6 +65,8 @@ export type Resolution =
  */
 class Finish {
   mapping: string;
+  /** The mapping's metric label: a configured name, "" (no open request read) or UNKNOWN_MAPPING_LABEL. */
+  label: string;
   side: Mapping['target']['side'] | undefined;
   client: string;
   target: string | undefined;
@@ -62,6 +81,7 @@ class Finish {
     this.connector = who.connector;
     this.worker = who.worker;
     this.mapping = mapping;
+    this.label = mapping;
     this.client = client;
     this.side = side;
     this.target = target;
@@ -88,7 +108,15 @@ export function sourceAllowed(mapping: Mapping, address: string | undefined): bo
   return set.contains(address);
 }
 
-function record(env: FlowEnv, started: number, f: Finish): void {
+function record(env: FlowEnv, started: number, f: Finish, limiter?: LineLimiter): void {
+  env.metrics.streamsTotal.inc({ mapping: f.label, outcome: f.outcome, reason: f.reason ?? '' });
+  if (f.bytesIn) env.metrics.bytes.inc({ mapping: f.label, direction: 'in' }, f.bytesIn);
+  if (f.bytesOut) env.metrics.bytes.inc({ mapping: f.label, direction: 'out' }, f.bytesOut);
+  if (f.outcome !== 'closed' && limiter && !limiter.allow(`${f.outcome}:${f.reason ?? ''}`)) {
+    env.metrics.logLinesSuppressed.inc({ kind: 'stream' });
+    return;
+  }
+  const message = f.message === undefined ? undefined : capText(f.message, MESSAGE_MAX);
   // Fixed keys in the line's order; JSON leaves the undefined ones out.
   env.audit.write({
     event: 'stream',
@@ -101,17 +129,37 @@ function record(env: FlowEnv, started: number, f: Finish): void {
     target: f.target,
     outcome: f.outcome,
     reason: f.reason,
-    message: f.message,
+    message,
     bytesIn: f.bytesIn,
     bytesOut: f.bytesOut,
     durationMs: Date.now() - started,
   });
-  env.metrics.streamsTotal.inc({ mapping: f.mapping, outcome: f.outcome, reason: f.reason ?? '' });
-  if (f.bytesIn) env.metrics.bytes.inc({ mapping: f.mapping, direction: 'in' }, f.bytesIn);
-  if (f.bytesOut) env.metrics.bytes.inc({ mapping: f.mapping, direction: 'out' }, f.bytesOut);
   if (f.outcome !== 'closed') {
-    env.log.info({ mapping: f.mapping, client: f.client, outcome: f.outcome, reason: f.reason }, `stream for mapping "${f.mapping}" from ${f.client} ${f.outcome}${f.reason ? ` (${f.reason})` : ''}${f.message ? `: ${f.message}` : ''}`);
+    env.log.info({ mapping: f.mapping, client: f.client, outcome: f.outcome, reason: f.reason }, `stream for mapping "${f.mapping}" from ${f.client} ${f.outcome}${f.reason ? ` (${f.reason})` : ''}${message ? `: ${message}` : ''}`);
   }
+}
+
+const acceptorLimiters = new WeakMap<StreamHost, LineLimiter>();
+
+/** The line limiter of the session `channel` belongs to (one per session, made with its first stream). */
+function acceptorLimiter(env: FlowEnv, who: { connector: string; worker: string }, channel: Channel): LineLimiter {
+  let limiter = acceptorLimiters.get(channel.host);
+  if (limiter) return limiter;
+  limiter = new LineLimiter({
+    burst: STREAM_LINES_BURST,
+    intervalMs: STREAM_LINES_INTERVAL_MS,
+    maxKeys: 64,
+    overflowKey: 'failed:(other)',
+    ...(env.now ? { now: env.now } : {}),
+    onSummary: (key, count, intervalMs) => {
+      const [outcome, reason] = key.split(':') as [StreamOutcome, string];
+      const message = `${count} more ${outcome} streams (${reason || 'no reason'}) opened by the peer in ${intervalMs / 1000} s, not audited one by one`;
+      env.audit.write({ event: 'stream-summary', connection: env.connection, connector: who.connector, worker: who.worker, outcome, reason, count, intervalMs, message });
+      env.log.warn({ connector: who.connector, worker: who.worker, outcome, reason, count }, message);
+    },
+  });
+  acceptorLimiters.set(channel.host, limiter);
+  return limiter;
 }
 
 export interface CarryOptions {
@@ -182,6 +230,7 @@ export function carryClient(env: FlowEnv, mapping: Mapping, socket: net.Socket, 
     }
     f.connector = carrier.connector;
     f.worker = carrier.worker;
+    if (errorCode(err) === 'ERR_OPEN_HEADER_TOO_LARGE') env.metrics.limitHit('open_header_bytes');
     if (!response) {
       r.unpipe();
       channel.reset();
@@ -196,7 +245,7 @@ export function carryClient(env: FlowEnv, mapping: Mapping, socket: net.Socket, 
       r.discard();
       channel.end();
       socket.resetAndDestroy();
-      record(env, started, f.end('refused', response.code, response.message));
+      record(env, started, f.end('refused', response.code, capText(response.message, MESSAGE_MAX)));
       return;
     }
     if (socket.destroyed) {
@@ -214,7 +263,7 @@ export function carryClient(env: FlowEnv, mapping: Mapping, socket: net.Socket, 
  * Relays until both sides closed, then writes the audit line and metrics. `socketIsTarget`: at the
  * acceptor the socket is the target, so bytes to it came from the client.
  */
-function relayed(env: FlowEnv, started: number, mapping: Mapping, r: Relay, f: Finish, socketIsTarget: boolean): void {
+function relayed(env: FlowEnv, started: number, mapping: Mapping, r: Relay, f: Finish, socketIsTarget: boolean, limiter?: LineLimiter): void {
   env.metrics.streamsOpen.inc({ mapping: mapping.name });
   r.run((result) => {
     env.metrics.streamsOpen.dec({ mapping: mapping.name });
@@ -222,7 +271,7 @@ function relayed(env: FlowEnv, started: number, mapping: Mapping, r: Relay, f: F
     f.bytesOut = socketIsTarget ? result.bytesFromSocket : result.bytesToSocket;
     if (result.error) f.end('failed', 'ABORTED', result.error.message);
     else f.end('closed');
-    record(env, started, f);
+    record(env, started, f, limiter);
   });
 }
 
@@ -237,15 +286,17 @@ export function serveStream(
   const r = new Relay();
   r.attachChannel(channel);
   const f = new Finish(who, '', '');
+  const limiter = acceptorLimiter(env, who, channel);
 
   const refuse = (code: RefusalCode, message: string): void => {
     channel.write(encodeOpenResponse({ ok: false, code, message }));
     channel.end();
     r.discard();
-    record(env, started, f.end('refused', code, message));
+    record(env, started, f.end('refused', code, message), limiter);
   };
 
   const resolved = (resolution: Resolution): void => {
+    if (resolution.mapping) f.label = resolution.mapping.name;
     if (!resolution.ok) {
       f.side = resolution.mapping?.target.side;
       refuse(resolution.code, resolution.message);
@@ -257,18 +308,20 @@ export function serveStream(
     const dialStarted = process.hrtime.bigint();
     connect(dial, env.dialTimeoutMs ?? 10_000, (err, socket) => {
       env.metrics.dialSeconds.observe({ mapping: mapping.name, result: err ? 'error' : 'ok' }, Number(process.hrtime.bigint() - dialStarted) / 1e9);
+      if (channel.isReset) {
+        socket?.destroy();
+        // Reset while dialling: by the peer, or dropped here for the session's open buffer budget.
+        const overBudget = errorCode(r.error) === 'ERR_OPEN_BUFFER_LIMIT';
+        record(env, started, f.end('failed', overBudget ? 'LIMIT_EXCEEDED' : 'ABORTED', overBudget ? errorMessage(r.error) : 'the stream closed while dialling'), limiter);
+        return;
+      }
       if (err || !socket) {
         refuse('DIAL_FAILED', `cannot connect to ${target}: ${errorMessage(err)}`);
         return;
       }
-      if (channel.isReset) {
-        socket.destroy();
-        record(env, started, f.end('failed', 'ABORTED', 'the stream closed while dialling'));
-        return;
-      }
       channel.write(OPEN_OK);
       r.attachSocket(socket);
-      relayed(env, started, mapping, r, f, true);
+      relayed(env, started, mapping, r, f, true, limiter);
     });
   };
 
@@ -279,10 +332,16 @@ export function serveStream(
       req = parseOpenRequest(raw);
     } catch (e) {
       channel.reset();
-      record(env, started, f.end('failed', 'BAD_REQUEST', errorMessage(e)));
+      const code = errorCode(e);
+      if (code === 'ERR_OPEN_HEADER_TOO_LARGE') env.metrics.limitHit('open_header_bytes');
+      const limit = code === 'ERR_OPEN_HEADER_TOO_LARGE' || code === 'ERR_OPEN_BUFFER_LIMIT';
+      record(env, started, f.end('failed', limit ? 'LIMIT_EXCEEDED' : 'BAD_REQUEST', errorMessage(e)), limiter);
       return;
     }
+    // What the peer asked for goes to the audit line as it is (the schema bounds it); the metric
+    // label stays "(unknown)" unless a configured mapping has that name (resolved above).
     f.mapping = req.mapping;
+    f.label = UNKNOWN_MAPPING_LABEL;
     f.client = req.source;
     let resolution: Promise<Resolution> | Resolution;
     try {

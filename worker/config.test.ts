@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../tunnel/errors.js';
+import { DEFAULT_LIMITS } from '../tunnel/limits.js';
 import type { Mapping } from '../tunnel/mapping.js';
 import { findWorkerMappingProblem, loadWorkerConfig, parseConnectionId, parseWorkerConfig } from './config.js';
 
@@ -32,6 +33,7 @@ describe('parseWorkerConfig', () => {
       keepalive: { intervalMs: 5000, timeoutMs: 10000 },
       drainTimeoutMs: 30000,
       log: { level: 'info' },
+      limits: DEFAULT_LIMITS,
     });
   });
 

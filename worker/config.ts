@@ -19,6 +19,7 @@ import {
   auditSchema, checkReadableFiles, checkTlsFiles, durationSchema, hostPortSchema, keepaliveSchema, loadYamlFile, logSchema,
   parseConfig, parsedString, resolveFrom, resolveTlsFiles, strictObject, tlsSchema, type LogLevel,
 } from '../tunnel/config-load.js';
+import { workerLimitsSchema, type Limits } from '../tunnel/limits.js';
 
 export interface TlsFiles {
   cert: string;
@@ -40,6 +41,8 @@ export interface WorkerConfig {
   audit?: { file: string };
   /** The operator channel (docs/operator-channel.md): when set, mappings come from the operator. */
   operator?: { url: URL; ca: string; intervalMs: number };
+  /** What a peer may cost (tunnel/limits.ts, docs/security.md). */
+  limits: Limits;
 }
 
 /** "team-a/dc1" → {namespace: "team-a", name: "dc1"}. */
@@ -90,6 +93,7 @@ const workerSchema = strictObject({
   log: logSchema,
   audit: auditSchema.optional(),
   operator: operatorSchema.optional(),
+  limits: workerLimitsSchema,
 }).superRefine((c, ctx) => {
   const problem = findWorkerMappingProblem(c.mappings, c);
   if (problem) ctx.addIssue({ code: 'custom', path: ['mappings', ...problem.path], message: problem.message });
@@ -136,6 +140,7 @@ export function parseWorkerConfig(raw: unknown, file: string): WorkerConfig {
     keepalive: c.keepalive,
     drainTimeoutMs: c.drainTimeout,
     log: c.log,
+    limits: c.limits,
   };
   if (c.admin) config.admin = c.admin;
   if (c.audit) config.audit = { file: resolveFrom(file, c.audit.file) };

@@ -5,6 +5,12 @@
  * goes through one function (`rejectUpgrade`, like ws's abortHandshake).
  * Only `GET /v1/tunnel` with an upgrade and a certificate from this
  * connection's CA naming a connector of this connection gets a WebSocket.
+ *
+ * Limits (tunnel/limits.ts): connections whose TLS handshake and upgrade have
+ * not finished are capped in total and per source address — one over either is
+ * closed before any TLS work — and sessions are capped per connector name and
+ * in total (429 TOO_MANY_SESSIONS). Text the peer chose (the request path)
+ * reaches logs and audit lines capped (capText).
  */
 import { constants as cryptoConstants } from 'node:crypto';
 import https from 'node:https';
@@ -15,7 +21,9 @@ import type { Logger } from 'pino';
 import { formatPeer, type HostPort } from '../tunnel/address.js';
 import { errorMessage, ignoreError } from '../tunnel/errors.js';
 import { identityFromPeerCertificate, type ConnectionId } from '../tunnel/identity.js';
+import { capText, DEFAULT_LIMITS, type LimitName, type Limits } from '../tunnel/limits.js';
 import { listenOn } from '../tunnel/listen.js';
+import { ownerSlot } from '../tunnel/owner.js';
 import type { TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { acceptWebSocket, WebSocketStream } from '../tunnel/transport/websocket.js';
 import { HANDSHAKE_TIMEOUT_MS } from './connector-session.js';
@@ -33,7 +41,11 @@ export interface Denial {
   status: number;
   reason: string;
   message: string;
+  /** The limit that refused the connection, if one did. */
+  limit?: LimitName;
 }
+
+export type TunnelServerLimits = Pick<Limits, 'sessionsPerConnector' | 'sessions' | 'unauthenticatedConnections' | 'unauthenticatedPerSource'>;
 
 export interface TunnelServerOptions {
   connection: ConnectionId;
@@ -43,21 +55,30 @@ export interface TunnelServerOptions {
   onDenied: (d: Denial) => void;
   /** False while draining: new connectors are told to go elsewhere. */
   accepting: () => boolean;
+  /** The session and unauthenticated-connection caps; DEFAULT_LIMITS where absent. */
+  limits?: Partial<TunnelServerLimits>;
 }
+
+const servers = ownerSlot<TunnelServer>('underpass.tunnel-server');
+/** TCP sockets closed at once for a limit: their TLS layer's "socket hang up" is not a handshake failure. */
+const refusedSockets = new WeakSet<Socket>();
 
 export class TunnelServer {
   readonly #server: https.Server;
-  readonly #streams = new Set<WebSocketStream>();
+  /** Accepted WebSockets, with their connector's name. */
+  readonly #streams = new Map<WebSocketStream, string>();
+  readonly #sessionsOf = new Map<string, number>();
+  /** Unauthenticated connections (TLS or upgrade not finished), per source address and in total. */
+  readonly #unauthenticated = new Map<string, number>();
+  #unauthenticatedTotal = 0;
+  /** The source address an unauthenticated TCP socket is counted under. */
+  readonly #pendingSource = new WeakMap<Socket, string>();
   readonly #opts: TunnelServerOptions;
-  /** One listener for every session's close (`this` is the stream), not a closure per session. */
-  readonly #forgetStream: (this: WebSocketStream) => void;
+  readonly #limits: TunnelServerLimits;
 
   constructor(opts: TunnelServerOptions) {
     this.#opts = opts;
-    const streams = this.#streams;
-    this.#forgetStream = function (this: WebSocketStream) {
-      streams.delete(this);
-    };
+    this.#limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.#server = https.createServer({
       ...secureOptions(opts.tls),
       requestCert: true,
@@ -75,6 +96,9 @@ export class TunnelServer {
       requestTimeout: HANDSHAKE_TIMEOUT_MS,
       connectionsCheckingInterval: 1_000,
     });
+    // Before the TLS layer sees the socket: one over a cap costs no handshake.
+    servers.set(this.#server, this);
+    this.#server.prependListener('connection', TunnelServer.#onConnection);
     this.#server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.#onUpgrade(req, socket, head));
     this.#server.on('request', (req, res) => {
       const upgradeNeeded = req.url?.split('?')[0] === TUNNEL_PATH;
@@ -82,6 +106,7 @@ export class TunnelServer {
       res.end(upgradeNeeded ? 'this endpoint takes WebSocket upgrades from Underpass connectors\n' : 'not found\n');
     });
     this.#server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
+      if (refusedSockets.has(rawSocketOf(socket))) return; // refused for a limit, and audited as such
       const peer = formatPeer(socket);
       opts.onDenied({ peer, status: 0, reason: 'TLS_HANDSHAKE', message: errorMessage(err) });
     });
@@ -110,15 +135,74 @@ export class TunnelServer {
   }
 
   closeAll(): void {
-    for (const s of this.#streams) s.destroy();
+    for (const s of this.#streams.keys()) s.destroy();
     this.#server.closeAllConnections();
+  }
+
+  /** Unauthenticated connections now (tests and status). */
+  get unauthenticatedCount(): number {
+    return this.#unauthenticatedTotal;
+  }
+
+  static #onConnection(this: https.Server, socket: Socket): void {
+    servers.of(this).#admit(socket);
+  }
+
+  static #onRawClose(this: Socket): void {
+    servers.of(this).#authenticated(this);
+  }
+
+  /** A new TCP connection: counted as unauthenticated until its upgrade, or closed at once over a cap. */
+  #admit(socket: Socket): void {
+    const source = socket.remoteAddress ?? 'unknown';
+    const fromSource = this.#unauthenticated.get(source) ?? 0;
+    const limit: LimitName | undefined = this.#unauthenticatedTotal >= this.#limits.unauthenticatedConnections ? 'unauthenticated_connections'
+      : fromSource >= this.#limits.unauthenticatedPerSource ? 'unauthenticated_per_source' : undefined;
+    if (limit) {
+      refusedSockets.add(socket);
+      socket.on('error', ignoreError);
+      socket.destroy();
+      const message = limit === 'unauthenticated_connections'
+        ? `${this.#unauthenticatedTotal} connections are still in their TLS handshake or upgrade (limit ${this.#limits.unauthenticatedConnections}); closed before TLS`
+        : `${fromSource} connections from ${source} are still in their TLS handshake or upgrade (limit ${this.#limits.unauthenticatedPerSource} per source); closed before TLS`;
+      this.#opts.onDenied({ peer: formatPeer(socket), status: 0, reason: 'TOO_MANY_UNAUTHENTICATED', message, limit });
+      return;
+    }
+    this.#unauthenticated.set(source, fromSource + 1);
+    this.#unauthenticatedTotal++;
+    this.#pendingSource.set(socket, source);
+    servers.set(socket, this);
+    socket.once('close', TunnelServer.#onRawClose);
+  }
+
+  /** `socket` (the TCP socket) is no longer unauthenticated: upgraded, or closed. */
+  #authenticated(socket: Socket): void {
+    const source = this.#pendingSource.get(socket);
+    if (source === undefined) return;
+    this.#pendingSource.delete(socket);
+    this.#unauthenticatedTotal--;
+    const n = (this.#unauthenticated.get(source) ?? 1) - 1;
+    if (n === 0) this.#unauthenticated.delete(source);
+    else this.#unauthenticated.set(source, n);
+  }
+
+  static #forgetStream(this: WebSocketStream): void {
+    const server = servers.of(this);
+    const name = server.#streams.get(this);
+    if (name === undefined) return;
+    server.#streams.delete(this);
+    const n = (server.#sessionsOf.get(name) ?? 1) - 1;
+    if (n === 0) server.#sessionsOf.delete(name);
+    else server.#sessionsOf.set(name, n);
   }
 
   #onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     const tlsSocket = socket as TLSSocket;
     const peer = formatPeer(socket);
     socket.on('error', ignoreError);
-    if (req.url?.split('?')[0] !== TUNNEL_PATH) return this.#reject(socket, peer, 404, 'BAD_PATH', `no tunnel at ${req.url}; connectors use ${TUNNEL_PATH}`);
+    if (req.url?.split('?')[0] !== TUNNEL_PATH) {
+      return this.#reject(socket, peer, 404, 'BAD_PATH', `no tunnel at ${capText(req.url ?? '')}; connectors use ${TUNNEL_PATH}`);
+    }
     if (!this.#opts.accepting()) return this.#reject(socket, peer, 503, 'DRAINING', 'this worker is shutting down; reconnect to another');
     const cert = tlsSocket.getPeerCertificate();
     if (!cert || Object.keys(cert).length === 0) {
@@ -144,17 +228,29 @@ export class TunnelServer {
       }
       connector = identity.name;
     } catch (err) {
-      return this.#reject(socket, peer, 403, 'BAD_IDENTITY', errorMessage(err));
+      return this.#reject(socket, peer, 403, 'BAD_IDENTITY', capText(errorMessage(err), 512));
+    }
+    if (this.#streams.size >= this.#limits.sessions) {
+      return this.#reject(socket, peer, 429, 'TOO_MANY_SESSIONS',
+        `this worker holds ${this.#streams.size} sessions, its limit (limits.sessions); try another worker or later`, 'sessions');
+    }
+    const ofName = this.#sessionsOf.get(connector) ?? 0;
+    if (ofName >= this.#limits.sessionsPerConnector) {
+      return this.#reject(socket, peer, 429, 'TOO_MANY_SESSIONS',
+        `connector "${connector}" already has ${ofName} sessions on this worker, its limit (limits.sessionsPerConnector)`, 'sessions_per_connector');
     }
     const accepted = acceptWebSocket(req, socket, head);
     if (!(accepted instanceof WebSocketStream)) return this.#reject(socket, peer, accepted.status, 'BAD_UPGRADE', accepted.message);
-    this.#streams.add(accepted);
-    accepted.once('close', this.#forgetStream);
+    this.#authenticated(rawSocketOf(tlsSocket));
+    this.#streams.set(accepted, connector);
+    this.#sessionsOf.set(connector, ofName + 1);
+    servers.set(accepted, this);
+    accepted.once('close', TunnelServer.#forgetStream);
     this.#opts.onConnector({ stream: accepted, connector, peer, certificateSerial: cert.serialNumber });
   }
 
-  #reject(socket: Socket, peer: string, status: number, reason: string, message: string): void {
-    this.#opts.onDenied({ peer, status, reason, message });
+  #reject(socket: Socket, peer: string, status: number, reason: string, message: string, limit?: LimitName): void {
+    this.#opts.onDenied({ peer, status, reason, message, ...(limit ? { limit } : {}) });
     if (socket.writable) {
       const body = `${message}\n`;
       socket.end(
@@ -170,7 +266,14 @@ export class TunnelServer {
   }
 }
 
-const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 426: 'Upgrade Required', 503: 'Service Unavailable' };
+const STATUS_TEXT: Record<number, string> = {
+  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 426: 'Upgrade Required', 429: 'Too Many Requests', 503: 'Service Unavailable',
+};
+
+/** The TCP socket under a server-side TLS socket (Node links them as `_parent`); the socket itself otherwise. */
+function rawSocketOf(socket: Socket): Socket {
+  return (socket as Socket & { _parent?: Socket })._parent ?? socket;
+}
 
 function secureOptions(tls: TlsMaterial): { cert: Buffer; key: Buffer; ca: Buffer } {
   return { cert: tls.cert, key: tls.key, ca: tls.ca };

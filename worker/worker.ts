@@ -21,6 +21,7 @@ import { carryClient, sourceAllowed, type FlowEnv, type Resolution } from '../tu
 import type { OpenRequest } from '../tunnel/open.js';
 import { readTlsFiles, TlsFileWatcher, type TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { VERSION } from '../tunnel/version.js';
+import { muxLimits } from '../tunnel/limits.js';
 import { findWorkerMappingProblem, type WorkerConfig } from './config.js';
 import { ConfigWatcher } from './config-watcher.js';
 import { ConnectorSession } from './connector-session.js';
@@ -116,6 +117,7 @@ export class Worker {
       tls,
       logger: this.#log,
       accepting: () => !this.#draining,
+      limits: this.#config.limits,
       onConnector: (c) => this.#onConnector(c),
       onDenied: (d) => sessionDenied(this.#sessionHost, d),
     });
@@ -287,7 +289,7 @@ export class Worker {
     const session = new ConnectorSession(accepted, {
       connection: this.#connection,
       instance: this.#config.instance,
-      mux: { keepaliveIntervalMs: this.#config.keepalive.intervalMs, keepaliveTimeoutMs: this.#config.keepalive.timeoutMs },
+      mux: { keepaliveIntervalMs: this.#config.keepalive.intervalMs, keepaliveTimeoutMs: this.#config.keepalive.timeoutMs, ...muxLimits(this.#config.limits) },
       logger: this.#log,
     });
     this.#registry.add(session);

@@ -80,6 +80,8 @@ export async function startWorker(pki: UnderpassPki, opts: { targetPort?: number
     tls: { cert: 'worker.crt', key: 'worker.key', ca: 'ca.crt' },
     admin: `127.0.0.1:${adminPort}`,
     mappings,
+    // The idle-sessions measurement holds 1,000 connector sessions on one worker (default limit 64).
+    limits: { sessions: 10_000 },
   }));
   const child = new Child('underpass worker', forwarderNode(), [...nodeArgs(), entry(pki.dir), 'worker', '--config', file], path.join(pki.dir, `worker-${n}.log`));
   const worker = { child, tunnelPort, adminPort, url: `wss://127.0.0.1:${tunnelPort}` };

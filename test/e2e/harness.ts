@@ -68,6 +68,9 @@ export class Proc {
   readonly child: ChildProcess;
   readonly audit: Array<Record<string, unknown>> = [];
   logs = '';
+  /** Bytes the process wrote to stdout (audit lines) and stderr (logs). */
+  stdoutBytes = 0;
+  stderrBytes = 0;
   readonly exited: Promise<number | null>;
 
   constructor(args: string[], opts: { prefix?: string[] } = {}) {
@@ -75,6 +78,7 @@ export class Proc {
     this.child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     let pending = '';
     this.child.stdout!.on('data', (d: Buffer) => {
+      this.stdoutBytes += d.length;
       pending += d.toString();
       let i;
       while ((i = pending.indexOf('\n')) >= 0) {
@@ -87,7 +91,10 @@ export class Proc {
         }
       }
     });
-    this.child.stderr!.on('data', (d: Buffer) => (this.logs += d.toString()));
+    this.child.stderr!.on('data', (d: Buffer) => {
+      this.stderrBytes += d.length;
+      this.logs += d.toString();
+    });
     this.exited = new Promise((resolve) => this.child.once('exit', (code) => resolve(code)));
   }
 

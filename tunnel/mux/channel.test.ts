@@ -43,6 +43,10 @@ class Host implements StreamHost {
   waitForDrain(channel: Channel): void {
     this.waiting.push(channel);
   }
+  holdOpenBytes(): boolean {
+    return true;
+  }
+  releaseOpenBytes(): void {}
   data(): Buffer {
     return Buffer.concat(this.sent.filter((f) => f.type === FrameType.Data).map((f) => f.payload!));
   }

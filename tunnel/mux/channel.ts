@@ -49,6 +49,10 @@ export interface StreamHost {
   readonly congested: boolean;
   /** Call `channel`'s sink's onWritable once the transport has drained. */
   waitForDrain(channel: Channel): void;
+  /** Takes `n` bytes of the session's open buffer budget; false when they do not fit (nothing taken). */
+  holdOpenBytes(n: number): boolean;
+  /** Gives back bytes taken with holdOpenBytes. */
+  releaseOpenBytes(n: number): void;
 }
 
 /** The consumer of a channel. Every method is called synchronously from the session's read or from a channel call. */
@@ -126,6 +130,11 @@ export class Channel {
   /** Reset or aborted: nothing more flows either way. */
   get isReset(): boolean {
     return this.#reset;
+  }
+
+  /** The session this channel belongs to (per-session state of its consumers is keyed by it). */
+  get host(): StreamHost {
+    return this.#host;
   }
 
   /** Receive credit the peer currently has (for the session's window check). */
@@ -230,6 +239,19 @@ export class Channel {
     if (this.#pendingCb || this.#finAfterPending) this.#failPending(err ?? new UnderpassError('ERR_STREAM_DESTROYED', `stream ${this.id} was destroyed`));
     else this.#pending = undefined;
     this.#finish();
+  }
+
+  /**
+   * The consumer keeps `n` bytes before the channel relays (an open header, early data): they count
+   * against the session's open buffer budget (limits.openBufferBytes). False when they do not fit:
+   * the consumer must drop the channel. Give them back with `releaseOpen`.
+   */
+  holdOpen(n: number): boolean {
+    return this.#host.holdOpenBytes(n);
+  }
+
+  releaseOpen(n: number): void {
+    this.#host.releaseOpenBytes(n);
   }
 
   /** The consumer is done with `n` more bytes of what onData delivered: the peer may get credit. */

@@ -1,9 +1,11 @@
 /**
  * Multiplexer settings. `DEFAULT_MUX_CONFIG` is tuned for the tunnel (large
  * windows for full speed on one stream); `verifyMuxConfig` rejects nonsense
- * before a session starts, like hashicorp/yamux's VerifyConfig.
+ * before a session starts, like hashicorp/yamux's VerifyConfig. The limits on
+ * what a peer may cost come from tunnel/limits.ts.
  */
 import { UnderpassError } from '../errors.js';
+import { DEFAULT_LIMITS } from '../limits.js';
 import { INITIAL_WINDOW } from './frame.js';
 
 export interface MuxConfig {
@@ -22,10 +24,14 @@ export interface MuxConfig {
   keepaliveIntervalMs: number;
   /** Close the session when nothing at all arrived for this long. */
   keepaliveTimeoutMs: number;
-  /** Streams the peer may have open at once; more are reset. */
+  /** Streams open at once, both directions together (limits.streamsPerSession); a SYN beyond it is reset. */
   maxStreams: number;
   /** Bytes queued for the transport before stream writers are held back. */
   writeQueueHighWater: number;
+  /** Bytes the session's streams may hold before they relay: open headers and early data (limits.openBufferBytes). */
+  openBufferBytes: number;
+  /** Bytes written and not yet read by the peer past which the session stops reading (limits.unreadOutputBytes). */
+  unreadOutputBytes: number;
 }
 
 export const DEFAULT_MUX_CONFIG: Readonly<MuxConfig> = Object.freeze({
@@ -34,8 +40,10 @@ export const DEFAULT_MUX_CONFIG: Readonly<MuxConfig> = Object.freeze({
   maxFrameSize: 256 * 1024,
   keepaliveIntervalMs: 5_000,
   keepaliveTimeoutMs: 10_000,
-  maxStreams: 65_536,
+  maxStreams: DEFAULT_LIMITS.streamsPerSession,
   writeQueueHighWater: 1024 * 1024,
+  openBufferBytes: DEFAULT_LIMITS.openBufferBytes,
+  unreadOutputBytes: DEFAULT_LIMITS.unreadOutputBytes,
 });
 
 export function muxConfig(overrides: Partial<MuxConfig> = {}): MuxConfig {
@@ -56,4 +64,6 @@ export function verifyMuxConfig(c: MuxConfig): void {
   if (c.keepaliveIntervalMs > 0 && c.keepaliveTimeoutMs <= c.keepaliveIntervalMs) fail('keepaliveTimeoutMs', 'must be greater than keepaliveIntervalMs');
   if (!Number.isInteger(c.maxStreams) || c.maxStreams < 1) fail('maxStreams', 'must be a positive integer');
   if (c.writeQueueHighWater < 1) fail('writeQueueHighWater', 'must be positive');
+  if (!Number.isInteger(c.openBufferBytes) || c.openBufferBytes < 1) fail('openBufferBytes', 'must be a positive integer');
+  if (!Number.isInteger(c.unreadOutputBytes) || c.unreadOutputBytes < 1) fail('unreadOutputBytes', 'must be a positive integer');
 }

@@ -554,3 +554,106 @@ describe('Session control frames', () => {
     expect(client.isClosed).toBe(true);
   });
 });
+
+/** Resolves once `condition` holds (checked every millisecond), or fails after `ms`. */
+async function until(condition: () => boolean, ms = 5_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms: ${condition.toString()}`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+describe('Session against a peer that never reads (finding 4)', () => {
+  /**
+   * A session on one end of a pair whose other end is the hostile peer: the test writes raw frames
+   * into it and never reads what the session answers (its readable side stays paused).
+   */
+  function hostile(config: Partial<MuxConfig> = {}, client = false): { session: Session; peer: Duplex; limits: string[] } {
+    const [ours, peer] = duplexPair();
+    peer.pause();
+    const session = new Session(ours, { client, config: { keepaliveIntervalMs: 0, ...config } });
+    session.on('stream', (s) => s.on('error', () => undefined));
+    sessions.push(session);
+    const limits: string[] = [];
+    session.on('limit', (limit) => limits.push(limit));
+    return { session, peer, limits };
+  }
+
+  /** Writes `frame` `n` times into `peer`, in batches, letting the session run between them. */
+  async function flood(peer: Duplex, frame: (i: number) => Buffer, n: number): Promise<void> {
+    for (let i = 0; i < n; i += 1_000) {
+      peer.write(Buffer.concat(Array.from({ length: Math.min(1_000, n - i) }, (_, k) => frame(i + k))));
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+
+  it.each([['a worker', false], ['a connector', true]])('%s answers pings one at a time while its output waits: 200,000 pings leave less than 256 KiB queued, and the dropped answers are counted', async (_who, client) => {
+    const { session, peer, limits } = hostile({}, client);
+    await flood(peer, (i) => encodeHeader(FrameType.Ping, Flag.SYN, 0, i), 200_000);
+    const queued = (peer as unknown as { peer: Duplex }).peer.writableLength; // our end of the pair
+    expect(queued).toBeLessThan(256 * 1024);
+    expect(limits.filter((l) => l === 'ping_replies').length).toBeGreaterThan(100_000);
+    expect(session.isClosed).toBe(false);
+  });
+
+  it.each([['a worker', false], ['a connector', true]])('%s stops reading a peer that leaves more than unreadOutputBytes unread, and closes it with ERR_MUX_PEER_NOT_READING after the keepalive timeout', async (_who, client) => {
+    const { session, peer, limits } = hostile({ maxStreams: 1, unreadOutputBytes: 64 * 1024, keepaliveIntervalMs: 50, keepaliveTimeoutMs: 200 }, client);
+    // Every SYN beyond the stream limit is answered with an RST nobody reads.
+    const closed = session.closed;
+    let id = client ? 0 : 1; // the peer opens streams with its own parity
+    for (let i = 0; i < 50 && !session.isClosed; i++) {
+      await flood(peer, () => encodeHeader(FrameType.WindowUpdate, Flag.SYN, (id += 2), 0), 2_000);
+    }
+    const ours = (peer as unknown as { peer: Duplex }).peer;
+    expect(ours.writableLength).toBeLessThan(64 * 1024 + 2_000 * 12 + 1024);
+    const err = await closed;
+    expect(err).toMatchObject({ code: 'ERR_MUX_PEER_NOT_READING' });
+    expect(err?.message).toMatch(/has left \d+ bytes of our output unread for \d+ ms \(limit 65536 bytes\)/);
+    expect(limits).toContain('unread_output_bytes');
+    expect(limits).toContain('streams_per_session');
+  });
+
+  it('reads again once the peer has read what waited', async () => {
+    const [ours, peer] = duplexPair();
+    const session = new Session(ours, { client: false, config: { keepaliveIntervalMs: 0, maxStreams: 1, unreadOutputBytes: 16 * 1024 } });
+    sessions.push(session);
+    peer.pause();
+    let id = 1;
+    // 144 KB of RSTs: more than the peer's own buffer (64 KiB) and the limit together.
+    peer.write(Buffer.concat(Array.from({ length: 12_000 }, () => encodeHeader(FrameType.WindowUpdate, Flag.SYN, (id += 2), 0))));
+    await until(() => ours.isPaused());
+    const ack = encodeHeader(FrameType.Ping, Flag.ACK, 0, 777);
+    let received = Buffer.alloc(0);
+    peer.on('data', (d: Buffer) => (received = Buffer.concat([received, d])));
+    peer.resume(); // the peer reads everything
+    await until(() => !ours.isPaused());
+    peer.write(encodeHeader(FrameType.Ping, Flag.SYN, 0, 777));
+    await until(() => received.includes(ack)); // read and answered
+  });
+
+  it('counts a stream refused beyond the limit as a limit', async () => {
+    const { client, server } = pair({}, { maxStreams: 1 });
+    const limits: string[] = [];
+    server.on('limit', (l, message) => limits.push(`${l}: ${message}`));
+    server.on('stream', (s) => s.on('error', () => undefined));
+    const [a, b] = [client.open(), client.open()];
+    a.on('error', () => undefined);
+    await once(b, 'error');
+    expect(limits).toEqual([expect.stringMatching(/^streams_per_session: the peer opened stream 3 with 1 streams open; the limit is 1$/)]);
+  });
+
+  it('lends the open buffer budget until it is used up, and says so', () => {
+    const [ours] = duplexPair();
+    const session = new Session(ours, { client: false, config: { keepaliveIntervalMs: 0, openBufferBytes: 10_000 } });
+    sessions.push(session);
+    const limits: string[] = [];
+    session.on('limit', (l) => limits.push(l));
+    expect(session.holdOpenBytes(6_000)).toBe(true);
+    expect(session.holdOpenBytes(5_000)).toBe(false);
+    expect(session.openBytesHeld).toBe(6_000);
+    session.releaseOpenBytes(6_000);
+    expect(session.holdOpenBytes(10_000)).toBe(true);
+    expect(limits).toEqual(['open_buffer_bytes']);
+  });
+});

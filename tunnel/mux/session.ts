@@ -7,6 +7,7 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { ProtocolError, UnderpassError } from '../errors.js';
+import type { LimitName } from '../limits.js';
 import { ownerSlot } from '../owner.js';
 import { muxConfig, type MuxConfig } from './config.js';
 import {
@@ -40,6 +41,22 @@ export interface InPlaceTransport {
   writeInPlace(buf: Buffer, start: number, end: number, done: () => void): boolean;
 }
 
+/**
+ * A transport that bounds what a peer leaves unread by itself (WebSocketStream): it stops reading
+ * from the peer while more than the limit of our output waits, and says so.
+ */
+export interface OutputLimitedTransport {
+  limitUnreadOutput(bytes: number): void;
+  /** Reading is paused because the peer left more than the limit unread. */
+  readonly outputBlocked: boolean;
+  /** Bytes written and not yet taken by the peer. */
+  readonly unreadOutput: number;
+}
+
+/** A flush of at least this many frames averaging at most SMALL_FRAME_AVERAGE bytes goes out as one buffer. */
+const MANY_FRAMES = 64;
+const SMALL_FRAME_AVERAGE = 128;
+
 /** Bytes to leave free before a payload written in place: the yamux header and the largest WebSocket header. */
 export const IN_PLACE_HEADROOM = HEADER_SIZE + 14;
 
@@ -64,6 +81,12 @@ export interface Session {
   on(event: 'close', listener: (err: Error | undefined) => void): this;
   /** A keepalive ping was answered (round trip in milliseconds). */
   on(event: 'rtt', listener: (ms: number) => void): this;
+  /**
+   * The peer ran into one of the limits of tunnel/limits.ts (a stream refused over the stream
+   * limit, the open buffer budget, ping replies dropped, the session closed for not reading, or
+   * the transport's own: a WebSocket frame too large). For metrics; the refusal itself is done.
+   */
+  on(event: 'limit', listener: (limit: LimitName, message: string) => void): this;
   once(event: 'close', listener: (err: Error | undefined) => void): this;
   once(event: 'goaway', listener: (code: number) => void): this;
 }
@@ -76,6 +99,8 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
   readonly #transport: Duplex;
   /** The transport's in-place write (WebSocketStream.writeInPlace), if it has one. */
   readonly #inPlace: InPlaceTransport | undefined;
+  /** The transport's own unread-output limit, if it has one (WebSocketStream). */
+  readonly #outputLimited: OutputLimitedTransport | undefined;
   readonly #now: () => number;
   readonly #reader: FrameReader;
   readonly #streams = new Map<number, Channel>();
@@ -98,6 +123,12 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
   #deferredFlags: { streamId: number; flags: number } | undefined;
   readonly #pings = new Map<number, PendingPing>();
   #pingId = 0;
+  /** Bytes held by streams before they relay (open headers, early data): limited by config.openBufferBytes. */
+  #openHeld = 0;
+  /** Reading from the transport is paused: more than config.unreadOutputBytes of our output waits. */
+  #readPaused = false;
+  /** A ping answer that waits for the transport to drain (the latest one; older ones are dropped). */
+  #pendingPingAck: number | undefined;
   #localGoAway = false;
   #remoteGoAway = false;
   #isClosed = false;
@@ -113,6 +144,8 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     this.config = muxConfig(options.config);
     this.#transport = transport;
     this.#inPlace = typeof (transport as Partial<InPlaceTransport>).writeInPlace === 'function' ? (transport as Duplex & InPlaceTransport) : undefined;
+    this.#outputLimited = typeof (transport as Partial<OutputLimitedTransport>).limitUnreadOutput === 'function' ? (transport as Duplex & OutputLimitedTransport) : undefined;
+    this.#outputLimited?.limitUnreadOutput(this.config.unreadOutputBytes);
     this.#now = options.now ?? Date.now;
     this.#nextId = options.client ? 1 : 2;
     this.#reader = new FrameReader(this);
@@ -127,6 +160,7 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     transport.on('end', Session.#onEnd);
     transport.on('error', Session.#onError);
     transport.on('close', Session.#onClose);
+    transport.on('limit', Session.#onTransportLimit);
     this.#startKeepalive();
   }
 
@@ -135,7 +169,16 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
   }
 
   static #onDrain(this: Duplex): void {
-    owner.of(this).#releaseHeldCallbacks();
+    const s = owner.of(this);
+    s.#releaseHeldCallbacks();
+    if (s.#readPaused && this.writableLength <= s.config.unreadOutputBytes / 2) {
+      s.#readPaused = false;
+      this.resume();
+    }
+  }
+
+  static #onTransportLimit(this: Duplex, limit: LimitName, message: string): void {
+    owner.of(this).emit('limit', limit, message);
   }
 
   static #onEnd(this: Duplex): void {
@@ -284,6 +327,28 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     return t.writeInPlace(buf, start - HEADER_SIZE, end, done);
   }
 
+  /**
+   * Takes `n` bytes of the session's open buffer budget (config.openBufferBytes) for a stream that
+   * holds them before it relays; false (and nothing taken) when they do not fit.
+   */
+  holdOpenBytes(n: number): boolean {
+    if (this.#openHeld + n > this.config.openBufferBytes) {
+      this.emit('limit', 'open_buffer_bytes', `the session's streams already hold ${this.#openHeld} bytes before relaying; ${n} more would exceed the ${this.config.openBufferBytes}-byte limit`);
+      return false;
+    }
+    this.#openHeld += n;
+    return true;
+  }
+
+  releaseOpenBytes(n: number): void {
+    this.#openHeld -= n;
+  }
+
+  /** Bytes held under holdOpenBytes now. */
+  get openBytesHeld(): number {
+    return this.#openHeld;
+  }
+
   streamFinished(channel: Channel): void {
     if (this.#streams.get(channel.id) === channel) this.#streams.delete(channel.id);
   }
@@ -363,8 +428,12 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
 
   #accept(id: number): Channel | undefined {
     const asChannel = this.listenerCount('channel') > 0;
-    const refuse = this.#localGoAway || this.#streams.size >= this.config.maxStreams || (!asChannel && this.listenerCount('stream') === 0);
+    const overLimit = this.#streams.size >= this.config.maxStreams;
+    const refuse = this.#localGoAway || overLimit || (!asChannel && this.listenerCount('stream') === 0);
     if (refuse) {
+      if (overLimit && !this.#localGoAway) {
+        this.emit('limit', 'streams_per_session', `the peer opened stream ${id} with ${this.#streams.size} streams open; the limit is ${this.config.maxStreams}`);
+      }
       this.#sendControl(encodeHeader(FrameType.WindowUpdate, Flag.RST, id, 0));
       return undefined;
     }
@@ -382,6 +451,14 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
 
   #onPing(h: FrameHeader): void {
     if (h.flags & Flag.SYN) {
+      // While the transport is full, only the latest ping is answered, once it drains (as
+      // hashicorp/yamux drops replies it cannot send): a peer that pings and never reads must not
+      // make us queue one answer per ping.
+      if (this.congested) {
+        if (this.#pendingPingAck !== undefined) this.emit('limit', 'ping_replies', 'a ping answer was dropped: the peer sends pings faster than it reads the answers');
+        this.#pendingPingAck = h.length;
+        return;
+      }
       this.#sendControl(encodeHeader(FrameType.Ping, Flag.ACK, 0, h.length));
     } else if (h.flags & Flag.ACK) {
       const pending = this.#pings.get(h.length);
@@ -455,16 +532,39 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     this.#outCallbacks = [];
     const t = this.#transport;
     t.cork();
-    for (const buf of out) t.write(buf);
+    if (out.length >= MANY_FRAMES && Session.#smallFrames(out)) {
+      // Many small frames (answers to pings, refused opens, FINs): one buffer, not a queue entry of
+      // ~100 bytes each while the transport waits — what a peer provokes stays as big as it is.
+      t.write(Buffer.concat(out));
+    } else {
+      for (const buf of out) t.write(buf);
+    }
     t.uncork();
     if (t.writableNeedDrain) {
       for (const cb of callbacks) this.#heldCallbacks.push(cb);
     } else {
       for (const cb of callbacks) cb();
     }
+    if (!this.#readPaused && t.writableLength > this.config.unreadOutputBytes) {
+      // The peer leaves our output unread: read nothing more from it (nothing it sends can make us
+      // queue more) until the transport drains; the keepalive closes the session if it never does.
+      this.#readPaused = true;
+      t.pause();
+    }
+  }
+
+  static #smallFrames(out: Buffer[]): boolean {
+    let bytes = 0;
+    for (const b of out) bytes += b.length;
+    return bytes <= out.length * SMALL_FRAME_AVERAGE;
   }
 
   #releaseHeldCallbacks(): void {
+    const ack = this.#pendingPingAck;
+    if (ack !== undefined) {
+      this.#pendingPingAck = undefined;
+      this.#sendControl(encodeHeader(FrameType.Ping, Flag.ACK, 0, ack));
+    }
     const held = this.#heldCallbacks;
     this.#heldCallbacks = [];
     for (const cb of held) cb();
@@ -494,7 +594,14 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     const now = this.#now();
     const silent = now - this.#lastInbound;
     if (silent >= this.config.keepaliveTimeoutMs) {
-      this.#terminate(new UnderpassError('ERR_MUX_KEEPALIVE_TIMEOUT', `nothing received from the peer for ${silent} ms; the connection is considered dead`));
+      if (this.#readPaused || this.#outputLimited?.outputBlocked) {
+        const unread = this.#outputLimited?.unreadOutput ?? this.#transport.writableLength;
+        const message = `the peer has left ${unread} bytes of our output unread for ${silent} ms (limit ${this.config.unreadOutputBytes} bytes); closing the session`;
+        this.emit('limit', 'unread_output_bytes', message);
+        this.#terminate(new UnderpassError('ERR_MUX_PEER_NOT_READING', message));
+      } else {
+        this.#terminate(new UnderpassError('ERR_MUX_KEEPALIVE_TIMEOUT', `nothing received from the peer for ${silent} ms; the connection is considered dead`));
+      }
     } else if (now - this.#lastKeepalivePing >= this.config.keepaliveIntervalMs) {
       this.#lastKeepalivePing = now;
       this.ping().then((ms) => this.emit('rtt', ms), () => undefined); // the timeout above decides; a lost ping alone does not

@@ -12,6 +12,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { createCA, issueConnectorCert, issueWorkerCert, loadCA } from '../pki.js';
 import { WebSocketDuplex } from '../testing/ws-duplex.js';
 import { acceptWebSocket, connectWebSocket, WebSocketRefused, WebSocketStream } from './websocket.js';
+import { encodeControlFrame, encodeFrameHeader, Opcode } from './ws-frame.js';
 
 let tls: { ca: Buffer; serverCert: Buffer; serverKey: Buffer; clientCert: Buffer; clientKey: Buffer };
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
@@ -209,4 +210,79 @@ describe('a ws client (random masks) against our WebSocket server', () => {
     expect(err).toBeInstanceOf(WebSocketRefused);
     expect(err).toMatchObject({ status: 403, reason: 'TEST', message: expect.stringContaining('HTTP 403 TEST') });
   });
+});
+
+/** Resolves once `condition` holds (checked every millisecond), or fails after `ms`. */
+async function until(condition: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms: ${condition.toString()}`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+describe('our WebSocket server against a client that never reads (finding 4)', () => {
+  let server: https.Server;
+  let port: number;
+  const accepted: WebSocketStream[] = [];
+  beforeAll(async () => {
+    server = https.createServer({ cert: tls.serverCert, key: tls.serverKey });
+    server.on('upgrade', (req, socket, head) => {
+      const s = acceptWebSocket(req, socket as never, head);
+      if (!(s instanceof WebSocketStream)) return void socket.end(`HTTP/1.1 ${s.status} x\r\n\r\n`);
+      s.on('error', () => undefined);
+      s.resume();
+      accepted.push(s);
+    });
+    port = await listen(server);
+  });
+  afterAll(() => {
+    for (const s of accepted) s.destroy();
+    server.close();
+  });
+
+  /** A raw TLS client that upgrades, then only writes: it never reads a byte of what the server sends. */
+  async function deafClient(): Promise<{ socket: import('node:tls').TLSSocket; server: WebSocketStream }> {
+    const { connect } = await import('node:tls');
+    const before = accepted.length;
+    const socket = connect({ host: '127.0.0.1', port, servername: 'localhost', ca: tls.ca });
+    await once(socket, 'secureConnect');
+    socket.write('GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+    socket.pause();
+    for (let i = 0; i < 200 && accepted.length === before; i++) await new Promise((r) => setTimeout(r, 10));
+    return { socket, server: accepted[accepted.length - 1]! };
+  }
+
+  it('answers 100,000 pings from a client that never reads with less than 64 KiB queued, and counts the pongs it dropped', async () => {
+    const { socket, server: s } = await deafClient();
+    const dropped: string[] = [];
+    s.on('limit', (limit: string) => dropped.push(limit));
+    const ping = encodeControlFrame(Opcode.Ping, Buffer.alloc(125, 0x70), true);
+    for (let i = 0; i < 100; i++) {
+      if (!socket.write(Buffer.concat(Array.from({ length: 1_000 }, () => ping)))) await once(socket, 'drain');
+    }
+    await until(() => dropped.length > 1_000);
+    expect(s.socket.writableLength).toBeLessThan(64 * 1024);
+    expect(new Set(dropped)).toEqual(new Set(['ping_replies']));
+    socket.destroy();
+  }, 30_000);
+
+  it('stops reading a client that leaves more than its unread-output limit unread, and reads again once it has read', async () => {
+    const { socket, server: s } = await deafClient();
+    s.limitUnreadOutput(1 << 20);
+    let arrived = 0;
+    s.on('data', (d: Buffer) => (arrived += d.length));
+    s.write(randomBytes(12 << 20)); // more than loopback's buffers and the limit together
+    await until(() => s.outputBlocked);
+    expect(s.unreadOutput).toBeGreaterThan(1 << 20);
+    const data = Buffer.concat([encodeFrameHeader(Opcode.Binary, 1000, true), Buffer.alloc(1000, 0x61)]);
+    socket.write(data);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(arrived).toBe(0); // not read while the client does not read
+    socket.on('data', () => undefined);
+    socket.resume();
+    await until(() => arrived === 1000);
+    expect(s.outputBlocked).toBe(false);
+    socket.destroy();
+  }, 30_000);
 });

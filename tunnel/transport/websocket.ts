@@ -3,6 +3,12 @@
  * carries yamux bytes in binary frames (see ws-frame.ts for why payloads are
  * streamed, not reassembled). Writes go straight to the TLS socket, one frame
  * per corked batch; reads hand payload views to the multiplexer.
+ *
+ * A peer that sends and never reads must not grow our output: pings are answered
+ * one at a time (while the socket is full only the latest waits, as RFC 6455
+ * allows), and while more than the unread-output limit of our writes waits for
+ * the peer, nothing more is read from it (the multiplexer closes the session if
+ * that lasts past its keepalive timeout, ERR_MUX_PEER_NOT_READING).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import https from 'node:https';
@@ -10,14 +16,15 @@ import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { UnderpassError } from '../errors.js';
+import { DEFAULT_LIMITS, WS_MAX_FRAME } from '../limits.js';
 import { ownerSlot } from '../owner.js';
 import {
   encodeClosePayload, encodeControlFrame, encodeFrameHeader, FrameDecoder, frameHeaderLength, Opcode, WebSocketProtocolError, writeFrameHeader, type FrameSink,
 } from './ws-frame.js';
 
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
-/** Largest frame we accept; the sender stays far below it. */
-export const MAX_FRAME = 16 << 20;
+/** Largest frame we accept (tunnel/limits.ts); the sender stays far below it. */
+export const MAX_FRAME = WS_MAX_FRAME;
 /** Largest frame we send (a batch above it is split). */
 const SEND_FRAME = 4 << 20;
 /** Batches up to this size are copied into one buffer with their header (see #send); with the header it stays within Node's buffer pool (allocations under 4 KiB). */
@@ -39,6 +46,14 @@ export class WebSocketStream extends Duplex {
   readonly #decoder: FrameDecoder;
   #closeSent = false;
   #closeReceived = false;
+  /** Unread output (our writes the peer has not taken) past which the socket is not read. */
+  #unreadLimit: number = DEFAULT_LIMITS.unreadOutputBytes;
+  /** The socket is paused: the peer left more than #unreadLimit unread. */
+  #outputPaused = false;
+  /** The socket is paused: our reader is full (readable backpressure). */
+  #inputPaused = false;
+  /** The answer to the latest ping, waiting for the socket to drain. */
+  #pendingPong: Buffer | undefined;
 
   constructor(socket: Socket, head: Buffer, role: 'client' | 'server') {
     super({ allowHalfOpen: false, readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
@@ -56,6 +71,7 @@ export class WebSocketStream extends Duplex {
     // without a close frame must not leave our side open forever.
     socket.on('end', WebSocketStream.#onSocketEnd);
     socket.on('close', WebSocketStream.#onSocketClose);
+    socket.on('drain', WebSocketStream.#onSocketDrain);
     if (head.length > 0) queueMicrotask(() => this.#onData(head));
   }
 
@@ -73,6 +89,16 @@ export class WebSocketStream extends Duplex {
     this.end();
   }
 
+  static #onSocketDrain(this: Socket): void {
+    const ws = owner.of(this);
+    const pong = ws.#pendingPong;
+    if (pong) {
+      ws.#pendingPong = undefined;
+      ws.#control(Opcode.Pong, pong);
+    }
+    ws.#maybeResume();
+  }
+
   static #onSocketClose(this: Socket): void {
     const ws = owner.of(this);
     if (!ws.destroyed) ws.destroy(ws.#closeReceived ? undefined : new UnderpassError('ERR_WS_CLOSED', 'the connection closed without a WebSocket close frame'));
@@ -85,10 +111,13 @@ export class WebSocketStream extends Duplex {
       this.ws = ws;
     }
     onData(chunk: Buffer): void {
-      if (!this.ws.push(chunk)) this.ws.socket.pause();
+      if (!this.ws.push(chunk)) {
+        this.ws.#inputPaused = true;
+        this.ws.socket.pause();
+      }
     }
     onPing(payload: Buffer): void {
-      this.ws.#control(Opcode.Pong, payload);
+      this.ws.#pong(payload);
     }
     onPong(): void {}
     onClose(code: number, reason: string): void {
@@ -97,7 +126,23 @@ export class WebSocketStream extends Duplex {
   };
 
   override _read(): void {
-    if (this.socket.isPaused()) this.socket.resume();
+    this.#inputPaused = false;
+    if (!this.#outputPaused && this.socket.isPaused()) this.socket.resume();
+  }
+
+  /** Stop reading from the peer while more than `bytes` of our output waits for it (Session sets its limit). */
+  limitUnreadOutput(bytes: number): void {
+    this.#unreadLimit = bytes;
+  }
+
+  /** Reading is paused because the peer left more than the limit of our output unread. */
+  get outputBlocked(): boolean {
+    return this.#outputPaused;
+  }
+
+  /** Bytes written and not yet taken by the peer (in this stream's and the socket's buffers). */
+  get unreadOutput(): number {
+    return this.writableLength + this.socket.writableLength;
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: Callback): void {
@@ -167,8 +212,35 @@ export class WebSocketStream extends Duplex {
       this.#writeFrames(chunks, total);
       s.uncork();
     }
-    if (s.writableNeedDrain) s.once('drain', () => cb());
-    else cb();
+    if (s.writableNeedDrain) {
+      s.once('drain', () => {
+        cb();
+        this.#maybeResume(); // this batch has left our own buffer too
+      });
+    } else {
+      cb();
+    }
+    this.#checkOutput();
+  }
+
+  /** Past the unread-output limit, read nothing more from the peer until the socket drains. */
+  #checkOutput(): void {
+    if (this.#outputPaused || this.unreadOutput <= this.#unreadLimit) return;
+    this.#outputPaused = true;
+    this.socket.pause();
+  }
+
+  #maybeResume(): void {
+    if (!this.#outputPaused || this.unreadOutput > this.#unreadLimit / 2) return;
+    this.#outputPaused = false;
+    if (!this.#inputPaused) this.socket.resume();
+  }
+
+  /** While the socket is full only the latest ping is answered, once it drains (RFC 6455 5.5.3 allows it). */
+  #pong(payload: Buffer): void {
+    if (!this.socket.writableNeedDrain) return this.#control(Opcode.Pong, payload);
+    if (this.#pendingPong) this.emit('limit', 'ping_replies', 'a WebSocket pong was dropped: the peer sends pings faster than it reads the answers');
+    this.#pendingPong = Buffer.from(payload);
   }
 
   /** Header and chunks as frames of at most SEND_FRAME bytes (the socket is corked). */
@@ -200,6 +272,7 @@ export class WebSocketStream extends Duplex {
     try {
       this.#decoder.push(chunk);
     } catch (err) {
+      if (err instanceof WebSocketProtocolError && err.closeCode === 1009) this.emit('limit', 'ws_frame_bytes', err.message);
       this.destroy(err as Error);
     }
   }
@@ -207,6 +280,7 @@ export class WebSocketStream extends Duplex {
   #control(opcode: Opcode, payload: Buffer): void {
     if (this.socket.destroyed || this.#closeSent) return;
     this.socket.write(encodeControlFrame(opcode, payload, this.#client));
+    this.#checkOutput();
   }
 
   #sendClose(code: number, reason: string): void {

@@ -1,0 +1,53 @@
+import { afterEach, describe, expect, it } from '@jest/globals';
+import { LineLimiter } from './log-limit.js';
+
+describe('LineLimiter', () => {
+  let now = 0;
+  const summaries: Array<[string, number]> = [];
+  const limiters: LineLimiter[] = [];
+  const make = (burst = 3, maxKeys = 2): LineLimiter => {
+    const l = new LineLimiter({ burst, intervalMs: 1_000, maxKeys, overflowKey: '(other)', now: () => now, onSummary: (k, n) => summaries.push([k, n]) });
+    limiters.push(l);
+    return l;
+  };
+  afterEach(() => {
+    for (const l of limiters.splice(0)) l.flush();
+    summaries.length = 0;
+    now = 0;
+  });
+
+  it('writes the first `burst` lines of an interval and counts the rest into one summary when it ends', () => {
+    const l = make();
+    const allowed = Array.from({ length: 10 }, () => l.allow('a'));
+    expect(allowed).toEqual([true, true, true, false, false, false, false, false, false, false]);
+    expect(summaries).toEqual([]);
+    now = 1_000;
+    expect(l.allow('a')).toBe(true); // a new interval
+    expect(summaries).toEqual([['a', 7]]);
+  });
+
+  it('keeps intervals per key', () => {
+    const l = make(1);
+    expect([l.allow('a'), l.allow('b'), l.allow('a'), l.allow('b')]).toEqual([true, true, false, false]);
+    now = 5_000;
+    l.allow('c');
+    expect(summaries.sort()).toEqual([['a', 1], ['b', 1]]);
+  });
+
+  it('puts keys beyond maxKeys under the overflow key, so a peer with many addresses cannot grow the table', () => {
+    const l = make(1, 2);
+    expect([l.allow('a'), l.allow('b'), l.allow('c'), l.allow('d'), l.allow('e')]).toEqual([true, true, true, false, false]);
+    l.flush();
+    expect(summaries).toEqual([['(other)', 2]]);
+  });
+
+  it('writes a pending summary on its own once the interval is over (timer)', async () => {
+    const l = new LineLimiter({ burst: 1, intervalMs: 30, maxKeys: 4, overflowKey: '(other)', onSummary: (k, n) => summaries.push([k, n]) });
+    limiters.push(l);
+    l.allow('a');
+    l.allow('a');
+    l.allow('a');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(summaries).toEqual([['a', 2]]);
+  });
+});
