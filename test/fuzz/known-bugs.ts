@@ -1,6 +1,6 @@
 /**
  * Crashes the fuzzers found in files another team member owns, not fixed yet.
- * Each has a failing regression test in known-bugs.test.ts (`it.failing`):
+ * Each has a failing regression test in fixed-bugs.test.ts (`it.failing`):
  * when its owner fixes it, that test passes, Jest reports the `it.failing` as
  * an error, and the entry here and the marker there are removed together.
  *
@@ -18,26 +18,14 @@ export interface KnownBug {
 }
 
 /** `err` was thrown from `file` (one of its first frames; the stack is source-mapped to .ts under Jest). */
-const thrownFrom = (err: unknown, file: RegExp): boolean => {
+// Kept for the next entry: match a bug by the file it is thrown from.
+export const thrownFrom = (err: unknown, file: RegExp): boolean => {
   // Not `instanceof Error`: errors made by Node's own modules come from another realm under Jest.
   const stack = (err as { stack?: unknown } | null)?.stack;
   return typeof stack === 'string' && stack.split('\n').slice(1, 8).some((line) => file.test(line));
 };
 
-export const KNOWN_BUGS: readonly KnownBug[] = [
-  {
-    id: 'identity-san-json',
-    where: 'tunnel/identity.ts subjectAltNames (sec-connector)',
-    what: 'a quoted SAN value that is not valid JSON (a raw control character, a bad escape) throws SyntaxError from JSON.parse instead of ERR_IDENTITY_INVALID',
-    matches: (err) => err instanceof SyntaxError && thrownFrom(err, /tunnel\/identity\.[jt]s:/),
-  },
-  {
-    id: 'ws-data-after-close',
-    where: 'tunnel/transport/websocket.ts WebSocketStream (sec-dataplane)',
-    what: 'a data frame after a close frame (1000/1001/1005) is pushed after EOF: the stream fails with Node\'s uncoded ERR_STREAM_PUSH_AFTER_EOF instead of ignoring it',
-    matches: (err) => (err as { code?: unknown } | null)?.code === 'ERR_STREAM_PUSH_AFTER_EOF' && thrownFrom(err, /tunnel\/transport\/websocket\.[jt]s:/),
-  },
-];
+export const KNOWN_BUGS: readonly KnownBug[] = [];
 
 /** The known bug `err` is, if any. */
 export function knownBug(err: unknown): KnownBug | undefined {
