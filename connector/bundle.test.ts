@@ -77,10 +77,14 @@ describe('resolveWorkerUrls', () => {
 describe('checkConnectorAllowed', () => {
   it.each<[string, string[] | undefined]>([
     ['no list admits any name', undefined],
-    ['an empty list admits any name', []],
     ['a listed name is admitted', ['site-b', 'site-a']],
   ])('%s', (_name, connectors) => {
     expect(() => checkConnectorAllowed('site-a', { spec: connectors ? { connectors } : {} }, id)).not.toThrow();
+  });
+
+  it('an empty list admits no name (removing the last connector must not admit every certificate)', () => {
+    const err = thrown(() => checkConnectorAllowed('site-a', { spec: { connectors: [] } }, id));
+    expect(err.message).toContain('empty: it admits no connector');
   });
 
   it('a name the list does not hold is refused on --name, listing the allowed ones', () => {

@@ -8,6 +8,7 @@
  * No I/O here; cli/bundle.ts reads the cluster and writes the files.
  */
 import YAML from 'yaml';
+import { admissionFromList, admissionRefusal } from '../tunnel/admission.js';
 import { ConfigError, UnderpassError } from '../tunnel/errors.js';
 import { formatConnectionId, type ConnectionId } from '../tunnel/identity.js';
 import { ipFamily } from '../tunnel/cidr.js';
@@ -124,13 +125,13 @@ function noWorkerUrl(connection: ConnectionId, why: string, cause?: unknown): Un
   );
 }
 
-/** Refuses a name that spec.connectors (when non-empty) does not list: the worker would refuse it too. */
+/** Refuses a name that spec.connectors (when set; [] admits none) does not list: the workers would refuse it too. */
 export function checkConnectorAllowed(name: string, tc: ConnectionView, connection: ConnectionId): void {
-  const allowed = tc.spec?.connectors ?? [];
-  if (allowed.length === 0 || allowed.includes(name)) return;
+  const allowed = tc.spec?.connectors;
+  if (!admissionRefusal(admissionFromList(allowed), { connector: name, certificateSerial: '' })) return;
   throw new ConfigError(
     `connector "${name}" is not in spec.connectors of TunnelConnection ${formatConnectionId(connection)} ` +
-      `(${allowed.join(', ')}); add it there first, or use one of those names`,
+      `(${allowed?.length ? allowed.join(', ') : 'empty: it admits no connector'}); add it there first, or use one of those names`,
     { field: '--name' },
   );
 }

@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events';
 import os from 'node:os';
 import type { Logger } from 'pino';
 import { Backoff, sleep } from '../tunnel/backoff.js';
-import { ControlChannel, PROTOCOL_VERSION, type ConfigMessage, type MappingStatusEntry, type Welcome } from '../tunnel/control.js';
+import { ControlChannel, fitMappingStatus, PROTOCOL_VERSION, type ConfigMessage, type MappingStatusEntry, type Welcome } from '../tunnel/control.js';
 import { errorCode, errorMessage, UnderpassError } from '../tunnel/errors.js';
 import { LIMIT_OF_ERROR_CODE } from '../tunnel/limits.js';
 import type { TunnelMetrics } from '../tunnel/metrics.js';
@@ -77,7 +77,7 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
   }
 
   sendMappingStatus(revision: number, mappings: MappingStatusEntry[]): void {
-    this.#current?.control.send({ type: 'mapping-status', revision, mappings });
+    this.#current?.control.send({ type: 'mapping-status', revision, mappings: fitMappingStatus(mappings) });
   }
 
   /** Runs until `signal` aborts. */
