@@ -42,6 +42,8 @@ export interface ConnectorConfig {
   admin?: HostPort;
   keepalive: { intervalMs: number; timeoutMs: number };
   reconnect: { initialDelayMs: number; maxDelayMs: number };
+  /** On SIGTERM: how long listeners stay open (readiness already false) before GoAway (docs/ha.md). */
+  drainDelayMs: number;
   drainTimeoutMs: number;
   log: { level: LogLevel };
   audit?: { file: string };
@@ -120,6 +122,7 @@ const connectorSchema = strictObject({
   admin: hostPortSchema.optional(),
   keepalive: keepaliveSchema,
   reconnect: reconnectSchema,
+  drainDelay: durationSchema.default(0),
   drainTimeout: durationSchema.default(30_000),
   log: logSchema,
   audit: auditSchema.optional(),
@@ -137,6 +140,7 @@ export function parseConnectorConfig(raw: unknown, file: string): ConnectorConfi
     tls: resolveTlsFiles(file, c.tls),
     keepalive: c.keepalive,
     reconnect: c.reconnect,
+    drainDelayMs: c.drainDelay,
     drainTimeoutMs: c.drainTimeout,
     log: c.log,
     dial: new DialPolicy(allow, { allowAll: c.allowAll }),

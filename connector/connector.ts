@@ -1,14 +1,16 @@
 /**
- * The private-network end. Dials every configured worker URL, serves the
- * streams workers open for Connector-side mappings (only when the mapping
- * names the target *and* the local allow-list permits it), and listens on this
- * host for Cluster-side mappings (only where the local bind list permits).
- * Never accepts inbound tunnel connections.
+ * The private-network end. Keeps a session with every worker of the
+ * connection, found through the configured URL(s) (connector/mesh.ts,
+ * docs/ha.md), serves the streams workers open for Connector-side mappings
+ * (only when the mapping names the target *and* the local allow-list permits
+ * it), and listens on this host for Cluster-side mappings (only where the
+ * local bind list permits). Never accepts inbound tunnel connections.
  */
 import dns from 'node:dns/promises';
 import net from 'node:net';
 import type { Logger } from 'pino';
 import { AdminServer } from '../tunnel/admin.js';
+import { sleep } from '../tunnel/backoff.js';
 import type { AuditLog } from '../tunnel/audit.js';
 import { formatHostPort } from '../tunnel/address.js';
 import type { ConfigMessage, MappingStatusEntry } from '../tunnel/control.js';
@@ -24,7 +26,15 @@ import { carryClient, serveStream, type Carrier, type FlowEnv, type Resolution }
 import type { TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { VERSION } from '../tunnel/version.js';
 import type { ConnectorConfig } from './config.js';
-import { WorkerLink } from './link.js';
+import type { WorkerLink } from './link.js';
+import { Mesh } from './mesh.js';
+
+/**
+ * After telling mesh workers `draining`, the least time before GoAway (or twice the
+ * slowest round trip): a stream a worker opened before it heard `draining` is
+ * still accepted, not refused by the GoAway crossing it.
+ */
+export const PEER_GRACE_MS = 250;
 
 export interface ConnectorDeps {
   logger: Logger;
@@ -44,15 +54,17 @@ export class Connector {
   readonly #audit: AuditLog;
   readonly #lookup: Lookup;
   readonly metrics: TunnelMetrics;
-  readonly #links: WorkerLink[];
+  readonly #mesh: Mesh;
   readonly #listeners: MappingListeners;
   readonly #abort = new AbortController();
+  /** Aborted by a second stop request with deadline 0: skip what is left of the drain delay. */
+  readonly #hurry = new AbortController();
   #mappings = new Map<string, Mapping>();
   #revision = -1;
   #connection = '';
   #next = 0;
   #admin: AdminServer | undefined;
-  #runs: Promise<void>[] = [];
+  #run: Promise<void> | undefined;
   #stopped: Promise<void> | undefined;
 
   constructor(config: ConnectorConfig, deps: ConnectorDeps) {
@@ -66,33 +78,33 @@ export class Connector {
       where: 'connector',
       onConnection: (mapping, socket) => carryClient(this.#env(), mapping, socket, this.#candidates(), { self: { connector: config.name, worker: '' } }),
     });
-    this.#links = config.workers.map((url) => {
-      const link = new WorkerLink(url, {
-        name: config.name,
-        tls: config.tls,
-        mux: { keepaliveIntervalMs: config.keepalive.intervalMs, keepaliveTimeoutMs: config.keepalive.timeoutMs, ...muxLimits(config.limits) },
-        reconnect: config.reconnect,
-        logger: this.#log,
-        metrics: this.metrics,
-        onTls: (m) => this.#recordCertificate(m),
+    this.#mesh = new Mesh({
+      urls: config.workers,
+      name: config.name,
+      tls: config.tls,
+      mux: { keepaliveIntervalMs: config.keepalive.intervalMs, keepaliveTimeoutMs: config.keepalive.timeoutMs, ...muxLimits(config.limits) },
+      reconnect: config.reconnect,
+      logger: this.#log,
+      metrics: this.metrics,
+      onTls: (m) => this.#recordCertificate(m),
+    }, this.metrics.registry);
+    this.#mesh.on('up', (link) => {
+      this.#connection = link.welcome.connection;
+      this.metrics.sessions.inc({ role: 'connector' });
+      this.#audit.write({
+        event: 'session-opened', connection: link.welcome.connection, connector: config.name, worker: link.instance, peer: link.url.host, session: link.welcome.session,
       });
-      link.on('up', (welcome) => {
-        this.#connection = welcome.connection;
-        this.metrics.sessions.inc({ role: 'connector' });
-        this.#audit.write({ event: 'session-opened', connection: welcome.connection, connector: config.name, worker: welcome.worker.instance, peer: url.host, session: welcome.session });
+    });
+    this.#mesh.on('down', (link, err) => {
+      this.metrics.sessions.dec({ role: 'connector' });
+      this.#audit.write({
+        event: 'session-closed', connection: this.#connection, connector: config.name, worker: link.instance, peer: link.url.host, session: link.welcome.session,
+        ...(err ? { reason: (err as { code?: string }).code ?? 'ERROR', message: err.message } : {}),
       });
-      link.on('down', (err) => {
-        this.metrics.sessions.dec({ role: 'connector' });
-        this.#audit.write({
-          event: 'session-closed', connection: this.#connection, connector: config.name, peer: url.host,
-          ...(err ? { reason: (err as { code?: string }).code ?? 'ERROR', message: err.message } : {}),
-        });
-      });
-      link.on('config', (msg) => void this.#applyConfig(link, msg));
-      link.on('stream', (channel) => {
-        serveStream(this.#env(), { connector: config.name, worker: link.welcome?.worker.instance ?? url.host }, channel, (req) => this.#resolveTarget(req));
-      });
-      return link;
+    });
+    this.#mesh.on('config', (link, msg) => void this.#applyConfig(link, msg));
+    this.#mesh.on('stream', (link, channel) => {
+      serveStream(this.#env(), { connector: config.name, worker: link.instance }, channel, (req) => this.#resolveTarget(req));
     });
   }
 
@@ -105,13 +117,13 @@ export class Connector {
       admin = await this.#admin.listen(c.admin);
     }
     this.#log.info({ workers: c.workers.map((u) => u.href), version: VERSION }, `connector "${c.name}" starting; dialling ${c.workers.map((u) => u.href).join(', ')}`);
-    this.#runs = this.#links.map((l) => l.run(this.#abort.signal));
+    this.#run = this.#mesh.run(this.#abort.signal);
     return admin ? { admin } : {};
   }
 
   notReadyReason(): string | undefined {
     if (this.#abort.signal.aborted) return 'stopping';
-    if (!this.#links.some((l) => l.session)) return `not connected to any worker (${this.#links.map((l) => l.lastError ?? 'connecting').join('; ')})`;
+    if (!this.#mesh.links.some((l) => l.usable)) return `not connected to any worker (${this.#mesh.lastError ?? 'connecting'})`;
     return undefined;
   }
 
@@ -119,9 +131,9 @@ export class Connector {
     return this.#listeners.address(mapping);
   }
 
-  /** Resolves once `n` worker sessions are up (tests, demo). */
+  /** Worker sessions that take new streams (tests, demo). */
   connectedCount(): number {
-    return this.#links.filter((l) => l.session).length;
+    return this.#mesh.links.filter((l) => l.serving).length;
   }
 
   get revision(): number {
@@ -134,13 +146,15 @@ export class Connector {
       version: VERSION,
       connection: this.#connection,
       ready: this.notReadyReason() === undefined,
-      workers: this.#links.map((l) => ({
+      workers: this.#mesh.links.map((l) => ({
         url: l.url.href,
-        connected: Boolean(l.session),
-        worker: l.welcome?.worker.instance,
-        session: l.welcome?.session,
-        lastError: l.lastError,
+        connected: l.usable,
+        worker: l.instance,
+        session: l.welcome.session,
+        since: l.since.toISOString(),
+        draining: l.draining,
       })),
+      mesh: this.#mesh.status(),
       allow: this.#config.allowRules,
       allowAll: this.#config.dial.allowAll,
       bind: this.#config.bindRules,
@@ -148,18 +162,33 @@ export class Connector {
     };
   }
 
-  /** SIGTERM path: stop listening, GoAway to workers, let streams finish up to the deadline. */
+  /**
+   * SIGTERM path (docs/ha.md, Drain): not ready at once, no new sessions,
+   * `draining` to mesh workers (they stop opening streams here); listeners
+   * stay open for `drainDelay`; then they close, GoAway to workers, open
+   * streams finish up to the deadline. A second call with deadline 0 skips
+   * what is left of the delay.
+   */
   stop(deadlineMs = this.#config.drainTimeoutMs): Promise<void> {
+    if (deadlineMs === 0) this.#hurry.abort();
     this.#stopped ??= this.#stop(deadlineMs);
     return this.#stopped;
   }
 
   async #stop(deadlineMs: number): Promise<void> {
-    this.#log.info({ deadlineMs }, `draining: up to ${deadlineMs} ms for open streams`);
     this.#abort.abort();
+    const told = this.#mesh.tellDraining();
+    const toldAt = Date.now();
+    const delayMs = this.#hurry.signal.aborted ? 0 : this.#config.drainDelayMs;
+    this.#log.info({ delayMs, deadlineMs }, `draining: not ready; listeners close in ${delayMs} ms, then up to ${deadlineMs} ms for open streams`);
+    if (delayMs > 0) await sleep(delayMs, this.#hurry.signal);
     await this.#listeners.close();
-    await Promise.all(this.#links.map((l) => l.drain(deadlineMs)));
-    await Promise.all(this.#runs);
+    if (told.length > 0) {
+      const grace = Math.max(PEER_GRACE_MS, 2 * Math.max(...told.map((l) => l.rttMs)));
+      await sleep(toldAt + grace - Date.now(), this.#hurry.signal);
+    }
+    await this.#mesh.drain(deadlineMs);
+    await this.#run;
     await this.#admin?.close();
     this.#log.info('connector stopped');
   }
@@ -168,13 +197,23 @@ export class Connector {
     return { connection: this.#connection, audit: this.#audit, metrics: this.metrics, log: this.#log };
   }
 
+  /** Links for one new stream, round-robin: workers not draining first, then draining ones. */
   *#candidates(): Generator<Carrier> {
-    const n = this.#links.length;
+    const links = this.#mesh.links;
+    const n = links.length;
+    if (n === 0) return;
     const start = this.#next++ % n;
+    let draining = 0;
     for (let i = 0; i < n; i++) {
-      const link = this.#links[(start + i) % n]!;
-      const session = link.session;
-      if (session) yield { session, connector: this.#config.name, worker: link.welcome?.worker.instance ?? link.url.host };
+      const link = links[(start + i) % n]!;
+      if (!link.usable) continue;
+      if (link.draining) draining++;
+      else yield { session: link.session, connector: this.#config.name, worker: link.instance };
+    }
+    if (draining === 0) return;
+    for (let i = 0; i < n; i++) {
+      const link = links[(start + i) % n]!;
+      if (link.usable && link.draining) yield { session: link.session, connector: this.#config.name, worker: link.instance };
     }
   }
 

@@ -1,16 +1,17 @@
 /**
- * The connector's link to one worker URL: a connection loop around one
- * connection attempt (chisel's connectionLoop/connectionOnce). Each attempt
- * re-reads the TLS files, so a renewed connector certificate is used at the
- * next connection without a restart. The backoff resets after a healthy
- * session; a worker's GoAway starts a new connection at once while the old
- * session drains.
+ * One session of the connector with one worker instance (docs/ha.md). `openLink`
+ * dials a worker URL (re-reading the TLS files, so a renewed connector
+ * certificate is used at the next connection without a restart), names the
+ * workers already held so a worker reached twice refuses cheaply (409
+ * ALREADY_CONNECTED → DialRefused), and does the hello/welcome handshake. The
+ * mesh (connector/mesh.ts) decides when to dial and keeps the links.
  */
 import { EventEmitter } from 'node:events';
 import os from 'node:os';
 import type { Logger } from 'pino';
-import { Backoff, sleep } from '../tunnel/backoff.js';
-import { ControlChannel, fitMappingStatus, PROTOCOL_VERSION, type ConfigMessage, type MappingStatusEntry, type Welcome } from '../tunnel/control.js';
+import {
+  ControlChannel, fitMappingStatus, MESH_CAPABILITY, PROTOCOL_VERSION, type ConfigMessage, type ControlMessage, type MappingStatusEntry, type Welcome,
+} from '../tunnel/control.js';
 import { errorCode, errorMessage, UnderpassError } from '../tunnel/errors.js';
 import { LIMIT_OF_ERROR_CODE } from '../tunnel/limits.js';
 import type { TunnelMetrics } from '../tunnel/metrics.js';
@@ -18,174 +19,255 @@ import type { MuxConfig } from '../tunnel/mux/config.js';
 import { Session } from '../tunnel/mux/session.js';
 import type { Channel } from '../tunnel/mux/channel.js';
 import { readTlsFiles, type TlsFiles, type TlsMaterial } from '../tunnel/transport/tls-files.js';
-import { connectWebSocket, type WebSocketStream } from '../tunnel/transport/websocket.js';
+import { connectWebSocket, WebSocketRefused, type WebSocketStream } from '../tunnel/transport/websocket.js';
 import { VERSION } from '../tunnel/version.js';
 import { workerIdentityCheck } from './worker-identity.js';
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
-/** A session that lived this long counts as healthy: the next failure retries fast. */
-const HEALTHY_AFTER_MS = 5_000;
+/** Request and response headers of the mesh (worker/tunnel-server.ts has the same names). */
+export const HAVE_WORKERS_HEADER = 'X-Underpass-Have-Workers';
+const WORKER_HEADER = 'x-underpass-worker';
+const WORKERS_HEADER = 'x-underpass-workers';
 
 export interface LinkOptions {
   name: string;
   tls: TlsFiles;
   mux: Partial<MuxConfig>;
-  reconnect: { initialDelayMs: number; maxDelayMs: number };
   logger: Logger;
   metrics: TunnelMetrics;
   onTls?: (m: TlsMaterial) => void;
 }
 
+/** A worker answered the upgrade with a mesh refusal: it is one we hold, or it is leaving. */
+export class DialRefused extends UnderpassError {
+  readonly kind: 'duplicate' | 'draining';
+  /** The worker's instance, when it said (X-Underpass-Worker). */
+  readonly instance: string | undefined;
+  /** The set it knows (X-Underpass-Workers). */
+  readonly workers: string[];
+  constructor(kind: 'duplicate' | 'draining', instance: string | undefined, workers: string[], cause: Error) {
+    super(kind === 'duplicate' ? 'ALREADY_CONNECTED' : 'DRAINING',
+      kind === 'duplicate' ? `reached worker ${instance ?? '?'} again (already connected)` : `worker ${instance ?? '?'} is draining`, { cause });
+    this.kind = kind;
+    this.instance = instance;
+    this.workers = workers;
+  }
+}
+
 export interface LinkEvents {
-  up: [welcome: Welcome];
-  down: [err: Error | undefined];
   config: [config: ConfigMessage];
   stream: [channel: Channel];
+  /** The worker announced a new worker set. */
+  workers: [workers: readonly string[]];
+  /** The worker said `draining` or GoAway: no new streams to it; open ones finish. */
+  draining: [];
+  closed: [err: Error | undefined];
+}
+
+/**
+ * Dials `url` once and does the handshake. Throws DialRefused for the mesh's
+ * cheap refusals, an UnderpassError with the reason otherwise.
+ */
+export async function openLink(url: URL, have: readonly string[], opts: LinkOptions, signal: AbortSignal): Promise<WorkerLink> {
+  const tls = await readTlsFiles(opts.tls);
+  opts.onTls?.(tls);
+  const ws = await dial(url, tls, have, opts, signal);
+  const session = new Session(ws, { client: true, config: opts.mux });
+  const link = new WorkerLink(url, session, opts);
+  try {
+    await link.handshake();
+  } catch (err) {
+    session.close();
+    throw err;
+  }
+  return link;
 }
 
 export class WorkerLink extends EventEmitter<LinkEvents> {
   readonly url: URL;
+  readonly session: Session;
+  readonly since = new Date();
   readonly #opts: LinkOptions;
-  readonly #log: Logger;
-  readonly #backoff: Backoff;
-  /** The session new streams go to (not going away). */
-  #current: { session: Session; control: ControlChannel; welcome: Welcome } | undefined;
-  /** Every session still open, including ones draining after a GoAway. */
-  readonly #sessions = new Set<Session>();
-  readonly #controls = new WeakMap<Session, ControlChannel>();
-  lastError: string | undefined;
+  readonly #control: ControlChannel;
+  #welcome: Welcome | undefined;
+  #announced: readonly string[] = [];
+  #draining = false;
+  /** Told `draining` by us (connector/mesh.ts). */
+  #toldDraining = false;
+  /** Messages that arrived before the mesh listened (the config may come in the same read as the welcome). */
+  #early: ControlMessage[] | undefined = [];
+  #closedError: Error | undefined;
+  #closed = false;
+  rttMs = 0;
 
-  constructor(url: URL, opts: LinkOptions) {
+  constructor(url: URL, session: Session, opts: LinkOptions) {
     super();
     this.url = url;
+    this.session = session;
     this.#opts = opts;
-    this.#log = opts.logger.child({ worker_url: url.href });
-    this.#backoff = new Backoff({ initialMs: opts.reconnect.initialDelayMs, maxMs: opts.reconnect.maxDelayMs });
-  }
-
-  get session(): Session | undefined {
-    const c = this.#current;
-    return c && !c.session.isClosed && !c.session.remoteGoneAway ? c.session : undefined;
-  }
-
-  get welcome(): Welcome | undefined {
-    return this.#current?.welcome;
-  }
-
-  get sessions(): ReadonlySet<Session> {
-    return this.#sessions;
-  }
-
-  sendMappingStatus(revision: number, mappings: MappingStatusEntry[]): void {
-    this.#current?.control.send({ type: 'mapping-status', revision, mappings: fitMappingStatus(mappings) });
-  }
-
-  /** Runs until `signal` aborts. */
-  async run(signal: AbortSignal): Promise<void> {
-    while (!signal.aborted) {
-      const started = Date.now();
-      let handshook = false;
-      try {
-        handshook = await this.#connectOnce(signal);
-      } catch (err) {
-        this.lastError = errorMessage(err);
-        this.#log.warn({ err: this.lastError, code: (err as { code?: string }).code }, `cannot connect to ${this.url.href}: ${this.lastError}`);
-      }
-      if (signal.aborted) break;
-      if (handshook && Date.now() - started >= HEALTHY_AFTER_MS) this.#backoff.reset();
-      const delay = this.#backoff.next();
-      this.#opts.metrics.reconnects.inc({ worker: this.url.href });
-      this.#log.info({ delayMs: delay, attempt: this.#backoff.attempt }, `reconnecting to ${this.url.href} in ${delay} ms`);
-      await sleep(delay, signal);
-    }
-  }
-
-  /** Drains every session: GoAway, open streams finish up to the deadline. */
-  async drain(deadlineMs: number): Promise<void> {
-    await Promise.all([...this.#sessions].map((s) => {
-      s.goAway();
-      this.#controls.get(s)?.close();
-      return s.drain(deadlineMs);
-    }));
-  }
-
-  #forget(session: Session): void {
-    this.#sessions.delete(session);
-  }
-
-  /** One connection: resolves when its session ends or the worker says GoAway. Returns whether the handshake completed. */
-  async #connectOnce(signal: AbortSignal): Promise<boolean> {
-    const tls = await readTlsFiles(this.#opts.tls);
-    this.#opts.onTls?.(tls);
-    const ws = await this.#dial(tls, signal);
-    const session = new Session(ws, { client: true, config: this.#opts.mux });
-    this.#sessions.add(session);
     session.on('channel', (channel) => this.emit('stream', channel));
-    session.on('rtt', (ms) => this.#opts.metrics.keepaliveRtt.set({ peer: this.url.href }, ms / 1000));
-    session.on('limit', (limit) => this.#opts.metrics.limitHit(limit));
-    const control = new ControlChannel(session.open());
-    control.on('error', (err) => {
+    session.on('rtt', (ms) => {
+      this.rttMs = ms;
+      opts.metrics.keepaliveRtt.set({ peer: url.href }, ms / 1000);
+    });
+    session.on('limit', (limit) => opts.metrics.limitHit(limit));
+    session.on('goaway', () => this.#markDraining());
+    session.once('close', (err) => {
+      this.#closed = true;
+      this.#closedError = err;
+      this.emit('closed', err);
+    });
+    this.#control = new ControlChannel(session.open());
+    this.#control.on('error', (err) => {
       const limit = LIMIT_OF_ERROR_CODE[errorCode(err) ?? ''];
-      if (limit) this.#opts.metrics.limitHit(limit);
+      if (limit) opts.metrics.limitHit(limit);
       if (!session.isClosed) this.#log.warn({ err: err.message }, `control channel: ${err.message}`);
     });
     // Listen before saying hello: the worker's config may arrive in the same read as its welcome.
-    let early: ConfigMessage | undefined;
-    control.on('message', (msg) => {
-      if (msg.type === 'error') this.#log.error({ code: msg.code }, `worker reported: ${msg.message}`);
-      if (msg.type !== 'config') return;
-      if (this.#current?.control === control) this.emit('config', msg);
-      else early = msg;
+    this.#control.on('message', (msg) => {
+      if (msg.type === 'welcome') return;
+      if (this.#early) this.#early.push(msg);
+      else this.#dispatch(msg);
     });
-    let welcome: Welcome;
-    try {
-      control.send({ type: 'hello', protocol: PROTOCOL_VERSION, connector: this.#opts.name, version: VERSION, capabilities: ['tcp'], hostname: os.hostname() });
-      welcome = await control.expect('welcome', HANDSHAKE_TIMEOUT_MS);
-    } catch (err) {
-      session.close();
-      this.#sessions.delete(session);
-      throw err;
-    }
-    this.#current = { session, control, welcome };
-    this.#controls.set(session, control);
-    this.lastError = undefined;
-    this.#log.info({ worker: welcome.worker.instance, session: welcome.session, workerVersion: welcome.worker.version },
-      `connected to worker ${welcome.worker.instance} of connection ${welcome.connection} at ${this.url.href}`);
-    this.emit('up', welcome);
-    if (early) this.emit('config', early);
-    const ended = await new Promise<Error | undefined>((resolve) => {
-      session.once('close', resolve);
-      session.once('goaway', () => resolve(new UnderpassError('ERR_WORKER_GOAWAY', 'the worker is going away')));
-      signal.addEventListener('abort', () => resolve(undefined), { once: true });
+  }
+
+  get #log(): Logger {
+    return this.#opts.logger;
+  }
+
+  /** hello → welcome. */
+  async handshake(): Promise<void> {
+    this.#control.send({
+      type: 'hello', protocol: PROTOCOL_VERSION, connector: this.#opts.name, version: VERSION, capabilities: ['tcp', MESH_CAPABILITY], hostname: os.hostname(),
     });
-    session.closed.then(() => this.#forget(session), () => this.#forget(session));
-    if (this.#current?.session === session) this.#current = undefined;
-    if (ended) {
-      this.lastError = ended.message;
-      this.#log.warn({ err: ended.message }, `session with worker ${welcome.worker.instance} ended: ${ended.message}`);
-    }
-    this.emit('down', ended);
+    this.#welcome = await this.#control.expect('welcome', HANDSHAKE_TIMEOUT_MS);
+    this.#announced = this.#welcome.workers ?? [];
+  }
+
+  /** Starts delivering control messages (those that came early first): call once the listeners are on. */
+  activate(): void {
+    const early = this.#early ?? [];
+    this.#early = undefined;
+    for (const msg of early) this.#dispatch(msg);
+  }
+
+  get welcome(): Welcome {
+    return this.#welcome!;
+  }
+
+  get instance(): string {
+    return this.#welcome!.worker.instance;
+  }
+
+  /** The set the worker announced (older workers announce none). */
+  get announced(): readonly string[] {
+    return this.#announced;
+  }
+
+  /** The worker takes part in the mesh (its welcome carried a set): it understands `draining`. */
+  get meshWorker(): boolean {
+    return this.#welcome?.workers !== undefined;
+  }
+
+  /** Open and neither side has said GoAway. */
+  get usable(): boolean {
+    return !this.#closed && !this.session.isClosed && !this.session.remoteGoneAway && !this.session.localGoneAway;
+  }
+
+  /** The worker is leaving (said `draining` or GoAway). */
+  get draining(): boolean {
+    return this.#draining || this.session.remoteGoneAway;
+  }
+
+  /** Usable and not draining: the session new streams go to first. */
+  get serving(): boolean {
+    return this.usable && !this.draining && !this.#toldDraining;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  get closedError(): Error | undefined {
+    return this.#closedError;
+  }
+
+  sendMappingStatus(revision: number, mappings: MappingStatusEntry[]): void {
+    this.#control.send({ type: 'mapping-status', revision, mappings: fitMappingStatus(mappings) });
+  }
+
+  /** Tells a mesh worker this connector is stopping; returns whether it was told. */
+  tellDraining(): boolean {
+    this.#toldDraining = true;
+    if (!this.meshWorker || !this.usable) return false;
+    this.#control.send({ type: 'draining' });
     return true;
   }
 
-  async #dial(tls: TlsMaterial, signal: AbortSignal): Promise<WebSocketStream> {
-    // Read at every attempt, like the TLS files: a renewed certificate is checked again.
-    const checkServerIdentity = workerIdentityCheck(tls.cert, this.#opts.name);
-    try {
-      return await connectWebSocket(new URL('/v1/tunnel', this.url), {
-        checkServerIdentity,
-        cert: tls.cert,
-        key: tls.key,
-        ca: tls.ca,
-        timeoutMs: HANDSHAKE_TIMEOUT_MS,
-        signal,
-        headers: { 'User-Agent': `underpass-connector/${VERSION}` },
-      });
-    } catch (err) {
-      if (err instanceof UnderpassError) throw err;
-      throw new UnderpassError(tlsCode(err as Error), describeDialError(err as Error), { cause: err });
+  /** GoAway, close the control channel, let open streams finish up to the deadline. */
+  async drain(deadlineMs: number): Promise<void> {
+    this.session.goAway();
+    this.#control.close();
+    await this.session.drain(deadlineMs);
+  }
+
+  close(err?: Error): void {
+    this.session.close(err);
+  }
+
+  #dispatch(msg: ControlMessage): void {
+    switch (msg.type) {
+      case 'config':
+        this.emit('config', msg);
+        return;
+      case 'workers':
+        this.#announced = msg.workers;
+        this.emit('workers', msg.workers);
+        return;
+      case 'draining':
+        this.#markDraining();
+        return;
+      case 'error':
+        this.#log.error({ code: msg.code, worker: this.#welcome?.worker.instance }, `worker reported: ${msg.message}`);
+        return;
+      default:
     }
   }
+
+  #markDraining(): void {
+    if (this.#draining) return;
+    this.#draining = true;
+    this.emit('draining');
+  }
+}
+
+async function dial(url: URL, tls: TlsMaterial, have: readonly string[], opts: LinkOptions, signal: AbortSignal): Promise<WebSocketStream> {
+  // Read at every attempt, like the TLS files: a renewed certificate is checked again.
+  const checkServerIdentity = workerIdentityCheck(tls.cert, opts.name);
+  try {
+    return await connectWebSocket(new URL('/v1/tunnel', url), {
+      checkServerIdentity,
+      cert: tls.cert,
+      key: tls.key,
+      ca: tls.ca,
+      timeoutMs: HANDSHAKE_TIMEOUT_MS,
+      signal,
+      headers: { 'User-Agent': `underpass-connector/${VERSION}`, ...(have.length > 0 ? { [HAVE_WORKERS_HEADER]: have.join(',') } : {}) },
+    });
+  } catch (err) {
+    if (err instanceof WebSocketRefused && (err.reason === 'ALREADY_CONNECTED' || err.reason === 'DRAINING')) {
+      const instance = header(err.headers[WORKER_HEADER]);
+      const workers = (header(err.headers[WORKERS_HEADER]) ?? '').split(',').map((n) => n.trim()).filter(Boolean);
+      throw new DialRefused(err.reason === 'ALREADY_CONNECTED' ? 'duplicate' : 'draining', instance, workers, err);
+    }
+    if (err instanceof UnderpassError) throw err;
+    throw new UnderpassError(tlsCode(err as Error), describeDialError(err as Error), { cause: err });
+  }
+}
+
+function header(v: string | string[] | undefined): string | undefined {
+  const s = Array.isArray(v) ? v[0] : v;
+  return s && s.length <= 253 ? s : undefined;
 }
 
 function tlsCode(err: Error): string {
@@ -195,7 +277,7 @@ function tlsCode(err: Error): string {
   return certificate ? 'ERR_WORKER_CERT' : 'ERR_DIAL';
 }
 
-function describeDialError(err: Error): string {
+export function describeDialError(err: Error): string {
   const code = (err as { code?: string }).code;
   switch (code) {
     case 'ERR_TLS_CERT_ALTNAME_INVALID':
@@ -207,6 +289,6 @@ function describeDialError(err: Error): string {
     case 'CERT_HAS_EXPIRED':
       return "the worker's certificate has expired";
     default:
-      return err.message;
+      return errorMessage(err);
   }
 }

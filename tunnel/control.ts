@@ -6,6 +6,8 @@
  *   worker → connector   welcome          (which worker instance, session id)
  *   worker → connector   config           (the mapping set; sent again on every change)
  *   connector → worker   mapping-status   (mappings the connector refused or cannot serve)
+ *   worker → connector   workers          (the live workers of the connection; docs/ha.md)
+ *   either               draining         (stopping: open no new streams to me; docs/ha.md)
  *   either               error            (fatal: the sender closes the session next)
  */
 import { EventEmitter } from 'node:events';
@@ -40,6 +42,8 @@ export const CONTROL_LIMITS = {
   messageChars: 1024,
   /** Worker instance names (a pod name is at most 253). */
   instanceChars: 253,
+  /** Workers in one announced set (spec.replicas is at most 10; a rolling update and drains add a few). */
+  workers: 64,
   sessionChars: 64,
 } as const;
 
@@ -52,6 +56,12 @@ export const versionSchema = z.string().max(L.versionChars, max(L.versionChars))
 export const codeSchema = z.string().min(1, 'must not be empty').max(L.codeChars, max(L.codeChars)).regex(/^[A-Za-z0-9_.-]+$/, 'must be a code: letters, digits, "_", "-" and "."');
 export const messageTextSchema = z.string().max(L.messageChars, max(L.messageChars));
 export const MAPPING_STATES = ['Ready', 'Refused', 'Failed'] as const;
+/** A worker instance name as workers announce it (a pod name, or `instance` from the worker config). */
+export const instanceSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/, 'must be 1 to 253 letters, digits, ".", "_" or "-"');
+/** An announced worker set (docs/ha.md). */
+export const workerSetSchema = z.array(instanceSchema).max(L.workers, { message: `must have at most ${L.workers} entries` });
+/** The capability a connector announces in its hello when it keeps a session with every worker (docs/ha.md). */
+export const MESH_CAPABILITY = 'mesh';
 
 const helloSchema = z.object({
   type: z.literal('hello'),
@@ -68,6 +78,19 @@ const welcomeSchema = z.object({
   connection: z.string().max(127, max(127)),
   worker: z.object({ instance: z.string().max(L.instanceChars, max(L.instanceChars)), version: versionSchema }),
   session: z.string().max(L.sessionChars, max(L.sessionChars)),
+  /** The live workers of the connection this worker knows of (absent from workers before the mesh). */
+  workers: workerSetSchema.optional(),
+});
+
+/** The live workers of the connection, sent to `mesh` connectors whenever the set changes. */
+const workersSchema = z.object({
+  type: z.literal('workers'),
+  workers: workerSetSchema,
+});
+
+/** The sender is stopping: the receiver opens no new streams to it; open ones finish (docs/ha.md). */
+const drainingSchema = z.object({
+  type: z.literal('draining'),
 });
 
 const configSchema = z.object({
@@ -112,7 +135,7 @@ const errorSchema = z.object({
   field: z.string().max(128, max(128)).optional(),
 });
 
-export const controlMessageSchema = z.discriminatedUnion('type', [helloSchema, welcomeSchema, configSchema, mappingStatusSchema, errorSchema]);
+export const controlMessageSchema = z.discriminatedUnion('type', [helloSchema, welcomeSchema, configSchema, mappingStatusSchema, workersSchema, drainingSchema, errorSchema]);
 
 /**
  * A control message the peer sent that the protocol refuses (unknown type, a
@@ -131,7 +154,7 @@ export class ControlMessageError extends ProtocolError {
   }
 }
 
-const KNOWN_TYPES = new Set(['hello', 'welcome', 'config', 'mapping-status', 'error']);
+const KNOWN_TYPES = new Set(['hello', 'welcome', 'config', 'mapping-status', 'workers', 'draining', 'error']);
 
 /** Validates one decoded control message; the error names the first refused field. */
 export function parseControlMessage(raw: unknown): ControlMessage | ControlMessageError {
@@ -151,6 +174,7 @@ export type Welcome = z.infer<typeof welcomeSchema>;
 export type ConfigMessage = z.infer<typeof configSchema>;
 export type MappingStatusMessage = z.infer<typeof mappingStatusSchema>;
 export type MappingStatusEntry = MappingStatusMessage['mappings'][number];
+export type WorkersMessage = z.infer<typeof workersSchema>;
 
 export interface ControlChannel {
   on(event: 'message', listener: (msg: ControlMessage) => void): this;

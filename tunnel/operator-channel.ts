@@ -9,7 +9,7 @@
  */
 import { z } from 'zod';
 import { admissionSchema, type Admission } from './admission.js';
-import { codeSchema, CONTROL_LIMITS, dnsLabelSchema, MAPPING_STATES, versionSchema } from './control.js';
+import { codeSchema, CONTROL_LIMITS, dnsLabelSchema, instanceSchema, MAPPING_STATES, versionSchema, workerSetSchema } from './control.js';
 import type { ConnectionId } from './identity.js';
 import { mappingSchema, type Mapping } from './mapping.js';
 
@@ -39,6 +39,8 @@ export const REPORT_LIMITS = {
   sessionChars: 64,
   sinceChars: 32,
   addressChars: 64,
+  /** The host name a connector said in its hello, cut (tells replicas of one connector apart; a pod's is at most 63). */
+  hostnameChars: 63,
 } as const;
 
 const R = REPORT_LIMITS;
@@ -63,6 +65,8 @@ const reportedConnectorSchema = z.object({
   since: z.string().max(R.sinceChars, atMost(R.sinceChars)).regex(/^[0-9A-Za-z:.+-]*$/, 'must be an ISO 8601 time'),
   version: versionSchema,
   address: z.string().max(R.addressChars, atMost(R.addressChars)).regex(/^[0-9A-Za-z.:[\]%_-]*$/, 'must be host:port'),
+  /** Absent from workers before the mesh (docs/ha.md). */
+  hostname: z.string().max(R.hostnameChars, atMost(R.hostnameChars)).regex(/^[0-9A-Za-z._-]*$/, 'must be a host name').optional(),
   unavailableMappings: z.array(reportedUnavailableSchema).max(CONTROL_LIMITS.mappings, entries(CONTROL_LIMITS.mappings)),
 });
 
@@ -79,7 +83,7 @@ const droppedSchema = z.object({
 
 // Unknown fields are dropped, not refused: a newer worker may report more than this operator knows.
 export const workerReportSchema = z.object({
-  instance: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/, 'must be 1 to 253 letters, digits, ".", "_" or "-"'),
+  instance: instanceSchema,
   version: versionSchema,
   ready: z.boolean(),
   draining: z.boolean(),
@@ -135,7 +139,7 @@ function largestReportBytes(): number {
   const failureNoMessage = obj({ mapping: str(63), message: str(0) });
   const sessionNoEntries = obj({
     name: str(63), session: str(R.sessionChars), since: str(R.sinceChars), version: str(CONTROL_LIMITS.versionChars, 2),
-    address: str(R.addressChars), unavailableMappings: arr(0, 0),
+    address: str(R.addressChars), hostname: str(R.hostnameChars), unavailableMappings: arr(0, 0),
   });
   const header = obj({
     instance: str(R.instanceChars), version: str(CONTROL_LIMITS.versionChars, 2), ready: 5, draining: 5, connectors: 0, listenerFailures: 0,
@@ -177,12 +181,15 @@ export const answerEnvelopeSchema = z.object({
   /** Absent (an older operator): the worker keeps the admission it has. */
   admission: admissionSchema.optional(),
   report: reportVerdictSchema.optional(),
+  /** The connection's live workers (docs/ha.md); absent from an older operator. */
+  workers: workerSetSchema.optional(),
 });
 
 export interface OperatorAnswer {
   mappings: Mapping[];
   admission?: Admission;
   report?: ReportVerdict;
+  workers?: string[];
 }
 
 /** A larger answer is refused by the worker (1000 mappings with long allowedSources lists fit). */

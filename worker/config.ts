@@ -39,6 +39,8 @@ export interface WorkerConfig {
   admin?: HostPort;
   mappings: Mapping[];
   keepalive: { intervalMs: number; timeoutMs: number };
+  /** On SIGTERM: how long listeners stay open (readiness already false) before GoAway (docs/ha.md). */
+  drainDelayMs: number;
   drainTimeoutMs: number;
   log: { level: LogLevel };
   audit?: { file: string };
@@ -102,6 +104,7 @@ const workerSchema = strictObject({
     .refine((list) => new Set(list).size === list.length, 'must not name a connector twice')
     .optional(),
   keepalive: keepaliveSchema,
+  drainDelay: durationSchema.default(0),
   drainTimeout: durationSchema.default(30_000),
   log: logSchema,
   audit: auditSchema.optional(),
@@ -151,6 +154,7 @@ export function parseWorkerConfig(raw: unknown, file: string): WorkerConfig {
     tls: resolveTlsFiles(file, c.tls),
     mappings: c.mappings,
     keepalive: c.keepalive,
+    drainDelayMs: c.drainDelay,
     drainTimeoutMs: c.drainTimeout,
     log: c.log,
     limits: c.limits,

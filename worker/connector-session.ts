@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import {
-  ControlChannel, ControlMessageError, CONTROL_LIMITS, PROTOCOL_VERSION, type ConfigMessage, type ControlMessage, type MappingStatusEntry,
+  ControlChannel, ControlMessageError, CONTROL_LIMITS, MESH_CAPABILITY, PROTOCOL_VERSION, type ConfigMessage, type ControlMessage, type MappingStatusEntry,
 } from '../tunnel/control.js';
 import { errorCode, errorMessage, UnderpassError } from '../tunnel/errors.js';
 import { reportText } from '../tunnel/operator-channel.js';
@@ -30,12 +30,16 @@ export interface ConnectorSessionOptions {
   instance: string;
   mux: Partial<MuxConfig>;
   logger: Logger;
+  /** The live workers of the connection, for the welcome (docs/ha.md). */
+  workers?: () => readonly string[];
 }
 
 export interface ConnectorSession {
   on(event: 'ready', listener: () => void): this;
   on(event: 'stream', listener: (channel: Channel) => void): this;
   on(event: 'mapping-status', listener: (entries: MappingStatusEntry[]) => void): this;
+  /** The connector said it is stopping: it takes the streams open, but should get no new ones. */
+  on(event: 'draining', listener: () => void): this;
   on(event: 'close', listener: (err: Error | undefined) => void): this;
   /** A keepalive round trip with this connector (milliseconds). */
   on(event: 'rtt', listener: (ms: number) => void): this;
@@ -55,6 +59,12 @@ export class ConnectorSession extends EventEmitter {
   readonly unavailable = new Map<string, MappingStatusEntry>();
   /** Control messages from this connector refused after the handshake (each dropped whole). */
   refusedMessages = 0;
+  /** The connector takes part in the mesh (docs/ha.md): it gets the worker set and `draining`. */
+  mesh = false;
+  /** The connector said `draining`: new streams go to other sessions while there are any. */
+  peerDraining = false;
+  /** The last keepalive round trip (ms); 0 until the first. */
+  rttMs = 0;
   readonly #refusalsLogged = new Set<string>();
   #ready = false;
   #failed = false;
@@ -91,7 +101,9 @@ export class ConnectorSession extends EventEmitter {
   }
 
   static #onMuxRtt(this: Session, ms: number): void {
-    owner.of(this).emit('rtt', ms);
+    const s = owner.of(this);
+    s.rttMs = ms;
+    s.emit('rtt', ms);
   }
 
   static #handshakeTimeout(s: ConnectorSession): void {
@@ -120,6 +132,14 @@ export class ConnectorSession extends EventEmitter {
   }
 
   static #onControlMessage(this: ControlChannel, msg: ControlMessage): void {
+    if (msg.type === 'draining') {
+      const s = owner.of(this);
+      if (!s.peerDraining) {
+        s.peerDraining = true;
+        s.emit('draining');
+      }
+      return;
+    }
     if (msg.type !== 'mapping-status') return;
     const s = owner.of(this);
     s.unavailable.clear();
@@ -144,13 +164,30 @@ export class ConnectorSession extends EventEmitter {
     return this.#ready && !this.mux.isClosed;
   }
 
-  /** Can this session carry a new stream for `mapping`? */
+  /** Handshake done, open, and no GoAway either way: it can carry new streams (docs/ha.md, "can serve"). */
+  get usable(): boolean {
+    return this.#ready && !this.mux.isClosed && !this.mux.remoteGoneAway && !this.mux.localGoneAway;
+  }
+
+  /** Can this session carry a new stream for `mapping`? (A draining connector still can; the registry prefers others.) */
   canCarry(mapping: string): boolean {
-    return this.ready && !this.mux.remoteGoneAway && !this.mux.localGoneAway && !this.unavailable.has(mapping);
+    return this.usable && !this.unavailable.has(mapping);
   }
 
   sendConfig(config: ConfigMessage): void {
     this.#control?.send(config);
+  }
+
+  /** Tells a `mesh` connector the current worker set (older connectors get nothing). */
+  announceWorkers(workers: readonly string[]): void {
+    if (this.#ready && this.mesh) this.#control?.send({ type: 'workers', workers: [...workers] });
+  }
+
+  /** Tells a `mesh` connector this worker is stopping; returns whether it was told. */
+  tellDraining(): boolean {
+    if (!this.#ready || !this.mesh || this.mux.isClosed) return false;
+    this.#control?.send({ type: 'draining' });
+    return true;
   }
 
   close(err?: Error): void {
@@ -202,13 +239,16 @@ export class ConnectorSession extends EventEmitter {
       }
       this.version = hello.version;
       this.hostname = hello.hostname;
+      this.mesh = hello.capabilities.includes(MESH_CAPABILITY);
       control.on('message', ConnectorSession.#onControlMessage);
+      const workers = this.#opts.workers?.();
       control.send({
         type: 'welcome',
         protocol: PROTOCOL_VERSION,
         connection: this.#opts.connection,
         worker: { instance: this.#opts.instance, version: VERSION },
         session: this.id,
+        ...(workers ? { workers: [...workers] } : {}),
       });
       this.#ready = true;
       this.#clearHandshakeTimer();

@@ -51,6 +51,8 @@ export interface AppliedAnswer {
   mappings: Mapping[] | undefined;
   /** undefined: the operator sent none (an older one); keep the current admission. */
   admission: Admission | undefined;
+  /** The connection's live workers (docs/ha.md); undefined from an older operator. */
+  workers?: string[] | undefined;
 }
 
 /** Where the last exchange left us: 'ok', or the reason of the failure. */
@@ -148,7 +150,7 @@ export class OperatorReporter {
       const mappings = answerMappingsSchema.safeParse(envelope.mappings);
       if (apply && this.#running) {
         try {
-          await this.#opts.onAnswer({ mappings: mappings.success ? mappings.data : undefined, admission: envelope.admission });
+          await this.#opts.onAnswer({ mappings: mappings.success ? mappings.data : undefined, admission: envelope.admission, workers: envelope.workers });
         } catch (err) {
           throw new UnderpassError('ERR_OPERATOR_APPLY', `cannot apply the operator's answer: ${errorMessage(err)}`, { cause: err });
         }

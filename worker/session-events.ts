@@ -72,6 +72,7 @@ export function wireSession(host: SessionHost, session: ConnectorSession): void 
   session.on('ready', onReady);
   session.on('mapping-status', onMappingStatus);
   session.on('stream', onStream);
+  session.on('draining', onDraining);
   session.on('close', onClose);
 }
 
@@ -94,6 +95,11 @@ function onMappingStatus(this: ConnectorSession, entries: MappingStatusEntry[]):
 function onStream(this: ConnectorSession, channel: Channel): void {
   const host = hosts.of(this);
   serveStream(host.env, { connector: this.connector, worker: host.instance }, channel, (req) => host.resolveClusterTarget(req));
+}
+
+function onDraining(this: ConnectorSession): void {
+  const host = hosts.of(this);
+  host.log.info({ connector: this.connector, session: this.id }, `connector "${this.connector}" is draining: new streams go to other connectors while there are any`);
 }
 
 function onClose(this: ConnectorSession, err: Error | undefined): void {

@@ -1,7 +1,9 @@
 /**
  * Live connector sessions of this worker. New streams go round-robin over the
  * sessions that can carry the mapping; a session that is gone or going away is
- * skipped at once, so one lost connector never stalls new streams.
+ * skipped at once, so one lost connector never stalls new streams. Sessions of
+ * a connector that said `draining` are used only when no other can carry the
+ * stream (docs/ha.md).
  */
 import type { RefusalCode } from '../tunnel/open.js';
 import type { Carrier } from '../tunnel/stream-flow.js';
@@ -22,6 +24,13 @@ export class SessionRegistry {
 
   get readyCount(): number {
     return this.#sessions.filter((s) => s.ready).length;
+  }
+
+  /** Sessions that can carry new streams (the worker's readiness: docs/ha.md, "can serve"). */
+  get usableCount(): number {
+    let n = 0;
+    for (const s of this.#sessions) if (s.usable) n++;
+    return n;
   }
 
   add(session: ConnectorSession): void {
@@ -46,15 +55,26 @@ export class SessionRegistry {
     return { code, message };
   }
 
-  /** Sessions to try for one new stream, starting at the next round-robin position. */
+  /**
+   * Sessions to try for one new stream, starting at the next round-robin
+   * position: those of connectors not draining first, then draining ones.
+   */
   *candidates(mapping: string): Generator<Carrier> {
     const list = this.#sessions;
     const n = list.length;
     if (n === 0) return;
     const start = this.#next++ % n;
+    let draining = 0;
     for (let i = 0; i < n; i++) {
       const s = list[(start + i) % n]!;
-      if (s.canCarry(mapping)) yield { session: s.mux, connector: s.connector, worker: this.#worker };
+      if (!s.canCarry(mapping)) continue;
+      if (s.peerDraining) draining++;
+      else yield { session: s.mux, connector: s.connector, worker: this.#worker };
+    }
+    if (draining === 0) return;
+    for (let i = 0; i < n; i++) {
+      const s = list[(start + i) % n]!;
+      if (s.peerDraining && s.canCarry(mapping)) yield { session: s.mux, connector: s.connector, worker: this.#worker };
     }
   }
 }

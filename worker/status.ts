@@ -26,6 +26,8 @@ export interface WorkerSnapshot {
   notReadyReason: string | undefined;
   draining: boolean;
   revision: number;
+  /** The live workers of the connection as this worker announces them (docs/ha.md). */
+  workers: readonly string[];
   /** Every session, ready or not (only ready ones are shown). */
   sessions: readonly ConnectorSession[];
   mappings: readonly Mapping[];
@@ -40,9 +42,12 @@ export function statusDocument(w: WorkerSnapshot): unknown {
     ready: w.notReadyReason === undefined,
     draining: w.draining,
     revision: w.revision,
+    workers: w.workers,
     connectors: w.sessions.filter((s) => s.ready).map((s) => ({
       ...connectorSummary(s),
       hostname: s.hostname,
+      mesh: s.mesh,
+      draining: s.peerDraining,
       streams: s.mux.streamCount - 1,
       unavailableMappings: [...s.unavailable.values()],
     })),
@@ -70,7 +75,9 @@ export function workerReport(w: WorkerSnapshot): BuiltReport {
     version: VERSION,
     ready: w.notReadyReason === undefined,
     draining: w.draining,
-    connectors: w.sessions.filter((s) => s.ready).map((s) => ({ ...connectorSummary(s), unavailableMappings: [...s.unavailable.values()] })),
+    connectors: w.sessions.filter((s) => s.ready).map((s) => ({
+      ...connectorSummary(s), ...(s.hostname ? { hostname: s.hostname } : {}), unavailableMappings: [...s.unavailable.values()],
+    })),
     listenerFailures: w.listenerFailures,
   });
 }
@@ -109,6 +116,7 @@ export function fitReport(raw: WorkerReport): BuiltReport {
       since: c.since.slice(0, REPORT_LIMITS.sinceChars),
       version: c.version,
       address: c.address.slice(0, REPORT_LIMITS.addressChars),
+      ...(c.hostname ? { hostname: reportHostname(c.hostname) } : {}),
       unavailableMappings: kept.map((u) => {
         const text = u.message === undefined ? undefined : message(u.message);
         return { name: u.name, state: u.state, ...(u.reason !== undefined ? { reason: u.reason } : {}), ...(text !== undefined ? { message: text } : {}) };
@@ -145,4 +153,9 @@ function validationProblem(report: WorkerReport): string | undefined {
 /** The fields a connector has in both documents, in this order. */
 function connectorSummary(s: ConnectorSession): { name: string; session: string; since: string; version: string; address: string } {
   return { name: s.connector, session: s.id, since: s.since.toISOString(), version: s.version, address: s.peer };
+}
+
+/** A connector's host name as a report carries it: its first label's characters, cut (it tells replicas apart). */
+export function reportHostname(hostname: string): string {
+  return hostname.replace(/[^0-9A-Za-z._-]/g, '-').slice(0, REPORT_LIMITS.hostnameChars);
 }

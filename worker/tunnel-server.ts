@@ -11,6 +11,12 @@
  * closed before any TLS work — and sessions are capped per connector name and
  * in total (429 TOO_MANY_SESSIONS). Text the peer chose (the request path)
  * reaches logs and audit lines capped (capText).
+ *
+ * The mesh (docs/ha.md): a connector names the workers it already holds in
+ * X-Underpass-Have-Workers; a worker that finds itself there answers 409
+ * ALREADY_CONNECTED with its instance and the worker set, after
+ * authentication and before any session work, so a connector searching
+ * through one load-balanced address pays one handshake per miss.
  */
 import { constants as cryptoConstants } from 'node:crypto';
 import https from 'node:https';
@@ -29,6 +35,13 @@ import { acceptWebSocket, WebSocketStream } from '../tunnel/transport/websocket.
 import { HANDSHAKE_TIMEOUT_MS } from './connector-session.js';
 
 export const TUNNEL_PATH = '/v1/tunnel';
+/** Request header: the workers a connector holds sessions with (comma-separated instances). */
+export const HAVE_WORKERS_HEADER = 'x-underpass-have-workers';
+/** Response headers of 409 ALREADY_CONNECTED and 503 DRAINING: this worker's instance, and the set it knows. */
+export const WORKER_HEADER = 'X-Underpass-Worker';
+export const WORKERS_HEADER = 'X-Underpass-Workers';
+/** Names read from a have-list; more are ignored (the announced set is at most CONTROL_LIMITS.workers). */
+const MAX_HAVE_NAMES = 64;
 export interface AcceptedConnector {
   stream: WebSocketStream;
   connector: string;
@@ -59,6 +72,8 @@ export interface TunnelServerOptions {
   admit?: (c: { connector: string; certificateSerial: string }) => { code: string; message: string } | undefined;
   /** The session and unauthenticated-connection caps; DEFAULT_LIMITS where absent. */
   limits?: Partial<TunnelServerLimits>;
+  /** This worker's instance and the worker set, for the mesh answers (docs/ha.md). */
+  mesh?: { instance: string; workers: () => readonly string[]; onAlreadyConnected?: (connector: string) => void };
 }
 
 const servers = ownerSlot<TunnelServer>('underpass.tunnel-server');
@@ -205,7 +220,6 @@ export class TunnelServer {
     if (req.url?.split('?')[0] !== TUNNEL_PATH) {
       return this.#reject(socket, peer, 404, 'BAD_PATH', `no tunnel at ${capText(req.url ?? '')}; connectors use ${TUNNEL_PATH}`);
     }
-    if (!this.#opts.accepting()) return this.#reject(socket, peer, 503, 'DRAINING', 'this worker is shutting down; reconnect to another');
     const cert = tlsSocket.getPeerCertificate();
     if (!cert || Object.keys(cert).length === 0) {
       return this.#reject(socket, peer, 401, 'NO_CLIENT_CERT', 'a client certificate is required');
@@ -234,6 +248,16 @@ export class TunnelServer {
     }
     const refused = this.#opts.admit?.({ connector, certificateSerial: cert.serialNumber });
     if (refused) return this.#reject(socket, peer, 403, refused.code, refused.message);
+    // Authenticated from here on: the mesh answers may name this worker and its siblings.
+    const mesh = this.#opts.mesh;
+    if (!this.#opts.accepting()) {
+      return this.#reject(socket, peer, 503, 'DRAINING', 'this worker is shutting down; reconnect to another', undefined, this.#meshHeaders(false));
+    }
+    if (mesh && haveWorkers(req.headers[HAVE_WORKERS_HEADER]).has(mesh.instance)) {
+      // The connector's normal search, not a failure: counted, not audited.
+      mesh.onAlreadyConnected?.(connector);
+      return this.#reply(socket, 409, 'ALREADY_CONNECTED', `connector "${connector}" already holds a session with worker ${mesh.instance}`, this.#meshHeaders(true));
+    }
     if (this.#streams.size >= this.#limits.sessions) {
       return this.#reject(socket, peer, 429, 'TOO_MANY_SESSIONS',
         `this worker holds ${this.#streams.size} sessions, its limit (limits.sessions); try another worker or later`, 'sessions');
@@ -253,16 +277,28 @@ export class TunnelServer {
     this.#opts.onConnector({ stream: accepted, connector, peer, certificateSerial: cert.serialNumber });
   }
 
-  #reject(socket: Socket, peer: string, status: number, reason: string, message: string, limit?: LimitName): void {
+  #reject(socket: Socket, peer: string, status: number, reason: string, message: string, limit?: LimitName, headers: Record<string, string> = {}): void {
     this.#opts.onDenied({ peer, status, reason, message, ...(limit ? { limit } : {}) });
+    this.#reply(socket, status, reason, message, headers);
+  }
+
+  /** Every refusal's answer: status, reason header, text body, then the connection closes. */
+  #reply(socket: Socket, status: number, reason: string, message: string, headers: Record<string, string> = {}): void {
     if (socket.writable) {
       const body = `${message}\n`;
+      const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
       socket.end(
         `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: text/plain\r\n` +
-          `X-Underpass-Reason: ${reason}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+          `X-Underpass-Reason: ${reason}\r\n${extra}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
       );
     }
     socket.destroySoon?.();
+  }
+
+  #meshHeaders(withSet: boolean): Record<string, string> {
+    const mesh = this.#opts.mesh;
+    if (!mesh) return {};
+    return { [WORKER_HEADER]: mesh.instance, ...(withSet ? { [WORKERS_HEADER]: mesh.workers().join(',') } : {}) };
   }
 
   #connectionName(): string {
@@ -271,8 +307,15 @@ export class TunnelServer {
 }
 
 const STATUS_TEXT: Record<number, string> = {
-  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 426: 'Upgrade Required', 429: 'Too Many Requests', 503: 'Service Unavailable',
+  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 426: 'Upgrade Required',
+  429: 'Too Many Requests', 503: 'Service Unavailable',
 };
+
+/** The instance names of an X-Underpass-Have-Workers header (at most MAX_HAVE_NAMES; anything odd is just not a match). */
+export function haveWorkers(header: string | string[] | undefined): Set<string> {
+  const text = Array.isArray(header) ? header.join(',') : header ?? '';
+  return new Set(text.split(',', MAX_HAVE_NAMES).map((n) => n.trim()).filter((n) => n.length > 0));
+}
 
 /** The TCP socket under a server-side TLS socket (Node links them as `_parent`); the socket itself otherwise. */
 function rawSocketOf(socket: Socket): Socket {

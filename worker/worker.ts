@@ -23,6 +23,7 @@ import type { OpenRequest } from '../tunnel/open.js';
 import { readTlsFiles, TlsFileWatcher, type TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { VERSION } from '../tunnel/version.js';
 import { muxLimits } from '../tunnel/limits.js';
+import { sleep } from '../tunnel/backoff.js';
 import { AdmissionGate } from './admission-gate.js';
 import { findWorkerMappingProblem, type WorkerConfig } from './config.js';
 import { ConfigWatcher } from './config-watcher.js';
@@ -33,6 +34,15 @@ import { sessionDenied, wireSession, type SessionHost } from './session-events.j
 import { SessionRegistry } from './session-registry.js';
 import { statusDocument, workerReport, type ListenerFailure, type WorkerSnapshot } from './status.js';
 import { TunnelServer, type AcceptedConnector } from './tunnel-server.js';
+import { MeshMetrics } from './mesh-metrics.js';
+import { WorkerSet } from './worker-set.js';
+
+/**
+ * After telling `mesh` connectors `draining`, the least time before GoAway (or twice
+ * the slowest round trip, if longer): a stream a connector opened before it heard
+ * `draining` is still accepted, not refused by the GoAway crossing it.
+ */
+export const PEER_GRACE_MS = 250;
 
 /** Command-line values that replace the file's, now and on every reload. */
 export type WorkerOverrides = Partial<Pick<WorkerConfig, 'listen' | 'admin' | 'instance'>>;
@@ -65,6 +75,10 @@ export class Worker {
   readonly #sessionHost: SessionHost;
   readonly #admission: AdmissionGate;
   readonly #reportMetrics: ReportMetrics;
+  readonly #workerSet: WorkerSet;
+  readonly #meshMetrics: MeshMetrics;
+  /** Aborted by a second stop request with deadline 0: skip what is left of the drain delay. */
+  readonly #hurry = new AbortController();
   /** The last reason a built report did not validate (logged once per reason). */
   #reportProblem: string | undefined;
   #mappings = new Map<string, Mapping>();
@@ -93,6 +107,8 @@ export class Worker {
     this.#configReloadIntervalMs = deps.configReloadIntervalMs ?? 1_000;
     this.#overrides = deps.overrides ?? {};
     this.#registry = new SessionRegistry(config.instance);
+    this.#workerSet = new WorkerSet(config.instance);
+    this.#meshMetrics = new MeshMetrics(this.metrics.registry);
     this.#admission = new AdmissionGate({
       connection: this.#connection, instance: config.instance, initial: admissionFromList(config.connectors),
       log: this.#log, audit: this.#audit, registry: this.metrics.registry,
@@ -133,6 +149,11 @@ export class Worker {
       onConnector: (c) => this.#onConnector(c),
       onDenied: (d) => sessionDenied(this.#sessionHost, d),
       admit: (c) => this.#admission.check(c),
+      mesh: {
+        instance: this.#config.instance,
+        workers: () => this.#workerSet.list,
+        onAlreadyConnected: () => this.#meshMetrics.alreadyConnected.inc(),
+      },
     });
     const tunnel = await this.#server.listen(this.#config.listen);
     this.#tlsWatcher = new TlsFileWatcher(this.#config.tls, tls, this.#tlsReloadIntervalMs, (m) => this.#reloadTls(m), (err) =>
@@ -193,10 +214,18 @@ export class Worker {
     });
   }
 
+  /** Ready = can serve: at least one connector session can carry new streams (docs/ha.md). */
   notReadyReason(): string | undefined {
     if (this.#draining) return 'draining';
-    if (this.#registry.readyCount === 0) return 'no connector session is established';
+    if (this.#registry.usableCount === 0) {
+      return this.#registry.readyCount === 0 ? 'no connector session is established' : 'every connector session is going away';
+    }
     return undefined;
+  }
+
+  /** The live workers of the connection as this worker announces them. */
+  get workers(): readonly string[] {
+    return this.#workerSet.list;
   }
 
   /** The admin endpoint's /status document. */
@@ -216,23 +245,38 @@ export class Worker {
   }
 
   /**
-   * Graceful stop: refuse new connectors and clients, GoAway to every
-   * connector, let open streams finish up to `deadlineMs`, then close.
+   * Graceful stop (docs/ha.md, Drain): not ready at once, `draining` to
+   * `mesh` connectors, new connectors refused (503 DRAINING); listeners stay
+   * open for `drainDelay` while load balancers stop sending clients here; then
+   * listeners close, GoAway to every connector, open streams get up to
+   * `deadlineMs` to finish. A second call with deadline 0 skips what is left
+   * of the delay.
    */
   stop(deadlineMs = this.#config.drainTimeoutMs): Promise<void> {
+    if (deadlineMs === 0) this.#hurry.abort();
     this.#stopped ??= this.#stop(deadlineMs);
     return this.#stopped;
   }
 
   async #stop(deadlineMs: number): Promise<void> {
     this.#draining = true;
+    this.#workerSet.drain();
+    const told = this.#registry.all.filter((s) => s.tellDraining());
+    const toldAt = Date.now();
     this.#reporter?.trigger(); // the operator learns at once that this worker is going away
-    const sessions = this.#registry.all;
-    this.#log.info({ sessions: sessions.length, deadlineMs }, `draining: ${sessions.length} connector session(s), up to ${deadlineMs} ms for open streams`);
+    const delayMs = this.#hurry.signal.aborted ? 0 : this.#config.drainDelayMs;
+    this.#log.info({ sessions: this.#registry.all.length, delayMs, deadlineMs },
+      `draining: not ready; listeners close in ${delayMs} ms, then ${this.#registry.all.length} connector session(s) get GoAway and up to ${deadlineMs} ms for open streams`);
     this.#tlsWatcher?.stop();
     this.#configWatcher?.stop();
+    if (delayMs > 0) await sleep(delayMs, this.#hurry.signal);
     const serverClosed = this.#server?.stopAccepting();
     await this.#listeners.close();
+    if (told.length > 0) {
+      const grace = Math.max(PEER_GRACE_MS, 2 * Math.max(...told.map((s) => s.rttMs)));
+      await sleep(toldAt + grace - Date.now(), this.#hurry.signal);
+    }
+    const sessions = this.#registry.all;
     await Promise.all(sessions.map((s) => s.drain(deadlineMs)));
     this.#server?.closeAll();
     // A peer that never answers the close must not hold the exit.
@@ -286,7 +330,16 @@ export class Worker {
    */
   async #applyAnswer(answer: AppliedAnswer): Promise<void> {
     if (answer.admission) this.#admission.apply(answer.admission, this.#registry.all, 'operator');
+    if (answer.workers && !this.#draining) this.#applyWorkers(answer.workers);
     if (answer.mappings) await this.#applyDesired(answer.mappings);
+  }
+
+  /** The operator's worker set: `mesh` connectors hear of every change at once. */
+  #applyWorkers(workers: readonly string[]): void {
+    if (!this.#workerSet.apply(workers)) return;
+    const list = this.#workerSet.list;
+    this.#log.info({ workers: list }, `workers of this connection: ${list.join(', ')}`);
+    for (const s of this.#registry.all) s.announceWorkers(list);
   }
 
   async #applyDesired(mappings: Mapping[]): Promise<void> {
@@ -310,6 +363,7 @@ export class Worker {
       notReadyReason: this.notReadyReason(),
       draining: this.#draining,
       revision: this.#revision,
+      workers: this.#workerSet.list,
       sessions: this.#registry.all,
       mappings: this.mappings,
       listenerFailures: this.#listenerFailures,
@@ -322,6 +376,7 @@ export class Worker {
       instance: this.#config.instance,
       mux: { keepaliveIntervalMs: this.#config.keepalive.intervalMs, keepaliveTimeoutMs: this.#config.keepalive.timeoutMs, ...muxLimits(this.#config.limits) },
       logger: this.#log,
+      workers: () => this.#workerSet.list,
     });
     this.#registry.add(session);
     wireSession(this.#sessionHost, session);

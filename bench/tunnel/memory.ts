@@ -14,7 +14,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import pino from 'pino';
-import { WorkerLink } from '../../connector/link.js';
+import { openLink, type WorkerLink } from '../../connector/link.js';
 import { TunnelMetrics } from '../../tunnel/metrics.js';
 import { log, pool, rssByRole, sleep, sum, type Forward } from './common.js';
 import { startTlsFloor } from './apps.js';
@@ -249,34 +249,24 @@ export async function tlsFloor(pki: UnderpassPki, n: number, logDir: string, set
 const quiet = pino({ level: 'silent' });
 const linkMetrics = new TunnelMetrics('connector', { defaultMetrics: false });
 
-/** One connector session made by the connector's own WorkerLink (the same dial, TLS, WebSocket, yamux and hello). */
+/** One connector session made by the connector's own openLink (the same dial, TLS, WebSocket, yamux and hello). */
 async function openSession(url: string, c: { name: string; cert: string; key: string; ca: string }): Promise<IdleSession> {
   const abort = new AbortController();
-  const link = new WorkerLink(new URL(url), {
-    name: c.name,
-    tls: { cert: c.cert, key: c.key, ca: c.ca },
-    mux: {},
-    reconnect: { initialDelayMs: 200, maxDelayMs: 2_000 },
-    logger: quiet,
-    metrics: linkMetrics,
-  });
-  const up = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no session within 30 s: ${link.lastError ?? 'no error reported'}`)), 30_000);
-    link.once('up', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
-  void link.run(abort.signal);
-  const close = async (): Promise<void> => {
-    await link.drain(1_000).catch(() => undefined);
-    abort.abort();
-  };
+  const timer = setTimeout(() => abort.abort(), 30_000);
+  let link: WorkerLink;
   try {
-    await up;
+    link = await openLink(new URL(url), [], {
+      name: c.name,
+      tls: { cert: c.cert, key: c.key, ca: c.ca },
+      mux: {},
+      logger: quiet,
+      metrics: linkMetrics,
+    }, abort.signal);
   } catch (err) {
-    await close();
-    throw err;
+    throw new Error(`no session within 30 s: ${(err as Error).message}`, { cause: err });
+  } finally {
+    clearTimeout(timer);
   }
-  return { close };
+  link.activate();
+  return { close: () => link.drain(1_000).catch(() => undefined) };
 }

@@ -26,6 +26,7 @@ export function largestReport(instance = 'w'.repeat(R.instanceChars)): WorkerRep
       since: '2026-12-06T10:00:00.000+01:00'.padEnd(R.sinceChars, '0'),
       version,
       address: `[${'f'.repeat(R.addressChars - 8)}]:65535`.slice(0, R.addressChars),
+      hostname: 'h'.repeat(R.hostnameChars),
       unavailableMappings: Array.from({ length: n }, (_, i) => {
         const text = message();
         return { name: label('m', s * perSession + i), state: 'Refused' as const, reason: 'R'.repeat(CONTROL_LIMITS.codeChars), ...(text ? { message: text } : {}) };

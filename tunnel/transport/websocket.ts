@@ -12,7 +12,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import https from 'node:https';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { PeerCertificate } from 'node:tls';
 import { Duplex } from 'node:stream';
@@ -322,11 +322,14 @@ export class WebSocketRefused extends UnderpassError {
   readonly status: number;
   readonly reason: string | undefined;
   readonly body: string;
-  constructor(status: number, reason: string | undefined, body: string) {
+  /** The refusal's headers (e.g. the mesh's X-Underpass-Worker, docs/ha.md). */
+  readonly headers: IncomingHttpHeaders;
+  constructor(status: number, reason: string | undefined, body: string, headers: IncomingHttpHeaders = {}) {
     super('ERR_WORKER_REFUSED', `worker refused the connection (HTTP ${status}${reason ? ` ${reason}` : ''}): ${body.trim()}`);
     this.status = status;
     this.reason = reason;
     this.body = body;
+    this.headers = headers;
   }
 }
 
@@ -385,8 +388,8 @@ export function connectWebSocket(url: URL, o: ConnectOptions): Promise<WebSocket
       res.setEncoding('utf8');
       res.on('data', (d: string) => (body = (body + d).slice(0, 4096)));
       const reason = res.headers['x-underpass-reason'];
-      res.on('end', () => fail(new WebSocketRefused(res.statusCode ?? 0, typeof reason === 'string' ? reason : undefined, body)));
-      res.on('error', () => fail(new WebSocketRefused(res.statusCode ?? 0, typeof reason === 'string' ? reason : undefined, body)));
+      res.on('end', () => fail(new WebSocketRefused(res.statusCode ?? 0, typeof reason === 'string' ? reason : undefined, body, res.headers)));
+      res.on('error', () => fail(new WebSocketRefused(res.statusCode ?? 0, typeof reason === 'string' ? reason : undefined, body, res.headers)));
     });
     req.on('error', (err) => fail(err));
     req.end();
