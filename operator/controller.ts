@@ -24,7 +24,7 @@ import { ensurePki, workerSans, type PkiResult } from './pki-secrets.js';
 import type { ProcessResult } from './queue.js';
 import type { DesiredWorkerState } from './report-server.js';
 import { instanceLimit, type ReportStore } from './report-store.js';
-import { mappingStatus, tunnelConnectionStatus } from './status.js';
+import { mappingStatus, tunnelConnectionState } from './status.js';
 import { APPLICATION_MAPPINGS, TUNNEL_CONNECTIONS, type ApplicationMapping, type TunnelConnection } from './types.js';
 
 export interface Caches {
@@ -36,6 +36,7 @@ export interface Caches {
   secrets: Informer<k8s.V1Secret>;
   serviceAccounts: Informer<k8s.V1ServiceAccount>;
   networkPolicies: Informer<k8s.V1NetworkPolicy>;
+  podDisruptionBudgets: Informer<k8s.V1PodDisruptionBudget>;
 }
 
 export interface ControllerOptions {
@@ -47,6 +48,8 @@ export interface ControllerOptions {
   reportMaxAgeMs: number;
   /** After start-up, how long missing reports do not yet mean "no connectors". */
   reportGraceMs: number;
+  /** Workers heard from within this long make the announced worker set (default WORKER_SET_MAX_AGE_MS). */
+  workerSetMaxAgeMs?: number;
 }
 
 export interface ControllerDeps {
@@ -61,6 +64,8 @@ export interface ControllerDeps {
 }
 
 const RESYNC_MS = 10_000;
+/** Three report intervals (2 s): a worker that stopped reporting leaves the announced set after this long (docs/ha.md). */
+export const WORKER_SET_MAX_AGE_MS = 6_000;
 
 export class TunnelController {
   readonly #d: ControllerDeps;
@@ -85,7 +90,8 @@ export class TunnelController {
       this.#d.logger.warn({ connection: `${ref.namespace}/${ref.name}`, mappings: mappings.length },
         `TunnelConnection ${ref.namespace}/${ref.name} has ${mappings.length} mappings; workers serve the first ${CONTROL_LIMITS.mappings}`);
     }
-    return { mappings: mappings.slice(0, CONTROL_LIMITS.mappings), admission: admissionFromList(tc.spec.connectors) };
+    const workers = this.#d.reports.instances(`${ref.namespace}/${ref.name}`, this.#d.options.workerSetMaxAgeMs ?? WORKER_SET_MAX_AGE_MS).slice(0, CONTROL_LIMITS.workers);
+    return { mappings: mappings.slice(0, CONTROL_LIMITS.mappings), admission: admissionFromList(tc.spec.connectors), workers };
   }
 
   /** How many worker reports of `ref` the store keeps (and reads at once): see instanceLimit. */
@@ -138,8 +144,9 @@ export class TunnelController {
 
     const live = reports.live(`${ns}/${tc.metadata.name}`, this.#d.options.reportMaxAgeMs);
     const reportsKnown = reports.hasReported(`${ns}/${tc.metadata.name}`) || now.getTime() - this.#startedAt > this.#d.options.reportGraceMs;
-    const status = tunnelConnectionStatus({
+    const { status, recheckMs } = tunnelConnectionState({
       tc, verdicts, deployment: caches.deployments.get(names.deployment, ns), tunnelService: tunnelSvc, reports: live, reportsKnown,
+      workerSetMaxAgeMs: this.#d.options.workerSetMaxAgeMs ?? WORKER_SET_MAX_AGE_MS,
       pki: pki ? { ok: true, notAfter: pki.notAfter, renewalTime: pki.renewalTime } : { ok: false, message: pkiError ?? 'unknown' },
       now,
     });
@@ -147,7 +154,7 @@ export class TunnelController {
     await this.#writeMappingStatuses(tc, verdicts, live, now);
 
     const untilRenewal = pki ? pki.renewalTime.getTime() - now.getTime() : RESYNC_MS;
-    return { requeueAfterMs: Math.max(1_000, Math.min(untilRenewal, RESYNC_MS)) };
+    return { requeueAfterMs: Math.max(1_000, Math.min(untilRenewal, RESYNC_MS, recheckMs ?? RESYNC_MS)) };
   }
 
   /** An ApplicationMapping whose connection does not exist gets its status here. */
@@ -177,6 +184,11 @@ export class TunnelController {
     const dep = await applier.apply(desired.deployment(tc, mappings, { workerImage: options.workerImage, ...(options.channel ? { channel: options.channel } : {}) }), before, 'deployments');
     await applier.apply(desired.tunnelService(tc), caches.services.get(names.tunnelService, ns), 'services');
     await applier.apply(desired.networkPolicy(tc, mappings), caches.networkPolicies.get(names.networkPolicy, ns), 'networkpolicies');
+    const pdb = desired.podDisruptionBudget(tc);
+    if (pdb) await applier.apply(pdb, caches.podDisruptionBudgets.get(names.podDisruptionBudget, ns), 'poddisruptionbudgets');
+    else if (caches.podDisruptionBudgets.get(names.podDisruptionBudget, ns)) {
+      await applier.remove({ apiVersion: 'policy/v1', kind: 'PodDisruptionBudget', metadata: { name: names.podDisruptionBudget, namespace: ns } }, 'poddisruptionbudgets');
+    }
     const apps = desired.appsService(tc, mappings);
     if (apps) await applier.apply(apps, caches.services.get(names.appsService, ns), 'services');
     else if (caches.services.get(names.appsService, ns)) await applier.remove({ apiVersion: 'v1', kind: 'Service', metadata: { name: names.appsService, namespace: ns } }, 'services');
@@ -208,6 +220,12 @@ export class TunnelController {
     const now = new Map((after.connectors ?? []).map((c) => [key(c), c]));
     for (const [k, c] of now) if (!was.has(k)) await this.#d.events.record(tc, 'Normal', 'ConnectorConnected', `connector ${c.name} connected to worker ${c.worker} from ${c.address} (version ${c.version})`);
     for (const [k, c] of was) if (!now.has(k)) await this.#d.events.record(tc, 'Warning', 'ConnectorDisconnected', `connector ${c.name} is no longer connected to worker ${c.worker}`);
+    const degradedBefore = findCondition(before.conditions, 'Degraded');
+    const degradedAfter = findCondition(after.conditions, 'Degraded');
+    if (degradedAfter && degradedBefore?.status !== degradedAfter.status && (degradedBefore || degradedAfter.status === 'True')) {
+      if (degradedAfter.status === 'True') await this.#d.events.record(tc, 'Warning', 'MeshDegraded', degradedAfter.message);
+      else await this.#d.events.record(tc, 'Normal', 'MeshComplete', degradedAfter.message);
+    }
     const readyBefore = findCondition(before.conditions, 'Ready');
     const readyAfter = findCondition(after.conditions, 'Ready');
     if (readyAfter && readyBefore?.status !== readyAfter.status) {
@@ -245,6 +263,7 @@ export class TunnelController {
       ['v1', 'Service', names.tunnelService, 'services'],
       ['v1', 'Service', names.appsService, 'services'],
       ['networking.k8s.io/v1', 'NetworkPolicy', names.networkPolicy, 'networkpolicies'],
+      ['policy/v1', 'PodDisruptionBudget', names.podDisruptionBudget, 'poddisruptionbudgets'],
       ['v1', 'ConfigMap', names.configMap, 'configmaps'],
       ['v1', 'ServiceAccount', names.serviceAccount, 'serviceaccounts'],
       ['v1', 'Secret', names.workerTlsSecret, 'secrets'],
@@ -254,6 +273,7 @@ export class TunnelController {
       deployments: (n) => this.#d.caches.deployments.get(n, namespace),
       services: (n) => this.#d.caches.services.get(n, namespace),
       networkpolicies: (n) => this.#d.caches.networkPolicies.get(n, namespace),
+      poddisruptionbudgets: (n) => this.#d.caches.podDisruptionBudgets.get(n, namespace),
       configmaps: (n) => this.#d.caches.configMaps.get(n, namespace),
       serviceaccounts: (n) => this.#d.caches.serviceAccounts.get(n, namespace),
       secrets: (n) => this.#d.caches.secrets.get(n, namespace),

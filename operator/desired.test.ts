@@ -67,13 +67,13 @@ describe('the worker Deployment', () => {
   });
 
   it.each([
-    ['30s', 40],
-    ['1m30s', 100],
-    ['2m', 130],
-    ['500ms', 11],
-    ['1h', 3610],
-    ['1m0s500ms', 71],
-  ])('drainTimeout %s gives a termination grace period of %d s (drain + 10 s)', (drainTimeout, seconds) => {
+    ['30s', 45],
+    ['1m30s', 105],
+    ['2m', 135],
+    ['500ms', 16],
+    ['1h', 3615],
+    ['1m0s500ms', 76],
+  ])('drainTimeout %s gives a termination grace period of %d s (5 s drain delay + drain + 10 s)', (drainTimeout, seconds) => {
     const t = tc({ worker: { drainTimeout } });
     expect(desired.terminationGraceSeconds(t)).toBe(seconds);
     expect(desired.deployment(t, [], opts).spec!.template.spec!.terminationGracePeriodSeconds).toBe(seconds);
@@ -184,6 +184,7 @@ describe('the worker config', () => {
       listen: `0.0.0.0:${TUNNEL_PORT}`,
       tls: { cert: '../tls/tls.crt', key: '../tls/tls.key', ca: '../tls/ca.crt' },
       admin: `0.0.0.0:${ADMIN_PORT}`,
+      drainDelay: '5s',
       drainTimeout: '1m30s',
       mappings: [
         { name: 'db', protocol: 'TCP', target: db.target, listen: db.listen },
@@ -208,13 +209,56 @@ describe('the OpenShift Route', () => {
       tls: { termination: 'passthrough', insecureEdgeTerminationPolicy: 'None' },
     });
   });
+
+  it('balances each connection, not by source address (the passthrough default), so connectors reach every worker', () => {
+    const r = desired.route(tc({ endpoint: { service: { type: 'ClusterIP', port: 443 }, route: { enabled: true } } })) as { metadata: { annotations: Record<string, string> } };
+    expect(r.metadata.annotations).toEqual({ 'haproxy.router.openshift.io/balance': 'roundrobin' });
+  });
+});
+
+describe('high availability of the workers (docs/ha.md)', () => {
+  it.each([
+    [1, undefined],
+    [2, 1],
+    [5, 1],
+  ])('with %d replica(s) the PodDisruptionBudget keeps minAvailable %s', (replicas, minAvailable) => {
+    const pdb = desired.podDisruptionBudget(tc({ replicas }));
+    if (minAvailable === undefined) return void expect(pdb).toBeUndefined();
+    expect(pdb).toMatchObject({
+      apiVersion: 'policy/v1', kind: 'PodDisruptionBudget', metadata: { name: 'dc1-worker', namespace: 'team-a' },
+      spec: {
+        minAvailable,
+        selector: { matchLabels: { 'app.kubernetes.io/name': 'underpass-worker', 'app.kubernetes.io/instance': 'dc1' } },
+        unhealthyPodEvictionPolicy: 'AlwaysAllow',
+      },
+    });
+  });
+
+  it('spreads workers over nodes and zones without refusing to schedule on one node', () => {
+    const spread = desired.deployment(tc(), [], opts).spec!.template.spec!.topologySpreadConstraints!;
+    expect(spread.map((c) => [c.topologyKey, c.maxSkew, c.whenUnsatisfiable])).toEqual([
+      ['kubernetes.io/hostname', 1, 'ScheduleAnyway'],
+      ['topology.kubernetes.io/zone', 1, 'ScheduleAnyway'],
+    ]);
+    for (const c of spread) {
+      expect(c.labelSelector).toEqual({ matchLabels: { 'app.kubernetes.io/name': 'underpass-worker', 'app.kubernetes.io/instance': 'dc1' } });
+      expect(c.matchLabelKeys).toEqual(['pod-template-hash']);
+    }
+  });
+
+  it('rolls out one new worker before an old one goes, and gives a stopping worker its drain delay and drain time', () => {
+    const d = desired.deployment(tc(), [], opts);
+    expect(d.spec!.strategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } });
+    expect(YAML.parse(desired.workerConfigYaml(tc(), []))).toMatchObject({ drainDelay: '5s', drainTimeout: '30s' });
+    expect(d.spec!.template.spec!.terminationGracePeriodSeconds).toBe(5 + 30 + 10);
+  });
 });
 
 describe('ownership', () => {
   it('every object is owned by the TunnelConnection and labelled as managed by the operator', () => {
     const objects = [
       desired.configMap(tc(), []), desired.serviceAccount(tc()), desired.deployment(tc(), [], opts), desired.tunnelService(tc()),
-      desired.appsService(tc(), [db])!, desired.networkPolicy(tc(), []),
+      desired.appsService(tc(), [db])!, desired.networkPolicy(tc(), []), desired.podDisruptionBudget(tc())!,
     ];
     for (const o of objects) {
       expect(o.metadata!.ownerReferences).toEqual([{ apiVersion: 'underpass.dev/v1alpha1', kind: 'TunnelConnection', name: 'dc1', uid: '00000000-0000-0000-0000-000000000001', controller: true, blockOwnerDeletion: true }]);

@@ -20,6 +20,12 @@ export interface BuildOptions {
   channel?: OperatorChannel;
 }
 
+/**
+ * How long a stopping worker keeps its listeners open (not ready) before GoAway,
+ * so every node's kube-proxy has dropped it from the apps Service first (docs/ha.md, Drain).
+ */
+export const WORKER_DRAIN_DELAY = '5s';
+
 /** Where the pod mounts things; the worker config uses paths relative to its own folder. */
 const CONFIG_DIR = '/etc/underpass/config';
 const TLS_DIR = '/etc/underpass/tls';
@@ -38,6 +44,7 @@ export function workerConfigYaml(tc: TunnelConnection, mappings: readonly Mappin
     listen: `0.0.0.0:${TUNNEL_PORT}`,
     tls: { cert: '../tls/tls.crt', key: '../tls/tls.key', ca: '../tls/ca.crt' },
     admin: `0.0.0.0:${ADMIN_PORT}`,
+    drainDelay: WORKER_DRAIN_DELAY,
     drainTimeout: tc.spec.worker.drainTimeout,
     mappings: mappings.map((m) => ({
       name: m.name,
@@ -64,12 +71,27 @@ export function serviceAccount(tc: TunnelConnection): k8s.V1ServiceAccount {
 }
 
 /**
- * The pod's termination grace period: the worker's drain time (the duration
- * parser the worker itself uses, so "1m30s" is 90 s here too) plus 10 s to
- * close. The CRD's pattern already refuses anything else.
+ * The pod's termination grace period: the worker's drain delay and drain time
+ * (the duration parser the worker itself uses, so "1m30s" is 90 s here too)
+ * plus 10 s to close. The CRD's pattern already refuses anything else.
  */
 export function terminationGraceSeconds(tc: TunnelConnection): number {
-  return Math.ceil(parseDuration(tc.spec.worker.drainTimeout, 'spec.worker.drainTimeout') / 1000) + 10;
+  const ms = parseDuration(WORKER_DRAIN_DELAY, 'drainDelay') + parseDuration(tc.spec.worker.drainTimeout, 'spec.worker.drainTimeout');
+  return Math.ceil(ms / 1000) + 10;
+}
+
+/**
+ * Spread the workers over nodes and zones, softly: a one-node cluster still
+ * runs every replica. Each rollout (pod-template-hash) spreads its own pods.
+ */
+function topologySpread(tc: TunnelConnection): k8s.V1TopologySpreadConstraint[] {
+  return ['kubernetes.io/hostname', 'topology.kubernetes.io/zone'].map((topologyKey) => ({
+    maxSkew: 1,
+    topologyKey,
+    whenUnsatisfiable: 'ScheduleAnyway',
+    labelSelector: { matchLabels: selectorLabels(tc.metadata.name) },
+    matchLabelKeys: ['pod-template-hash'],
+  }));
 }
 
 /**
@@ -101,6 +123,7 @@ export function deployment(tc: TunnelConnection, _mappings: readonly Mapping[], 
           securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' } },
           ...(w.nodeSelector ? { nodeSelector: w.nodeSelector } : {}),
           ...(w.tolerations ? { tolerations: w.tolerations } : {}),
+          topologySpreadConstraints: topologySpread(tc),
           containers: [{
             name: 'worker',
             image: w.image ?? opts.workerImage,
@@ -160,6 +183,22 @@ export function appsService(tc: TunnelConnection, mappings: readonly Mapping[]):
 }
 
 /**
+ * A voluntary eviction (node drain, autoscaler) never takes the last ready
+ * worker; workers that are not ready (no connector reaches them) never block
+ * one. With one replica there is none: a single worker cannot be both
+ * evictable and always available, and blocking every node drain is worse.
+ */
+export function podDisruptionBudget(tc: TunnelConnection): k8s.V1PodDisruptionBudget | undefined {
+  if (tc.spec.replicas < 2) return undefined;
+  return {
+    apiVersion: 'policy/v1',
+    kind: 'PodDisruptionBudget',
+    metadata: meta(tc, namesFor(tc.metadata.name).podDisruptionBudget),
+    spec: { minAvailable: 1, selector: { matchLabels: selectorLabels(tc.metadata.name) }, unhealthyPodEvictionPolicy: 'AlwaysAllow' },
+  };
+}
+
+/**
  * Worker pods accept: the tunnel port from anywhere (connectors are outside),
  * the admin port from inside the cluster, each mapping port from its
  * allowedSources (or the cluster when none). Everything else is dropped.
@@ -184,13 +223,20 @@ export function networkPolicy(tc: TunnelConnection, mappings: readonly Mapping[]
   };
 }
 
+/**
+ * Passthrough Routes balance by source address by default, which pins every
+ * attempt of a connector to one worker; the mesh needs each connection balanced
+ * (docs/ha.md). roundrobin, not random: HAProxy's random costs memory per backend.
+ */
+export const ROUTE_BALANCE_ANNOTATION = 'haproxy.router.openshift.io/balance';
+
 /** OpenShift Route with TLS passthrough: the worker terminates mutual TLS itself. */
 export function route(tc: TunnelConnection): Record<string, unknown> {
   const host = tc.spec.endpoint.route?.host;
   return {
     apiVersion: 'route.openshift.io/v1',
     kind: 'Route',
-    metadata: meta(tc, namesFor(tc.metadata.name).route),
+    metadata: meta(tc, namesFor(tc.metadata.name).route, { annotations: { [ROUTE_BALANCE_ANNOTATION]: 'roundrobin' } }),
     spec: {
       ...(host ? { host } : {}),
       to: { kind: 'Service', name: namesFor(tc.metadata.name).tunnelService, weight: 100 },

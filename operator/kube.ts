@@ -28,6 +28,7 @@ export class Kube {
   readonly core: k8s.CoreV1Api;
   readonly apps: k8s.AppsV1Api;
   readonly networking: k8s.NetworkingV1Api;
+  readonly policy: k8s.PolicyV1Api;
   readonly coordination: k8s.CoordinationV1Api;
   readonly custom: k8s.CustomObjectsApi;
   readonly apis: k8s.ApisApi;
@@ -40,6 +41,7 @@ export class Kube {
     this.core = kc.makeApiClient(k8s.CoreV1Api);
     this.apps = kc.makeApiClient(k8s.AppsV1Api);
     this.networking = kc.makeApiClient(k8s.NetworkingV1Api);
+    this.policy = kc.makeApiClient(k8s.PolicyV1Api);
     this.coordination = kc.makeApiClient(k8s.CoordinationV1Api);
     this.custom = kc.makeApiClient(k8s.CustomObjectsApi);
     this.apis = kc.makeApiClient(k8s.ApisApi);

@@ -18,6 +18,7 @@ export function namesFor(tc: string) {
     tunnelService: `${tc}-tunnel`,
     appsService: `${tc}-apps`,
     networkPolicy: `${tc}-worker`,
+    podDisruptionBudget: `${tc}-worker`,
     route: `${tc}-tunnel`,
   };
 }

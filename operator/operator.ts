@@ -329,6 +329,7 @@ export class Operator {
       secrets: mk('secrets', path('/api/v1', 'secrets'), () => (ns ? core.listNamespacedSecret({ namespace: ns, labelSelector: owned }) : core.listSecretForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
       serviceAccounts: mk('serviceaccounts', path('/api/v1', 'serviceaccounts'), () => (ns ? core.listNamespacedServiceAccount({ namespace: ns, labelSelector: owned }) : core.listServiceAccountForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
       networkPolicies: mk('networkpolicies.networking.k8s.io', path('/apis/networking.k8s.io/v1', 'networkpolicies'), () => (ns ? this.kube.networking.listNamespacedNetworkPolicy({ namespace: ns, labelSelector: owned }) : this.kube.networking.listNetworkPolicyForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
+      podDisruptionBudgets: mk('poddisruptionbudgets.policy', path('/apis/policy/v1', 'poddisruptionbudgets'), () => (ns ? this.kube.policy.listNamespacedPodDisruptionBudget({ namespace: ns, labelSelector: owned }) : this.kube.policy.listPodDisruptionBudgetForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
     };
   }
 

@@ -34,6 +34,7 @@ export const PERMISSIONS: readonly Permission[] = [
   { group: '', resources: ['services', 'configmaps', 'serviceaccounts'], verbs: OBJECT_VERBS, scope: 'watched' },
   { group: '', resources: ['secrets'], verbs: ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'], scope: 'watched' },
   { group: 'networking.k8s.io', resources: ['networkpolicies'], verbs: OBJECT_VERBS, scope: 'watched' },
+  { group: 'policy', resources: ['poddisruptionbudgets'], verbs: OBJECT_VERBS, scope: 'watched' },
   { group: '', resources: ['events'], verbs: ['create', 'patch'], scope: 'watched' },
   { group: 'route.openshift.io', resources: ['routes', 'routes/custom-host'], verbs: OBJECT_VERBS, scope: 'watched', routesOnly: true },
   { group: 'coordination.k8s.io', resources: ['leases'], verbs: ['get', 'create', 'update'], scope: 'own' },

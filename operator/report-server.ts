@@ -41,6 +41,8 @@ import type { ReportStore } from './report-store.js';
 export interface DesiredWorkerState {
   mappings: Mapping[];
   admission: Admission;
+  /** The connection's live workers, announced to connectors (docs/ha.md). */
+  workers?: string[];
 }
 
 /** Counters the server keeps (operator/metrics.ts). */
@@ -165,7 +167,7 @@ export class ReportServer {
     }
     const desired = this.#opts.desiredFor(connection);
     if (!desired) throw new Refusal(503, 'DESIRED_UNKNOWN', `the mapping set of ${key} is not known yet; keep serving the current one`);
-    return { mappings: desired.mappings, admission: desired.admission, report: verdict };
+    return { mappings: desired.mappings, admission: desired.admission, ...(desired.workers ? { workers: desired.workers } : {}), report: verdict };
   }
 
   /**

@@ -120,6 +120,20 @@ export class ReportStore extends EventEmitter {
     return out.sort((a, b) => (a.instance < b.instance ? -1 : a.instance > b.instance ? 1 : 0));
   }
 
+  /**
+   * Instances of `connection` that reported within `maxAgeMs` and are not
+   * draining: the worker set announced to connectors (docs/ha.md). Read only:
+   * it does not drop stale reports or change what `live()` considers news.
+   */
+  instances(connection: string, maxAgeMs: number): string[] {
+    const conn = this.#connections.get(connection);
+    if (!conn) return [];
+    const now = this.#now();
+    const out: string[] = [];
+    for (const [instance, entry] of conn.workers) if (now - entry.receivedAt <= maxAgeMs && !entry.report.draining) out.push(instance);
+    return out.sort();
+  }
+
   hasReported(connection: string): boolean {
     return this.#connections.has(connection);
   }

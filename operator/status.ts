@@ -8,6 +8,7 @@ import { formatHostPort } from '../tunnel/address.js';
 import type { WorkerReport } from '../tunnel/operator-channel.js';
 import { setConditions, type ConditionInput } from './conditions.js';
 import type { MappingVerdict } from './mapping-resolution.js';
+import { degradedCondition, meshOf, type TimedReport } from './mesh-status.js';
 import { namesFor } from './names.js';
 import type { ApplicationMapping, ApplicationMappingStatus, ConnectorStatus, TunnelConnection, TunnelConnectionStatus } from './types.js';
 
@@ -17,7 +18,9 @@ export interface Observed {
   deployment: k8s.V1Deployment | undefined;
   tunnelService: k8s.V1Service | undefined;
   /** Live worker reports (stale ones already dropped). */
-  reports: WorkerReport[];
+  reports: TimedReport[];
+  /** Workers heard from within this long are the mesh's worker set (the set announced to connectors). */
+  workerSetMaxAgeMs: number;
   /** False right after the operator started, before workers had a chance to report. */
   reportsKnown: boolean;
   pki: { ok: true; notAfter: Date; renewalTime: Date } | { ok: false; message: string };
@@ -60,6 +63,11 @@ export function endpointOf(tc: TunnelConnection, svc: k8s.V1Service | undefined)
 }
 
 export function tunnelConnectionStatus(o: Observed): TunnelConnectionStatus {
+  return tunnelConnectionState(o).status;
+}
+
+/** The status, and when it should be computed again without news (a connector reaching the mesh's grace period). */
+export function tunnelConnectionState(o: Observed): { status: TunnelConnectionStatus; recheckMs?: number } {
   const { tc } = o;
   const previous = tc.status ?? {};
   const desired = tc.spec.replicas;
@@ -67,6 +75,8 @@ export function tunnelConnectionStatus(o: Observed): TunnelConnectionStatus {
   const available = Math.max(o.deployment?.status?.availableReplicas ?? 0, reporting);
   // Until workers could report, keep what we knew: a restart must not flap Connected.
   const connectors = o.reportsKnown ? connectorsOf(o.reports) : (previous.connectors ?? []);
+  const mesh = o.reportsKnown ? meshOf(o.reports, previous.mesh, o.now, o.workerSetMaxAgeMs) : (previous.mesh ?? { workers: [], connectors: [] });
+  const degraded = degradedCondition(mesh, o.now);
 
   const certs: ConditionInput = o.pki.ok
     ? { type: 'CertificatesReady', status: 'True', reason: 'Issued', message: `CA and worker certificate valid; worker certificate renews at ${o.pki.renewalTime.toISOString()}` }
@@ -84,15 +94,18 @@ export function tunnelConnectionStatus(o: Observed): TunnelConnectionStatus {
     : { type: 'Ready', status: 'True', reason: 'Ready', message: `tunnel up: ${connected.message}` };
 
   const generation = tc.metadata.generation ?? 0;
-  return {
+  const status: TunnelConnectionStatus = {
     observedGeneration: generation,
-    conditions: setConditions(previous.conditions, [ready, certs, workers, connected], generation, o.now),
+    // Degraded does not change Ready: the tunnel works, with less redundancy (docs/ha.md).
+    conditions: setConditions(previous.conditions, [ready, certs, workers, connected, degraded.condition], generation, o.now),
     readyConnectors: new Set(connectors.map((c) => c.name)).size,
     connectors,
+    mesh,
     workers: { desired, ready: available },
     endpoint: endpointOf(tc, o.tunnelService),
     ...(o.pki.ok ? { certificate: { notAfter: o.pki.notAfter.toISOString(), renewalTime: o.pki.renewalTime.toISOString() } } : previous.certificate ? { certificate: previous.certificate } : {}),
   };
+  return { status, ...(degraded.recheckMs !== undefined ? { recheckMs: degraded.recheckMs } : {}) };
 }
 
 /** Status for one ApplicationMapping; `reports` tell whether connectors refused it or a listener failed. */

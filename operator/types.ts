@@ -30,11 +30,30 @@ export interface ConnectorStatus {
   address: string;
 }
 
+/** One connector process in the mesh (docs/ha.md): the replicas of a connector share its name, not its host. */
+export interface MeshConnectorStatus {
+  name: string;
+  host?: string;
+  /** Workers of the set it holds a session with. */
+  workers: string[];
+  /** Workers of the set it has no session with. */
+  missing: string[];
+  /** Since when `missing` has not been empty. */
+  missingSince?: string;
+}
+
+export interface MeshStatus {
+  /** Live workers that are not draining (what connectors are told to reach). */
+  workers: string[];
+  connectors: MeshConnectorStatus[];
+}
+
 export interface TunnelConnectionStatus {
   observedGeneration?: number;
   conditions?: Condition[];
   readyConnectors?: number;
   connectors?: ConnectorStatus[];
+  mesh?: MeshStatus;
   workers?: { desired: number; ready: number };
   endpoint?: string;
   certificate?: { notAfter: string; renewalTime: string };

@@ -12,6 +12,11 @@ describe('control messages', () => {
   it.each<[string, ControlMessage]>([
     ['hello', HELLO],
     ['welcome', { type: 'welcome', protocol: PROTOCOL_VERSION, connection: 'team-a/dc1', worker: { instance: 'dc1-worker-0', version: '0.1.0' }, session: '4f0c' }],
+    ['welcome with the worker set', {
+      type: 'welcome', protocol: PROTOCOL_VERSION, connection: 'team-a/dc1', worker: { instance: 'dc1-worker-0', version: '0.1.0' }, session: '4f0c', workers: ['dc1-worker-0', 'dc1-worker-1'],
+    }],
+    ['workers', { type: 'workers', workers: ['dc1-worker-7f9c-abcde', 'dc1-worker-7f9c-fghij'] }],
+    ['draining', { type: 'draining' }],
     ['config', { type: 'config', revision: 1, mappings: [{ name: 'db', protocol: 'TCP', target: { side: 'Connector', host: '127.0.0.1', port: 5432 }, listen: { port: 15432, address: '0.0.0.0' }, allowedSources: [] }] }],
     ['mapping-status', STATUS],
     ['error', { type: 'error', code: 'CONNECTOR_NOT_ALLOWED', message: 'not in spec.connectors', field: 'connector' }],
@@ -32,6 +37,12 @@ describe('control messages', () => {
     ['a 65-character reason', { ...STATUS, mappings: [{ name: 'db', state: 'Failed', reason: 'R'.repeat(L.codeChars + 1) }] }, 'mappings[0].reason'],
     ['a mapping name that is not a DNS label', { ...STATUS, mappings: [{ name: 'x'.repeat(64), state: 'Failed' }] }, 'mappings[0].name'],
     ['1001 mappings in a config', { type: 'config', revision: 1, mappings: Array.from({ length: L.mappings + 1 }, () => ({})) }, 'mappings'],
+    ['65 workers in a set', { type: 'workers', workers: Array.from({ length: L.workers + 1 }, (_, i) => `w${i}`) }, 'workers'],
+    ['a worker name with a space', { type: 'workers', workers: ['w 1'] }, 'workers[0]'],
+    ['a 254-character worker name', { type: 'workers', workers: ['w'.repeat(254)] }, 'workers[0]'],
+    ['a bad worker name in a welcome', {
+      type: 'welcome', protocol: PROTOCOL_VERSION, connection: 'team-a/dc1', worker: { instance: 'w', version: '0.1.0' }, session: 's', workers: ['-w'],
+    }, 'workers[0]'],
   ])('refuses a message with %s, naming the field', (_name, raw, field) => {
     const parsed = parseControlMessage(raw);
     expect(parsed).toBeInstanceOf(ControlMessageError);
