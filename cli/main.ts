@@ -3,6 +3,7 @@ import { ConfigError, errorMessage } from '../tunnel/errors.js';
 import { VERSION as PACKAGE_VERSION } from '../tunnel/version.js';
 import { registerBundleCommand } from './bundle.js';
 import { registerDemoCommand } from './demo.js';
+import { registerLoadtestCommand } from './loadtest.js';
 import { registerOperatorCommand } from './operator.js';
 import { registerPkiCommands } from './pki.js';
 import { registerProbeCommand } from './probe.js';
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerOperatorCommand(program);
   registerDemoCommand(program);
   registerProbeCommand(program);
+  registerLoadtestCommand(program);
   return program;
 }
 

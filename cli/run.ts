@@ -3,6 +3,7 @@
  * file once (exit 2 naming file and field when invalid), run until SIGTERM or
  * SIGINT, then drain. A second signal stops at once.
  */
+import net from 'node:net';
 import type { Command } from 'commander';
 import { loadConnectorConfig } from '../connector/config.js';
 import { Connector } from '../connector/connector.js';
@@ -20,6 +21,7 @@ interface RunFlags {
   listen?: string;
   admin?: string;
   instance?: string;
+  bindAddress?: string;
 }
 
 interface Runnable {
@@ -36,6 +38,7 @@ export function registerRunCommands(program: Command): { connector: Command } {
     .option('--listen <host:port>', 'override `listen` (e.g. to run an operator-written config outside its pod)')
     .option('--admin <host:port>', 'override `admin`')
     .option('--instance <name>', 'override `instance` (default: the host name; the pod name in Kubernetes)')
+    .option('--bind-address <ip>', 'Connector-side listeners on 0.0.0.0 or :: bind this address instead (several workers of one connection on one host)')
     .addHelpText('after', `
 Logs are JSON lines on stderr; audit events (one per stream and per session) are JSON lines on stdout
 unless audit.file is set. SIGTERM drains: new connectors and clients are refused, connectors get GoAway,
@@ -49,6 +52,7 @@ Example:
         ...(flags.listen ? { listen: parseHostPort(flags.listen, '--listen') } : {}),
         ...(flags.admin ? { admin: parseHostPort(flags.admin, '--admin') } : {}),
         ...(flags.instance ? { instance: flags.instance } : {}),
+        ...(flags.bindAddress ? { bindAddress: bindAddress(flags.bindAddress) } : {}),
       };
       const config = { ...(await loadWorkerConfig(flags.config)), ...overrides };
       const logger = createLogger('worker', { level: level(flags, config.log.level) });
@@ -69,6 +73,7 @@ Example:
     .description('run a connector: dial out to the workers, dial targets the mappings name and the local allow-list permits')
     .requiredOption('--config <file>', 'connector config file (YAML); see docs/configuration.md')
     .option('--log-level <level>', `override log.level (${LOG_LEVELS.join(', ')})`)
+    .option('--bind-address <ip>', 'Cluster-side listeners on 0.0.0.0 or :: bind this address instead (several connectors on one host); the bind list applies to it')
     .addHelpText('after', `
 The connector only dials out; it needs no inbound port. It dials only the targets its \`allow\` list permits
 and listens only where its \`bind\` list permits (without them: nothing; \`allowAll: true\` opts in to any
@@ -81,6 +86,7 @@ Example:
   $ underpass connector --config ./connector.yaml`)
     .action(async (flags: RunFlags) => {
       const config = await loadConnectorConfig(flags.config);
+      if (flags.bindAddress) config.bindAddress = bindAddress(flags.bindAddress);
       const logger = createLogger('connector', { level: level(flags, config.log.level) });
       const audit = AuditLog.open(config.audit?.file);
       const connector = new Connector(config, { logger, audit });
@@ -89,6 +95,11 @@ Example:
       await audit.close();
     });
   return { connector: connectorCommand };
+}
+
+function bindAddress(ip: string): string {
+  if (net.isIP(ip) === 0) throw new ConfigError(`"${ip}" is not an IP address`, { field: '--bind-address' });
+  return ip;
 }
 
 function level(flags: RunFlags, fromConfig: string): string {

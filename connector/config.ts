@@ -49,6 +49,8 @@ export interface ConnectorConfig {
   audit?: { file: string };
   /** What a worker may cost this connector (tunnel/limits.ts, docs/security.md). */
   limits: Limits;
+  /** `--bind-address`: Cluster-side listeners on 0.0.0.0 or :: bind this address instead (several connectors on one host). */
+  bindAddress?: string;
 }
 
 /** A worker endpoint: wss:// only, no credentials, query or fragment. */

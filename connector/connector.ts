@@ -16,7 +16,7 @@ import { formatHostPort } from '../tunnel/address.js';
 import type { ConfigMessage, MappingStatusEntry } from '../tunnel/control.js';
 import { errorMessage } from '../tunnel/errors.js';
 import { MappingListeners } from '../tunnel/listeners.js';
-import type { Mapping } from '../tunnel/mapping.js';
+import { boundTo, type Mapping } from '../tunnel/mapping.js';
 import { muxLimits } from '../tunnel/limits.js';
 import type { DialDecision, Lookup } from '../tunnel/policy.js';
 import { TunnelMetrics } from '../tunnel/metrics.js';
@@ -247,7 +247,7 @@ export class Connector {
     /** What the owner of this host would add to permit a refused mapping (logged, not sent). */
     const fixes = new Map<string, string>();
     const bindable: Mapping[] = [];
-    for (const m of msg.mappings.filter((x) => x.target.side === 'Cluster')) {
+    for (const m of msg.mappings.filter((x) => x.target.side === 'Cluster').map((x) => boundTo(x, this.#config.bindAddress))) {
       if (this.#config.bind.permits(m.listen.address, m.listen.port)) {
         bindable.push(m);
         continue;

@@ -285,6 +285,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
       return;
     }
     this.#links = [...this.#links, link];
+    this.#leaving.delete(link.instance); // back (a worker restarted under the same name)
     link.on('config', (msg) => this.emit('config', link, msg));
     link.on('stream', (channel) => this.emit('stream', link, channel));
     link.on('workers', () => this.#kick());

@@ -119,3 +119,14 @@ function sameSet(a: readonly string[], b: readonly string[]): boolean {
   const right = new Set(b);
   return left.size === right.size && [...left].every((x) => right.has(x));
 }
+
+/**
+ * `m` with a wildcard listen address (0.0.0.0 or ::) replaced by `address`:
+ * the `--bind-address` override, to run several workers (or connectors) of one
+ * connection on one host, each on its own address, as pods each have their own.
+ * `m` itself when there is no override or its address is specific.
+ */
+export function boundTo(m: Mapping, address: string | undefined): Mapping {
+  if (!address || (m.listen.address !== '0.0.0.0' && m.listen.address !== '::')) return m;
+  return { ...m, listen: { ...m.listen, address } };
+}

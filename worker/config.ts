@@ -54,6 +54,8 @@ export interface WorkerConfig {
   connectors?: string[];
   /** What a peer may cost (tunnel/limits.ts, docs/security.md). */
   limits: Limits;
+  /** `--bind-address`: Connector-side listeners on 0.0.0.0 or :: bind this address instead (several workers on one host). */
+  bindAddress?: string;
 }
 
 /** "team-a/dc1" → {namespace: "team-a", name: "dc1"}. */

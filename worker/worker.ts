@@ -13,7 +13,7 @@ import { formatHostPort } from '../tunnel/address.js';
 import { errorMessage, UnderpassError } from '../tunnel/errors.js';
 import { MappingListeners } from '../tunnel/listeners.js';
 import { diffMappings, isEmptyDiff } from '../tunnel/mapping-diff.js';
-import type { Mapping } from '../tunnel/mapping.js';
+import { boundTo, type Mapping } from '../tunnel/mapping.js';
 import { admissionFromList } from '../tunnel/admission.js';
 import { reportText, type WorkerReport } from '../tunnel/operator-channel.js';
 import { TunnelMetrics } from '../tunnel/metrics.js';
@@ -45,7 +45,7 @@ import { WorkerSet } from './worker-set.js';
 export const PEER_GRACE_MS = 250;
 
 /** Command-line values that replace the file's, now and on every reload. */
-export type WorkerOverrides = Partial<Pick<WorkerConfig, 'listen' | 'admin' | 'instance'>>;
+export type WorkerOverrides = Partial<Pick<WorkerConfig, 'listen' | 'admin' | 'instance' | 'bindAddress'>>;
 
 export interface WorkerDeps {
   overrides?: WorkerOverrides;
@@ -200,7 +200,7 @@ export class Worker {
     if (isEmptyDiff(diff) && this.#revision > 0) return;
     this.#mappings = new Map(next.map((m) => [m.name, m]));
     this.#revision++;
-    const results = await this.#listeners.apply(next.filter((m) => m.target.side === 'Connector'));
+    const results = await this.#listeners.apply(next.filter((m) => m.target.side === 'Connector').map((m) => boundTo(m, this.#config.bindAddress)));
     this.#listenerFailures = results.filter((r) => !r.ok).map((r) => ({ mapping: r.name, message: reportText(errorMessage(r.error)) }));
     for (const s of this.#registry.all) if (s.ready) s.sendConfig(this.#configMessage());
     this.#reporter?.trigger();
@@ -287,7 +287,7 @@ export class Worker {
   }
 
   async #reloadConfig(next: WorkerConfig): Promise<void> {
-    const fixed: Array<keyof WorkerConfig> = ['connection', 'listen', 'tls', 'admin', 'instance', 'audit', 'operator'];
+    const fixed: Array<keyof WorkerConfig> = ['connection', 'listen', 'tls', 'admin', 'instance', 'audit', 'operator', 'bindAddress'];
     const needRestart = fixed.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(this.#config[k]));
     if (needRestart.length > 0) {
       this.#log.warn({ fields: needRestart }, `config file changed ${needRestart.join(', ')}; those take effect after a restart (mappings apply now)`);
