@@ -9,16 +9,11 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { LoadGenerator } from '../../cli/load-generator.js';
 import { TcpBalancer } from './balancer.js';
+import { note } from './measured.js';
 import {
   echoServer, freePort, getJson, makePki, removeDir, startConnector, startWorker, tempDir, waitFor, waitHttp,
   type App, type ConnectorSetup, type WorkerSetup,
 } from './harness.js';
-
-/** One line per measured event on stderr (docs/ha.md quotes them). */
-export function note(label: string, s: ReturnType<LoadGenerator['snapshot']>): void {
-  process.stderr.write(`measured: ${label}: ${s.total.connections} connections, ${s.total.requests} round trips, `
-    + `${s.total.failedNew} failed new, ${s.total.broken} broken, p50 ${s.total.latencyMs.p50} ms, p99 ${s.total.latencyMs.p99} ms\n`);
-}
 
 /** How late the balancer acts on readiness (kube-proxy's sync takes about a second). */
 const PROPAGATION_MS = 500;
