@@ -14,6 +14,7 @@ import { LOG_LEVELS } from '../tunnel/config-load.js';
 import { loadWorkerConfig } from '../worker/config.js';
 import { Worker, type WorkerOverrides } from '../worker/worker.js';
 import { parseHostPort } from '../tunnel/address.js';
+import { parseDuration } from '../tunnel/duration.js';
 
 interface RunFlags {
   config: string;
@@ -22,6 +23,7 @@ interface RunFlags {
   admin?: string;
   instance?: string;
   bindAddress?: string;
+  drainDelay?: string;
 }
 
 interface Runnable {
@@ -74,6 +76,7 @@ Example:
     .requiredOption('--config <file>', 'connector config file (YAML); see docs/configuration.md')
     .option('--log-level <level>', `override log.level (${LOG_LEVELS.join(', ')})`)
     .option('--bind-address <ip>', 'Cluster-side listeners on 0.0.0.0 or :: bind this address instead (several connectors on one host); the bind list applies to it')
+    .option('--drain-delay <duration>', 'override `drainDelay`: after SIGTERM, keep listeners open this long before draining (the connector chart sets 5s)')
     .addHelpText('after', `
 The connector only dials out; it needs no inbound port. It dials only the targets its \`allow\` list permits
 and listens only where its \`bind\` list permits (without them: nothing; \`allowAll: true\` opts in to any
@@ -87,6 +90,7 @@ Example:
     .action(async (flags: RunFlags) => {
       const config = await loadConnectorConfig(flags.config);
       if (flags.bindAddress) config.bindAddress = bindAddress(flags.bindAddress);
+      if (flags.drainDelay !== undefined) config.drainDelayMs = parseDuration(flags.drainDelay, '--drain-delay');
       const logger = createLogger('connector', { level: level(flags, config.log.level) });
       const audit = AuditLog.open(config.audit?.file);
       const connector = new Connector(config, { logger, audit });

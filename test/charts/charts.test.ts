@@ -188,7 +188,8 @@ describe('the connector chart and `underpass connector bundle --secret`', () => 
     const volume = pod.volumes.find((v: any) => v.secret);
     expect(volume.secret.secretName).toBe(secret.metadata.name);
     expect(pod.containers[0].volumeMounts.find((m: any) => m.name === volume.name).mountPath).toBe(SECRET_MOUNT_DIR);
-    expect(pod.containers[0].args).toEqual(['connector', '--config', `${SECRET_MOUNT_DIR}/connector.yaml`]);
+    // --drain-delay: listeners stay open while the Service stops sending clients (docs/ha.md, Drain).
+    expect(pod.containers[0].args).toEqual(['connector', '--config', `${SECRET_MOUNT_DIR}/connector.yaml`, '--drain-delay', '5s']);
     const config = YAML.parse(Buffer.from(secret.data['connector.yaml'], 'base64').toString('utf8'));
     expect(config.admin).toBe(POD_ADMIN);
     expect(pod.containers[0].ports.find((p: any) => p.name === 'admin').containerPort).toBe(Number(POD_ADMIN.split(':').pop()));
