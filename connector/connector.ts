@@ -146,14 +146,19 @@ export class Connector {
       version: VERSION,
       connection: this.#connection,
       ready: this.notReadyReason() === undefined,
-      workers: this.#mesh.links.map((l) => ({
-        url: l.url.href,
-        connected: l.usable,
-        worker: l.instance,
-        session: l.welcome.session,
-        since: l.since.toISOString(),
-        draining: l.draining,
-      })),
+      workers: [
+        ...this.#mesh.links.map((l) => ({
+          url: l.url.href,
+          connected: l.usable,
+          worker: l.instance,
+          session: l.welcome.session,
+          since: l.since.toISOString(),
+          draining: l.draining,
+        })),
+        // A URL through which no session is up, with why (as before the mesh, one entry per URL).
+        ...this.#mesh.endpoints().filter((e) => !this.#mesh.links.some((l) => l.url === e.url))
+          .map((e) => ({ url: e.url.href, connected: false, lastError: e.lastError ?? 'connecting' })),
+      ],
       mesh: this.#mesh.status(),
       allow: this.#config.allowRules,
       allowAll: this.#config.dial.allowAll,

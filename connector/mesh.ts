@@ -124,6 +124,11 @@ export class Mesh extends EventEmitter<MeshEvents> {
     return this.#endpoints.find((e) => e.lastError)?.lastError;
   }
 
+  /** Each configured URL and the last failure through it (cleared by a new session). */
+  endpoints(): Array<{ url: URL; lastError: string | undefined }> {
+    return this.#endpoints.map((e) => ({ url: e.url, lastError: e.lastError }));
+  }
+
   /** SIGTERM: no more dials; every mesh worker is told `draining`. Returns the links told. */
   tellDraining(): WorkerLink[] {
     this.#stopping = true;
