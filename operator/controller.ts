@@ -20,7 +20,7 @@ import type { Informer } from './informer.js';
 import { GROUP, VERSION, type Kube, type ObjectRef } from './kube.js';
 import { resolveMappings, type MappingVerdict } from './mapping-resolution.js';
 import { FINALIZER, namesFor } from './names.js';
-import { ensurePki, workerSans, type PkiResult } from './pki-secrets.js';
+import { ConnectionPki, workerSans, type PkiResult } from './pki-secrets.js';
 import type { ProcessResult } from './queue.js';
 import type { DesiredWorkerState } from './report-server.js';
 import { instanceLimit, type ReportStore } from './report-store.js';
@@ -33,7 +33,8 @@ export interface Caches {
   deployments: Informer<k8s.V1Deployment>;
   services: Informer<k8s.V1Service>;
   configMaps: Informer<k8s.V1ConfigMap>;
-  secrets: Informer<k8s.V1Secret>;
+  /** Connection CA Secrets, in the operator's own namespace only (operator/connection-ca.ts). */
+  caSecrets: Informer<k8s.V1Secret>;
   serviceAccounts: Informer<k8s.V1ServiceAccount>;
   networkPolicies: Informer<k8s.V1NetworkPolicy>;
 }
@@ -47,6 +48,10 @@ export interface ControllerOptions {
   reportMaxAgeMs: number;
   /** After start-up, how long missing reports do not yet mean "no connectors". */
   reportGraceMs: number;
+  /** The operator's namespace: connection CAs live there, never in tenant namespaces. */
+  pkiNamespace: string;
+  /** How often the worker Secret is read back for drift (default DRIFT_CHECK_MS). */
+  pkiDriftCheckMs?: number;
 }
 
 export interface ControllerDeps {
@@ -66,11 +71,15 @@ export class TunnelController {
   readonly #d: ControllerDeps;
   readonly #now: () => Date;
   readonly #startedAt: number;
+  readonly #pki: ConnectionPki;
 
   constructor(deps: ControllerDeps) {
     this.#d = deps;
     this.#now = deps.now ?? (() => new Date());
     this.#startedAt = this.#now().getTime();
+    const namespace = deps.options.pkiNamespace;
+    this.#pki = new ConnectionPki({ kube: deps.kube, namespace, caSecret: (name) => deps.caches.caSecrets.get(name, namespace),
+      ...(deps.options.pkiDriftCheckMs !== undefined ? { driftCheckMs: deps.options.pkiDriftCheckMs } : {}) });
   }
 
   /**
@@ -95,9 +104,8 @@ export class TunnelController {
   }
 
   caPem(ref: ObjectRef): string | undefined {
-    const s = this.#d.caches.secrets.get(namesFor(ref.name).caSecret, ref.namespace);
-    const b64 = s?.data?.['ca.crt'];
-    return b64 ? Buffer.from(b64, 'base64').toString('utf8') : undefined;
+    const tc = this.#d.caches.tcs.get(ref.name, ref.namespace);
+    return tc ? this.#pki.caPem(tc) : undefined;
   }
 
   async reconcileConnection(ref: ObjectRef): Promise<ProcessResult> {
@@ -123,8 +131,11 @@ export class TunnelController {
     let pki: PkiResult | undefined;
     let pkiError: string | undefined;
     try {
-      pki = await ensurePki(this.#d.kube, tc, { ca: caches.secrets.get(names.caSecret, ns), workerTls: caches.secrets.get(names.workerTlsSecret, ns) }, workerSans(tc, lbNames), now);
-      if (pki.action === 'renewed' || pki.action === 'reissued') {
+      pki = await this.#pki.ensure(tc, workerSans(tc, lbNames), now);
+      if (pki.action === 'ca-adopted') {
+        await this.#d.events.record(tc, 'Normal', 'CAMigrated',
+          `moved the connection CA out of Secret ${ns}/${names.caSecret} (now deleted) into the operator's namespace; the worker certificate was reissued`);
+      } else if (pki.action === 'renewed' || pki.action === 'reissued') {
         await this.#d.events.record(tc, 'Normal', 'CertificateRenewed', `worker certificate reissued (${pki.reason}); valid until ${pki.notAfter.toISOString()}`);
       } else if (pki.action === 'ca-created') {
         await this.#d.events.record(tc, 'Normal', 'CertificatesIssued', `created the connection CA and the worker certificate (valid until ${pki.notAfter.toISOString()})`);
@@ -247,8 +258,6 @@ export class TunnelController {
       ['networking.k8s.io/v1', 'NetworkPolicy', names.networkPolicy, 'networkpolicies'],
       ['v1', 'ConfigMap', names.configMap, 'configmaps'],
       ['v1', 'ServiceAccount', names.serviceAccount, 'serviceaccounts'],
-      ['v1', 'Secret', names.workerTlsSecret, 'secrets'],
-      ['v1', 'Secret', names.caSecret, 'secrets'],
     ];
     const cached: Record<string, (n: string) => unknown> = {
       deployments: (n) => this.#d.caches.deployments.get(n, namespace),
@@ -256,12 +265,12 @@ export class TunnelController {
       networkpolicies: (n) => this.#d.caches.networkPolicies.get(n, namespace),
       configmaps: (n) => this.#d.caches.configMaps.get(n, namespace),
       serviceaccounts: (n) => this.#d.caches.serviceAccounts.get(n, namespace),
-      secrets: (n) => this.#d.caches.secrets.get(n, namespace),
     };
     for (const [apiVersion, kind, name, resource] of owned) {
       if (cached[resource]!(name)) await this.#d.applier.remove({ apiVersion, kind, metadata: { name, namespace } }, resource);
     }
     if (this.#d.options.routes) await this.#d.applier.remove({ apiVersion: 'route.openshift.io/v1', kind: 'Route', metadata: { name: names.route, namespace } }, 'routes');
+    await this.#pki.remove(tc);
     this.#d.reports.forget(`${namespace}/${tc.metadata.name}`);
     await this.#patchFinalizers(tc, (tc.metadata.finalizers ?? []).filter((f) => f !== FINALIZER));
     this.#d.logger.info({ connection: `${namespace}/${tc.metadata.name}` }, `TunnelConnection ${namespace}/${tc.metadata.name} deleted: removed its workers, services and secrets`);

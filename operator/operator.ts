@@ -24,6 +24,7 @@ import { apiErrorMessage, GROUP, Kube, keyOf, refOf, VERSION } from './kube.js';
 import { LeaderElector } from './leader.js';
 import { publishLeaderEndpoint } from './leader-endpoint.js';
 import { OperatorMetrics } from './metrics.js';
+import { CA_SECRET_SELECTOR, connectionOfCASecret } from './connection-ca.js';
 import { MANAGED_BY } from './names.js';
 import { ensureOperatorTls } from './operator-pki.js';
 import { accessChecks, checkPermissions } from './permissions.js';
@@ -53,6 +54,8 @@ export interface OperatorOptions {
   };
   reportMaxAgeMs?: number;
   reportGraceMs?: number;
+  /** How often a connection's worker Secret is read back to repair drift (default 5 min). */
+  pkiDriftCheckMs?: number;
   /** Delays between start-up retries (report TLS, permission check); default 1 s growing to 30 s. */
   retry?: { initialMs: number; maxMs: number };
 }
@@ -146,6 +149,8 @@ export class Operator {
         routes,
         reportMaxAgeMs: this.#o.reportMaxAgeMs ?? 15_000,
         reportGraceMs: this.#o.reportGraceMs ?? 10_000,
+        pkiNamespace: this.#o.lease.namespace,
+        ...(this.#o.pkiDriftCheckMs !== undefined ? { pkiDriftCheckMs: this.#o.pkiDriftCheckMs } : {}),
       },
     });
     await Promise.race([Promise.all(caches.map((c) => c.synced())), new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))]);
@@ -294,6 +299,7 @@ export class Operator {
     const ns = o.namespace;
     const log = this.#log;
     const owned = `app.kubernetes.io/managed-by=${MANAGED_BY}`;
+    const own = o.lease.namespace;
     const enqueueOwner = (obj: k8s.KubernetesObject): void => {
       const conn = obj.metadata?.labels?.['underpass.dev/connection'];
       if (conn && obj.metadata?.namespace) this.#queue.add(`tc:${obj.metadata.namespace}/${conn}`);
@@ -303,8 +309,8 @@ export class Operator {
       ? this.kube.custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural })
       : this.kube.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural })) as Promise<k8s.KubernetesListObject<never>>;
     // `resource` is plural.group: the informer's name and what a problem names (a failed list of ours = CRD missing).
-    const mk = <T extends k8s.KubernetesObject>(resource: string, p: string, list: () => Promise<k8s.KubernetesListObject<T>>, onChange: (o: T, kind: 'add' | 'update' | 'delete') => void, labelSelector?: string) => {
-      const req: Request = { verb: 'list/watch', resource, ...(ns ? { namespace: ns } : {}), crd: resource.endsWith(`.${GROUP}`) };
+    const mk = <T extends k8s.KubernetesObject>(resource: string, p: string, list: () => Promise<k8s.KubernetesListObject<T>>, onChange: (o: T, kind: 'add' | 'update' | 'delete') => void, labelSelector?: string, inNamespace = ns) => {
+      const req: Request = { verb: 'list/watch', resource, ...(inNamespace ? { namespace: inNamespace } : {}), crd: resource.endsWith(`.${GROUP}`) };
       const report = (err: unknown): void => this.problems.set(`informer:${resource}`, err === undefined ? undefined : problemOf(err, req));
       return new Informer<T>({ kc, path: p, list, onChange, logger: log, name: resource, report, ...(labelSelector ? { labelSelector } : {}) });
     };
@@ -326,7 +332,11 @@ export class Operator {
       deployments: mk('deployments.apps', path('/apis/apps/v1', 'deployments'), () => (ns ? this.kube.apps.listNamespacedDeployment({ namespace: ns, labelSelector: owned }) : this.kube.apps.listDeploymentForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
       services: mk('services', path('/api/v1', 'services'), () => (ns ? core.listNamespacedService({ namespace: ns, labelSelector: owned }) : core.listServiceForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
       configMaps: mk('configmaps', path('/api/v1', 'configmaps'), () => (ns ? core.listNamespacedConfigMap({ namespace: ns, labelSelector: owned }) : core.listConfigMapForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
-      secrets: mk('secrets', path('/api/v1', 'secrets'), () => (ns ? core.listNamespacedSecret({ namespace: ns, labelSelector: owned }) : core.listSecretForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
+      // Only the operator's own namespace: tenant Secrets are written by name, never listed or watched.
+      caSecrets: mk('secrets', `/api/v1/namespaces/${own}/secrets`, () => core.listNamespacedSecret({ namespace: own, labelSelector: CA_SECRET_SELECTOR }), (s: k8s.V1Secret) => {
+        const c = connectionOfCASecret(s);
+        if (c) this.#queue.add(`tc:${c.namespace}/${c.name}`);
+      }, CA_SECRET_SELECTOR, own),
       serviceAccounts: mk('serviceaccounts', path('/api/v1', 'serviceaccounts'), () => (ns ? core.listNamespacedServiceAccount({ namespace: ns, labelSelector: owned }) : core.listServiceAccountForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
       networkPolicies: mk('networkpolicies.networking.k8s.io', path('/apis/networking.k8s.io/v1', 'networkpolicies'), () => (ns ? this.kube.networking.listNamespacedNetworkPolicy({ namespace: ns, labelSelector: owned }) : this.kube.networking.listNetworkPolicyForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
     };

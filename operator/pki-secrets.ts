@@ -1,25 +1,38 @@
 /**
- * The connection's PKI as Secrets: `<tc>-ca` (created once, never rotated
- * silently) and `<tc>-worker-tls` (kubernetes.io/tls + ca.crt), reissued
- * when missing, when the names connectors dial change, when signed by
- * another CA, or within `renewBefore` of expiry. Workers re-read the mounted
- * files, so renewal never restarts a pod or drops a session.
+ * The connection's PKI: the CA in the operator's namespace
+ * (operator/connection-ca.ts) and `<tc>-worker-tls` in the tenant's
+ * (kubernetes.io/tls + ca.crt: what workers mount). The worker certificate
+ * is reissued when missing, when the names connectors dial change, when
+ * signed by another CA, or within `renewBefore` of expiry. The decision is
+ * made from the copy of the certificate kept beside the CA, so the operator
+ * needs no list or watch on tenant Secrets; it reads `<tc>-worker-tls` by
+ * name only now and then (DRIFT_CHECK_MS) to repair one that was deleted or
+ * changed. Workers re-read the mounted files, so renewal never restarts a pod
+ * or drops a session.
  */
+import { X509Certificate } from 'node:crypto';
 import type * as k8s from '@kubernetes/client-node';
 import { parseDuration } from '../tunnel/duration.js';
 import { UnderpassError } from '../tunnel/errors.js';
 import { certificateInfo, createCA, issueWorkerCert, loadCA, type CertificateAuthority } from '../tunnel/pki.js';
+import {
+  caSecretName, decodeCAState, deleteLegacyCA, readLegacyCA, writeCAState, type CAState,
+} from './connection-ca.js';
 import { ownerReference } from './desired.js';
-import type { Kube } from './kube.js';
+import { HASH_ANNOTATION } from './names.js';
+import { isAlreadyExists, isNotFound, type Kube } from './kube.js';
 import { namesFor, ownedLabels } from './names.js';
 import type { TunnelConnection } from './types.js';
+
+/** How often the tenant's worker Secret is read back to repair drift (someone deleted or edited it). */
+export const DRIFT_CHECK_MS = 5 * 60_000;
 
 export interface PkiResult {
   caPem: string;
   notAfter: Date;
   renewalTime: Date;
   /** What happened this pass (for Events). */
-  action: 'none' | 'ca-created' | 'issued' | 'renewed' | 'reissued';
+  action: 'none' | 'ca-created' | 'ca-adopted' | 'issued' | 'renewed' | 'reissued';
   reason?: string;
 }
 
@@ -34,77 +47,170 @@ export function workerSans(tc: TunnelConnection, extra: string[] = []): string[]
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
 const unb64 = (s: string | undefined): string => (s ? Buffer.from(s, 'base64').toString('utf8') : '');
 
-export async function ensurePki(
-  kube: Kube,
-  tc: TunnelConnection,
-  secrets: { ca: k8s.V1Secret | undefined; workerTls: k8s.V1Secret | undefined },
-  sans: string[],
-  now: Date,
-): Promise<PkiResult> {
-  const names = namesFor(tc.metadata.name);
-  const ns = tc.metadata.namespace;
-  const connection = { namespace: ns, name: tc.metadata.name };
-  let action: PkiResult['action'] = 'none';
-  let reason: string | undefined;
+export interface PkiDeps {
+  kube: Kube;
+  /** The operator's namespace: where CA Secrets live. */
+  namespace: string;
+  /** The CA Secret of a connection as the operator's informer has it. */
+  caSecret(name: string): k8s.V1Secret | undefined;
+  /** Default DRIFT_CHECK_MS. */
+  driftCheckMs?: number;
+}
 
-  let ca: CertificateAuthority;
-  let caPem: string;
-  if (!secrets.ca) {
-    const created = await createCA({ connection, now });
-    caPem = created.certPem;
-    ca = await loadCA(created.certPem, created.keyPem);
-    await kube.write('create', 'secrets', () => kube.core.createNamespacedSecret({
-      namespace: ns,
-      body: {
-        apiVersion: 'v1', kind: 'Secret', type: 'Opaque',
-        metadata: { name: names.caSecret, namespace: ns, labels: ownedLabels(tc.metadata.name), ownerReferences: [ownerReference(tc)] },
-        data: { 'ca.crt': b64(created.certPem), 'ca.key': b64(created.keyPem) },
-      },
-    }));
-    action = 'ca-created';
-  } else {
-    caPem = unb64(secrets.ca.data?.['ca.crt']);
+export class ConnectionPki {
+  readonly #d: PkiDeps;
+  /** When each connection's worker Secret was last read back (by connection uid). */
+  readonly #checked = new Map<string, number>();
+
+  constructor(deps: PkiDeps) {
+    this.#d = deps;
+  }
+
+  /** The CA certificate of a connection (from the informer), or undefined. */
+  caPem(tc: TunnelConnection): string | undefined {
+    return decodeCAState(this.#d.caSecret(caSecretName(tc))).caPem;
+  }
+
+  async ensure(tc: TunnelConnection, sans: string[], now: Date): Promise<PkiResult> {
+    let live = this.#d.caSecret(caSecretName(tc));
+    let state = decodeCAState(live);
+    let action: PkiResult['action'] = 'none';
+    if (!state.caPem || !state.caKeyPem) {
+      ({ state, action, live } = await this.#createOrAdopt(tc, live, now));
+    }
+    let ca: CertificateAuthority;
     try {
-      ca = await loadCA(caPem, unb64(secrets.ca.data?.['ca.key']));
+      ca = await loadCA(state.caPem!, state.caKeyPem!);
     } catch (err) {
-      throw new UnderpassError('ERR_CA_INVALID', `Secret ${ns}/${names.caSecret} does not hold a usable CA for this connection: ${(err as Error).message}`, { cause: err });
+      throw new UnderpassError('ERR_CA_INVALID', `Secret ${this.#d.namespace}/${caSecretName(tc)} does not hold a usable CA for this connection: ${(err as Error).message}`, { cause: err });
     }
+
+    const duration = parseDuration(tc.spec.certificates.duration, 'spec.certificates.duration');
+    const renewBefore = parseDuration(tc.spec.certificates.renewBefore, 'spec.certificates.renewBefore');
+    let needs = workerCertProblem(state.workerCertPem, ca.certPem, sans, now, duration, renewBefore);
+    if (!needs && action === 'none') needs = await this.#drift(tc, state, now);
+    if (!needs) {
+      const info = certificateInfo(state.workerCertPem!);
+      return { caPem: ca.certPem, notAfter: info.notAfter, renewalTime: new Date(info.notAfter.getTime() - renewBefore), action };
+    }
+
+    const issued = await issueWorkerCert(ca, { sans, now, notAfter: new Date(now.getTime() + duration) });
+    await this.#writeWorkerSecret(tc, { 'tls.crt': issued.certPem, 'tls.key': issued.keyPem, 'ca.crt': ca.certPem });
+    // Recorded after the tenant write: a failure in between only reissues once more.
+    await writeCAState(this.#d.kube, this.#d.namespace, tc, live, { ...state, workerCertPem: issued.certPem });
+    this.#checked.set(tc.metadata.uid ?? '', now.getTime());
+    if (action === 'none') action = needs === 'missing' ? 'issued' : needs.startsWith('expires') ? 'renewed' : 'reissued';
+    const info = certificateInfo(issued.certPem);
+    return { caPem: ca.certPem, notAfter: info.notAfter, renewalTime: new Date(info.notAfter.getTime() - renewBefore), action, reason: needs };
   }
 
-  const duration = parseDuration(tc.spec.certificates.duration, 'spec.certificates.duration');
-  const renewBefore = parseDuration(tc.spec.certificates.renewBefore, 'spec.certificates.renewBefore');
-  const existing = unb64(secrets.workerTls?.data?.['tls.crt']);
-  let needs: string | undefined;
-  if (!existing) needs = 'missing';
-  else {
+  /** After the TunnelConnection is gone: the CA Secret, the worker Secret and any old in-namespace CA. */
+  async remove(tc: TunnelConnection): Promise<void> {
+    const { kube, namespace } = this.#d;
+    const del = async (ns: string, name: string): Promise<void> => {
+      try {
+        await kube.write('delete', 'secrets', () => kube.core.deleteNamespacedSecret({ name, namespace: ns }));
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
+    };
+    await del(tc.metadata.namespace, namesFor(tc.metadata.name).workerTlsSecret);
+    await deleteLegacyCA(kube, tc);
+    await del(namespace, caSecretName(tc));
+    this.#checked.delete(tc.metadata.uid ?? '');
+  }
+
+  /** A new CA, or the one the connection kept in its own namespace before (moved here, then deleted there). */
+  async #createOrAdopt(tc: TunnelConnection, live: k8s.V1Secret | undefined, now: Date): Promise<{ state: CAState; action: PkiResult['action']; live: k8s.V1Secret }> {
+    const legacy = await readLegacyCA(this.#d.kube, tc);
+    let state: CAState;
+    let action: PkiResult['action'];
+    if (legacy) {
+      try {
+        await loadCA(legacy.caPem, legacy.caKeyPem);
+        state = { caPem: legacy.caPem, caKeyPem: legacy.caKeyPem };
+        action = 'ca-adopted';
+      } catch {
+        state = await newCA(tc, now);
+        action = 'ca-created';
+      }
+    } else {
+      state = await newCA(tc, now);
+      action = 'ca-created';
+    }
+    const written = await writeCAState(this.#d.kube, this.#d.namespace, tc, live, state);
+    // Only once the CA is safe in our namespace does the tenant's copy of the key go.
+    if (legacy) await deleteLegacyCA(this.#d.kube, tc);
+    return { state, action, live: written };
+  }
+
+  /** Reads the tenant's worker Secret back (at most every DRIFT_CHECK_MS): why it must be written again, if it must. */
+  async #drift(tc: TunnelConnection, state: CAState, now: Date): Promise<string | undefined> {
+    const uid = tc.metadata.uid ?? '';
+    if (now.getTime() - (this.#checked.get(uid) ?? -Infinity) < (this.#d.driftCheckMs ?? DRIFT_CHECK_MS)) return undefined;
+    const name = namesFor(tc.metadata.name).workerTlsSecret;
+    let secret: k8s.V1Secret;
     try {
-      const info = certificateInfo(existing);
-      const have = [...info.dnsNames, ...info.ips].map((n) => n.toLowerCase()).sort();
-      if (unb64(secrets.workerTls?.data?.['ca.crt']) !== caPem) needs = 'signed by another CA';
-      else if (have.join(',') !== sans.join(',')) needs = `names changed (${sans.join(', ')})`;
-      else if (now.getTime() >= info.notAfter.getTime() - renewBefore) needs = `expires ${info.notAfter.toISOString()}`;
-      else if (info.notAfter.getTime() - info.notBefore.getTime() > duration + 10 * 60_000) needs = 'duration shortened';
-      else return { caPem, notAfter: info.notAfter, renewalTime: new Date(info.notAfter.getTime() - renewBefore), action };
-    } catch {
-      needs = 'unreadable';
+      secret = await this.#d.kube.core.readNamespacedSecret({ name, namespace: tc.metadata.namespace });
+    } catch (err) {
+      if (isNotFound(err)) return 'missing';
+      throw err;
     }
+    this.#checked.set(uid, now.getTime());
+    if (unb64(secret.data?.['tls.crt']) !== state.workerCertPem || unb64(secret.data?.['ca.crt']) !== state.caPem) {
+      return `Secret ${tc.metadata.namespace}/${name} was changed`;
+    }
+    return undefined;
   }
 
-  const issued = await issueWorkerCert(ca, { sans, now, notAfter: new Date(now.getTime() + duration) });
-  const body: k8s.V1Secret = {
-    apiVersion: 'v1', kind: 'Secret', type: 'kubernetes.io/tls',
-    metadata: { name: names.workerTlsSecret, namespace: ns, labels: ownedLabels(tc.metadata.name), ownerReferences: [ownerReference(tc)] },
-    data: { 'tls.crt': b64(issued.certPem), 'tls.key': b64(issued.keyPem), 'ca.crt': b64(caPem) },
-  };
-  if (secrets.workerTls) {
-    body.metadata!.resourceVersion = secrets.workerTls.metadata?.resourceVersion;
-    await kube.write('update', 'secrets', () => kube.core.replaceNamespacedSecret({ name: names.workerTlsSecret, namespace: ns, body }));
-    action = needs === 'missing' ? 'issued' : needs?.startsWith('expires') ? 'renewed' : 'reissued';
-  } else {
-    await kube.write('create', 'secrets', () => kube.core.createNamespacedSecret({ namespace: ns, body }));
-    if (action === 'none') action = 'issued';
+  /** Replaces the worker Secret (no read first: the operator keeps the truth beside the CA), or creates it. */
+  async #writeWorkerSecret(tc: TunnelConnection, files: Record<string, string>): Promise<void> {
+    const { kube } = this.#d;
+    const ns = tc.metadata.namespace;
+    const name = namesFor(tc.metadata.name).workerTlsSecret;
+    const data = Object.fromEntries(Object.entries(files).map(([k, v]) => [k, b64(v)]));
+    const body: k8s.V1Secret = {
+      apiVersion: 'v1', kind: 'Secret', type: 'kubernetes.io/tls',
+      metadata: { name, namespace: ns, labels: ownedLabels(tc.metadata.name), ownerReferences: [ownerReference(tc)], annotations: { [HASH_ANNOTATION]: 'pki' } },
+      data,
+    };
+    try {
+      await kube.write('update', 'secrets', () => kube.core.replaceNamespacedSecret({ name, namespace: ns, body }));
+      return;
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    try {
+      await kube.write('create', 'secrets', () => kube.core.createNamespacedSecret({ namespace: ns, body }));
+    } catch (err) {
+      if (!isAlreadyExists(err)) throw err;
+      await kube.write('update', 'secrets', () => kube.core.replaceNamespacedSecret({ name, namespace: ns, body }));
+    }
   }
-  reason = needs;
-  const info = certificateInfo(issued.certPem);
-  return { caPem, notAfter: info.notAfter, renewalTime: new Date(info.notAfter.getTime() - renewBefore), action, ...(reason ? { reason } : {}) };
+}
+
+async function newCA(tc: TunnelConnection, now: Date): Promise<CAState> {
+  const created = await createCA({ connection: { namespace: tc.metadata.namespace, name: tc.metadata.name }, now });
+  return { caPem: created.certPem, caKeyPem: created.keyPem };
+}
+
+/** Why the recorded worker certificate must be reissued, or undefined. */
+export function workerCertProblem(
+  certPem: string | undefined, caPem: string, sans: string[], now: Date, duration: number, renewBefore: number,
+): string | undefined {
+  if (!certPem) return 'missing';
+  try {
+    const info = certificateInfo(certPem);
+    const have = [...info.dnsNames, ...info.ips].map((n) => n.toLowerCase()).sort();
+    // Old and new CAs of a connection share their subject: compare keys, not names.
+    const leaf = new X509Certificate(certPem);
+    const ca = new X509Certificate(caPem);
+    if (!leaf.checkIssued(ca) || !leaf.verify(ca.publicKey)) return 'signed by another CA';
+    if (have.join(',') !== sans.join(',')) return `names changed (${sans.join(', ')})`;
+    if (now.getTime() >= info.notAfter.getTime() - renewBefore) return `expires ${info.notAfter.toISOString()}`;
+    if (info.notAfter.getTime() - info.notBefore.getTime() > duration + 10 * 60_000) return 'duration shortened';
+    return undefined;
+  } catch {
+    return 'unreadable';
+  }
 }
