@@ -6,11 +6,11 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { admissionFromList } from '../tunnel/admission.js';
+import { admissionFromList, admissionRefusal } from '../tunnel/admission.js';
 import { CONTROL_LIMITS } from '../tunnel/control.js';
-import { errorMessage } from '../tunnel/errors.js';
+import { errorMessage, UnderpassError } from '../tunnel/errors.js';
 import type { Mapping } from '../tunnel/mapping.js';
-import type { WorkerReport } from '../tunnel/operator-channel.js';
+import type { SignAnswer, SignRequest, WorkerReport } from '../tunnel/operator-channel.js';
 import type { Applier } from './apply.js';
 import { stableHash } from './apply.js';
 import { findCondition } from './conditions.js';
@@ -95,6 +95,26 @@ export class TunnelController {
         `TunnelConnection ${ref.namespace}/${ref.name} has ${mappings.length} mappings; workers serve the first ${CONTROL_LIMITS.mappings}`);
     }
     return { mappings: mappings.slice(0, CONTROL_LIMITS.mappings), admission: admissionFromList(tc.spec.connectors) };
+  }
+
+  /**
+   * A connector's certificate request, forwarded by a worker of `ref` for the
+   * connector its session authenticated (renewal). Refused when the
+   * connection is gone or does not admit the connector.
+   */
+  async signConnector(ref: ObjectRef, req: SignRequest): Promise<SignAnswer> {
+    const tc = this.#d.caches.tcs.get(ref.name, ref.namespace);
+    const where = `${ref.namespace}/${ref.name}`;
+    if (!tc || tc.metadata.deletionTimestamp) throw new UnderpassError('ERR_CONNECTION_GONE', `connection ${where} is being deleted or does not exist`);
+    const refusal = admissionRefusal(admissionFromList(tc.spec.connectors), { connector: req.connector, certificateSerial: req.certificateSerial });
+    if (refusal) {
+      this.#d.logger.warn({ connection: where, connector: req.connector, reason: refusal.code }, `refused to renew the certificate of connector ${req.connector} of ${where}: ${refusal.message}`);
+      throw new UnderpassError(refusal.code, refusal.message);
+    }
+    const signed = await this.#pki.signConnector(tc, req.connector, req.csr, this.#now());
+    this.#d.logger.info({ connection: where, connector: req.connector, previousSerial: req.certificateSerial, serial: signed.serial, notAfter: signed.notAfter },
+      `renewed the certificate of connector ${req.connector} of ${where}: serial ${signed.serial}, valid until ${signed.notAfter.toISOString()}`);
+    return { certificate: signed.certificate, ca: signed.ca };
   }
 
   /** How many worker reports of `ref` the store keeps (and reads at once): see instanceLimit. */

@@ -233,6 +233,7 @@ export class Operator {
         store: this.store,
         caFor: (c) => controller.caPem(c),
         desiredFor: (c) => controller.desiredState(c),
+        signFor: (c, req) => controller.signConnector(c, req),
         maxInFlight: (key) => controller.reportInstanceLimit(refOf(key)),
         metrics: {
           reports: this.metrics.workerReports,

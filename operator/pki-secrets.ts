@@ -15,6 +15,7 @@ import type * as k8s from '@kubernetes/client-node';
 import { parseDuration } from '../tunnel/duration.js';
 import { UnderpassError } from '../tunnel/errors.js';
 import { certificateInfo, createCA, issueWorkerCert, loadCA, type CertificateAuthority } from '../tunnel/pki.js';
+import { signConnectorCsr } from '../tunnel/pki-csr.js';
 import {
   caSecretName, decodeCAState, deleteLegacyCA, readLegacyCA, writeCAState, type CAState,
 } from './connection-ca.js';
@@ -102,6 +103,24 @@ export class ConnectionPki {
     if (action === 'none') action = needs === 'missing' ? 'issued' : needs.startsWith('expires') ? 'renewed' : 'reissued';
     const info = certificateInfo(issued.certPem);
     return { caPem: ca.certPem, notAfter: info.notAfter, renewalTime: new Date(info.notAfter.getTime() - renewBefore), action, reason: needs };
+  }
+
+  /**
+   * Signs a connector certificate for the key in `csrPem`, naming `connector`
+   * (what the worker's session or an enrollment token proved, never what the
+   * request says), valid for spec.certificates.duration. Returns the
+   * certificate and the CA certificates the connection trusts now.
+   */
+  async signConnector(tc: TunnelConnection, connector: string, csrPem: string, now: Date): Promise<{ certificate: string; ca: string; serial: string; notAfter: Date }> {
+    const state = decodeCAState(this.#d.caSecret(caSecretName(tc)));
+    if (!state.caPem || !state.caKeyPem) throw new UnderpassError('ERR_CA_NOT_READY', `connection ${tc.metadata.namespace}/${tc.metadata.name} has no CA yet; retry shortly`);
+    const ca = await loadCA(state.caPem, state.caKeyPem);
+    const validityMs = parseDuration(tc.spec.certificates.duration, 'spec.certificates.duration');
+    // Never past the CA: a shorter certificate rather than none (rotation replaces the CA before that matters).
+    const capped = Math.min(validityMs, ca.certificate.notAfter.getTime() - now.getTime());
+    const certificate = await signConnectorCsr(ca, { connector, csrPem, now, validityMs: capped });
+    const info = certificateInfo(certificate);
+    return { certificate, ca: state.caPem, serial: info.serialNumber, notAfter: info.notAfter };
   }
 
   /** After the TunnelConnection is gone: the CA Secret, the worker Secret and any old in-namespace CA. */

@@ -9,7 +9,7 @@
  */
 import { z } from 'zod';
 import { admissionSchema, type Admission } from './admission.js';
-import { codeSchema, CONTROL_LIMITS, dnsLabelSchema, MAPPING_STATES, versionSchema } from './control.js';
+import { codeSchema, CONTROL_LIMITS, dnsLabelSchema, MAPPING_STATES, PEM_LIMITS, versionSchema } from './control.js';
 import type { ConnectionId } from './identity.js';
 import { mappingSchema, type Mapping } from './mapping.js';
 
@@ -187,3 +187,41 @@ export interface OperatorAnswer {
 
 /** A larger answer is refused by the worker (1000 mappings with long allowedSources lists fit). */
 export const MAX_ANSWER_BYTES = 4 << 20;
+
+/**
+ * Certificate signing through the channel (docs/connector-lifecycle.md): a
+ * worker forwards a connector's renewal request for the connector its session
+ * authenticated. The operator decides who it signs for from the worker's own
+ * certificate (the connection) and what the worker vouches for (the connector
+ * name and the serial of the certificate the session was opened with); names
+ * inside the CSR are ignored.
+ *
+ *   POST /v1/connections/{namespace}/{name}/sign   SignRequest
+ *   200  SignAnswer {certificate, ca}
+ *   403  {reason: CONNECTOR_NOT_ALLOWED | CERTIFICATE_REVOKED | ...}   400 {reason: CSR_INVALID}
+ */
+export function signPath(connection: ConnectionId): string {
+  return `/v1/connections/${connection.namespace}/${connection.name}/sign`;
+}
+
+export const SIGN_PATH_PATTERN = /^\/v1\/connections\/([^/]+)\/([^/]+)\/sign$/;
+
+/** Body limit of a sign request (a CSR is under 1 KiB). */
+export const MAX_SIGN_BYTES = 16 * 1024;
+
+export const signRequestSchema = z.object({
+  /** What the worker's session proved: the connector's name and its certificate's serial (hex). */
+  connector: dnsLabelSchema,
+  certificateSerial: z.string().min(1).max(64).regex(/^[0-9A-Fa-f]+$/, 'must be hex'),
+  csr: z.string().min(1).max(PEM_LIMITS.csrChars),
+});
+
+export type SignRequest = z.infer<typeof signRequestSchema>;
+
+export const signAnswerSchema = z.object({
+  certificate: z.string().min(1).max(PEM_LIMITS.certificateChars),
+  /** Every CA certificate the connection trusts now (one, or two while the CA rotates). */
+  ca: z.string().min(1).max(PEM_LIMITS.caChars),
+});
+
+export type SignAnswer = z.infer<typeof signAnswerSchema>;

@@ -204,8 +204,10 @@ function connectionFromCertificate(cert: x509.X509Certificate): ConnectionId {
 function validity(options: ValidityOptions): { notBefore: Date; notAfter: Date } {
   const now = (options.now ?? new Date()).getTime();
   const hours = positive(options.validityHours ?? DEFAULT_LEAF_VALIDITY_HOURS, 'validityHours');
-  const notBefore = wholeSeconds(options.notBefore?.getTime() ?? now - CLOCK_SKEW_MS);
-  const notAfter = wholeSeconds(options.notAfter?.getTime() ?? now + hours * HOUR_MS);
+  const end = options.notAfter?.getTime() ?? now + hours * HOUR_MS;
+  // At most a tenth of the lifetime: a one-minute certificate must not be spent before it is issued.
+  const notBefore = wholeSeconds(options.notBefore?.getTime() ?? now - Math.min(CLOCK_SKEW_MS, Math.max(0, Math.floor((end - now) / 10))));
+  const notAfter = wholeSeconds(end);
   if (notAfter <= notBefore) {
     throw new UnderpassError('ERR_PKI_VALIDITY', `notAfter ${notAfter.toISOString()} is not after notBefore ${notBefore.toISOString()}`);
   }
@@ -314,4 +316,9 @@ async function exists(path: string): Promise<boolean> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw err;
   }
+}
+
+/** The certificates of a PEM bundle, each as its own PEM block, in order. */
+export function pemCertificates(pem: string): string[] {
+  return [...pem.matchAll(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)].map((m) => `${m[0]}\n`);
 }

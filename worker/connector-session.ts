@@ -8,6 +8,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import {
   ControlChannel, ControlMessageError, CONTROL_LIMITS, PROTOCOL_VERSION, type ConfigMessage, type ControlMessage, type MappingStatusEntry,
+  type RenewedMessage, type RenewFailedMessage, type RenewMessage, type TrustMessage,
 } from '../tunnel/control.js';
 import { errorCode, errorMessage, UnderpassError } from '../tunnel/errors.js';
 import { reportText } from '../tunnel/operator-channel.js';
@@ -39,6 +40,8 @@ export interface ConnectorSession {
   on(event: 'close', listener: (err: Error | undefined) => void): this;
   /** A keepalive round trip with this connector (milliseconds). */
   on(event: 'rtt', listener: (ms: number) => void): this;
+  /** The connector asks for a renewed certificate (worker/renewals.ts). */
+  on(event: 'renew', listener: (msg: RenewMessage) => void): this;
 }
 
 export class ConnectorSession extends EventEmitter {
@@ -120,6 +123,7 @@ export class ConnectorSession extends EventEmitter {
   }
 
   static #onControlMessage(this: ControlChannel, msg: ControlMessage): void {
+    if (msg.type === 'renew') return void owner.of(this).emit('renew', msg);
     if (msg.type !== 'mapping-status') return;
     const s = owner.of(this);
     s.unavailable.clear();
@@ -151,6 +155,11 @@ export class ConnectorSession extends EventEmitter {
 
   sendConfig(config: ConfigMessage): void {
     this.#control?.send(config);
+  }
+
+  /** Any worker-to-connector control message (renewal answers, trust). */
+  sendControl(msg: RenewedMessage | RenewFailedMessage | TrustMessage): void {
+    if (this.#ready) this.#control?.send(msg);
   }
 
   close(err?: Error): void {

@@ -323,7 +323,7 @@ const refusals: Refusal[] = [
   { what: 'renewBefore longer than the default duration', obj: tc({ certificates: { renewBefore: '1000h' } }),
     expect: ['spec.certificates.renewBefore', 'renewBefore (1000h) must be shorter than duration (720h)'] },
   { what: 'duration in days', obj: tc({ certificates: { duration: '30d' } }),
-    expect: ['spec.certificates.duration', '"30d" is not a duration between 1h and 87600h'] },
+    expect: ['spec.certificates.duration', '"30d" is not a duration between 1m and 87600h'] },
   { what: 'drainTimeout over 1h', obj: tc({ worker: { drainTimeout: '2h' } }),
     expect: ['spec.worker.drainTimeout', '"2h" is not a duration of at most 1h'] },
   { what: 'service.type External', obj: tc({ endpoint: { service: { type: 'External' } } }),
