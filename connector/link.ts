@@ -47,6 +47,9 @@ export interface LinkEvents {
   trust: [caPem: string];
 }
 
+/** How long the worker has to answer 'retire' before the old session gets GoAway anyway. */
+const RETIRE_ANSWER_MS = 2_000;
+
 /** Why a session's wait ended: the session's own end, or a renewal asking for a new one. */
 const CYCLE = Symbol('cycle');
 
@@ -134,9 +137,23 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
     this.#retiring = undefined;
     const drainMs = this.#cycleDrainMs;
     this.#log.info({ worker: old.worker, drainMs }, `renewed certificate in use: the previous session with worker ${old.worker} drains (up to ${drainMs} ms)`);
-    old.session.goAway();
-    old.control.close();
-    void old.session.drain(drainMs);
+    // First the worker stops opening streams here ('retire', answered 'retired'), then GoAway:
+    // a stream the worker opened while our GoAway was on its way would be refused.
+    let sent = false;
+    const goAway = (): void => {
+      if (sent) return;
+      sent = true;
+      clearTimeout(timer);
+      old.session.goAway();
+      old.control.close();
+      void old.session.drain(drainMs);
+    };
+    const timer = setTimeout(goAway, RETIRE_ANSWER_MS); // an older worker does not answer
+    timer.unref();
+    old.control.on('message', (msg) => {
+      if (msg.type === 'retired') goAway();
+    });
+    old.control.send({ type: 'retire' });
     this.emit('down', new UnderpassError('CERTIFICATE_RENEWED', 'replaced by a session with the renewed certificate; draining'));
   }
 

@@ -9,6 +9,10 @@
  *     ca.crt, ca.key     the connection CA (signs worker and connector certificates)
  *     worker.crt         the worker certificate last written to the tenant (public; the
  *                        operator decides renewal from it without reading tenant Secrets)
+ *     worker-ca.crt      the CA certificates written beside it (the trust bundle then)
+ *     next.crt, next.key while the CA rotates, first phase: the new CA, trusted, not signing yet
+ *     retiring.crt       second phase: the old CA, still trusted, no longer signing
+ *   annotation underpass.dev/rotate-ca-handled: the rotate-ca value the last rotation answered
  *
  * The uid in the name keeps a TunnelConnection deleted and created again
  * under the same name from adopting the old CA (its old connector
@@ -35,6 +39,25 @@ export interface CAState {
   caPem?: string;
   caKeyPem?: string;
   workerCertPem?: string;
+  workerTrustPem?: string;
+  nextPem?: string;
+  nextKeyPem?: string;
+  retiringPem?: string;
+  /** The value of the TunnelConnection's rotate-ca annotation the last rotation started from. */
+  rotateHandled?: string;
+}
+
+export const ROTATE_ANNOTATION = 'underpass.dev/rotate-ca';
+export const ROTATE_HANDLED_ANNOTATION = 'underpass.dev/rotate-ca-handled';
+
+const KEYS: Array<[keyof CAState, string]> = [
+  ['caPem', 'ca.crt'], ['caKeyPem', 'ca.key'], ['workerCertPem', 'worker.crt'], ['workerTrustPem', 'worker-ca.crt'],
+  ['nextPem', 'next.crt'], ['nextKeyPem', 'next.key'], ['retiringPem', 'retiring.crt'],
+];
+
+/** The CA certificates the connection trusts: the one that signs first, then the new (rotation, first phase) or the old one (second phase). */
+export function trustBundle(state: CAState): string {
+  return [state.caPem, state.nextPem, state.retiringPem].filter((p): p is string => Boolean(p)).join('');
 }
 
 export function caSecretName(tc: Pick<TunnelConnection, 'metadata'>): string {
@@ -55,10 +78,12 @@ export function decodeCAState(secret: k8s.V1Secret | undefined): CAState {
     return v ? Buffer.from(v, 'base64').toString('utf8') : undefined;
   };
   const state: CAState = {};
-  const [caPem, caKeyPem, workerCertPem] = [get('ca.crt'), get('ca.key'), get('worker.crt')];
-  if (caPem) state.caPem = caPem;
-  if (caKeyPem) state.caKeyPem = caKeyPem;
-  if (workerCertPem) state.workerCertPem = workerCertPem;
+  for (const [field, key] of KEYS) {
+    const v = get(key);
+    if (v) (state as Record<string, string>)[field] = v;
+  }
+  const handled = secret?.metadata?.annotations?.[ROTATE_HANDLED_ANNOTATION];
+  if (handled !== undefined) state.rotateHandled = handled;
   return state;
 }
 
@@ -66,9 +91,10 @@ const b64 = (s: string): string => Buffer.from(s).toString('base64');
 
 function encode(state: CAState): Record<string, string> {
   const data: Record<string, string> = {};
-  if (state.caPem) data['ca.crt'] = b64(state.caPem);
-  if (state.caKeyPem) data['ca.key'] = b64(state.caKeyPem);
-  if (state.workerCertPem) data['worker.crt'] = b64(state.workerCertPem);
+  for (const [field, key] of KEYS) {
+    const v = state[field];
+    if (v) data[key] = b64(v);
+  }
   return data;
 }
 
@@ -91,6 +117,7 @@ export async function writeCAState(kube: Kube, namespace: string, tc: TunnelConn
         [LABEL_CONNECTION_UID]: tc.metadata.uid ?? '',
       },
       ...(live?.metadata?.resourceVersion ? { resourceVersion: live.metadata.resourceVersion } : {}),
+      ...(state.rotateHandled !== undefined ? { annotations: { [ROTATE_HANDLED_ANNOTATION]: state.rotateHandled } } : {}),
     },
     data: encode(state),
   };

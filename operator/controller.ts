@@ -151,7 +151,16 @@ export class TunnelController {
     let pki: PkiResult | undefined;
     let pkiError: string | undefined;
     try {
-      pki = await this.#pki.ensure(tc, workerSans(tc, lbNames), now);
+      pki = await this.#pki.ensure(tc, workerSans(tc, lbNames), now, reports.live(`${ns}/${tc.metadata.name}`, this.#d.options.reportMaxAgeMs));
+      if (pki.rotation) {
+        const reason = { start: 'CARotationStarted', switch: 'CARotationSwitched', finish: 'CARotationCompleted' }[pki.rotation.step];
+        const what = {
+          start: 'created a new connection CA; workers and connectors now trust the old and the new one',
+          switch: 'the new CA signs now: worker certificates are reissued and connectors renew theirs; the old CA is still trusted',
+          finish: 'the old CA is no longer trusted; the rotation is complete',
+        }[pki.rotation.step];
+        await this.#d.events.record(tc, 'Normal', reason, `${what} (${pki.rotation.why})`);
+      }
       if (pki.action === 'ca-adopted') {
         await this.#d.events.record(tc, 'Normal', 'CAMigrated',
           `moved the connection CA out of Secret ${ns}/${names.caSecret} (now deleted) into the operator's namespace; the worker certificate was reissued`);
@@ -178,7 +187,9 @@ export class TunnelController {
     await this.#writeMappingStatuses(tc, verdicts, live, now);
 
     const untilRenewal = pki ? pki.renewalTime.getTime() - now.getTime() : RESYNC_MS;
-    return { requeueAfterMs: Math.max(1_000, Math.min(untilRenewal, RESYNC_MS)) };
+    // While the CA rotates, look again soon: each phase ends on what workers report.
+    const cap = pki?.rotating ? 2_000 : RESYNC_MS;
+    return { requeueAfterMs: Math.max(1_000, Math.min(untilRenewal, cap)) };
   }
 
   /** An ApplicationMapping whose connection does not exist gets its status here. */

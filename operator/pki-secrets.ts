@@ -17,8 +17,10 @@ import { UnderpassError } from '../tunnel/errors.js';
 import { certificateInfo, createCA, issueWorkerCert, loadCA, type CertificateAuthority } from '../tunnel/pki.js';
 import { signConnectorCsr } from '../tunnel/pki-csr.js';
 import {
-  caSecretName, decodeCAState, deleteLegacyCA, readLegacyCA, writeCAState, type CAState,
+  caSecretName, decodeCAState, deleteLegacyCA, readLegacyCA, ROTATE_ANNOTATION, trustBundle, writeCAState, type CAState,
 } from './connection-ca.js';
+import { nextStep, rotationPhase, waitingFor, type RotationPhase, type RotationStep } from './ca-rotation.js';
+import type { WorkerReport } from '../tunnel/operator-channel.js';
 import { ownerReference } from './desired.js';
 import { HASH_ANNOTATION } from './names.js';
 import { isAlreadyExists, isNotFound, type Kube } from './kube.js';
@@ -35,6 +37,10 @@ export interface PkiResult {
   /** What happened this pass (for Events). */
   action: 'none' | 'ca-created' | 'ca-adopted' | 'issued' | 'renewed' | 'reissued';
   reason?: string;
+  /** A step of a CA rotation taken this pass (operator/ca-rotation.ts). */
+  rotation?: { step: RotationStep; why: string };
+  /** While a rotation runs: its phase and who it waits for. */
+  rotating?: { phase: RotationPhase; waitingFor: string[] };
 }
 
 export function workerSans(tc: TunnelConnection, extra: string[] = []): string[] {
@@ -69,16 +75,31 @@ export class ConnectionPki {
 
   /** The CA certificate of a connection (from the informer), or undefined. */
   caPem(tc: TunnelConnection): string | undefined {
-    return decodeCAState(this.#d.caSecret(caSecretName(tc))).caPem;
+    const state = decodeCAState(this.#d.caSecret(caSecretName(tc)));
+    return state.caPem ? trustBundle(state) : undefined;
   }
 
-  async ensure(tc: TunnelConnection, sans: string[], now: Date): Promise<PkiResult> {
+  async ensure(tc: TunnelConnection, sans: string[], now: Date, reports: readonly WorkerReport[] = []): Promise<PkiResult> {
     let live = this.#d.caSecret(caSecretName(tc));
     let state = decodeCAState(live);
     let action: PkiResult['action'] = 'none';
     if (!state.caPem || !state.caKeyPem) {
       ({ state, action, live } = await this.#createOrAdopt(tc, live, now));
     }
+    const caDurationMs = parseDuration(tc.spec.certificates.caDuration ?? DEFAULT_CA_DURATION, 'spec.certificates.caDuration');
+    const rotation = nextStep({
+      state, requested: tc.metadata.annotations?.[ROTATE_ANNOTATION], caNotAfter: certificateInfo(state.caPem!).notAfter, caDurationMs, now, reports,
+    });
+    if (rotation) {
+      state = await rotate(rotation.step, state, tc, now, caDurationMs, tc.metadata.annotations?.[ROTATE_ANNOTATION]);
+      live = await writeCAState(this.#d.kube, this.#d.namespace, tc, live, state);
+    }
+    const trust = trustBundle(state);
+    const phase = rotationPhase(state);
+    const extra = {
+      ...(rotation ? { rotation } : {}),
+      ...(phase !== 'Stable' ? { rotating: { phase, waitingFor: waitingFor({ state, reports }) } } : {}),
+    };
     let ca: CertificateAuthority;
     try {
       ca = await loadCA(state.caPem!, state.caKeyPem!);
@@ -88,21 +109,24 @@ export class ConnectionPki {
 
     const duration = parseDuration(tc.spec.certificates.duration, 'spec.certificates.duration');
     const renewBefore = parseDuration(tc.spec.certificates.renewBefore, 'spec.certificates.renewBefore');
-    let needs = workerCertProblem(state.workerCertPem, ca.certPem, sans, now, duration, renewBefore);
-    if (!needs && action === 'none') needs = await this.#drift(tc, state, now);
+    let needs = workerCertProblem(state.workerCertPem, ca.certPem, sans, now, duration, renewBefore)
+      ?? (state.workerTrustPem !== trust ? 'the CA certificates to trust changed' : undefined);
+    if (!needs && action === 'none') needs = await this.#drift(tc, state, trust, now);
     if (!needs) {
       const info = certificateInfo(state.workerCertPem!);
-      return { caPem: ca.certPem, notAfter: info.notAfter, renewalTime: new Date(info.notAfter.getTime() - renewBefore), action };
+      return { caPem: trust, notAfter: info.notAfter, renewalTime: new Date(info.notAfter.getTime() - renewBefore), action, ...extra };
     }
 
-    const issued = await issueWorkerCert(ca, { sans, now, notAfter: new Date(now.getTime() + duration) });
-    await this.#writeWorkerSecret(tc, { 'tls.crt': issued.certPem, 'tls.key': issued.keyPem, 'ca.crt': ca.certPem });
+    // Never past the CA: a shorter certificate rather than none.
+    const notAfter = new Date(Math.min(now.getTime() + duration, ca.certificate.notAfter.getTime()));
+    const issued = await issueWorkerCert(ca, { sans, now, notAfter });
+    await this.#writeWorkerSecret(tc, { 'tls.crt': issued.certPem, 'tls.key': issued.keyPem, 'ca.crt': trust });
     // Recorded after the tenant write: a failure in between only reissues once more.
-    await writeCAState(this.#d.kube, this.#d.namespace, tc, live, { ...state, workerCertPem: issued.certPem });
+    await writeCAState(this.#d.kube, this.#d.namespace, tc, live, { ...state, workerCertPem: issued.certPem, workerTrustPem: trust });
     this.#checked.set(tc.metadata.uid ?? '', now.getTime());
     if (action === 'none') action = needs === 'missing' ? 'issued' : needs.startsWith('expires') ? 'renewed' : 'reissued';
     const info = certificateInfo(issued.certPem);
-    return { caPem: ca.certPem, notAfter: info.notAfter, renewalTime: new Date(info.notAfter.getTime() - renewBefore), action, reason: needs };
+    return { caPem: trust, notAfter: info.notAfter, renewalTime: new Date(info.notAfter.getTime() - renewBefore), action, reason: needs, ...extra };
   }
 
   /**
@@ -120,7 +144,7 @@ export class ConnectionPki {
     const capped = Math.min(validityMs, ca.certificate.notAfter.getTime() - now.getTime());
     const certificate = await signConnectorCsr(ca, { connector, csrPem, now, validityMs: capped });
     const info = certificateInfo(certificate);
-    return { certificate, ca: state.caPem, serial: info.serialNumber, notAfter: info.notAfter };
+    return { certificate, ca: trustBundle(state), serial: info.serialNumber, notAfter: info.notAfter };
   }
 
   /** After the TunnelConnection is gone: the CA Secret, the worker Secret and any old in-namespace CA. */
@@ -164,7 +188,7 @@ export class ConnectionPki {
   }
 
   /** Reads the tenant's worker Secret back (at most every DRIFT_CHECK_MS): why it must be written again, if it must. */
-  async #drift(tc: TunnelConnection, state: CAState, now: Date): Promise<string | undefined> {
+  async #drift(tc: TunnelConnection, state: CAState, trust: string, now: Date): Promise<string | undefined> {
     const uid = tc.metadata.uid ?? '';
     if (now.getTime() - (this.#checked.get(uid) ?? -Infinity) < (this.#d.driftCheckMs ?? DRIFT_CHECK_MS)) return undefined;
     const name = namesFor(tc.metadata.name).workerTlsSecret;
@@ -176,7 +200,7 @@ export class ConnectionPki {
       throw err;
     }
     this.#checked.set(uid, now.getTime());
-    if (unb64(secret.data?.['tls.crt']) !== state.workerCertPem || unb64(secret.data?.['ca.crt']) !== state.caPem) {
+    if (unb64(secret.data?.['tls.crt']) !== state.workerCertPem || unb64(secret.data?.['ca.crt']) !== trust) {
       return `Secret ${tc.metadata.namespace}/${name} was changed`;
     }
     return undefined;
@@ -208,9 +232,33 @@ export class ConnectionPki {
   }
 }
 
+const DEFAULT_CA_DURATION = '8760h';
+
 async function newCA(tc: TunnelConnection, now: Date): Promise<CAState> {
-  const created = await createCA({ connection: { namespace: tc.metadata.namespace, name: tc.metadata.name }, now });
+  const created = await createCAFor(tc, now, parseDuration(tc.spec.certificates.caDuration ?? DEFAULT_CA_DURATION, 'spec.certificates.caDuration'));
   return { caPem: created.certPem, caKeyPem: created.keyPem };
+}
+
+function createCAFor(tc: TunnelConnection, now: Date, durationMs: number) {
+  return createCA({ connection: { namespace: tc.metadata.namespace, name: tc.metadata.name }, now, validityDays: durationMs / 86_400_000 });
+}
+
+/** The CA state after one rotation step (operator/ca-rotation.ts). */
+async function rotate(step: RotationStep, state: CAState, tc: TunnelConnection, now: Date, caDurationMs: number, requested: string | undefined): Promise<CAState> {
+  switch (step) {
+    case 'start': {
+      const next = await createCAFor(tc, now, caDurationMs);
+      return { ...state, nextPem: next.certPem, nextKeyPem: next.keyPem, ...(requested !== undefined ? { rotateHandled: requested } : {}) };
+    }
+    case 'switch': {
+      const { nextPem, nextKeyPem, ...rest } = state;
+      return { ...rest, caPem: nextPem!, caKeyPem: nextKeyPem!, retiringPem: state.caPem! };
+    }
+    case 'finish': {
+      const { retiringPem: _old, ...rest } = state;
+      return rest;
+    }
+  }
 }
 
 /** Why the recorded worker certificate must be reissued, or undefined. */

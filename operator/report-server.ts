@@ -37,6 +37,7 @@ import {
 } from '../tunnel/operator-channel.js';
 import { capText } from '../tunnel/limits.js';
 import { CLIENT_AUTH, leafProblem } from '../tunnel/pki-generic.js';
+import { pemCertificates } from '../tunnel/pki.js';
 import type { ReportStore } from './report-store.js';
 
 /** What the workers of one connection must enforce. */
@@ -258,7 +259,10 @@ export class ReportServer {
  * connection.
  */
 function authenticate(peer: PeerCertificate, caPem: string, connection: ConnectionId): ConnectionId {
-  const problem = leafProblem(new X509Certificate(peer.raw), new X509Certificate(caPem), new Date(), CLIENT_AUTH);
+  // While the connection's CA rotates it trusts two; either may have issued the worker's certificate.
+  const leaf = new X509Certificate(peer.raw);
+  const problems = pemCertificates(caPem).map((pem) => leafProblem(leaf, new X509Certificate(pem), new Date(), CLIENT_AUTH));
+  const problem = problems.includes(undefined) ? undefined : problems.find((p) => p?.code !== 'CERT_UNTRUSTED') ?? problems[0];
   if (problem) {
     const why = problem.code === 'CERT_UNTRUSTED' ? `${problem.message}, the CA of connection ${connection.namespace}/${connection.name}` : problem.message;
     throw new Refusal(403, problem.code, why);

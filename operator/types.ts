@@ -11,7 +11,7 @@ export interface TunnelConnectionSpec {
     hosts?: string[];
     route?: { enabled?: boolean; host?: string };
   };
-  certificates: { duration: string; renewBefore: string };
+  certificates: { duration: string; renewBefore: string; caDuration?: string };
   worker: {
     image?: string;
     resources?: k8s.V1ResourceRequirements;

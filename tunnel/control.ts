@@ -10,6 +10,8 @@
  *   connector → worker   renew            (a certificate signing request for this connector)
  *   worker → connector   renewed | renew-failed   (the operator's answer to one renew)
  *   worker → connector   trust            (the connection's CA certificates; again when they change)
+ *   connector → worker   retire           (this session is being replaced: open no new stream on it)
+ *   worker → connector   retired          (done: nothing new will arrive on it; the connector drains it)
  */
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
@@ -146,8 +148,12 @@ const trustSchema = z.object({
   ca: pemSchema(PEM_LIMITS.caChars),
 });
 
+const retireSchema = z.object({ type: z.literal('retire') });
+const retiredSchema = z.object({ type: z.literal('retired') });
+
 export const controlMessageSchema = z.discriminatedUnion('type', [
   helloSchema, welcomeSchema, configSchema, mappingStatusSchema, errorSchema, renewSchema, renewedSchema, renewFailedSchema, trustSchema,
+  retireSchema, retiredSchema,
 ]);
 
 /**
@@ -167,7 +173,7 @@ export class ControlMessageError extends ProtocolError {
   }
 }
 
-const KNOWN_TYPES = new Set(['hello', 'welcome', 'config', 'mapping-status', 'error', 'renew', 'renewed', 'renew-failed', 'trust']);
+const KNOWN_TYPES = new Set(['hello', 'welcome', 'config', 'mapping-status', 'error', 'renew', 'renewed', 'renew-failed', 'trust', 'retire', 'retired']);
 
 /** Validates one decoded control message; the error names the first refused field. */
 export function parseControlMessage(raw: unknown): ControlMessage | ControlMessageError {

@@ -39,6 +39,8 @@ export const REPORT_LIMITS = {
   sessionChars: 64,
   sinceChars: 32,
   addressChars: 64,
+  /** CA certificates a worker trusts (two while the connection's CA rotates). */
+  trustedCAs: 8,
 } as const;
 
 const R = REPORT_LIMITS;
@@ -57,6 +59,9 @@ const reportedUnavailableSchema = z.object({
   message: reportTextSchema.optional(),
 });
 
+/** A CA id (tunnel/pki.ts caId): 16 lowercase hex digits. */
+const caIdSchema = z.string().regex(/^[0-9a-f]{16}$/, 'must be a CA id (16 hex digits)');
+
 const reportedConnectorSchema = z.object({
   name: dnsLabelSchema,
   session: z.string().min(1).max(R.sessionChars, atMost(R.sessionChars)).regex(/^[A-Za-z0-9-]+$/, 'must be letters, digits and "-"'),
@@ -64,6 +69,8 @@ const reportedConnectorSchema = z.object({
   version: versionSchema,
   address: z.string().max(R.addressChars, atMost(R.addressChars)).regex(/^[0-9A-Za-z.:[\]%_-]*$/, 'must be host:port'),
   unavailableMappings: z.array(reportedUnavailableSchema).max(CONTROL_LIMITS.mappings, entries(CONTROL_LIMITS.mappings)),
+  /** The CA that issued the certificate this session was opened with (CA rotation waits for every session to move). */
+  issuer: caIdSchema.optional(),
 });
 
 const countSchema = z.number().int().nonnegative().max(1e9);
@@ -86,6 +93,9 @@ export const workerReportSchema = z.object({
   connectors: z.array(reportedConnectorSchema).max(R.sessions, entries(R.sessions)),
   listenerFailures: z.array(z.object({ mapping: dnsLabelSchema, message: reportTextSchema })).max(R.listenerFailures, entries(R.listenerFailures)),
   dropped: droppedSchema.optional(),
+  /** The CAs this worker trusts now (its tls.ca), and the one that issued its own certificate. */
+  trust: z.array(caIdSchema).max(R.trustedCAs, entries(R.trustedCAs)).optional(),
+  issuer: caIdSchema.optional(),
 }).superRefine((r, ctx) => {
   const unavailable = r.connectors.reduce((n, c) => n + c.unavailableMappings.length, 0);
   if (unavailable > R.unavailableMappings) {
@@ -135,11 +145,12 @@ function largestReportBytes(): number {
   const failureNoMessage = obj({ mapping: str(63), message: str(0) });
   const sessionNoEntries = obj({
     name: str(63), session: str(R.sessionChars), since: str(R.sinceChars), version: str(CONTROL_LIMITS.versionChars, 2),
-    address: str(R.addressChars), unavailableMappings: arr(0, 0),
+    address: str(R.addressChars), unavailableMappings: arr(0, 0), issuer: str(16),
   });
   const header = obj({
     instance: str(R.instanceChars), version: str(CONTROL_LIMITS.versionChars, 2), ready: 5, draining: 5, connectors: 0, listenerFailures: 0,
     dropped: obj({ sessions: count, unavailableMappings: count, listenerFailures: count, messages: count }),
+    trust: arr(R.trustedCAs, str(16)), issuer: str(16),
   });
   return header
     + arr(R.sessions, sessionNoEntries)

@@ -1,4 +1,4 @@
-import { createPrivateKey, randomBytes, webcrypto, X509Certificate as NodeX509Certificate, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, randomBytes, webcrypto, X509Certificate as NodeX509Certificate, type KeyObject } from 'node:crypto';
 import { open, mkdir, lstat, rename, unlink } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { basename, join } from 'node:path';
@@ -316,6 +316,25 @@ async function exists(path: string): Promise<boolean> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw err;
   }
+}
+
+/**
+ * A short, stable id of a CA certificate (the first 16 hex digits of the
+ * SHA-256 of its DER): how workers tell the operator which CAs they trust and
+ * which CA issued a certificate, while the connection's CA rotates.
+ */
+export function caId(pem: string): string {
+  return createHash('sha256').update(new NodeX509Certificate(pem).raw).digest('hex').slice(0, 16);
+}
+
+/** The id of the CA in `bundle` that issued `cert` (DER or PEM), or undefined. */
+export function issuerIdIn(cert: Buffer | string, bundle: readonly string[]): string | undefined {
+  const leaf = new NodeX509Certificate(cert);
+  for (const pem of bundle) {
+    const ca = new NodeX509Certificate(pem);
+    if (leaf.checkIssued(ca) && leaf.verify(ca.publicKey)) return caId(pem);
+  }
+  return undefined;
 }
 
 /** The certificates of a PEM bundle, each as its own PEM block, in order. */

@@ -23,6 +23,7 @@ import { errorMessage, ignoreError } from '../tunnel/errors.js';
 import { identityFromPeerCertificate, type ConnectionId } from '../tunnel/identity.js';
 import { capText, DEFAULT_LIMITS, type LimitName, type Limits } from '../tunnel/limits.js';
 import { listenOn } from '../tunnel/listen.js';
+import { issuerIdIn, pemCertificates } from '../tunnel/pki.js';
 import { ownerSlot } from '../tunnel/owner.js';
 import type { TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { acceptWebSocket, WebSocketStream } from '../tunnel/transport/websocket.js';
@@ -34,6 +35,8 @@ export interface AcceptedConnector {
   connector: string;
   peer: string;
   certificateSerial: string;
+  /** The id of the CA in tls.ca that issued the connector's certificate. */
+  certificateIssuer: string | undefined;
 }
 
 export interface Denial {
@@ -77,10 +80,13 @@ export class TunnelServer {
   readonly #pendingSource = new WeakMap<Socket, string>();
   readonly #opts: TunnelServerOptions;
   readonly #limits: TunnelServerLimits;
+  /** The CA certificates in tls.ca (several while the connection's CA rotates). */
+  #cas: string[];
 
   constructor(opts: TunnelServerOptions) {
     this.#opts = opts;
     this.#limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.#cas = pemCertificates(opts.tls.ca.toString());
     this.#server = https.createServer({
       ...secureOptions(opts.tls),
       requestCert: true,
@@ -129,6 +135,7 @@ export class TunnelServer {
   /** Renewed certificates apply to new handshakes; established sessions are untouched. */
   reloadTls(tls: TlsMaterial): void {
     this.#server.setSecureContext(secureOptions(tls));
+    this.#cas = pemCertificates(tls.ca.toString());
   }
 
   /** Stops accepting new connections (established WebSockets stay up). */
@@ -250,7 +257,13 @@ export class TunnelServer {
     this.#sessionsOf.set(connector, ofName + 1);
     servers.set(accepted, this);
     accepted.once('close', TunnelServer.#forgetStream);
-    this.#opts.onConnector({ stream: accepted, connector, peer, certificateSerial: cert.serialNumber });
+    let issuer: string | undefined;
+    try {
+      issuer = issuerIdIn(cert.raw, this.#cas);
+    } catch {
+      issuer = undefined;
+    }
+    this.#opts.onConnector({ stream: accepted, connector, peer, certificateSerial: cert.serialNumber, certificateIssuer: issuer });
   }
 
   #reject(socket: Socket, peer: string, status: number, reason: string, message: string, limit?: LimitName): void {

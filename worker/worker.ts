@@ -17,7 +17,7 @@ import type { Mapping } from '../tunnel/mapping.js';
 import { admissionFromList } from '../tunnel/admission.js';
 import { reportText, type SignAnswer, type SignRequest, type WorkerReport } from '../tunnel/operator-channel.js';
 import { TunnelMetrics } from '../tunnel/metrics.js';
-import { certificateInfo } from '../tunnel/pki.js';
+import { caId, certificateInfo, issuerIdIn, pemCertificates } from '../tunnel/pki.js';
 import { carryClient, sourceAllowed, type FlowEnv, type Resolution } from '../tunnel/stream-flow.js';
 import type { OpenRequest } from '../tunnel/open.js';
 import { readTlsFiles, TlsFileWatcher, type TlsMaterial } from '../tunnel/transport/tls-files.js';
@@ -69,6 +69,8 @@ export class Worker {
   readonly #renewals: RenewalForwarder;
   /** The CA certificates in tls.ca, pushed to connectors (they change while the CA rotates). */
   #trustPem: string | undefined;
+  /** What the operator hears about them: CA ids, and the one that issued this worker's certificate. */
+  #trustIds: { cas: string[]; issuer: string | undefined } | undefined;
   /** The last reason a built report did not validate (logged once per reason). */
   #reportProblem: string | undefined;
   #mappings = new Map<string, Mapping>();
@@ -324,6 +326,7 @@ export class Worker {
       sessions: this.#registry.all,
       mappings: this.mappings,
       listenerFailures: this.#listenerFailures,
+      ...(this.#trustIds ? { trust: this.#trustIds } : {}),
     };
   }
 
@@ -365,11 +368,18 @@ export class Worker {
     if (trust !== this.#trustPem) {
       this.#trustPem = trust;
       for (const s of this.#registry.all) s.sendControl({ type: 'trust', ca: trust });
+      this.#reporter?.trigger(); // the operator waits for this while the connection's CA rotates
     }
     this.#log.info('reloaded TLS certificate; new connector handshakes use it, established sessions continue');
   }
 
   #recordCertificate(m: TlsMaterial): void {
+    try {
+      const cas = pemCertificates(m.ca.toString());
+      this.#trustIds = { cas: cas.map(caId), issuer: issuerIdIn(m.cert, cas) };
+    } catch (err) {
+      this.#log.warn({ err: errorMessage(err) }, 'cannot read the CA certificates in tls.ca');
+    }
     try {
       const info = certificateInfo(m.cert.toString());
       this.metrics.certExpiry.set({ certificate: 'worker' }, info.notAfter.getTime() / 1000);
