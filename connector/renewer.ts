@@ -129,7 +129,8 @@ export class CertificateRenewer {
     this.#o.log.info({ serial: cert.serialNumber, notAfter: new Date(cert.validTo).toISOString(), renewAt: new Date(renewalTime(Date.parse(cert.validFrom), Date.parse(cert.validTo))).toISOString() },
       `renewed this connector's certificate over the session with ${link.url.href}: serial ${cert.serialNumber}, valid until ${new Date(cert.validTo).toISOString()}; new sessions use it, the current ones drain`);
     // Sessions opened with the old certificate may carry their streams until it expires, not longer.
-    const drainMs = Math.max(0, Date.parse(new X509Certificate(before.cert).validTo) - this.#now());
+    // (A timer longer than MAX_TIMER_MS would fire at once: capped.)
+    const drainMs = Math.min(MAX_TIMER_MS, Math.max(0, Date.parse(new X509Certificate(before.cert).validTo) - this.#now()));
     for (const l of this.#o.links) l.cycle(drainMs);
   }
 }
