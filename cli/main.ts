@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { ConfigError, errorMessage } from '../tunnel/errors.js';
 import { registerBundleCommand } from './bundle.js';
+import { registerTokenCommand } from './token.js';
 import { registerDemoCommand } from './demo.js';
 import { registerOperatorCommand } from './operator.js';
 import { registerPkiCommands } from './pki.js';
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
   registerPkiCommands(program);
   const { connector } = registerRunCommands(program);
   registerBundleCommand(connector);
+  registerTokenCommand(connector);
   registerOperatorCommand(program);
   registerDemoCommand(program);
   registerProbeCommand(program);

@@ -12,6 +12,7 @@
  *     worker-ca.crt      the CA certificates written beside it (the trust bundle then)
  *     next.crt, next.key while the CA rotates, first phase: the new CA, trusted, not signing yet
  *     retiring.crt       second phase: the old CA, still trusted, no longer signing
+ *     token.key          the key enrollment tokens of this connection are signed with (ES256)
  *   annotation underpass.dev/rotate-ca-handled: the rotate-ca value the last rotation answered
  *
  * The uid in the name keeps a TunnelConnection deleted and created again
@@ -43,6 +44,7 @@ export interface CAState {
   nextPem?: string;
   nextKeyPem?: string;
   retiringPem?: string;
+  tokenKeyPem?: string;
   /** The value of the TunnelConnection's rotate-ca annotation the last rotation started from. */
   rotateHandled?: string;
 }
@@ -52,7 +54,7 @@ export const ROTATE_HANDLED_ANNOTATION = 'underpass.dev/rotate-ca-handled';
 
 const KEYS: Array<[keyof CAState, string]> = [
   ['caPem', 'ca.crt'], ['caKeyPem', 'ca.key'], ['workerCertPem', 'worker.crt'], ['workerTrustPem', 'worker-ca.crt'],
-  ['nextPem', 'next.crt'], ['nextKeyPem', 'next.key'], ['retiringPem', 'retiring.crt'],
+  ['nextPem', 'next.crt'], ['nextKeyPem', 'next.key'], ['retiringPem', 'retiring.crt'], ['tokenKeyPem', 'token.key'],
 ];
 
 /** The CA certificates the connection trusts: the one that signs first, then the new (rotation, first phase) or the old one (second phase). */

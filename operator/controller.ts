@@ -25,11 +25,13 @@ import type { ProcessResult } from './queue.js';
 import type { DesiredWorkerState } from './report-server.js';
 import { instanceLimit, type ReportStore } from './report-store.js';
 import { mappingStatus, tunnelConnectionStatus } from './status.js';
-import { APPLICATION_MAPPINGS, TUNNEL_CONNECTIONS, type ApplicationMapping, type TunnelConnection } from './types.js';
+import { APPLICATION_MAPPINGS, TUNNEL_CONNECTIONS, type ApplicationMapping, type TunnelConnection, type TunnelConnector } from './types.js';
+import { ConnectorRecords } from './connector-records.js';
 
 export interface Caches {
   tcs: Informer<TunnelConnection>;
   ams: Informer<ApplicationMapping>;
+  tcns: Informer<TunnelConnector>;
   deployments: Informer<k8s.V1Deployment>;
   services: Informer<k8s.V1Service>;
   configMaps: Informer<k8s.V1ConfigMap>;
@@ -72,6 +74,7 @@ export class TunnelController {
   readonly #now: () => Date;
   readonly #startedAt: number;
   readonly #pki: ConnectionPki;
+  readonly records: ConnectorRecords;
 
   constructor(deps: ControllerDeps) {
     this.#d = deps;
@@ -80,6 +83,10 @@ export class TunnelController {
     const namespace = deps.options.pkiNamespace;
     this.#pki = new ConnectionPki({ kube: deps.kube, namespace, caSecret: (name) => deps.caches.caSecrets.get(name, namespace),
       ...(deps.options.pkiDriftCheckMs !== undefined ? { driftCheckMs: deps.options.pkiDriftCheckMs } : {}) });
+    this.records = new ConnectorRecords({
+      kube: deps.kube, pki: this.#pki, connectors: deps.caches.tcns, events: deps.events, logger: deps.logger, now: this.#now,
+      connection: (namespace, name) => deps.caches.tcs.get(name, namespace),
+    });
   }
 
   /**
@@ -112,6 +119,8 @@ export class TunnelController {
       throw new UnderpassError(refusal.code, refusal.message);
     }
     const signed = await this.#pki.signConnector(tc, req.connector, req.csr, this.#now());
+    await this.records.recordCertificate(ref.namespace, ref.name, req.connector, signed).catch((err: unknown) =>
+      this.#d.logger.warn({ connection: where, connector: req.connector, err: errorMessage(err) }, `cannot record the renewed certificate in TunnelConnector ${ref.namespace}/${ref.name}.${req.connector}: ${errorMessage(err)}`));
     this.#d.logger.info({ connection: where, connector: req.connector, previousSerial: req.certificateSerial, serial: signed.serial, notAfter: signed.notAfter },
       `renewed the certificate of connector ${req.connector} of ${where}: serial ${signed.serial}, valid until ${signed.notAfter.toISOString()}`);
     return { certificate: signed.certificate, ca: signed.ca };

@@ -32,7 +32,11 @@ import { PROBLEM_CODES, ProblemBoard, problemOf, RBAC_FIX, type Request } from '
 import { WorkQueue } from './queue.js';
 import { ReportServer } from './report-server.js';
 import { ReportStore } from './report-store.js';
-import { APPLICATION_MAPPINGS, TUNNEL_CONNECTIONS, type ApplicationMapping, type TunnelConnection } from './types.js';
+import { APPLICATION_MAPPINGS, TUNNEL_CONNECTIONS, TUNNEL_CONNECTORS, type ApplicationMapping, type TunnelConnection, type TunnelConnector } from './types.js';
+
+function kindOfKey(key: string): string {
+  return key.startsWith('tc:') ? 'TunnelConnection' : key.startsWith('tcn:') ? 'TunnelConnector' : 'ApplicationMapping';
+}
 
 export interface OperatorOptions {
   kc: k8s.KubeConfig;
@@ -93,7 +97,7 @@ export class Operator {
     this.#queue = new WorkQueue({
       process: (key) => this.#process(key),
       onError: (key, err, retryInMs) => {
-        this.metrics.reconcileErrors.inc({ kind: key.startsWith('tc:') ? 'TunnelConnection' : 'ApplicationMapping' });
+        this.metrics.reconcileErrors.inc({ kind: kindOfKey(key) });
         const fix = /^403 /.test(apiErrorMessage(err)) ? ` (${RBAC_FIX})` : '';
         this.#log.warn({ key, err: apiErrorMessage(err), retryInMs }, `reconcile ${key.slice(3)} failed: ${apiErrorMessage(err)}${fix}; retrying in ${retryInMs} ms`);
       },
@@ -234,6 +238,7 @@ export class Operator {
         caFor: (c) => controller.caPem(c),
         desiredFor: (c) => controller.desiredState(c),
         signFor: (c, req) => controller.signConnector(c, req),
+        enrollFor: (c, req) => controller.records.enroll(c, req),
         maxInFlight: (key) => controller.reportInstanceLimit(refOf(key)),
         metrics: {
           reports: this.metrics.workerReports,
@@ -253,6 +258,7 @@ export class Operator {
     }
     for (const tc of this.#caches.tcs.list()) this.#queue.add(`tc:${keyOf(tc.metadata)}`);
     for (const am of this.#caches.ams.list()) this.#queue.add(`am:${keyOf(am.metadata)}`);
+    for (const tcn of this.#caches.tcns.list()) this.#queue.add(`tcn:${keyOf(tcn.metadata)}`);
     this.#queue.start();
   }
 
@@ -280,12 +286,15 @@ export class Operator {
 
   async #process(key: string): Promise<ReturnType<TunnelController['reconcileConnection']> extends Promise<infer R> ? R : never> {
     const controller = this.#controller!;
-    const kind = key.startsWith('tc:') ? 'TunnelConnection' : 'ApplicationMapping';
+    const [prefix, rest] = [key.slice(0, key.indexOf(':')), key.slice(key.indexOf(':') + 1)];
+    const kind = kindOfKey(key);
     const end = this.metrics.reconcileSeconds.startTimer({ kind });
     this.metrics.queueDepth.set(this.#queue.depth);
     try {
-      const ref = refOf(key.slice(3));
-      const result = kind === 'TunnelConnection' ? await controller.reconcileConnection(ref) : await controller.reconcileOrphanMapping(ref);
+      const ref = refOf(rest);
+      const result = prefix === 'tc' ? await controller.reconcileConnection(ref)
+        : prefix === 'tcn' ? await controller.records.reconcile(ref)
+          : await controller.reconcileOrphanMapping(ref);
       end({ result: 'ok' });
       return result;
     } catch (err) {
@@ -320,6 +329,10 @@ export class Operator {
       tcs: mk<TunnelConnection>(`${TUNNEL_CONNECTIONS}.${GROUP}`, path(`/apis/${GROUP}/${VERSION}`, TUNNEL_CONNECTIONS), custom(TUNNEL_CONNECTIONS), (tc, kind) => {
         this.#queue.add(`tc:${keyOf(tc.metadata)}`);
         if (kind === 'delete') for (const am of this.#caches.ams.list(tc.metadata.namespace)) if (am.spec.connection === tc.metadata.name) this.#queue.add(`am:${keyOf(am.metadata)}`);
+        for (const tcn of this.#caches.tcns.list(tc.metadata.namespace)) if (tcn.spec.connection === tc.metadata.name) this.#queue.add(`tcn:${keyOf(tcn.metadata)}`);
+      }),
+      tcns: mk<TunnelConnector>(`${TUNNEL_CONNECTORS}.${GROUP}`, path(`/apis/${GROUP}/${VERSION}`, TUNNEL_CONNECTORS), custom(TUNNEL_CONNECTORS), (tcn) => {
+        this.#queue.add(`tcn:${keyOf(tcn.metadata)}`);
       }),
       ams: mk<ApplicationMapping>(`${APPLICATION_MAPPINGS}.${GROUP}`, path(`/apis/${GROUP}/${VERSION}`, APPLICATION_MAPPINGS), custom(APPLICATION_MAPPINGS), (am, kind) => {
         const key = keyOf(am.metadata);

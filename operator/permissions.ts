@@ -30,6 +30,8 @@ const OBJECT_VERBS = ['get', 'list', 'watch', 'create', 'patch', 'delete'] as co
 export const PERMISSIONS: readonly Permission[] = [
   { group: 'underpass.dev', resources: ['tunnelconnections', 'applicationmappings'], verbs: ['get', 'list', 'watch', 'patch'], scope: 'watched' },
   { group: 'underpass.dev', resources: ['tunnelconnections/status', 'applicationmappings/status'], verbs: ['get', 'update', 'patch'], scope: 'watched' },
+  { group: 'underpass.dev', resources: ['tunnelconnectors'], verbs: ['get', 'list', 'watch', 'patch'], scope: 'watched' },
+  { group: 'underpass.dev', resources: ['tunnelconnectors/status'], verbs: ['get', 'update'], scope: 'watched' },
   { group: 'apps', resources: ['deployments'], verbs: OBJECT_VERBS, scope: 'watched' },
   { group: '', resources: ['services', 'configmaps', 'serviceaccounts'], verbs: OBJECT_VERBS, scope: 'watched' },
   // Tenant namespaces: the worker Secret, written by name (connection CAs are never there).

@@ -10,7 +10,7 @@
  * changed. Workers re-read the mounted files, so renewal never restarts a pod
  * or drops a session.
  */
-import { X509Certificate } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, X509Certificate, type KeyObject } from 'node:crypto';
 import type * as k8s from '@kubernetes/client-node';
 import { parseDuration } from '../tunnel/duration.js';
 import { UnderpassError } from '../tunnel/errors.js';
@@ -145,6 +145,27 @@ export class ConnectionPki {
     const certificate = await signConnectorCsr(ca, { connector, csrPem, now, validityMs: capped });
     const info = certificateInfo(certificate);
     return { certificate, ca: trustBundle(state), serial: info.serialNumber, notAfter: info.notAfter };
+  }
+
+  /**
+   * The key this connection's enrollment tokens are signed with (made on
+   * first use, kept beside the CA), and the CA certificates a token pins.
+   */
+  async tokenKey(tc: TunnelConnection): Promise<{ key: KeyObject; trust: string }> {
+    const live = this.#d.caSecret(caSecretName(tc));
+    const state = decodeCAState(live);
+    if (!state.caPem) throw new UnderpassError('ERR_CA_NOT_READY', `connection ${tc.metadata.namespace}/${tc.metadata.name} has no CA yet; retry shortly`);
+    if (state.tokenKeyPem) return { key: createPrivateKey(state.tokenKeyPem), trust: trustBundle(state) };
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const tokenKeyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    await writeCAState(this.#d.kube, this.#d.namespace, tc, live, { ...state, tokenKeyPem });
+    return { key: privateKey, trust: trustBundle(state) };
+  }
+
+  /** The public half of the token key, or undefined when no token was ever issued for the connection. */
+  tokenPublicKey(tc: TunnelConnection): KeyObject | undefined {
+    const pem = decodeCAState(this.#d.caSecret(caSecretName(tc))).tokenKeyPem;
+    return pem ? createPublicKey(createPrivateKey(pem)) : undefined;
   }
 
   /** After the TunnelConnection is gone: the CA Secret, the worker Secret and any old in-namespace CA. */

@@ -32,8 +32,8 @@ import {
 import type { Mapping } from '../tunnel/mapping.js';
 import { closeNow, listenOn } from '../tunnel/listen.js';
 import {
-  MAX_REPORT_BYTES, MAX_SIGN_BYTES, REPORT_PATH_PATTERN, SIGN_PATH_PATTERN, signRequestSchema, workerReportSchema,
-  type OperatorAnswer, type ReportVerdict, type SignAnswer, type SignRequest, type WorkerReport,
+  ENROLL_PATH_PATTERN, enrollRequestSchema, MAX_REPORT_BYTES, MAX_SIGN_BYTES, REPORT_PATH_PATTERN, SIGN_PATH_PATTERN, signRequestSchema, workerReportSchema,
+  type EnrollAnswer, type EnrollRequest, type OperatorAnswer, type ReportVerdict, type SignAnswer, type SignRequest, type WorkerReport,
 } from '../tunnel/operator-channel.js';
 import { capText } from '../tunnel/limits.js';
 import { CLIENT_AUTH, leafProblem } from '../tunnel/pki-generic.js';
@@ -73,6 +73,12 @@ export interface ReportServerOptions {
    * 403). Unset: 404.
    */
   signFor?(connection: ConnectionId, req: SignRequest): Promise<SignAnswer>;
+  /**
+   * Enrolls a connector with a one-time token, forwarded by a worker of the
+   * connection (tunnel/operator-channel.ts, enroll). Codes as for signFor;
+   * TOKEN_MALFORMED → 400. Unset: 404.
+   */
+  enrollFor?(connection: ConnectionId, req: EnrollRequest): Promise<EnrollAnswer & { serial?: string }>;
   /** Requests of one connection read at once (its workers report one at a time each); default 21. */
   maxInFlight?: (connection: string) => number;
   metrics?: ReportServerMetrics;
@@ -140,6 +146,10 @@ export class ReportServer {
         send(res, 200, await this.#sign(req));
         return;
       }
+      if (ENROLL_PATH_PATTERN.test((req.url ?? '/').split('?')[0] as string)) {
+        send(res, 200, await this.#enroll(req));
+        return;
+      }
       const answer = await this.#handle(req);
       this.#opts.metrics?.reports.inc({ result: answer.report?.accepted === false ? 'invalid' : 'accepted' });
       send(res, 200, answer);
@@ -185,6 +195,33 @@ export class ReportServer {
       const code = errorCode(err) ?? 'INTERNAL';
       if (code === 'INTERNAL' || !(err instanceof UnderpassError)) throw err;
       throw new Refusal(code.startsWith('ERR_CSR') ? 400 : 403, code.replace(/^ERR_/, ''), errorMessage(err));
+    }
+  }
+
+  /** A connector's enrollment (token + CSR), forwarded by an authenticated worker of the token's connection. */
+  async #enroll(req: IncomingMessage): Promise<EnrollAnswer> {
+    const enrollFor = this.#opts.enrollFor;
+    if (!enrollFor) throw new Refusal(404, 'NOT_FOUND', 'this operator does not enroll connectors');
+    const connection = this.#authenticated(req, ENROLL_PATH_PATTERN);
+    const body = await this.#readBounded(req, `${connection.namespace}/${connection.name}`, MAX_SIGN_BYTES);
+    let request: EnrollRequest;
+    try {
+      request = enrollRequestSchema.parse(JSON.parse(body.toString('utf8')));
+    } catch (err) {
+      throw new Refusal(400, 'INVALID_REQUEST', `not an enrollment request: ${capText(errorMessage(err), 256)}`);
+    }
+    try {
+      const answer = await enrollFor(connection, request);
+      this.#log.info({ connection: `${connection.namespace}/${connection.name}`, connector: answer.connector, serial: answer.serial, peer: request.peer },
+        `enrolled connector ${answer.connector} of ${connection.namespace}/${connection.name} (from ${request.peer ?? 'unknown'})`);
+      return { certificate: answer.certificate, ca: answer.ca, connector: answer.connector };
+    } catch (err) {
+      const code = errorCode(err);
+      if (!code || !(err instanceof UnderpassError)) throw err;
+      const reason = code.replace(/^ERR_/, '');
+      this.#log.warn({ connection: `${connection.namespace}/${connection.name}`, reason, peer: request.peer },
+        `refused an enrollment for ${connection.namespace}/${connection.name} from ${request.peer ?? 'unknown'} (${reason}): ${errorMessage(err)}`);
+      throw new Refusal(reason === 'TOKEN_MALFORMED' || reason.startsWith('CSR') ? 400 : 403, reason, errorMessage(err));
     }
   }
 

@@ -67,5 +67,23 @@ export interface ApplicationMapping extends k8s.KubernetesObject {
   status?: ApplicationMappingStatus;
 }
 
+export interface TunnelConnectorSpec {
+  connection: string;
+  connector: string;
+  enrollment?: { requestId?: string; ttl?: string };
+}
+
+export interface TunnelConnectorStatus {
+  enrollment?: { requestId?: string; tokenSecret?: string; tokenId?: string; expiresAt?: string; usedTokenId?: string; usedAt?: string };
+  certificate?: { serial?: string; notAfter?: string };
+}
+
+export interface TunnelConnector extends k8s.KubernetesObject {
+  metadata: k8s.V1ObjectMeta & { name: string; namespace: string };
+  spec: TunnelConnectorSpec;
+  status?: TunnelConnectorStatus;
+}
+
+export const TUNNEL_CONNECTORS = 'tunnelconnectors';
 export const TUNNEL_CONNECTIONS = 'tunnelconnections';
 export const APPLICATION_MAPPINGS = 'applicationmappings';

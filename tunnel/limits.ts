@@ -34,6 +34,10 @@ export const CONTROL_MESSAGE_MAX = MAX_CONTROL_MESSAGE;
 export const OPEN_HEADER_MAX = 8 * KiB;
 /** Longest peer-supplied text copied into a log or audit line (a URL, a name, a message). */
 export const COPIED_TEXT_MAX = 256;
+/** Enrollment requests (POST /v1/enroll on the tunnel port, unauthenticated): body size, per source and minute, at once. */
+export const ENROLL_BODY_MAX = 16 * KiB;
+export const ENROLL_PER_SOURCE_PER_MINUTE = 10;
+export const ENROLL_IN_FLIGHT = 8;
 
 /** The per-process limits (see DEFAULT_LIMITS for what each bounds). */
 export interface Limits {
@@ -83,6 +87,9 @@ export const LIMIT_NAMES = [
   'sessions',
   'unauthenticated_connections',
   'unauthenticated_per_source',
+  'enroll_body_bytes',
+  'enroll_per_source',
+  'enroll_in_flight',
 ] as const;
 export type LimitName = (typeof LIMIT_NAMES)[number];
 

@@ -236,3 +236,36 @@ export const signAnswerSchema = z.object({
 });
 
 export type SignAnswer = z.infer<typeof signAnswerSchema>;
+
+/**
+ * Enrollment through the channel: a worker forwards what an unauthenticated
+ * connector sent to its enrollment endpoint (a one-time token and a CSR). The
+ * operator decides everything from the token (tunnel/enrollment-token.ts).
+ *
+ *   POST /v1/connections/{namespace}/{name}/enroll   EnrollRequest
+ *   200  EnrollAnswer {certificate, ca, connector}
+ *   403  {reason: TOKEN_INVALID | TOKEN_EXPIRED | TOKEN_USED | TOKEN_UNKNOWN | TOKEN_WRONG_CONNECTION | CONNECTOR_NOT_ALLOWED}
+ *   400  {reason: TOKEN_MALFORMED | CSR_INVALID | ...}
+ */
+export function enrollPath(connection: ConnectionId): string {
+  return `/v1/connections/${connection.namespace}/${connection.name}/enroll`;
+}
+
+export const ENROLL_PATH_PATTERN = /^\/v1\/connections\/([^/]+)\/([^/]+)\/enroll$/;
+
+export const enrollRequestSchema = z.object({
+  token: z.string().min(1).max(4096),
+  csr: z.string().min(1).max(PEM_LIMITS.csrChars),
+  /** The connector's address as the worker saw it (for the operator's log). */
+  peer: z.string().max(64).optional(),
+});
+
+export type EnrollRequest = z.infer<typeof enrollRequestSchema>;
+
+export const enrollAnswerSchema = z.object({
+  certificate: z.string().min(1).max(PEM_LIMITS.certificateChars),
+  ca: z.string().min(1).max(PEM_LIMITS.caChars),
+  connector: dnsLabelSchema,
+});
+
+export type EnrollAnswer = z.infer<typeof enrollAnswerSchema>;

@@ -18,8 +18,8 @@ import type { ConnectionId } from '../tunnel/identity.js';
 import type { Admission } from '../tunnel/admission.js';
 import type { Mapping } from '../tunnel/mapping.js';
 import {
-  answerEnvelopeSchema, answerMappingsSchema, MAX_ANSWER_BYTES, reportPath, signAnswerSchema, signPath,
-  type ReportVerdict, type SignAnswer, type SignRequest, type WorkerReport,
+  answerEnvelopeSchema, answerMappingsSchema, enrollAnswerSchema, enrollPath, MAX_ANSWER_BYTES, reportPath, signAnswerSchema, signPath,
+  type EnrollAnswer, type EnrollRequest, type ReportVerdict, type SignAnswer, type SignRequest, type WorkerReport,
 } from '../tunnel/operator-channel.js';
 import { readTlsFiles, type TlsFiles } from '../tunnel/transport/tls-files.js';
 import { VERSION } from '../tunnel/version.js';
@@ -62,6 +62,7 @@ export class OperatorReporter {
   readonly #log: Logger;
   readonly #endpoint: URL;
   readonly #signEndpoint: URL;
+  readonly #enrollEndpoint: URL;
   #agent: https.Agent | undefined;
   #agentKey = '';
   #timer: NodeJS.Timeout | undefined;
@@ -81,6 +82,16 @@ export class OperatorReporter {
     const base = opts.url.pathname.replace(/\/+$/, '');
     this.#endpoint = new URL(`${base}${reportPath(opts.connection)}`, opts.url);
     this.#signEndpoint = new URL(`${base}${signPath(opts.connection)}`, opts.url);
+    this.#enrollEndpoint = new URL(`${base}${enrollPath(opts.connection)}`, opts.url);
+  }
+
+  /** Forwards an enrollment (token + CSR) to the operator; throws with the operator's reason as code. */
+  async enroll(req: EnrollRequest): Promise<EnrollAnswer> {
+    const agent = await this.#currentAgent();
+    const answer = await this.#request(agent, JSON.stringify(req), this.#enrollEndpoint);
+    const parsed = enrollAnswerSchema.safeParse(answer);
+    if (!parsed.success) throw invalidAnswer(parsed.error);
+    return parsed.data;
   }
 
   /**

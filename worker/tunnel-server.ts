@@ -14,7 +14,7 @@
  */
 import { constants as cryptoConstants } from 'node:crypto';
 import https from 'node:https';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
@@ -60,6 +60,8 @@ export interface TunnelServerOptions {
   accepting: () => boolean;
   /** Why an authenticated connector may not attach now (403 with that code), e.g. CONNECTOR_NOT_ALLOWED. */
   admit?: (c: { connector: string; certificateSerial: string }) => { code: string; message: string } | undefined;
+  /** Plain HTTPS requests (not upgrades) it serves itself, e.g. the enrollment endpoint; true = handled. */
+  onRequest?: (req: IncomingMessage, res: ServerResponse) => boolean;
   /** The session and unauthenticated-connection caps; DEFAULT_LIMITS where absent. */
   limits?: Partial<TunnelServerLimits>;
 }
@@ -109,6 +111,7 @@ export class TunnelServer {
     this.#server.prependListener('connection', TunnelServer.#onConnection);
     this.#server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.#onUpgrade(req, socket, head));
     this.#server.on('request', (req, res) => {
+      if (opts.onRequest?.(req, res)) return;
       const upgradeNeeded = req.url?.split('?')[0] === TUNNEL_PATH;
       res.writeHead(upgradeNeeded ? 426 : 404, { 'content-type': 'text/plain', connection: 'close' });
       res.end(upgradeNeeded ? 'this endpoint takes WebSocket upgrades from Underpass connectors\n' : 'not found\n');

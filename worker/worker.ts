@@ -30,6 +30,7 @@ import { ConnectorSession } from './connector-session.js';
 import { ReportMetrics } from './report-metrics.js';
 import { OperatorReporter, type AppliedAnswer } from './reporter.js';
 import { RenewalForwarder } from './renewals.js';
+import { EnrollmentEndpoint } from './enrollment-endpoint.js';
 import { sessionDenied, wireSession, type SessionHost } from './session-events.js';
 import { SessionRegistry } from './session-registry.js';
 import { statusDocument, workerReport, type ListenerFailure, type WorkerSnapshot } from './status.js';
@@ -67,6 +68,7 @@ export class Worker {
   readonly #admission: AdmissionGate;
   readonly #reportMetrics: ReportMetrics;
   readonly #renewals: RenewalForwarder;
+  readonly #enrollment: EnrollmentEndpoint;
   /** The CA certificates in tls.ca, pushed to connectors (they change while the CA rotates). */
   #trustPem: string | undefined;
   /** What the operator hears about them: CA ids, and the one that issued this worker's certificate. */
@@ -104,6 +106,12 @@ export class Worker {
       log: this.#log, audit: this.#audit, registry: this.metrics.registry,
     });
     this.#reportMetrics = new ReportMetrics(this.metrics.registry);
+    this.#enrollment = new EnrollmentEndpoint({
+      connection: this.#connection, instance: config.instance, log: this.#log, audit: this.#audit,
+      trust: () => this.#trustPem,
+      enroll: config.operator ? (req) => (this.#reporter ? this.#reporter.enroll(req) : Promise.reject(new UnderpassError('NOT_READY', 'this worker is not connected to the operator yet'))) : undefined,
+      limitHit: (limit) => this.metrics.limitHit(limit),
+    });
     this.#renewals = new RenewalForwarder({
       connection: this.#connection, instance: config.instance, log: this.#log, audit: this.#audit,
       sign: config.operator ? (req) => this.#signer(req) : undefined,
@@ -146,6 +154,7 @@ export class Worker {
       onConnector: (c) => this.#onConnector(c),
       onDenied: (d) => sessionDenied(this.#sessionHost, d),
       admit: (c) => this.#admission.check(c),
+      onRequest: (req, res) => this.#enrollment.handle(req, res),
     });
     const tunnel = await this.#server.listen(this.#config.listen);
     this.#tlsWatcher = new TlsFileWatcher(this.#config.tls, tls, this.#tlsReloadIntervalMs, (m) => this.#reloadTls(m), (err) =>

@@ -13,7 +13,7 @@ import { CRD_DIR, loadCrds, type Schema } from './crd-reference.js';
 import { REPO_ROOT, startTestEnv, TESTENV_START_TIMEOUT_MS, type CommandResult, type TestEnv } from './testenv.js';
 
 const EXAMPLES_DIR = path.join(REPO_ROOT, 'docs', 'examples');
-const CRD_NAMES = ['tunnelconnections.underpass.dev', 'applicationmappings.underpass.dev'];
+const CRD_NAMES = ['tunnelconnections.underpass.dev', 'applicationmappings.underpass.dev', 'tunnelconnectors.underpass.dev'];
 const NS = 'team-a';
 const BAD_NS = 'refused';
 

@@ -13,7 +13,7 @@ export const OPERATOR_NAMESPACE = 'underpass-system';
 
 export async function installCrds(env: TestEnv): Promise<void> {
   await env.kubectlOk(['apply', '-f', path.join(REPO_ROOT, 'crds')]);
-  await env.waitForCrds(['tunnelconnections.underpass.dev', 'applicationmappings.underpass.dev']);
+  await env.waitForCrds(['tunnelconnections.underpass.dev', 'applicationmappings.underpass.dev', 'tunnelconnectors.underpass.dev']);
 }
 
 /**

@@ -100,7 +100,7 @@ describe('operator reconciles a TunnelConnection (real kube-apiserver, non-admin
       const r = await env.kubectl(['get', 'secret', `ca.${NS}.dc1.${tc.metadata.uid}`, '-n', OPERATOR_NAMESPACE, '-o', 'json']);
       return r.code === 0 ? JSON.parse(r.stdout) : undefined;
     }, 10_000);
-    expect(Object.keys(caSecret.data).sort()).toEqual(['ca.crt', 'ca.key', 'worker.crt']);
+    expect(Object.keys(caSecret.data).sort()).toEqual(['ca.crt', 'ca.key', 'worker-ca.crt', 'worker.crt']);
     expect(caSecret.metadata.labels).toMatchObject({ 'underpass.dev/connection-namespace': NS, 'underpass.dev/connection': 'dc1', 'underpass.dev/connection-uid': tc.metadata.uid });
     // Everything a tenant who can read Secrets in team-a sees: no private key but the worker's.
     const secrets = await getJson<{ items: k8s.V1Secret[] }>(['get', 'secrets', '-n', NS]);
