@@ -17,7 +17,8 @@ import { findCondition } from './conditions.js';
 import * as desired from './desired.js';
 import type { EventRecorder } from './events.js';
 import type { Informer } from './informer.js';
-import { GROUP, VERSION, type Kube, type ObjectRef } from './kube.js';
+import { GROUP, isConflict, VERSION, type Kube, type ObjectRef } from './kube.js';
+import { connectorRecordStatus } from './connector-status.js';
 import { resolveMappings, type MappingVerdict } from './mapping-resolution.js';
 import { FINALIZER, namesFor } from './names.js';
 import { ConnectionPki, workerSans, type PkiResult } from './pki-secrets.js';
@@ -25,7 +26,7 @@ import type { ProcessResult } from './queue.js';
 import type { DesiredWorkerState } from './report-server.js';
 import { instanceLimit, type ReportStore } from './report-store.js';
 import { mappingStatus, tunnelConnectionStatus } from './status.js';
-import { APPLICATION_MAPPINGS, TUNNEL_CONNECTIONS, type ApplicationMapping, type TunnelConnection, type TunnelConnector } from './types.js';
+import { APPLICATION_MAPPINGS, TUNNEL_CONNECTIONS, TUNNEL_CONNECTORS, type ApplicationMapping, type TunnelConnection, type TunnelConnector } from './types.js';
 import { ConnectorRecords } from './connector-records.js';
 
 export interface Caches {
@@ -194,6 +195,7 @@ export class TunnelController {
     });
     await this.#writeTcStatus(tc, status);
     await this.#writeMappingStatuses(tc, verdicts, live, now);
+    await this.#writeConnectorRecords(tc, reportsKnown ? live : undefined, now);
 
     const untilRenewal = pki ? pki.renewalTime.getTime() - now.getTime() : RESYNC_MS;
     // While the CA rotates, look again soon: each phase ends on what workers report.
@@ -263,6 +265,31 @@ export class TunnelController {
     const readyAfter = findCondition(after.conditions, 'Ready');
     if (readyAfter && readyBefore?.status !== readyAfter.status) {
       await this.#d.events.record(tc, readyAfter.status === 'True' ? 'Normal' : 'Warning', readyAfter.status === 'True' ? 'Ready' : `NotReady${readyAfter.reason}`, readyAfter.message);
+    }
+  }
+
+  /** Each TunnelConnector of `tc` follows what the workers report (its sessions, Connected). */
+  async #writeConnectorRecords(tc: TunnelConnection, reports: WorkerReport[] | undefined, now: Date): Promise<void> {
+    if (!reports) return; // just started: no report yet is not "disconnected"
+    for (const tcn of this.#d.caches.tcns.list(tc.metadata.namespace)) {
+      if (tcn.spec.connection !== tc.metadata.name || tcn.metadata.deletionTimestamp) continue;
+      const next = connectorRecordStatus(tcn, reports, now);
+      if (stableHash(tcn.status ?? {}) === stableHash(next)) continue;
+      const wasConnected = findCondition(tcn.status?.conditions, 'Connected')?.status === 'True';
+      const isConnected = findCondition(next.conditions, 'Connected')?.status === 'True';
+      try {
+        await this.#d.kube.write('update', 'tunnelconnectors/status', () => this.#d.kube.custom.replaceNamespacedCustomObjectStatus({
+          group: GROUP, version: VERSION, namespace: tcn.metadata.namespace, plural: TUNNEL_CONNECTORS, name: tcn.metadata.name, body: { ...tcn, status: next },
+        }));
+      } catch (err) {
+        // A conflict: the record changed meanwhile (enrollment, renewal); its update event brings the next pass.
+        if (isConflict(err)) continue;
+        throw err;
+      }
+      if (wasConnected !== isConnected) {
+        await this.#d.events.record(tcn, isConnected ? 'Normal' : 'Warning', isConnected ? 'Connected' : 'Disconnected',
+          isConnected ? `connector ${tcn.spec.connector} connected (${next.sessionCount} session(s))` : `connector ${tcn.spec.connector} has no session any more`);
+      }
     }
   }
 

@@ -76,6 +76,12 @@ export interface TunnelConnectorSpec {
 export interface TunnelConnectorStatus {
   enrollment?: { requestId?: string; tokenSecret?: string; tokenId?: string; expiresAt?: string; usedTokenId?: string; usedAt?: string };
   certificate?: { serial?: string; notAfter?: string };
+  conditions?: Condition[];
+  sessionCount?: number;
+  sessions?: Array<{ worker: string; since?: string; address?: string; serial?: string }>;
+  version?: string;
+  host?: string;
+  lastSeen?: string;
 }
 
 export interface TunnelConnector extends k8s.KubernetesObject {

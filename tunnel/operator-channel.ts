@@ -39,6 +39,8 @@ export const REPORT_LIMITS = {
   sessionChars: 64,
   sinceChars: 32,
   addressChars: 64,
+  /** The connector host's name as its hello said (cut). */
+  hostnameChars: 64,
   /** CA certificates a worker trusts (two while the connection's CA rotates). */
   trustedCAs: 8,
 } as const;
@@ -71,6 +73,9 @@ const reportedConnectorSchema = z.object({
   unavailableMappings: z.array(reportedUnavailableSchema).max(CONTROL_LIMITS.mappings, entries(CONTROL_LIMITS.mappings)),
   /** The CA that issued the certificate this session was opened with (CA rotation waits for every session to move). */
   issuer: caIdSchema.optional(),
+  /** Serial (hex) of that certificate, and the connector host's name from its hello (TunnelConnector status). */
+  serial: z.string().max(64).regex(/^[0-9A-Fa-f]*$/, 'must be hex').optional(),
+  hostname: z.string().max(R.hostnameChars, atMost(R.hostnameChars)).regex(/^[\x21-\x7e]*$/, 'must be printable ASCII without spaces').optional(),
 });
 
 const countSchema = z.number().int().nonnegative().max(1e9);
@@ -145,7 +150,7 @@ function largestReportBytes(): number {
   const failureNoMessage = obj({ mapping: str(63), message: str(0) });
   const sessionNoEntries = obj({
     name: str(63), session: str(R.sessionChars), since: str(R.sinceChars), version: str(CONTROL_LIMITS.versionChars, 2),
-    address: str(R.addressChars), unavailableMappings: arr(0, 0), issuer: str(16),
+    address: str(R.addressChars), unavailableMappings: arr(0, 0), issuer: str(16), serial: str(64), hostname: str(R.hostnameChars, 2),
   });
   const header = obj({
     instance: str(R.instanceChars), version: str(CONTROL_LIMITS.versionChars, 2), ready: 5, draining: 5, connectors: 0, listenerFailures: 0,

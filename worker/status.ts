@@ -74,6 +74,7 @@ export function workerReport(w: WorkerSnapshot): BuiltReport {
     draining: w.draining,
     connectors: w.sessions.filter((s) => s.ready).map((s) => ({
       ...connectorSummary(s), unavailableMappings: [...s.unavailable.values()], ...(s.certificateIssuer ? { issuer: s.certificateIssuer } : {}),
+      serial: s.certificateSerial, ...(s.hostname ? { hostname: s.hostname } : {}),
     })),
     listenerFailures: w.listenerFailures,
     ...(w.trust ? { trust: w.trust.cas, ...(w.trust.issuer ? { issuer: w.trust.issuer } : {}) } : {}),
@@ -115,6 +116,8 @@ export function fitReport(raw: WorkerReport): BuiltReport {
       version: c.version,
       address: c.address.slice(0, REPORT_LIMITS.addressChars),
       ...(c.issuer ? { issuer: c.issuer } : {}),
+      ...(c.serial ? { serial: c.serial.slice(0, 64) } : {}),
+      ...(c.hostname ? { hostname: c.hostname.replace(/[^\x21-\x7e]/g, '').slice(0, REPORT_LIMITS.hostnameChars) } : {}),
       unavailableMappings: kept.map((u) => {
         const text = u.message === undefined ? undefined : message(u.message);
         return { name: u.name, state: u.state, ...(u.reason !== undefined ? { reason: u.reason } : {}), ...(text !== undefined ? { message: text } : {}) };

@@ -147,6 +147,27 @@ describe('enrollment with a one-time token (host)', () => {
     await again.stop();
   }, 60_000);
 
+  it('keeps the TunnelConnector following connect and disconnect: sessions per worker, version, host, Connected, CertificateValid, lastSeen', async () => {
+    const tcnJson = async (): Promise<any> => JSON.parse(await env.kubectlOk(['get', 'tunnelconnector', 'dc1.site-a', '-n', NS, '-o', 'json']));
+    const cond = (t: any, type: string): string | undefined => t.status?.conditions?.find((c: any) => c.type === type)?.status;
+    const p = new Proc(connectorArgs(stateA()));
+    procs.push(p);
+    await waitHttp(`http://127.0.0.1:${ports.connectorAdmin}/readyz`, p, 30_000);
+    const up = await waitFor('Connected True', async () => { const t = await tcnJson(); return cond(t, 'Connected') === 'True' ? t : undefined; }, 15_000);
+    expect(up.status).toMatchObject({ sessionCount: 1, sessions: [expect.objectContaining({ worker: 'dc1-worker-0' })], host: expect.any(String), version: expect.any(String) });
+    expect(cond(up, 'CertificateValid')).toBe('True');
+    const table = await env.kubectlOk(['get', 'tcn', 'dc1.site-a', '-n', NS]);
+    expect(table).toMatch(/dc1\.site-a\s+dc1\s+site-a\s+True\s+1\s/);
+    const stopped = Date.now();
+    await p.stop();
+    const down = await waitFor('Connected False', async () => { const t = await tcnJson(); return cond(t, 'Connected') === 'False' ? t : undefined; }, 30_000);
+    process.stderr.write(`[enrollment] TunnelConnector Connected=False ${Date.now() - stopped} ms after the connector stopped\n`);
+    expect(down.status.sessionCount).toBe(0);
+    expect(Date.parse(down.status.lastSeen)).toBeGreaterThanOrEqual(stopped - 1_000);
+    const events = JSON.parse(await env.kubectlOk(['get', 'events', '-n', NS, '-o', 'json'])).items as Array<{ reason: string; involvedObject: { name: string } }>;
+    expect(events.filter((e) => e.involvedObject.name === 'dc1.site-a').map((e) => e.reason)).toEqual(expect.arrayContaining(['TokenIssued', 'Enrolled', 'Connected', 'Disconnected']));
+  }, 60_000);
+
   it.each([
     ['a used token', async () => siteA, 403, 'TOKEN_USED'],
     ['a tampered token', async () => {
