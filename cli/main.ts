@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError, errorMessage } from '../tunnel/errors.js';
 import { registerBundleCommand } from './bundle.js';
 import { registerTokenCommand } from './token.js';
+import { registerRevokeCommand } from './revoke.js';
 import { registerDemoCommand } from './demo.js';
 import { registerOperatorCommand } from './operator.js';
 import { registerPkiCommands } from './pki.js';
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
   const { connector } = registerRunCommands(program);
   registerBundleCommand(connector);
   registerTokenCommand(connector);
+  registerRevokeCommand(connector);
   registerOperatorCommand(program);
   registerDemoCommand(program);
   registerProbeCommand(program);

@@ -109,6 +109,7 @@ async function issue(kube: Kube, c: ConnectionId, name: string, ttl: string, wai
     const tcn = await kube.custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: c.namespace, plural: 'tunnelconnectors', name: record })
       .catch((e: unknown) => { throw apiError(e, `get TunnelConnector ${c.namespace}/${record}`); }) as TunnelConnector;
     const e = tcn.status?.enrollment;
+    if (e?.requestId === requestId && e.refused) throw new UnderpassError('ERR_TOKEN_REFUSED', `the operator issued no token for ${c.namespace}/${record}: ${e.refused}`);
     if (e?.requestId === requestId && e.tokenSecret && e.tokenId && e.expiresAt) {
       let secret: k8s.V1Secret;
       try {

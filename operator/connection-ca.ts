@@ -13,6 +13,8 @@
  *     next.crt, next.key while the CA rotates, first phase: the new CA, trusted, not signing yet
  *     retiring.crt       second phase: the old CA, still trusted, no longer signing
  *     token.key          the key enrollment tokens of this connection are signed with (ES256)
+ *     issued.json        connector certificates issued and not expired: [{connector, serial, notAfter}]
+ *     revoked.json       the same, revoked (refused by every worker until they expire)
  *   annotation underpass.dev/rotate-ca-handled: the rotate-ca value the last rotation answered
  *
  * The uid in the name keeps a TunnelConnection deleted and created again
@@ -45,6 +47,8 @@ export interface CAState {
   nextKeyPem?: string;
   retiringPem?: string;
   tokenKeyPem?: string;
+  issuedJson?: string;
+  revokedJson?: string;
   /** The value of the TunnelConnection's rotate-ca annotation the last rotation started from. */
   rotateHandled?: string;
 }
@@ -55,7 +59,26 @@ export const ROTATE_HANDLED_ANNOTATION = 'underpass.dev/rotate-ca-handled';
 const KEYS: Array<[keyof CAState, string]> = [
   ['caPem', 'ca.crt'], ['caKeyPem', 'ca.key'], ['workerCertPem', 'worker.crt'], ['workerTrustPem', 'worker-ca.crt'],
   ['nextPem', 'next.crt'], ['nextKeyPem', 'next.key'], ['retiringPem', 'retiring.crt'], ['tokenKeyPem', 'token.key'],
+  ['issuedJson', 'issued.json'], ['revokedJson', 'revoked.json'],
 ];
+
+/** A connector certificate the operator issued (serial normalised, tunnel/admission.ts). */
+export interface CertRecord {
+  connector: string;
+  serial: string;
+  notAfter: string;
+}
+
+/** issued.json or revoked.json, without the entries that expired by `now`. */
+export function certRecords(json: string | undefined, now: Date): CertRecord[] {
+  if (!json) return [];
+  try {
+    const list = JSON.parse(json) as CertRecord[];
+    return Array.isArray(list) ? list.filter((r) => typeof r?.serial === 'string' && Date.parse(r.notAfter) > now.getTime()) : [];
+  } catch {
+    return [];
+  }
+}
 
 /** The CA certificates the connection trusts: the one that signs first, then the new (rotation, first phase) or the old one (second phase). */
 export function trustBundle(state: CAState): string {

@@ -29,6 +29,8 @@ import { TUNNEL_CONNECTORS, type TunnelConnection, type TunnelConnector } from '
 import type { EnrollRequest } from '../tunnel/operator-channel.js';
 
 export const DEFAULT_TOKEN_TTL = '1h';
+/** Held on every TunnelConnector so that deleting one revokes its certificates first. */
+export const REVOKE_FINALIZER = 'underpass.dev/revoke';
 
 export interface RecordsDeps {
   kube: Kube;
@@ -60,18 +62,57 @@ export class ConnectorRecords {
     this.#d = deps;
   }
 
-  /** Ownership and token requests of one TunnelConnector. */
+  /** Ownership, revocation (spec.revoked, deletion) and token requests of one TunnelConnector. */
   async reconcile(ref: ObjectRef): Promise<void> {
     const tcn = this.#d.connectors.get(ref.name, ref.namespace);
-    if (!tcn || tcn.metadata.deletionTimestamp) return;
+    if (!tcn) return;
     const tc = this.#d.connection(tcn.metadata.namespace, tcn.spec.connection);
+    if (tcn.metadata.deletionTimestamp) return this.#finalize(tcn, tc);
+    if (!tcn.metadata.finalizers?.includes(REVOKE_FINALIZER)) {
+      await this.#patch(tcn, { metadata: { finalizers: [...(tcn.metadata.finalizers ?? []), REVOKE_FINALIZER], resourceVersion: tcn.metadata.resourceVersion } });
+      return; // the update brings us back
+    }
     if (!tc || tc.metadata.deletionTimestamp) return; // nothing to own it or sign with yet; the TunnelConnection's arrival requeues us
+    if (tcn.spec.revoked === true && !tcn.status?.revokedAt) {
+      await this.#revoke(tc, tcn, 'spec.revoked');
+      return;
+    }
     if (!tcn.metadata.ownerReferences?.some((o) => o.uid === tc.metadata.uid)) {
       await this.#patch(tcn, { metadata: { ownerReferences: [...(tcn.metadata.ownerReferences ?? []), ownerOf(tc)], resourceVersion: tcn.metadata.resourceVersion } });
       return; // the update brings us back
     }
     const requestId = tcn.spec.enrollment?.requestId;
-    if (requestId && requestId !== tcn.status?.enrollment?.requestId) await this.#issueToken(tc, tcn, requestId);
+    if (requestId && requestId !== tcn.status?.enrollment?.requestId) {
+      if (tcn.spec.revoked === true) {
+        const { tokenId: _t, tokenSecret: _s, expiresAt: _e, ...rest } = tcn.status?.enrollment ?? {};
+        await this.#writeStatus(tcn, { ...tcn.status, enrollment: { ...rest, requestId, refused: 'the connector is revoked: delete its TunnelConnector to enroll it again' } });
+        await this.#d.events.record(tcn, 'Warning', 'TokenRefused', `connector ${tcn.spec.connector} is revoked: no token issued (delete the TunnelConnector to enroll it again)`);
+        return;
+      }
+      await this.#issueToken(tc, tcn, requestId);
+    }
+  }
+
+  /**
+   * Revokes the connector: every certificate issued to it (and any serial a
+   * worker reported for it) is refused by serial from the workers' next report
+   * on; its sessions are cut there (tunnel/admission.ts).
+   */
+  async #revoke(tc: TunnelConnection, tcn: TunnelConnector, why: string): Promise<void> {
+    const seen = (tcn.status?.sessions ?? []).map((s) => s.serial).filter((s): s is string => Boolean(s));
+    const serials = await this.#d.pki.revoke(tc, tcn.spec.connector, this.#d.now(), [...seen, ...(tcn.status?.certificate?.serial ? [tcn.status.certificate.serial] : [])]);
+    const message = `revoked connector ${tcn.spec.connector} of ${tc.metadata.namespace}/${tc.metadata.name} (${why}): ${serials.length} certificate(s) refused by serial on every worker (${serials.join(', ') || 'none issued'})`;
+    this.#d.logger.warn({ connection: `${tc.metadata.namespace}/${tc.metadata.name}`, connector: tcn.spec.connector, serials, why }, message);
+    if (!tcn.metadata.deletionTimestamp) await this.#writeStatus(tcn, { ...tcn.status, revokedAt: this.#d.now().toISOString() });
+    await this.#d.events.record(tcn.metadata.deletionTimestamp ? tc : tcn, 'Warning', 'Revoked', message);
+  }
+
+  /** A deleted TunnelConnector: its certificates are revoked (so a copied key is useless), then it may go. */
+  async #finalize(tcn: TunnelConnector, tc: TunnelConnection | undefined): Promise<void> {
+    if (!tcn.metadata.finalizers?.includes(REVOKE_FINALIZER)) return;
+    // With its connection gone, its CA went too: nothing left to refuse.
+    if (tc && !tc.metadata.deletionTimestamp) await this.#revoke(tc, tcn, 'TunnelConnector deleted');
+    await this.#patch(tcn, { metadata: { finalizers: (tcn.metadata.finalizers ?? []).filter((f) => f !== REVOKE_FINALIZER), resourceVersion: tcn.metadata.resourceVersion } });
   }
 
   async #issueToken(tc: TunnelConnection, tcn: TunnelConnector, requestId: string): Promise<void> {
@@ -85,7 +126,8 @@ export class ConnectorRecords {
     // The Secret first: a failure before the status write leaves an unrecorded token, which cannot enroll.
     await this.#writeTokenSecret(tcn, secret, token);
     const expiresAt = new Date(now.getTime() + Math.ceil(ttlMs / 1000) * 1000).toISOString();
-    await this.#writeStatus(tcn, { ...tcn.status, enrollment: { ...tcn.status?.enrollment, requestId, tokenSecret: secret, tokenId: jti, expiresAt } });
+    const { refused: _r, ...previous } = tcn.status?.enrollment ?? {};
+    await this.#writeStatus(tcn, { ...tcn.status, enrollment: { ...previous, requestId, tokenSecret: secret, tokenId: jti, expiresAt } });
     await this.#d.events.record(tcn, 'Normal', 'TokenIssued', `issued a one-time enrollment token ${jti} for connector ${tcn.spec.connector}, valid until ${expiresAt}, in Secret ${secret}`);
   }
 
@@ -106,6 +148,7 @@ export class ConnectorRecords {
     const tcn = await this.#read(connection.namespace, recordName(connection.name, claims.connector));
     const e = tcn?.status?.enrollment;
     if (!tcn || tcn.metadata.deletionTimestamp) throw new TokenError('TOKEN_UNKNOWN', `connector ${claims.connector} has no TunnelConnector (deleted?); ask for a new token`);
+    if (tcn.spec.revoked === true) throw new UnderpassError('CONNECTOR_REVOKED', `connector ${claims.connector} is revoked; delete its TunnelConnector to enroll it again`);
     if (e?.usedTokenId === claims.jti) throw new TokenError('TOKEN_USED', `this token was already used (at ${e.usedAt ?? '?'}); a token enrolls once: ask for a new one`);
     if (e?.tokenId !== claims.jti) throw new TokenError('TOKEN_UNKNOWN', 'this token was replaced by a newer one for the same connector; use the newest');
     const refused = admissionRefusal(admissionFromList(tc.spec.connectors), { connector: claims.connector, certificateSerial: '' });

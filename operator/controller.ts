@@ -6,7 +6,7 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { admissionFromList, admissionRefusal } from '../tunnel/admission.js';
+import { admissionFromList, admissionRefusal, MAX_ADMITTED_CONNECTORS, type Admission } from '../tunnel/admission.js';
 import { CONTROL_LIMITS } from '../tunnel/control.js';
 import { errorMessage, UnderpassError } from '../tunnel/errors.js';
 import type { Mapping } from '../tunnel/mapping.js';
@@ -102,7 +102,19 @@ export class TunnelController {
       this.#d.logger.warn({ connection: `${ref.namespace}/${ref.name}`, mappings: mappings.length },
         `TunnelConnection ${ref.namespace}/${ref.name} has ${mappings.length} mappings; workers serve the first ${CONTROL_LIMITS.mappings}`);
     }
-    return { mappings: mappings.slice(0, CONTROL_LIMITS.mappings), admission: admissionFromList(tc.spec.connectors) };
+    return { mappings: mappings.slice(0, CONTROL_LIMITS.mappings), admission: this.#admission(tc) };
+  }
+
+  /** spec.connectors, and what is revoked: certificates by serial, connectors whose TunnelConnector says so. */
+  #admission(tc: TunnelConnection): Admission {
+    const revokedConnectors = this.#d.caches.tcns.list(tc.metadata.namespace)
+      .filter((t) => t.spec.connection === tc.metadata.name && t.spec.revoked === true).map((t) => t.spec.connector).sort();
+    const revokedSerials = this.#pki.revokedSerials(tc, this.#now());
+    return {
+      ...admissionFromList(tc.spec.connectors),
+      ...(revokedSerials.length > 0 ? { revokedSerials } : {}),
+      ...(revokedConnectors.length > 0 ? { revokedConnectors: revokedConnectors.slice(0, MAX_ADMITTED_CONNECTORS) } : {}),
+    };
   }
 
   /**
@@ -114,7 +126,7 @@ export class TunnelController {
     const tc = this.#d.caches.tcs.get(ref.name, ref.namespace);
     const where = `${ref.namespace}/${ref.name}`;
     if (!tc || tc.metadata.deletionTimestamp) throw new UnderpassError('ERR_CONNECTION_GONE', `connection ${where} is being deleted or does not exist`);
-    const refusal = admissionRefusal(admissionFromList(tc.spec.connectors), { connector: req.connector, certificateSerial: req.certificateSerial });
+    const refusal = admissionRefusal(this.#admission(tc), { connector: req.connector, certificateSerial: req.certificateSerial });
     if (refusal) {
       this.#d.logger.warn({ connection: where, connector: req.connector, reason: refusal.code }, `refused to renew the certificate of connector ${req.connector} of ${where}: ${refusal.message}`);
       throw new UnderpassError(refusal.code, refusal.message);

@@ -17,13 +17,14 @@ import { UnderpassError } from '../tunnel/errors.js';
 import { certificateInfo, createCA, issueWorkerCert, loadCA, type CertificateAuthority } from '../tunnel/pki.js';
 import { signConnectorCsr } from '../tunnel/pki-csr.js';
 import {
-  caSecretName, decodeCAState, deleteLegacyCA, readLegacyCA, ROTATE_ANNOTATION, trustBundle, writeCAState, type CAState,
+  caSecretName, certRecords, decodeCAState, deleteLegacyCA, readLegacyCA, ROTATE_ANNOTATION, trustBundle, writeCAState, type CAState,
 } from './connection-ca.js';
+import { MAX_REVOKED_SERIALS, normalizeSerial } from '../tunnel/admission.js';
 import { nextStep, rotationPhase, waitingFor, type RotationPhase, type RotationStep } from './ca-rotation.js';
 import type { WorkerReport } from '../tunnel/operator-channel.js';
 import { ownerReference } from './desired.js';
 import { HASH_ANNOTATION } from './names.js';
-import { isAlreadyExists, isNotFound, type Kube } from './kube.js';
+import { isAlreadyExists, isConflict, isNotFound, type Kube } from './kube.js';
 import { namesFor, ownedLabels } from './names.js';
 import type { TunnelConnection } from './types.js';
 
@@ -144,7 +145,52 @@ export class ConnectionPki {
     const capped = Math.min(validityMs, ca.certificate.notAfter.getTime() - now.getTime());
     const certificate = await signConnectorCsr(ca, { connector, csrPem, now, validityMs: capped });
     const info = certificateInfo(certificate);
-    return { certificate, ca: trustBundle(state), serial: info.serialNumber, notAfter: info.notAfter };
+    const serial = normalizeSerial(info.serialNumber);
+    // Recorded before it is handed out: revoking the connector later covers this certificate too.
+    await this.#update(tc, (s) => ({
+      ...s, issuedJson: JSON.stringify([...certRecords(s.issuedJson, now), { connector, serial, notAfter: info.notAfter.toISOString() }]),
+    }));
+    return { certificate, ca: trustBundle(state), serial, notAfter: info.notAfter };
+  }
+
+  /**
+   * Revokes every certificate issued to `connector` that has not expired:
+   * they move from issued.json to revoked.json, which every worker's admission
+   * list carries (operator channel) until they expire. Returns their serials.
+   */
+  async revoke(tc: TunnelConnection, connector: string, now: Date, extraSerials: readonly string[] = []): Promise<string[]> {
+    let moved: string[] = [];
+    await this.#update(tc, (s) => {
+      const issued = certRecords(s.issuedJson, now);
+      const revoked = certRecords(s.revokedJson, now);
+      const mine = issued.filter((r) => r.connector === connector);
+      const known = new Set(revoked.map((r) => r.serial));
+      const extra = extraSerials.map(normalizeSerial).filter((x) => !mine.some((r) => r.serial === x))
+        .map((serial) => ({ connector, serial, notAfter: new Date(now.getTime() + 366 * 86_400_000).toISOString() }));
+      const add = [...mine, ...extra].filter((r) => !known.has(r.serial));
+      moved = [...mine, ...extra].map((r) => r.serial);
+      return { ...s, issuedJson: JSON.stringify(issued.filter((r) => r.connector !== connector)), revokedJson: JSON.stringify([...revoked, ...add]) };
+    });
+    return moved;
+  }
+
+  /** Serials refused by every worker of the connection (from the informer). */
+  revokedSerials(tc: TunnelConnection, now: Date): string[] {
+    return certRecords(decodeCAState(this.#d.caSecret(caSecretName(tc))).revokedJson, now).map((r) => r.serial).slice(0, MAX_REVOKED_SERIALS);
+  }
+
+  /** Read-modify-write of the CA Secret from the API (not the cache), retried on a conflict. */
+  async #update(tc: TunnelConnection, mutate: (s: CAState) => CAState): Promise<void> {
+    const name = caSecretName(tc);
+    for (let attempt = 1; ; attempt++) {
+      const live = await this.#d.kube.core.readNamespacedSecret({ name, namespace: this.#d.namespace });
+      try {
+        await writeCAState(this.#d.kube, this.#d.namespace, tc, live, mutate(decodeCAState(live)));
+        return;
+      } catch (err) {
+        if (!isConflict(err) || attempt >= 5) throw err;
+      }
+    }
   }
 
   /**

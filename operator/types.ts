@@ -71,10 +71,11 @@ export interface TunnelConnectorSpec {
   connection: string;
   connector: string;
   enrollment?: { requestId?: string; ttl?: string };
+  revoked?: boolean;
 }
 
 export interface TunnelConnectorStatus {
-  enrollment?: { requestId?: string; tokenSecret?: string; tokenId?: string; expiresAt?: string; usedTokenId?: string; usedAt?: string };
+  enrollment?: { requestId?: string; tokenSecret?: string; tokenId?: string; expiresAt?: string; usedTokenId?: string; usedAt?: string; refused?: string };
   certificate?: { serial?: string; notAfter?: string };
   conditions?: Condition[];
   sessionCount?: number;
@@ -82,6 +83,7 @@ export interface TunnelConnectorStatus {
   version?: string;
   host?: string;
   lastSeen?: string;
+  revokedAt?: string;
 }
 
 export interface TunnelConnector extends k8s.KubernetesObject {
