@@ -3,6 +3,7 @@ import { ConfigError, errorMessage } from '../tunnel/errors.js';
 import { registerBundleCommand } from './bundle.js';
 import { registerTokenCommand } from './token.js';
 import { registerRevokeCommand } from './revoke.js';
+import { registerInstallCommand } from './install.js';
 import { registerDemoCommand } from './demo.js';
 import { registerOperatorCommand } from './operator.js';
 import { registerPkiCommands } from './pki.js';
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   registerBundleCommand(connector);
   registerTokenCommand(connector);
   registerRevokeCommand(connector);
+  registerInstallCommand(connector);
   registerOperatorCommand(program);
   registerDemoCommand(program);
   registerProbeCommand(program);
