@@ -8,11 +8,12 @@ import { X509Certificate } from 'node:crypto';
 import { access, readFile } from 'node:fs/promises';
 import { loadConnectorConfig, parseConnectorConfig, type ConnectorConfig } from '../connector/config.js';
 import { enroll } from '../connector/enroll.js';
+import { StateSecret } from '../connector/state-secret.js';
 import { readToken } from '../tunnel/enrollment-token.js';
 import { identityFromCertificate } from '../tunnel/identity.js';
 import { Connector } from '../connector/connector.js';
 import { AuditLog } from '../tunnel/audit.js';
-import { ConfigError } from '../tunnel/errors.js';
+import { ConfigError, errorCode } from '../tunnel/errors.js';
 import { createLogger, type Logger } from '../tunnel/log.js';
 import { LOG_LEVELS } from '../tunnel/config-load.js';
 import { loadWorkerConfig } from '../worker/config.js';
@@ -169,10 +170,24 @@ async function nameFromState(dir: string): Promise<string> {
 /** With a state directory: enroll first if it holds no certificate (a restart with one does not enroll again). */
 async function ensureEnrolled(config: ConnectorConfig, token: string | undefined, logger: Logger): Promise<void> {
   if (!config.state) return;
+  const secret = config.stateSecret ? new StateSecret({ ...config.stateSecret, files: config.tls, log: logger }) : undefined;
+  if (secret && await secret.restore()) return;
   const enrolled = await access(config.tls.cert).then(() => true, () => false);
   if (enrolled) return;
   if (!token) throw new ConfigError(`${config.state} holds no certificate yet and no enrollment token was given (--token, --token-file or enroll: in the config)`, { field: 'state' });
-  await enroll({ token, workers: config.workers, files: config.tls, name: config.name, log: logger });
+  try {
+    await enroll({ token, workers: config.workers, files: config.tls, name: config.name, log: logger });
+  } catch (err) {
+    // Another replica of the same connector enrolled with this token first: take what it saved.
+    if (!secret || !/^TOKEN_(USED|UNKNOWN)$/.test(errorCode(err) ?? '')) throw err;
+    logger.info(`the token was used already (another replica?); waiting for ${secret.where} to hold the certificate`);
+    for (let waited = 0; waited < 60_000; waited += 2_000) {
+      if (await secret.restore()) return;
+      await new Promise((r) => setTimeout(r, 2_000));
+    }
+    throw err;
+  }
+  await secret?.save();
 }
 
 function asFlag<T>(field: string, fn: () => T): T {

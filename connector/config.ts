@@ -39,6 +39,8 @@ export interface ConnectorConfig {
   state?: string;
   /** How to enroll while the state directory holds no certificate. */
   enroll?: { token?: string; tokenFile?: string };
+  /** In a pod: a Secret that keeps the state directory across restarts (connector/state-secret.ts). */
+  stateSecret?: { name: string; namespace?: string; kubeconfig?: string };
   /** What Connector-side targets may be dialled: `allow` and `allowAll` (default: nothing). */
   dial: DialPolicy;
   /** The allow rules, canonical, for logs and /status. */
@@ -126,6 +128,11 @@ const connectorSchema = strictObject({
   tls: tlsSchema.optional(),
   state: z.string().min(1, 'must be a directory').optional(),
   enroll: strictObject({ token: z.string().min(1).max(4096).optional(), tokenFile: z.string().min(1).optional() }).optional(),
+  stateSecret: strictObject({
+    name: z.string().min(1).max(253).regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'must be a Secret name'),
+    namespace: nameSchema.optional(),
+    kubeconfig: z.string().min(1).optional(),
+  }).optional(),
   allow: rulesSchema((s) => parseAllowRule(s)).optional(),
   allowAll: z.boolean({ error: 'must be true or false' }).default(false),
   bind: rulesSchema(parseBindRule).default([]),
@@ -145,6 +152,7 @@ export function parseConnectorConfig(raw: unknown, file: string): ConnectorConfi
       : 'missing: tls (certificate files) or state (a directory the connector enrolls into with a token and renews in)', { file, field: c.tls ? 'state' : 'tls' });
   }
   if (c.enroll && !c.state) throw new ConfigError('enroll needs state: the directory the enrolled certificate is kept in', { file, field: 'enroll' });
+  if (c.stateSecret && !c.state) throw new ConfigError('stateSecret needs state: the directory it keeps', { file, field: 'stateSecret' });
   if (c.enroll && !c.enroll.token === !c.enroll.tokenFile) throw new ConfigError('give exactly one of token and tokenFile', { file, field: 'enroll' });
   const state = c.state ? resolveFrom(file, c.state) : undefined;
   const tls = state ? { cert: `${state}/tls.crt`, key: `${state}/tls.key`, ca: `${state}/ca.crt` } : resolveTlsFiles(file, c.tls!);
@@ -156,6 +164,7 @@ export function parseConnectorConfig(raw: unknown, file: string): ConnectorConfi
     workers: c.worker,
     tls,
     ...(state ? { state } : {}),
+    ...(c.stateSecret ? { stateSecret: { name: c.stateSecret.name, ...(c.stateSecret.namespace ? { namespace: c.stateSecret.namespace } : {}), ...(c.stateSecret.kubeconfig ? { kubeconfig: resolveFrom(file, c.stateSecret.kubeconfig) } : {}) } } : {}),
     ...(c.enroll ? { enroll: { ...(c.enroll.token ? { token: c.enroll.token } : {}), ...(c.enroll.tokenFile ? { tokenFile: resolveFrom(file, c.enroll.tokenFile) } : {}) } } : {}),
     keepalive: c.keepalive,
     reconnect: c.reconnect,

@@ -29,6 +29,7 @@ import type { ConnectorConfig } from './config.js';
 import { WorkerLink } from './link.js';
 import { Credentials } from './credentials.js';
 import { CertificateRenewer } from './renewer.js';
+import { StateSecret } from './state-secret.js';
 
 export interface ConnectorDeps {
   logger: Logger;
@@ -73,6 +74,10 @@ export class Connector {
       onConnection: (mapping, socket) => carryClient(this.#env(), mapping, socket, this.#candidates(), { self: { connector: config.name, worker: '' } }),
     });
     this.#credentials = new Credentials(config.tls, this.#log);
+    if (config.stateSecret) {
+      const secret = new StateSecret({ ...config.stateSecret, files: config.tls, log: this.#log });
+      this.#credentials.onPersisted = () => secret.save();
+    }
     this.#links = config.workers.map((url) => {
       const link = new WorkerLink(url, {
         name: config.name,

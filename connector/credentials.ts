@@ -17,6 +17,8 @@ import { readTlsFiles, type TlsFiles, type TlsMaterial } from '../tunnel/transpo
 
 export class Credentials {
   readonly files: TlsFiles;
+  /** Called after new files were written (renewal, trust): e.g. save them into the pod's state Secret. */
+  onPersisted: (() => Promise<void>) | undefined;
   readonly #log: Logger;
   #last: TlsMaterial | undefined;
   #mismatchLogged = false;
@@ -78,6 +80,12 @@ export class Credentials {
       for (const [path, content, mode] of files) await replaceFile(path, content, mode);
     } catch (err) {
       this.#log.warn({ err: errorMessage(err) }, `cannot write the renewed certificate files (${errorMessage(err)}); they are used until this connector stops`);
+      return;
+    }
+    try {
+      await this.onPersisted?.();
+    } catch (err) {
+      this.#log.warn({ err: errorMessage(err) }, `cannot save the renewed certificate (${errorMessage(err)}); a restart falls back to the previous one`);
     }
   }
 }

@@ -39,8 +39,10 @@ export const REPORT_LIMITS = {
   sessionChars: 64,
   sinceChars: 32,
   addressChars: 64,
-  /** The connector host's name as its hello said (cut). */
-  hostnameChars: 64,
+  /** The connector host's name as its hello said (cut: status shows it, nothing decides on it). */
+  hostnameChars: 40,
+  /** A certificate serial in hex (ours are 16 bytes; RFC 5280 allows 20). */
+  serialChars: 40,
   /** CA certificates a worker trusts (two while the connection's CA rotates). */
   trustedCAs: 8,
 } as const;
@@ -74,8 +76,8 @@ const reportedConnectorSchema = z.object({
   /** The CA that issued the certificate this session was opened with (CA rotation waits for every session to move). */
   issuer: caIdSchema.optional(),
   /** Serial (hex) of that certificate, and the connector host's name from its hello (TunnelConnector status). */
-  serial: z.string().max(64).regex(/^[0-9A-Fa-f]*$/, 'must be hex').optional(),
-  hostname: z.string().max(R.hostnameChars, atMost(R.hostnameChars)).regex(/^[\x21-\x7e]*$/, 'must be printable ASCII without spaces').optional(),
+  serial: z.string().max(R.serialChars, atMost(R.serialChars)).regex(/^[0-9A-Fa-f]*$/, 'must be hex').optional(),
+  hostname: z.string().max(R.hostnameChars, atMost(R.hostnameChars)).regex(/^[A-Za-z0-9._-]*$/, 'must be letters, digits, ".", "_" and "-"').optional(),
 });
 
 const countSchema = z.number().int().nonnegative().max(1e9);
@@ -150,7 +152,7 @@ function largestReportBytes(): number {
   const failureNoMessage = obj({ mapping: str(63), message: str(0) });
   const sessionNoEntries = obj({
     name: str(63), session: str(R.sessionChars), since: str(R.sinceChars), version: str(CONTROL_LIMITS.versionChars, 2),
-    address: str(R.addressChars), unavailableMappings: arr(0, 0), issuer: str(16), serial: str(64), hostname: str(R.hostnameChars, 2),
+    address: str(R.addressChars), unavailableMappings: arr(0, 0), issuer: str(16), serial: str(R.serialChars), hostname: str(R.hostnameChars),
   });
   const header = obj({
     instance: str(R.instanceChars), version: str(CONTROL_LIMITS.versionChars, 2), ready: 5, draining: 5, connectors: 0, listenerFailures: 0,

@@ -116,8 +116,8 @@ export function fitReport(raw: WorkerReport): BuiltReport {
       version: c.version,
       address: c.address.slice(0, REPORT_LIMITS.addressChars),
       ...(c.issuer ? { issuer: c.issuer } : {}),
-      ...(c.serial ? { serial: c.serial.slice(0, 64) } : {}),
-      ...(c.hostname ? { hostname: c.hostname.replace(/[^\x21-\x7e]/g, '').slice(0, REPORT_LIMITS.hostnameChars) } : {}),
+      ...(c.serial ? { serial: c.serial.slice(0, REPORT_LIMITS.serialChars) } : {}),
+      ...(c.hostname ? { hostname: c.hostname.replace(/[^A-Za-z0-9._-]/g, '').slice(0, REPORT_LIMITS.hostnameChars) } : {}),
       unavailableMappings: kept.map((u) => {
         const text = u.message === undefined ? undefined : message(u.message);
         return { name: u.name, state: u.state, ...(u.reason !== undefined ? { reason: u.reason } : {}), ...(text !== undefined ? { message: text } : {}) };

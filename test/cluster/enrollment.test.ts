@@ -217,6 +217,37 @@ describe('enrollment with a one-time token (host)', () => {
     expect([r.status, r.reason]).toEqual([403, 'TOKEN_USED']);
   }, 60_000);
 
+  it('keeps the certificate in a Secret of its own, which it may only get and update (the connector chart\'s way): a restart with an empty state directory does not enroll again', async () => {
+    // What the chart creates: the empty state Secret, and a Role for the pod on that one Secret.
+    await env.kubectlOk(['create', 'secret', 'generic', 'site-s-state', '-n', NS]);
+    await env.kubectlOk(['create', 'role', 'site-s-state', '-n', NS, '--verb=get,update', '--resource=secrets', '--resource-name=site-s-state']);
+    await env.kubectlOk(['create', 'rolebinding', 'site-s-state', '-n', NS, '--role=site-s-state', '--user=connector-site-s']);
+    const kubeconfig = path.join(dir, 'site-s.kubeconfig');
+    const made = await run('bash', [path.join(path.dirname(BIN), '..', 'test/env/user-kubeconfig.sh'), '--out', kubeconfig, env.dir, 'connector-site-s']);
+    expect(made.code).toBe(0);
+    await writeFile(path.join(dir, 'site-s.token'), await token('site-c'));
+    const config = (stateDir: string): string => JSON.stringify({
+      name: 'site-c', worker: `wss://localhost:${ports.tunnel}`, state: stateDir, admin: `127.0.0.1:${ports.connectorAdmin}`,
+      stateSecret: { name: 'site-s-state', namespace: NS, kubeconfig }, enroll: { tokenFile: path.join(dir, 'site-s.token') }, allow: [`127.0.0.1:${app.port}`],
+    });
+    await writeFile(path.join(dir, 'site-s-1.yaml'), config(path.join(dir, 'site-s-1')));
+    const enrollsBefore = worker.audit.filter((a) => a.event === 'enrollment' && a.outcome === 'enrolled').length;
+    const first = new Proc(['connector', '--config', path.join(dir, 'site-s-1.yaml')]);
+    procs.push(first);
+    await waitHttp(`http://127.0.0.1:${ports.connectorAdmin}/readyz`, first, 30_000);
+    const stored = JSON.parse(await env.kubectlOk(['get', 'secret', 'site-s-state', '-n', NS, '-o', 'json']));
+    expect(Object.keys(stored.data ?? {}).sort()).toEqual(['ca.crt', 'tls.crt', 'tls.key']);
+    await first.stop();
+    // A new pod: an empty state directory, the same Secret, a token that was used already.
+    await writeFile(path.join(dir, 'site-s-2.yaml'), config(path.join(dir, 'site-s-2')));
+    const second = new Proc(['connector', '--config', path.join(dir, 'site-s-2.yaml')]);
+    procs.push(second);
+    await waitHttp(`http://127.0.0.1:${ports.connectorAdmin}/readyz`, second, 30_000);
+    expect(second.logs).toContain("restored this connector's certificate from Secret team-a/site-s-state");
+    expect(worker.audit.filter((a) => a.event === 'enrollment' && a.outcome === 'enrolled').length).toBe(enrollsBefore + 1);
+    await second.stop();
+  }, 60_000);
+
   it('bounds the unauthenticated endpoint: body size and requests per source', async () => {
     const big = await postEnroll(JSON.stringify({ token: 'x'.repeat(20_000), csr: 'y' }));
     expect([big.status, big.reason]).toEqual([413, 'TOO_LARGE']);
