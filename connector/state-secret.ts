@@ -7,7 +7,8 @@
  * get and update that one Secret (the chart's Role, by name); the chart
  * creates it empty, since RBAC cannot limit create by name.
  */
-import { access, readFile } from 'node:fs/promises';
+import { access, mkdir, readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { errorMessage, UnderpassError } from '../tunnel/errors.js';
@@ -51,6 +52,7 @@ export class StateSecret {
     const data = (await this.#read()).data ?? {};
     if (!data[KEYS.cert] || !data[KEYS.key] || !data[KEYS.ca]) return false;
     const text = (k: string): string => Buffer.from(data[k]!, 'base64').toString('utf8');
+    await mkdir(dirname(this.#o.files.key), { recursive: true, mode: 0o700 });
     await replaceFile(this.#o.files.key, text(KEYS.key), 0o600);
     await replaceFile(this.#o.files.cert, text(KEYS.cert), 0o644);
     await replaceFile(this.#o.files.ca, text(KEYS.ca), 0o644);

@@ -46,12 +46,11 @@ function schemaAt(kind: string, fieldPath: string): Schema {
 }
 
 describe('installing', () => {
-  it('kubectl apply -f crds/ creates both CRDs, and applying again changes nothing', async () => {
-    expect(crdApply.stdout).toContain('customresourcedefinition.apiextensions.k8s.io/tunnelconnections.underpass.dev created');
-    expect(crdApply.stdout).toContain('customresourcedefinition.apiextensions.k8s.io/applicationmappings.underpass.dev created');
+  it('kubectl apply -f crds/ creates every CRD, and applying again changes nothing', async () => {
+    for (const name of CRD_NAMES) expect(crdApply.stdout).toContain(`customresourcedefinition.apiextensions.k8s.io/${name} created`);
     expect(crdApply.stderr).toBe('');
     const again = await env.kubectlOk(['apply', '-f', CRD_DIR]);
-    expect(again.match(/unchanged/g)).toHaveLength(2);
+    expect(again.match(/unchanged/g)).toHaveLength(CRD_NAMES.length);
   });
 
   it.each(CRD_NAMES)('%s is Established with its short name and category accepted', async (name) => {
@@ -59,7 +58,7 @@ describe('installing', () => {
     const conds = Object.fromEntries((crd['status']['conditions'] as Obj[]).map((c) => [c['type'], c['status']]));
     expect(conds).toMatchObject({ NamesAccepted: 'True', Established: 'True' });
     expect(conds['NonStructuralSchema']).toBeUndefined();
-    expect(crd['status']['acceptedNames']['shortNames']).toEqual([name.startsWith('tunnel') ? 'tc' : 'am']);
+    expect(crd['status']['acceptedNames']['shortNames']).toEqual([{ tunnelconnections: 'tc', applicationmappings: 'am', tunnelconnectors: 'tcn' }[name.split('.')[0]!]]);
     expect(crd['status']['acceptedNames']['categories']).toEqual(['underpass']);
   });
 });
@@ -135,7 +134,7 @@ describe('docs/examples', () => {
     expect(dc1['spec']).toEqual({
       replicas: 2,
       endpoint: { service: { type: 'LoadBalancer', port: 443 }, hosts: ['tunnel.dc1.example.com'] },
-      certificates: { duration: '720h', renewBefore: '240h' },
+      certificates: { duration: '720h', renewBefore: '240h', caDuration: '8760h' },
       worker: { drainTimeout: '30s' },
     });
     const edge = json(await env.kubectlOk(['get', '-n', NS, 'tc', 'edge', '-o', 'json']));
@@ -152,7 +151,7 @@ describe('docs/examples', () => {
     expect(json(out)['spec']).toEqual({
       replicas: 2,
       endpoint: { service: { type: 'LoadBalancer', port: 443 } },
-      certificates: { duration: '720h', renewBefore: '240h' },
+      certificates: { duration: '720h', renewBefore: '240h', caDuration: '8760h' },
       worker: { drainTimeout: '30s' },
     });
     await env.kubectlOk(['delete', '-n', NS, 'tc', 'bare']);

@@ -108,6 +108,7 @@ describe('CA rotation with overlap', () => {
     await waitFor('load running', () => ok > 20, 10_000);
 
     const started = Date.now();
+    const okAtStart = ok;
     await env.kubectlOk(['annotate', 'tc', 'dc1', '-n', NS, 'underpass.dev/rotate-ca=2026-12-06']);
     const after = await waitFor('the rotation to complete', async () => {
       const s = await caSecret();
@@ -119,7 +120,8 @@ describe('CA rotation with overlap', () => {
     running = false;
     await load;
     expect(failures).toEqual([]);
-    expect(ok).toBeGreaterThan(100);
+    // New connections went on through the whole rotation (how many depends on the machine's load).
+    expect(okAtEnd - okAtStart).toBeGreaterThan(20);
 
     const newId = caId(after['ca.crt']!);
     expect(newId).not.toBe(oldId);
