@@ -39,7 +39,16 @@ class Host implements StreamHost {
   windowTarget(): number {
     return INITIAL_WINDOW;
   }
+  openWindowTarget(): number {
+    return INITIAL_WINDOW;
+  }
   receiverCount(): void {}
+  openingCount(): void {}
+  readonly buffered = { held: 0, limit: 1 << 20 };
+  bufferLimits: string[] = [];
+  bufferLimitHit(_channel: Channel, message: string): void {
+    this.bufferLimits.push(message);
+  }
   waitForDrain(channel: Channel): void {
     this.waiting.push(channel);
   }
