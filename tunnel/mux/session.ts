@@ -62,6 +62,9 @@ export const IN_PLACE_HEADROOM = HEADER_SIZE + 14;
 
 const owner = ownerSlot<Session>('underpass.mux.session');
 
+/** What every open session of this process buffers for its streams (for the underpass_stream_buffer_bytes gauge). */
+const liveBuffers = new Set<BufferedBytes>();
+
 interface PendingPing {
   resolve: (rttMs: number) => void;
   reject: (err: Error) => void;
@@ -151,6 +154,7 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     this.#outputLimited = typeof (transport as Partial<OutputLimitedTransport>).limitUnreadOutput === 'function' ? (transport as Duplex & OutputLimitedTransport) : undefined;
     this.#outputLimited?.limitUnreadOutput(this.config.unreadOutputBytes);
     this.buffered = { held: 0, limit: this.config.streamBufferBytes };
+    liveBuffers.add(this.buffered);
     this.#now = options.now ?? Date.now;
     this.#nextId = options.client ? 1 : 2;
     this.#reader = new FrameReader(this);
@@ -409,6 +413,13 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     return this.buffered.held;
   }
 
+  /** The same, summed over every open session of this process. */
+  static get streamBytesHeldTotal(): number {
+    let total = 0;
+    for (const b of liveBuffers) total += b.held;
+    return total;
+  }
+
   // ---- FrameHandler (reader side) -----------------------------------------
 
   onHeader(h: FrameHeader): void {
@@ -655,6 +666,7 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     this.#isClosed = true;
     this.#closeError = err;
     clearInterval(this.#keepaliveTimer);
+    liveBuffers.delete(this.buffered);
     const streamErr = new UnderpassError('ERR_MUX_SESSION_CLOSED', `session closed${err ? `: ${err.message}` : ''}`, { cause: err });
     for (const channel of [...this.#streams.values()]) channel._abort(streamErr);
     this.#streams.clear();
