@@ -213,20 +213,31 @@ describe('limits a worker enforces on sessions and unauthenticated connections (
   });
 
   const dial = (name: string) => connectWebSocket(new URL(`wss://127.0.0.1:${worker.tunnelPort}/v1/tunnel`), { ...creds[name]!, timeoutMs: 10_000 });
+  /**
+   * A session that stays: hello answered, and the worker's keepalive pings answered. (A bare
+   * WebSocket says nothing after the upgrade: the worker closes it after keepalive.timeout, 3 s
+   * here — and 64 of them, dialled one after the other under load, took longer than that, so the
+   * first had gone when the 65th came and it was let in.)
+   */
+  const session = async (name: string): Promise<{ destroy(): void }> => {
+    const c = await HostileConnector.connect(`wss://127.0.0.1:${worker.tunnelPort}`, name, creds[name]!);
+    return { destroy: () => c.close() };
+  };
+  const describeAnswer = (x: unknown): string => (x instanceof Error ? x.message : 'the session was accepted');
 
   it(`sessions_per_connector and sessions: ${SESSIONS_PER_CONNECTOR} sessions per connector name, ${SESSIONS} per worker, then 429 TOO_MANY_SESSIONS`, async () => {
     const open: Array<{ destroy(): void }> = [];
     try {
-      for (let i = 0; i < SESSIONS_PER_CONNECTOR; i++) open.push(await dial('s0'));
+      for (let i = 0; i < SESSIONS_PER_CONNECTOR; i++) open.push(await session('s0'));
       const fourth = await dial('s0').catch((e: unknown) => e);
       expectLimit('sessions_per_connector', fourth instanceof WebSocketRefused && fourth.status === 429 && fourth.reason === 'TOO_MANY_SESSIONS',
-        `session ${SESSIONS_PER_CONNECTOR + 1} of one connector name must be refused (429 TOO_MANY_SESSIONS): ${String(fourth)}`);
+        `session ${SESSIONS_PER_CONNECTOR + 1} of one connector name must be refused (429 TOO_MANY_SESSIONS): ${describeAnswer(fourth)}`);
       for (let n = 1; open.length < SESSIONS; n++) {
-        for (let i = 0; i < SESSIONS_PER_CONNECTOR && open.length < SESSIONS; i++) open.push(await dial(`s${n}`));
+        for (let i = 0; i < SESSIONS_PER_CONNECTOR && open.length < SESSIONS; i++) open.push(await session(`s${n}`));
       }
       const over = await dial('s21').catch((e: unknown) => e);
       expectLimit('sessions', over instanceof WebSocketRefused && over.status === 429 && /holds 64 sessions/.test(over.body),
-        `session ${SESSIONS + 1} of a worker must be refused (429 TOO_MANY_SESSIONS): ${String(over)}`);
+        `session ${SESSIONS + 1} of a worker must be refused (429 TOO_MANY_SESSIONS): ${describeAnswer(over)}`);
       expect(await metricValue(worker.adminPort, 'underpass_limit_refusals_total', { limit: 'sessions' })).toBe(1);
       expect(await metricValue(worker.adminPort, 'underpass_limit_refusals_total', { limit: 'sessions_per_connector' })).toBe(1);
     } finally {
