@@ -63,8 +63,8 @@ export interface StreamHost {
   openingCount(delta: 1 | -1): void;
   /** The bytes all channels of the session hold for their consumers, and the limit on them. */
   readonly buffered: BufferedBytes;
-  /** `channel` is reset for holding bytes while the session is over `buffered.limit` (for metrics). */
-  bufferLimitHit(channel: Channel, message: string): void;
+  /** A channel is reset for holding bytes while the session is over `buffered.limit` (for metrics). */
+  bufferLimitHit(message: string): void;
   /** The transport is full: writers should wait. */
   readonly congested: boolean;
   /** Call `channel`'s sink's onWritable once the transport has drained. */
@@ -309,11 +309,6 @@ export class Channel {
     this.#maybeGrant();
   }
 
-  /** Bytes delivered to the consumer and not reported consumed yet. */
-  get unconsumed(): number {
-    return this.bytesRead - this.#consumed;
-  }
-
   /** @internal Send the opening frame: SYN (we opened) or ACK (we accepted), raising the window. */
   _announce(flag: Flag.SYN | Flag.ACK): void {
     const delta = this.#host.openWindowTarget() - INITIAL_WINDOW;
@@ -420,7 +415,7 @@ export class Channel {
   #overBuffered(): void {
     const { held, limit } = this.#buffered;
     const message = `the session's streams hold ${held} bytes not yet taken by their targets or clients, over the ${limit}-byte limit; stream ${this.id} holds ${this.bytesRead - this.#consumed} of them and is reset`;
-    this.#host.bufferLimitHit(this, message);
+    this.#host.bufferLimitHit(message);
     this.#ackPending = false;
     this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, Flag.RST, this.id, 0), undefined);
     this.#abort(new UnderpassError('ERR_STREAM_BUFFER_LIMIT', message));

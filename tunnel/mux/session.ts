@@ -404,7 +404,7 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     this.#opening += delta;
   }
 
-  bufferLimitHit(_channel: Channel, message: string): void {
+  bufferLimitHit(message: string): void {
     this.emit('limit', 'stream_buffer_bytes', message);
   }
 
