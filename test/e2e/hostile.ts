@@ -84,6 +84,20 @@ export class HostileConnector {
     return this.socket.write(bytes);
   }
 
+  /**
+   * Runs `write` — raw bytes that make up one WebSocket frame over several socket writes — while the
+   * session's own frames wait (its answers to the worker's keepalive pings would land inside the raw
+   * frame and corrupt the stream: the worker then read "unsupported yamux version 66").
+   */
+  async withSessionHeld<T>(write: () => Promise<T>): Promise<T> {
+    this.ws.cork();
+    try {
+      return await write();
+    } finally {
+      this.ws.uncork();
+    }
+  }
+
   /** yamux bytes as one binary WebSocket frame, past the session. */
   sendYamux(bytes: Buffer): boolean {
     return this.write(wsFrame.binary(bytes));

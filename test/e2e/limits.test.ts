@@ -92,9 +92,11 @@ describe('limits a worker enforces on one session (production defaults)', () => 
       for (let at = 0; at + 12 <= payload.length; at += 12) ignored.copy(payload, at);
       const tail = WS_MAX_FRAME % 12;
       ignored.copy(payload, WS_MAX_FRAME - tail, 0, tail);
-      c.write(wsFrame.header(WS_MAX_FRAME));
-      for (let at = 0; at < payload.length; at += MiB) if (!c.write(payload.subarray(at, at + MiB))) await once(c.socket, 'drain');
-      c.sendYamux(ignored.subarray(tail));
+      await c.withSessionHeld(async () => {
+        c.write(wsFrame.header(WS_MAX_FRAME));
+        for (let at = 0; at < payload.length; at += MiB) if (!c.write(payload.subarray(at, at + MiB))) await once(c.socket, 'drain');
+        c.sendYamux(ignored.subarray(tail));
+      });
       const rtt = await c.session.ping(10_000).catch((e: Error) => e);
       expectLimit('ws_frame_bytes', typeof rtt === 'number', `a frame of exactly 16 MiB must be accepted, the ping after it got: ${String(rtt)}`);
     } finally {
