@@ -12,7 +12,7 @@ import { Command, Option } from 'commander';
 import type * as k8s from '@kubernetes/client-node';
 import {
   bundleFileNames, checkConnectorAllowed, fileLayout, renderConnectorConfig, renderReadme, renderSecretManifest,
-  parseWorkerUrlFlags, resolveWorkerUrls, secretName, suggestAllowRules, type AllowSuggestion, type ConnectionView, type MappingView,
+  parseWorkerUrlFlags, resolveWorkerUrls, secretName, suggestAllowRules, suggestBindRules, type ConnectionView, type MappingView, type RuleSuggestion,
 } from '../connector/bundle.js';
 import { apiErrorMessage, GROUP, statusCode, VERSION } from '../operator/api.js';
 import type { Kube } from '../operator/kube.js';
@@ -75,9 +75,10 @@ export function registerBundleCommand(connector: Command, options: BundleCommand
     .option('--kubeconfig <file>', 'kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, or the in-cluster account)')
     .option('--force', 'overwrite existing files in --out')
     .addHelpText('after', `
-Reads, in the connection's namespace: the TunnelConnection (get), its ApplicationMappings (list; only
-for the commented-out allow-list suggestion) and the CA Secret <name>-ca (get). Writes nothing to the
-cluster. Key material is written only to --out (key files mode 0600) or to the --secret manifest.
+Reads, in the connection's namespace: the TunnelConnection (get), its ApplicationMappings (list; for
+the allow and bind lists written into connector.yaml, to review) and the CA Secret <name>-ca (get).
+Writes nothing to the cluster. Key material is written only to --out (key files mode 0600) or to the
+--secret manifest.
 
 Examples:
   $ underpass connector bundle --connection team-a/dc1 --name site-a --out ./site-a
@@ -118,10 +119,12 @@ async function runBundle(req: BundleRequest, io: Io): Promise<void> {
   // Both checks come before the CA key is read: a refused bundle never touches it.
   checkConnectorAllowed(req.name, tc, req.connection);
   const workers = resolveWorkerUrls(req.workerUrls, tc, req.connection);
-  const allow = suggestAllowRules(await reader.mappings(io.stderr), req.connection.name);
+  const mappings = await reader.mappings(io.stderr);
+  const allow = suggestAllowRules(mappings, req.connection.name);
+  const bind = suggestBindRules(mappings, req.connection.name);
   const issued = await issue(req, await reader.ca());
-  const common = { name: req.name, connection: req.connection, workers, allow, notAfter: issued.notAfter };
-  const summary = `worker ${workers.join(', ')}; ${allowSummary(allow)}`;
+  const common = { name: req.name, connection: req.connection, workers, allow, bind, notAfter: issued.notAfter };
+  const summary = `worker ${workers.join(', ')}; ${rulesSummary('allow', allow)}; ${rulesSummary('bind', bind)}; review both before starting it`;
 
   if (req.target.kind === 'secret') {
     io.stdout(renderSecretManifest({ ...common, ...issued, namespace: req.target.namespace }));
@@ -211,7 +214,7 @@ class ConnectionReader {
       return list.items ?? [];
     } catch (err) {
       warn(`warning: ${this.#apiError(err, `ApplicationMappings in namespace ${this.#id.namespace}`, 'list', 'applicationmappings.underpass.dev').message}; `
-        + 'connector.yaml gets no allow-list suggestion');
+        + 'connector.yaml gets empty allow and bind lists (the connector dials nothing and opens no listener until you add rules)');
       return [];
     }
   }
@@ -276,9 +279,8 @@ function kubeConfig(file: string | undefined, loadKubeConfig: (file?: string) =>
   }
 }
 
-function allowSummary(allow: readonly AllowSuggestion[]): string {
-  return allow.length === 0 ? 'no allow-list (no Connector-side mappings to suggest)'
-    : `allow-list suggestion commented out (${allow.map((a) => a.rule).join(', ')})`;
+function rulesSummary(field: 'allow' | 'bind', rules: readonly RuleSuggestion[]): string {
+  return rules.length === 0 ? `${field}: none` : `${field}: ${rules.map((r) => r.rule).join(', ')}`;
 }
 
 function renewCommand(req: BundleRequest, dir: string): string {

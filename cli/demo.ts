@@ -70,7 +70,10 @@ mappings:
 name: demo-connector
 worker: "wss://127.0.0.1:${tunnelPort}"
 tls: {cert: connector-demo-connector.crt, key: connector-demo-connector.key, ca: ca.crt}
+# Connectors deny by default: "allow" lists what it may dial (the inventory app), "bind" where
+# Cluster-side mappings may listen (the reports mapping's port on loopback).
 allow: ["127.0.0.1:${inventory.port}"]
+bind: ["127.0.0.1:${reportsListen}"]
 admin: "127.0.0.1:${connectorAdmin}"
 drainTimeout: 5s
 audit: {file: connector-audit.log}

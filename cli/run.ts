@@ -68,13 +68,14 @@ Example:
     .description('run a connector (the default subcommand), or bundle a ready-to-run one from the cluster');
   connectorCommand
     .command('run', { isDefault: true })
-    .description('run a connector: dial out to the workers, dial targets the mappings (and the local allow-list) permit')
+    .description('run a connector: dial out to the workers, dial targets the mappings name and the local allow-list permits')
     .requiredOption('--config <file>', 'connector config file (YAML); see docs/configuration.md')
     .option('--log-level <level>', `override log.level (${LOG_LEVELS.join(', ')})`)
     .addHelpText('after', `
-The connector only dials out; it needs no inbound port. Without an \`allow\` list it dials whatever the
-worker's mappings name (and says so at start-up); with one, mappings outside it are refused and reported
-to the worker. It reconnects with jittered exponential backoff (capped by reconnect.maxDelay, default 30s).
+The connector only dials out; it needs no inbound port. It dials only the targets its \`allow\` list permits
+and listens only where its \`bind\` list permits (without them: nothing; \`allowAll: true\` opts in to any
+target but loopback, link-local and metadata addresses). Mappings outside them are refused, reported to the
+worker, and logged with the rule to add. It reconnects with jittered exponential backoff (capped by reconnect.maxDelay, default 30s).
 "underpass connector --config F" is short for "underpass connector run --config F".
 
 Example:

@@ -3,15 +3,15 @@ import YAML from 'yaml';
 import { ConfigError } from '../tunnel/errors.js';
 import {
   checkConnectorAllowed, fileLayout, parseWorkerUrlFlags, renderConnectorConfig, renderReadme, renderSecretManifest, resolveWorkerUrls,
-  secretLayout, suggestAllowRules, type ConnectionView, type MappingView,
+  secretLayout, suggestAllowRules, suggestBindRules, type ConnectionView, type MappingView,
 } from './bundle.js';
 import { parseConnectorConfig } from './config.js';
 
 const id = { namespace: 'team-a', name: 'dc1' };
 const notAfter = new Date('2030-01-02T03:04:05Z');
 
-function mapping(name: string, side: string, host: string, port: number, connection = 'dc1'): MappingView {
-  return { metadata: { name }, spec: { connection, target: { side, host, port } } };
+function mapping(name: string, side: string, host: string, port: number, connection = 'dc1', listen: { port?: number; address?: string } = { port: 10000 + port }): MappingView {
+  return { metadata: { name }, spec: { connection, target: { side, host, port }, listen } };
 }
 
 function thrown(fn: () => unknown): Error & { code?: string; field?: string } {
@@ -77,10 +77,14 @@ describe('resolveWorkerUrls', () => {
 describe('checkConnectorAllowed', () => {
   it.each<[string, string[] | undefined]>([
     ['no list admits any name', undefined],
-    ['an empty list admits any name', []],
     ['a listed name is admitted', ['site-b', 'site-a']],
   ])('%s', (_name, connectors) => {
     expect(() => checkConnectorAllowed('site-a', { spec: connectors ? { connectors } : {} }, id)).not.toThrow();
+  });
+
+  it('an empty list admits no name (removing the last connector must not admit every certificate)', () => {
+    const err = thrown(() => checkConnectorAllowed('site-a', { spec: { connectors: [] } }, id));
+    expect(err.message).toContain('empty: it admits no connector');
   });
 
   it('a name the list does not hold is refused on --name, listing the allowed ones', () => {
@@ -108,40 +112,83 @@ describe('suggestAllowRules', () => {
     ]);
   });
 
+  it('marks a rule that opens a guarded address of the connector host', () => {
+    expect(suggestAllowRules([mapping('local-db', 'Connector', '127.0.0.1', 5432), mapping('imds', 'Connector', '169.254.169.254', 80)], 'dc1')).toEqual([
+      { rule: '127.0.0.1:5432', mappings: ['local-db'], guarded: 'a loopback address' },
+      { rule: '169.254.169.254:80', mappings: ['imds'], guarded: 'a link-local address (cloud metadata answers at 169.254.169.254)' },
+    ]);
+  });
+
+  it('adds the loopback literals a localhost target resolves to (a name rule alone never opens loopback)', () => {
+    expect(suggestAllowRules([mapping('local', 'Connector', 'localhost', 6379)], 'dc1')).toEqual([
+      { rule: '127.0.0.1:6379', mappings: ['local'], guarded: 'a loopback address' },
+      { rule: '[::1]:6379', mappings: ['local'], guarded: 'a loopback address' },
+      { rule: 'localhost:6379', mappings: ['local'] },
+    ]);
+  });
+
   it('no mappings, no suggestions', () => {
     expect(suggestAllowRules([], 'dc1')).toEqual([]);
   });
 });
 
+describe('suggestBindRules', () => {
+  it('lists the listeners of this connection\'s Cluster-side mappings, 0.0.0.0 when the mapping names no address', () => {
+    expect(suggestBindRules([
+      mapping('api', 'Cluster', 'api.default.svc', 443, 'dc1', { port: 18443 }),
+      mapping('metrics', 'Cluster', 'prom.monitoring.svc', 9090, 'dc1', { port: 19090, address: '127.0.0.1' }),
+      mapping('v6', 'Cluster', 'x.default.svc', 80, 'dc1', { port: 18080, address: '::1' }),
+      mapping('db', 'Connector', '10.0.0.5', 5432, 'dc1', { port: 15432 }),
+      mapping('other', 'Cluster', 'y.default.svc', 80, 'dc2', { port: 18081 }),
+      mapping('no-port', 'Cluster', 'z.default.svc', 80, 'dc1', {}),
+    ], 'dc1')).toEqual([
+      { rule: '0.0.0.0:18443', mappings: ['api'] },
+      { rule: '127.0.0.1:19090', mappings: ['metrics'] },
+      { rule: '[::1]:18080', mappings: ['v6'] },
+    ]);
+  });
+});
+
 describe('renderConnectorConfig', () => {
   const allow = suggestAllowRules([mapping('db', 'Connector', '10.0.0.5', 5432), mapping('web', 'Connector', 'web.internal', 80)], 'dc1');
+  const bind = suggestBindRules([mapping('api', 'Cluster', 'api.default.svc', 443, 'dc1', { port: 18443, address: '127.0.0.1' })], 'dc1');
 
   it.each<[string, string[], ReturnType<typeof fileLayout>]>([
     ['one worker, files beside it', ['wss://dc1.tunnel.example.com:443'], fileLayout('site-a')],
     ['several workers, files in a mounted Secret', ['wss://a.example.com:443', 'wss://[::1]:8443'], secretLayout()],
-  ])('%s: loads with the connector config parser as written', (_name, workers, layout) => {
-    const text = renderConnectorConfig({ name: 'site-a', connection: id, workers, layout, allow, notAfter });
+  ])('%s: loads with the connector config parser as written, with the explicit lists', (_name, workers, layout) => {
+    const text = renderConnectorConfig({ name: 'site-a', connection: id, workers, layout, allow, bind, notAfter });
     const config = parseConnectorConfig(YAML.parse(text), '/b/connector.yaml');
     expect(config.name).toBe('site-a');
     expect(config.workers.map((u) => u.href)).toEqual(workers.map((w) => new URL(w).href));
-    expect(config.allow).toBeUndefined();
+    expect(config.allowRules).toEqual(['10.0.0.5:5432', 'web.internal:80']);
+    expect(config.bindRules).toEqual(['127.0.0.1:18443']);
+    expect(config.dial.allowAll).toBe(false);
     const abs = (p: string) => (p.startsWith('/') ? p : `/b/${p}`);
     expect(config.tls).toEqual({ cert: abs(layout.cert), key: abs(layout.key), ca: abs(layout.ca) });
   });
 
-  it('writes the allow-list as a comment that, uncommented, is a valid allow-list', () => {
-    const text = renderConnectorConfig({ name: 'site-a', connection: id, workers: ['wss://h.example.com'], layout: fileLayout('site-a'), allow, notAfter });
-    expect(text).toContain('#   - "10.0.0.5:5432"    # db\n#   - "web.internal:80"  # web');
-    const uncommented = text.replace(/^# (allow:|  - )/gm, '$1');
-    const config = parseConnectorConfig(YAML.parse(uncommented), '/b/connector.yaml');
-    expect(config.allowRules).toEqual(['10.0.0.5:5432', 'web.internal:80']);
+  it('names the mappings beside each rule and tells the reader to review the lists', () => {
+    const text = renderConnectorConfig({ name: 'site-a', connection: id, workers: ['wss://h.example.com'], layout: fileLayout('site-a'), allow, bind, notAfter });
+    expect(text).toContain('allow:\n  - "10.0.0.5:5432"    # db\n  - "web.internal:80"  # web\n');
+    expect(text).toContain('bind:\n  - "127.0.0.1:18443"  # api\n');
+    expect(text).toContain('# REVIEW before starting: "allow" and "bind" decide, on this host, what the cluster side may');
     expect(text).toContain('admin: "127.0.0.1:9091"');
     expect(text).toContain('expires 2030-01-02T03:04:05.000Z');
   });
 
-  it('without mappings the comment still shows the form of a rule', () => {
-    const text = renderConnectorConfig({ name: 'site-a', connection: id, workers: ['wss://h.example.com'], layout: fileLayout('site-a'), allow: [], notAfter });
-    expect(text).toContain('no Connector-side mappings yet:\n# allow:\n#   - "127.0.0.1:5432"');
+  it('says so beside a rule that opens a guarded address', () => {
+    const local = suggestAllowRules([mapping('local-db', 'Connector', '127.0.0.1', 5432)], 'dc1');
+    const text = renderConnectorConfig({ name: 'site-a', connection: id, workers: ['wss://h.example.com'], layout: fileLayout('site-a'), allow: local, bind: [], notAfter });
+    expect(text).toContain('  - "127.0.0.1:5432"  # local-db (a loopback address: open only because named here)');
+  });
+
+  it('without mappings writes empty lists that deny, with the form of a rule', () => {
+    const text = renderConnectorConfig({ name: 'site-a', connection: id, workers: ['wss://h.example.com'], layout: fileLayout('site-a'), allow: [], bind: [], notAfter });
+    expect(text).toContain('allow: []  # none yet; a rule looks like "db.internal:5432"');
+    expect(text).toContain('bind: []  # none yet; a rule looks like "127.0.0.1:18080"');
+    const config = parseConnectorConfig(YAML.parse(text), '/b/connector.yaml');
+    expect([config.allowRules, config.bindRules, config.allowGiven]).toEqual([[], [], true]);
   });
 });
 
@@ -163,7 +210,7 @@ describe('renderReadme', () => {
 describe('renderSecretManifest', () => {
   it('is one v1 Secret whose connector.yaml points at the mounted keys', () => {
     const text = renderSecretManifest({
-      name: 'site-a', connection: id, workers: ['wss://h.example.com:443'], allow: [], notAfter, namespace: 'edge',
+      name: 'site-a', connection: id, workers: ['wss://h.example.com:443'], allow: [], bind: [], notAfter, namespace: 'edge',
       caPem: 'CA PEM\n', certPem: 'CERT PEM\n', keyPem: 'KEY PEM\n', identity: 'underpass://team-a/dc1/connector/site-a',
     });
     const secret = YAML.parse(text) as { apiVersion: string; kind: string; type: string; metadata: { name: string; namespace: string; annotations: Record<string, string> }; data: Record<string, string> };

@@ -1,15 +1,20 @@
 /**
  * The pure half of `underpass connector bundle`: from what the cluster says
  * about a connection (its TunnelConnection and ApplicationMappings) decide the
- * worker URLs, whether the connector may enroll, and render the files of a
+ * worker URLs, whether the connector may enroll, the explicit allow and bind
+ * lists (connectors deny by default, so the bundle writes what the current
+ * mappings need, for the user to review), and render the files of a
  * ready-to-run connector: connector.yaml, README.txt, or one Secret manifest.
  * No I/O here; cli/bundle.ts reads the cluster and writes the files.
  */
 import YAML from 'yaml';
+import { admissionFromList, admissionRefusal } from '../tunnel/admission.js';
 import { ConfigError, UnderpassError } from '../tunnel/errors.js';
 import { formatConnectionId, type ConnectionId } from '../tunnel/identity.js';
 import { ipFamily } from '../tunnel/cidr.js';
-import { formatAllowRule, parseAllowRule } from '../tunnel/policy.js';
+import { parseBindRule } from '../tunnel/bind-policy.js';
+import { guardedAddress } from '../tunnel/guarded-addresses.js';
+import { formatAllowRule, parseAllowRule, type AllowRule } from '../tunnel/policy.js';
 import { parseWorkerUrl } from './config.js';
 
 /** The parts of a TunnelConnection the bundle reads (the API object may lack any of them). */
@@ -24,14 +29,22 @@ export interface ConnectionView {
 /** The parts of an ApplicationMapping the bundle reads. */
 export interface MappingView {
   metadata?: { name?: string };
-  spec?: { connection?: string; target?: { side?: string; host?: string; port?: number } };
+  spec?: {
+    connection?: string;
+    target?: { side?: string; host?: string; port?: number };
+    listen?: { port?: number; address?: string };
+  };
 }
 
-export interface AllowSuggestion {
+/** One rule of the allow or bind list the bundle writes. */
+export interface RuleSuggestion {
   rule: string;
-  /** The ApplicationMappings whose targets the rule covers. */
+  /** The ApplicationMappings whose targets (allow) or listeners (bind) the rule covers. */
   mappings: string[];
+  /** Set when the rule opens a guarded address (loopback, link-local, metadata): said in a comment. */
+  guarded?: string;
 }
+
 
 /** Where the connector's files live: beside connector.yaml (`--out`) or in a mounted Secret (`--secret`). */
 export interface BundleLayout {
@@ -112,41 +125,73 @@ function noWorkerUrl(connection: ConnectionId, why: string, cause?: unknown): Un
   );
 }
 
-/** Refuses a name that spec.connectors (when non-empty) does not list: the worker would refuse it too. */
+/** Refuses a name that spec.connectors (when set; [] admits none) does not list: the workers would refuse it too. */
 export function checkConnectorAllowed(name: string, tc: ConnectionView, connection: ConnectionId): void {
-  const allowed = tc.spec?.connectors ?? [];
-  if (allowed.length === 0 || allowed.includes(name)) return;
+  const allowed = tc.spec?.connectors;
+  if (!admissionRefusal(admissionFromList(allowed), { connector: name, certificateSerial: '' })) return;
   throw new ConfigError(
     `connector "${name}" is not in spec.connectors of TunnelConnection ${formatConnectionId(connection)} ` +
-      `(${allowed.join(', ')}); add it there first, or use one of those names`,
+      `(${allowed?.length ? allowed.join(', ') : 'empty: it admits no connector'}); add it there first, or use one of those names`,
     { field: '--name' },
   );
 }
 
 /**
  * Allow rules (canonical, deduplicated, sorted) for the Connector-side targets
- * of the connection's mappings: a starting point for the connector's allow-list.
- * Mappings of other connections, Cluster-side ones and unusable targets are skipped.
+ * of the connection's mappings: what the connector must be allowed to dial for
+ * them. Mappings of other connections, Cluster-side ones and unusable targets are skipped.
  */
-export function suggestAllowRules(mappings: readonly MappingView[], connectionName: string): AllowSuggestion[] {
-  const byRule = new Map<string, string[]>();
+export function suggestAllowRules(mappings: readonly MappingView[], connectionName: string): RuleSuggestion[] {
+  return collectRules(mappings, connectionName, 'Connector', (spec) => {
+    const t = spec.target;
+    if (typeof t?.host !== 'string' || typeof t.port !== 'number') return [];
+    const rules = [parseAllowRule(`${ipFamily(t.host) === 6 ? `[${t.host}]` : t.host}:${t.port}`)];
+    // "localhost" resolves to a loopback address, which only a rule naming it opens.
+    if (rules[0]!.kind === 'host' && (rules[0]!.match === 'localhost' || rules[0]!.match.endsWith('.localhost'))) {
+      rules.push(parseAllowRule(`127.0.0.1:${t.port}`), parseAllowRule(`[::1]:${t.port}`));
+    }
+    return rules;
+  });
+}
+
+/**
+ * Bind rules for the listeners of the connection's Cluster-side mappings (the
+ * address defaults to 0.0.0.0, as in the mapping): what the connector must be
+ * allowed to open for them.
+ */
+export function suggestBindRules(mappings: readonly MappingView[], connectionName: string): RuleSuggestion[] {
+  return collectRules(mappings, connectionName, 'Cluster', (spec) => {
+    const l = spec.listen;
+    if (typeof l?.port !== 'number') return [];
+    const address = typeof l.address === 'string' && l.address !== '' ? l.address : '0.0.0.0';
+    return [parseBindRule(`${ipFamily(address) === 6 ? `[${address}]` : address}:${l.port}`)];
+  });
+}
+
+function collectRules(
+  mappings: readonly MappingView[], connectionName: string, side: 'Connector' | 'Cluster',
+  rulesOf: (spec: NonNullable<MappingView['spec']>) => AllowRule[],
+): RuleSuggestion[] {
+  const byRule = new Map<string, RuleSuggestion>();
   for (const m of mappings) {
-    const target = m.spec?.target;
-    if (m.spec?.connection !== connectionName || target?.side !== 'Connector') continue;
-    if (typeof target.host !== 'string' || typeof target.port !== 'number') continue;
-    let rule: string;
+    if (m.spec?.connection !== connectionName || m.spec.target?.side !== side) continue;
+    let rules: AllowRule[];
     try {
-      const host = ipFamily(target.host) === 6 ? `[${target.host}]` : target.host;
-      rule = formatAllowRule(parseAllowRule(`${host}:${target.port}`));
+      rules = rulesOf(m.spec);
     } catch {
       continue;
     }
-    const names = byRule.get(rule) ?? [];
-    names.push(m.metadata?.name ?? '?');
-    byRule.set(rule, names);
+    for (const rule of rules) {
+      const text = formatAllowRule(rule);
+      const entry = byRule.get(text) ?? { rule: text, mappings: [] };
+      const guarded = side === 'Connector' && rule.kind === 'ip' ? guardedAddress(rule.match) : undefined;
+      if (guarded) entry.guarded = guarded;
+      entry.mappings.push(m.metadata?.name ?? '?');
+      byRule.set(text, entry);
+    }
   }
-  return [...byRule.entries()]
-    .map(([rule, names]) => ({ rule, mappings: names.sort() }))
+  return [...byRule.values()]
+    .map((e) => ({ ...e, mappings: e.mappings.sort() }))
     .sort((a, b) => (a.rule < b.rule ? -1 : a.rule > b.rule ? 1 : 0));
 }
 
@@ -155,11 +200,12 @@ export interface ConnectorFileOptions {
   connection: ConnectionId;
   workers: readonly string[];
   layout: BundleLayout;
-  allow: readonly AllowSuggestion[];
+  allow: readonly RuleSuggestion[];
+  bind: readonly RuleSuggestion[];
   notAfter: Date;
 }
 
-/** connector.yaml: loads with loadConnectorConfig as is; the allow-list is a commented-out suggestion. */
+/** connector.yaml: loads with loadConnectorConfig as is, with explicit allow and bind lists for the user to review. */
 export function renderConnectorConfig(o: ConnectorFileOptions): string {
   const q = (s: string): string => JSON.stringify(s);
   const workers = o.workers.length === 1 ? ` ${q(o.workers[0] as string)}` : `\n${o.workers.map((w) => `  - ${q(w)}`).join('\n')}`;
@@ -173,25 +219,29 @@ export function renderConnectorConfig(o: ConnectorFileOptions): string {
     `  key: ${q(o.layout.key)}`,
     `  ca: ${q(o.layout.ca)}`,
     `admin: ${q(o.layout.admin)}`,
-    ...allowComment(o.allow),
+    ...REVIEW,
+    '# Connector-side targets this connector may dial (one per Connector-side mapping):',
+    ...ruleList('allow', o.allow, 'db.internal:5432'),
+    '# Local listeners the Cluster-side mappings may open ("0.0.0.0" is every interface):',
+    ...ruleList('bind', o.bind, '127.0.0.1:18080'),
     '',
   ].join('\n');
 }
 
-function allowComment(allow: readonly AllowSuggestion[]): string[] {
-  const head = [
-    '# Without "allow" this connector dials whatever the worker\'s mappings name.',
-    '# To decide locally what it may dial, uncomment and edit (see "Allow-list rules"',
-  ];
-  if (allow.length === 0) {
-    return [...head, '# in docs/configuration.md). The connection has no Connector-side mappings yet:', '# allow:', '#   - "127.0.0.1:5432"'];
-  }
-  const width = Math.max(...allow.map((a) => JSON.stringify(a.rule).length));
+const REVIEW = [
+  '# REVIEW before starting: "allow" and "bind" decide, on this host, what the cluster side may',
+  '# reach and open here. They list what the connection\'s ApplicationMappings asked for when this',
+  '# file was written; remove what you do not want, and narrow or widen the rules (a block such as',
+  '# 10.0.0.0/8:443, a wildcard such as *.corp.example:5432, a port range): docs/configuration.md,',
+  '# "Allow-list rules" and "Bind rules". Mappings added later need a rule here too.',
+];
+
+function ruleList(field: 'allow' | 'bind', rules: readonly RuleSuggestion[], example: string): string[] {
+  if (rules.length === 0) return [`${field}: []  # none yet; a rule looks like "${example}"`];
+  const width = Math.max(...rules.map((r) => JSON.stringify(r.rule).length));
   return [
-    ...head,
-    '# in docs/configuration.md). The Connector-side targets of the connection\'s mappings:',
-    '# allow:',
-    ...allow.map((a) => `#   - ${JSON.stringify(a.rule).padEnd(width)}  # ${a.mappings.join(', ')}`),
+    `${field}:`,
+    ...rules.map((r) => `  - ${JSON.stringify(r.rule).padEnd(width)}  # ${r.mappings.join(', ')}${r.guarded ? ` (${r.guarded}: open only because named here)` : ''}`),
   ];
 }
 

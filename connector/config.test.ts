@@ -20,9 +20,9 @@ function refusal(raw: unknown): ConfigError {
 }
 
 describe('parseConnectorConfig', () => {
-  it('fills every default and follows the worker when there is no allow-list', () => {
+  it('fills every default, and without allow or bind dials nothing and binds nothing', () => {
     const config = parseConnectorConfig(minimal, FILE);
-    expect(config).toEqual({
+    expect(config).toMatchObject({
       file: FILE,
       name: 'dc1-a',
       workers: [new URL('wss://127.0.0.1:8443')],
@@ -31,9 +31,16 @@ describe('parseConnectorConfig', () => {
       reconnect: { initialDelayMs: 500, maxDelayMs: 30000 },
       drainTimeoutMs: 30000,
       log: { level: 'info' },
+      allowRules: [],
+      allowGiven: false,
+      bindRules: [],
       limits: DEFAULT_LIMITS,
     });
-    expect(config.allow).toBeUndefined();
+    expect(config.dial.allowAll).toBe(false);
+    expect(config.dial.precheck('127.0.0.1', 5432).verdict).toBe('deny');
+    expect(config.dial.precheck('db.internal', 5432).verdict).toBe('deny');
+    expect(config.bind.permits('127.0.0.1', 15432)).toBe(false);
+    expect(config.admin).toBeUndefined();
   });
 
   it('reads every optional field', () => {
@@ -41,6 +48,8 @@ describe('parseConnectorConfig', () => {
       ...minimal,
       worker: ['wss://a.example:8443', 'wss://[::1]:8443/v1/tunnel'],
       allow: ['127.0.0.1:5432', '*.corp.example:5432'],
+      allowAll: true,
+      bind: ['127.0.0.1:15432', '[::1]:*'],
       admin: '127.0.0.1:9091',
       keepalive: { interval: '2s' },
       reconnect: { initialDelay: '1s', maxDelay: '1m' },
@@ -50,8 +59,11 @@ describe('parseConnectorConfig', () => {
     }, FILE);
     expect(config.workers.map(String)).toEqual(['wss://a.example:8443/', 'wss://[::1]:8443/v1/tunnel']);
     expect(config.allowRules).toEqual(['127.0.0.1:5432', '*.corp.example:5432']);
-    expect(config.allow?.permits({ host: 'pg.corp.example', port: 5432 })).toBe(true);
-    expect(config.allow?.permits({ host: 'corp.example', port: 5432 })).toBe(false);
+    expect(config.dial.allowAll).toBe(true);
+    expect(config.dial.allow.permitsName('pg.corp.example', 5432)).toBe(true);
+    expect(config.dial.allow.permitsName('corp.example', 5432)).toBe(false);
+    expect(config.bindRules).toEqual(['127.0.0.1:15432', '[::1]:*']);
+    expect(config.bind.permits('::1', 8080)).toBe(true);
     expect(config).toMatchObject({
       admin: { host: '127.0.0.1', port: 9091 },
       keepalive: { intervalMs: 2000, timeoutMs: 4000 },
@@ -64,8 +76,9 @@ describe('parseConnectorConfig', () => {
 
   it('keeps an empty allow-list: it denies every target', () => {
     const config = parseConnectorConfig({ ...minimal, allow: [] }, FILE);
-    expect(config.allow?.permits({ host: '127.0.0.1', port: 1 })).toBe(false);
+    expect(config.dial.precheck('127.0.0.1', 1).verdict).toBe('deny');
     expect(config.allowRules).toEqual([]);
+    expect(config.allowGiven).toBe(true);
   });
 
   it.each([
@@ -74,6 +87,10 @@ describe('parseConnectorConfig', () => {
     ['the same worker twice', { ...minimal, worker: ['wss://a:443', 'wss://A/'] }, 'worker[1]', 'duplicate worker URL wss://a/'],
     ['no workers', { ...minimal, worker: [] }, 'worker', 'at least one'],
     ['a bad allow rule', { ...minimal, allow: ['127.0.0.1:5432', 'db'] }, 'allow[1]', 'missing port'],
+    ['allow that is not a list', { ...minimal, allow: '127.0.0.1:5432' }, 'allow', 'must be a list of rules'],
+    ['allowAll that is not a boolean', { ...minimal, allowAll: 'yes' }, 'allowAll', 'must be true or false'],
+    ['a name in bind', { ...minimal, bind: ['127.0.0.1:1', 'localhost:15432'] }, 'bind[1]', 'a listener binds an IP address'],
+    ['bind that is not a list', { ...minimal, bind: { address: '127.0.0.1' } }, 'bind', 'must be a list of rules'],
     ['a bad name', { ...minimal, name: 'dc1.a' }, 'name', 'DNS-1123 label'],
     ['maxDelay below initialDelay', { ...minimal, reconnect: { initialDelay: '2s', maxDelay: '1s' } }, 'reconnect.maxDelay', 'must not be less than initialDelay (2s)'],
     ['a zero initialDelay', { ...minimal, reconnect: { initialDelay: 0 } }, 'reconnect.initialDelay', 'must be greater than 0'],
@@ -115,7 +132,8 @@ describe('parseWorkerUrl', () => {
 describe('loadConnectorConfig', () => {
   it('loads the documented example', async () => {
     const config = await loadConnectorConfig(path.join(fixtures, 'valid', 'connector-documented.yaml'));
-    expect(config.allow?.describe()).toEqual(['127.0.0.1:5432', '10.0.0.0/8:443', '*.corp.example:5432']);
+    expect(config.allowRules).toEqual(['127.0.0.1:5432', '10.0.0.0/8:443', '*.corp.example:5432']);
+    expect(config.bindRules).toEqual(['127.0.0.1:18080']);
     expect(config.tls.key).toBe(path.join(fixtures, 'tls', 'connector-dc1-a.key'));
   });
 });

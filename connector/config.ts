@@ -5,30 +5,40 @@
  *   worker: "wss://127.0.0.1:8443"       # or a list of URLs
  *   tls: {cert: connector-dc1-a.crt, key: connector-dc1-a.key, ca: ca.crt}
  *   allow: ["127.0.0.1:5432", "10.0.0.0/8:443", "*.corp.example:5432"]
+ *   bind: ["127.0.0.1:18080"]             # listeners for Cluster-side mappings
  *
  * Parsed once into a ConnectorConfig; unknown fields at any level are errors.
+ * Default deny on both lists: no `allow` dials nothing (unless `allowAll:
+ * true`), no `bind` opens no listener.
  */
 import { z } from 'zod';
 import { ConfigError } from '../tunnel/errors.js';
 import { isDns1123Label, type HostPort } from '../tunnel/address.js';
-import { AllowList, parseAllowRule } from '../tunnel/policy.js';
+import { BindList, parseBindRule } from '../tunnel/bind-policy.js';
+import { AllowList, DialPolicy, parseAllowRule, type AllowRule } from '../tunnel/policy.js';
 import { formatDuration } from '../tunnel/duration.js';
 import { connectorLimitsSchema, type Limits } from '../tunnel/limits.js';
 import {
   auditSchema, checkTlsFiles, durationSchema, hostPortSchema, keepaliveSchema, loadYamlFile, logSchema,
   parseConfig, positiveDurationSchema, resolveFrom, resolveTlsFiles, strictObject, tlsSchema, type LogLevel,
 } from '../tunnel/config-load.js';
-import type { TlsFiles } from '../worker/config.js';
+import type { TlsFiles } from '../tunnel/transport/tls-files.js';
 
 export interface ConnectorConfig {
   file: string;
   name: string;
   workers: URL[];
   tls: TlsFiles;
-  /** Absent = dial whatever the worker's mappings name. */
-  allow?: AllowList;
-  /** The raw rule strings, for logs. */
-  allowRules?: string[];
+  /** What Connector-side targets may be dialled: `allow` and `allowAll` (default: nothing). */
+  dial: DialPolicy;
+  /** The allow rules, canonical, for logs and /status. */
+  allowRules: string[];
+  /** Whether `allow` was given at all (the start-up log says what to add when it was not). */
+  allowGiven: boolean;
+  /** Which local addresses and ports Cluster-side listeners may bind (default: none). */
+  bind: BindList;
+  /** The bind rules, canonical. */
+  bindRules: string[];
   admin?: HostPort;
   keepalive: { intervalMs: number; timeoutMs: number };
   reconnect: { initialDelayMs: number; maxDelayMs: number };
@@ -89,23 +99,24 @@ const reconnectSchema = strictObject({
   return { initialDelayMs: r.initialDelay, maxDelayMs: r.maxDelay };
 });
 
-const allowSchema = z.array(z.string()).transform((raw, ctx) => {
-  const rules = raw.map((s, i) => {
+function rulesSchema(parse: (s: string) => AllowRule) {
+  return z.array(z.string(), { error: 'must be a list of rules such as "127.0.0.1:5432"' }).transform((raw, ctx) => raw.map((s, i) => {
     try {
-      return parseAllowRule(s);
+      return parse(s);
     } catch (err) {
       ctx.addIssue({ code: 'custom', path: [i], message: err instanceof ConfigError ? err.problem : String(err) });
       return z.NEVER;
     }
-  });
-  return { raw, rules };
-});
+  }));
+}
 
 const connectorSchema = strictObject({
   name: nameSchema,
   worker: workersSchema,
   tls: tlsSchema,
-  allow: allowSchema.optional(),
+  allow: rulesSchema((s) => parseAllowRule(s)).optional(),
+  allowAll: z.boolean({ error: 'must be true or false' }).default(false),
+  bind: rulesSchema(parseBindRule).default([]),
   admin: hostPortSchema.optional(),
   keepalive: keepaliveSchema,
   reconnect: reconnectSchema,
@@ -117,6 +128,8 @@ const connectorSchema = strictObject({
 
 export function parseConnectorConfig(raw: unknown, file: string): ConnectorConfig {
   const c = parseConfig(connectorSchema, raw, file);
+  const allow = new AllowList(c.allow ?? []);
+  const bind = new BindList(c.bind);
   const config: ConnectorConfig = {
     file,
     name: c.name,
@@ -126,12 +139,13 @@ export function parseConnectorConfig(raw: unknown, file: string): ConnectorConfi
     reconnect: c.reconnect,
     drainTimeoutMs: c.drainTimeout,
     log: c.log,
+    dial: new DialPolicy(allow, { allowAll: c.allowAll }),
+    allowRules: allow.describe(),
+    allowGiven: c.allow !== undefined,
+    bind,
+    bindRules: bind.describe(),
     limits: c.limits,
   };
-  if (c.allow) {
-    config.allow = new AllowList(c.allow.rules);
-    config.allowRules = c.allow.raw;
-  }
   if (c.admin) config.admin = c.admin;
   if (c.audit) config.audit = { file: resolveFrom(file, c.audit.file) };
   return config;

@@ -2,7 +2,8 @@
  * The private-network end. Dials every configured worker URL, serves the
  * streams workers open for Connector-side mappings (only when the mapping
  * names the target *and* the local allow-list permits it), and listens on this
- * host for Cluster-side mappings. Never accepts inbound tunnel connections.
+ * host for Cluster-side mappings (only where the local bind list permits).
+ * Never accepts inbound tunnel connections.
  */
 import dns from 'node:dns/promises';
 import net from 'node:net';
@@ -15,6 +16,7 @@ import { errorMessage } from '../tunnel/errors.js';
 import { MappingListeners } from '../tunnel/listeners.js';
 import type { Mapping } from '../tunnel/mapping.js';
 import { muxLimits } from '../tunnel/limits.js';
+import type { DialDecision, Lookup } from '../tunnel/policy.js';
 import { TunnelMetrics } from '../tunnel/metrics.js';
 import type { OpenRequest } from '../tunnel/open.js';
 import { certificateInfo } from '../tunnel/pki.js';
@@ -28,12 +30,19 @@ export interface ConnectorDeps {
   logger: Logger;
   audit: AuditLog;
   metrics?: TunnelMetrics;
+  /** How a permitted host name becomes the address dialled (default: the system resolver, first address). */
+  lookup?: Lookup;
+}
+
+async function systemLookup(host: string): Promise<string> {
+  return (await dns.lookup(host)).address;
 }
 
 export class Connector {
   readonly #config: ConnectorConfig;
   readonly #log: Logger;
   readonly #audit: AuditLog;
+  readonly #lookup: Lookup;
   readonly metrics: TunnelMetrics;
   readonly #links: WorkerLink[];
   readonly #listeners: MappingListeners;
@@ -50,6 +59,7 @@ export class Connector {
     this.#config = config;
     this.#log = deps.logger.child({ connector: config.name });
     this.#audit = deps.audit;
+    this.#lookup = deps.lookup ?? systemLookup;
     this.metrics = deps.metrics ?? new TunnelMetrics('connector');
     this.#listeners = new MappingListeners({
       logger: this.#log,
@@ -88,11 +98,7 @@ export class Connector {
 
   async start(): Promise<{ admin?: net.AddressInfo }> {
     const c = this.#config;
-    if (c.allow) {
-      this.#log.info({ allow: c.allowRules }, `local allow-list: ${c.allowRules?.join(', ') || '(empty: nothing may be dialled)'}`);
-    } else {
-      this.#log.warn('no local allow-list (`allow`): this connector dials whatever targets the worker\'s mappings name; set `allow` to restrict it');
-    }
+    this.#logPolicy();
     let admin: net.AddressInfo | undefined;
     if (c.admin) {
       this.#admin = new AdminServer({ registry: this.metrics.registry, notReadyReason: () => this.notReadyReason(), status: () => this.status() }, this.#log);
@@ -135,7 +141,9 @@ export class Connector {
         session: l.welcome?.session,
         lastError: l.lastError,
       })),
-      allow: this.#config.allowRules ?? null,
+      allow: this.#config.allowRules,
+      allowAll: this.#config.dial.allowAll,
+      bind: this.#config.bindRules,
       mappings: [...this.#mappings.values()].map((m) => ({ name: m.name, side: m.target.side, target: formatHostPort(m.target) })),
     };
   }
@@ -170,43 +178,64 @@ export class Connector {
     }
   }
 
+  /**
+   * What this connector agrees to do, said once at start. Default deny on both lists is a breaking
+   * change for configs written before it, so the log says exactly what to add.
+   */
+  #logPolicy(): void {
+    const c = this.#config;
+    if (c.dial.allowAll) {
+      this.#log.warn({ allowAll: true, allow: c.allowRules }, 'allowAll: true: this connector dials any target the worker\'s mappings name, '
+        + 'except loopback, link-local and metadata addresses (only an allow rule naming such an address as an IP literal opens it); '
+        + 'list the targets in "allow" instead to decide here what may be reached');
+    } else if (!c.allowGiven) {
+      this.#log.warn(`no "allow" list in ${c.file}: this connector dials nothing, so every Connector-side mapping is refused. `
+        + 'Connectors deny by default (before, one without "allow" dialled whatever the mappings named). Add one rule per target, '
+        + 'e.g. allow: ["db.internal:5432", "10.0.0.5:443"]: each refused mapping is logged with the exact rule to add, and '
+        + '"underpass connector bundle" writes the list for a connection\'s current mappings. Or set allowAll: true to dial whatever the mappings name');
+    } else {
+      this.#log.info({ allow: c.allowRules }, `local allow-list: ${c.allowRules.join(', ') || '(empty: nothing may be dialled)'}`);
+    }
+    this.#log.info({ bind: c.bindRules }, `local bind list: ${c.bindRules.join(', ')
+      || '(empty: Cluster-side mappings open no listener on this host; add e.g. bind: ["127.0.0.1:18080"])'}`);
+  }
+
   /** A config from any worker replaces the mapping set (all workers of a connection push the same one). */
   async #applyConfig(link: WorkerLink, msg: ConfigMessage): Promise<void> {
     this.#mappings = new Map(msg.mappings.map((m) => [m.name, m]));
     this.#revision = msg.revision;
-    const listenResults = await this.#listeners.apply(msg.mappings.filter((m) => m.target.side === 'Cluster'));
     const statuses: MappingStatusEntry[] = [];
+    /** What the owner of this host would add to permit a refused mapping (logged, not sent). */
+    const fixes = new Map<string, string>();
+    const bindable: Mapping[] = [];
+    for (const m of msg.mappings.filter((x) => x.target.side === 'Cluster')) {
+      if (this.#config.bind.permits(m.listen.address, m.listen.port)) {
+        bindable.push(m);
+        continue;
+      }
+      const listen = formatHostPort({ host: m.listen.address, port: m.listen.port });
+      statuses.push({ name: m.name, state: 'Refused', reason: 'BindNotAllowed', message: `listener ${listen} is not on this connector's bind list` });
+      fixes.set(m.name, `to open it, add "${listen}" to bind in ${this.#config.file}`);
+    }
+    const listenResults = await this.#listeners.apply(bindable);
     for (const r of listenResults) {
       statuses.push(r.ok ? { name: r.name, state: 'Ready' } : { name: r.name, state: 'Failed', reason: 'ListenFailed', message: errorMessage(r.error) });
     }
-    for (const m of msg.mappings.filter((x) => x.target.side === 'Connector')) statuses.push(await this.#checkPolicy(m));
+    for (const m of msg.mappings.filter((x) => x.target.side === 'Connector')) {
+      const decision = await this.#config.dial.decide(m.target.host, m.target.port, this.#lookup);
+      statuses.push(mappingStatus(m, decision));
+      if (!decision.ok && decision.rule) fixes.set(m.name, `to permit it, add "${decision.rule}" to allow in ${this.#config.file}`);
+    }
     for (const s of statuses.filter((x) => x.state !== 'Ready')) {
-      this.#log.warn({ mapping: s.name, state: s.state, reason: s.reason }, `mapping "${s.name}" ${s.state.toLowerCase()}: ${s.message}`);
+      const fix = fixes.get(s.name);
+      this.#log.warn({ mapping: s.name, state: s.state, reason: s.reason }, `mapping "${s.name}" ${s.state.toLowerCase()}: ${s.message}${fix ? `; ${fix}` : ''}`);
     }
     link.sendMappingStatus(msg.revision, statuses);
     this.#log.info({ revision: msg.revision, mappings: msg.mappings.length }, `applied mapping set revision ${msg.revision} (${msg.mappings.length} mapping(s))`);
   }
 
-  async #checkPolicy(m: Mapping): Promise<MappingStatusEntry> {
-    const allow = this.#config.allow;
-    if (!allow) return { name: m.name, state: 'Ready' };
-    const target = formatHostPort(m.target);
-    if (allow.permits({ host: m.target.host, port: m.target.port })) return { name: m.name, state: 'Ready' };
-    let addresses: string[] = [];
-    if (net.isIP(m.target.host) === 0) {
-      try {
-        addresses = (await dns.lookup(m.target.host, { all: true })).map((a) => a.address);
-      } catch (err) {
-        return { name: m.name, state: 'Failed', reason: 'ResolveFailed', message: `cannot resolve ${m.target.host}: ${errorMessage(err)}` };
-      }
-    }
-    if (addresses.length > 0 && addresses.every((address) => allow.permits({ host: m.target.host, port: m.target.port, address }))) {
-      return { name: m.name, state: 'Ready' };
-    }
-    return { name: m.name, state: 'Refused', reason: 'NotAllowed', message: `target ${target} is outside this connector's allow list` };
-  }
-
-  async #resolveTarget(req: OpenRequest): Promise<Resolution> {
+  /** Policy for one stream; synchronous unless a permitted name must be resolved. */
+  #resolveTarget(req: OpenRequest): Resolution | Promise<Resolution> {
     const mapping = this.#mappings.get(req.mapping);
     if (!mapping) return { ok: false, code: 'UNKNOWN_MAPPING', message: `connector "${this.#config.name}" has no mapping "${req.mapping}"` };
     if (mapping.target.side !== 'Connector') {
@@ -214,21 +243,14 @@ export class Connector {
     }
     if (this.#abort.signal.aborted) return { ok: false, code: 'SHUTTING_DOWN', message: 'this connector is stopping', mapping };
     const { host, port } = mapping.target;
-    let address = host;
-    if (net.isIP(host) === 0) {
-      try {
-        address = (await dns.lookup(host)).address;
-      } catch (err) {
-        return { ok: false, code: 'DIAL_FAILED', message: `cannot resolve ${host}: ${errorMessage(err)}`, mapping };
-      }
-    }
-    const target = address === host ? formatHostPort(mapping.target) : `${formatHostPort(mapping.target)} (${address})`;
-    const allow = this.#config.allow;
-    if (allow && !allow.permits({ host, port, address })) {
-      return { ok: false, code: 'NOT_ALLOWED', message: `target ${target} is outside this connector's allow list`, mapping };
-    }
-    // Dial the address we checked, not the name again (no DNS rebinding between check and dial).
-    return { ok: true, mapping, dial: { host: address, port }, target };
+    const pre = this.#config.dial.precheck(host, port);
+    if (pre.verdict === 'deny') return { ok: false, code: 'NOT_ALLOWED', message: pre.message, mapping };
+    if (pre.verdict === 'dial') return { ok: true, mapping, dial: { host: pre.address, port }, target: formatHostPort(mapping.target) };
+    return this.#config.dial.decide(host, port, this.#lookup).then((d): Resolution => {
+      if (!d.ok) return { ok: false, code: d.reason === 'NotAllowed' ? 'NOT_ALLOWED' : 'DIAL_FAILED', message: d.message, mapping };
+      // Dial the address we checked, not the name again (no DNS rebinding between check and dial).
+      return { ok: true, mapping, dial: { host: d.address, port }, target: `${formatHostPort(mapping.target)} (${d.address})` };
+    });
   }
 
   #recordCertificate(m: TlsMaterial): void {
@@ -238,4 +260,11 @@ export class Connector {
       this.#log.warn({ err: errorMessage(err) }, 'cannot read certificate expiry');
     }
   }
+}
+
+function mappingStatus(m: Mapping, d: DialDecision): MappingStatusEntry {
+  if (d.ok) return { name: m.name, state: 'Ready' };
+  return d.reason === 'NotAllowed'
+    ? { name: m.name, state: 'Refused', reason: 'NotAllowed', message: d.message }
+    : { name: m.name, state: 'Failed', reason: 'ResolveFailed', message: d.message };
 }

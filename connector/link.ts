@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events';
 import os from 'node:os';
 import type { Logger } from 'pino';
 import { Backoff, sleep } from '../tunnel/backoff.js';
-import { ControlChannel, PROTOCOL_VERSION, type ConfigMessage, type MappingStatusEntry, type Welcome } from '../tunnel/control.js';
+import { ControlChannel, fitMappingStatus, PROTOCOL_VERSION, type ConfigMessage, type MappingStatusEntry, type Welcome } from '../tunnel/control.js';
 import { errorCode, errorMessage, UnderpassError } from '../tunnel/errors.js';
 import { LIMIT_OF_ERROR_CODE } from '../tunnel/limits.js';
 import type { TunnelMetrics } from '../tunnel/metrics.js';
@@ -20,6 +20,7 @@ import type { Channel } from '../tunnel/mux/channel.js';
 import { readTlsFiles, type TlsFiles, type TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { connectWebSocket, type WebSocketStream } from '../tunnel/transport/websocket.js';
 import { VERSION } from '../tunnel/version.js';
+import { workerIdentityCheck } from './worker-identity.js';
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** A session that lived this long counts as healthy: the next failure retries fast. */
@@ -76,7 +77,7 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
   }
 
   sendMappingStatus(revision: number, mappings: MappingStatusEntry[]): void {
-    this.#current?.control.send({ type: 'mapping-status', revision, mappings });
+    this.#current?.control.send({ type: 'mapping-status', revision, mappings: fitMappingStatus(mappings) });
   }
 
   /** Runs until `signal` aborts. */
@@ -168,8 +169,11 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
   }
 
   async #dial(tls: TlsMaterial, signal: AbortSignal): Promise<WebSocketStream> {
+    // Read at every attempt, like the TLS files: a renewed certificate is checked again.
+    const checkServerIdentity = workerIdentityCheck(tls.cert, this.#opts.name);
     try {
       return await connectWebSocket(new URL('/v1/tunnel', this.url), {
+        checkServerIdentity,
         cert: tls.cert,
         key: tls.key,
         ca: tls.ca,
@@ -186,7 +190,9 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
 
 function tlsCode(err: Error): string {
   const code = (err as { code?: string }).code ?? '';
-  return code.startsWith('ERR_TLS') || code.includes('CERT') || code.includes('SELF_SIGNED') ? 'ERR_WORKER_CERT' : 'ERR_DIAL';
+  // OpenSSL's verification codes (UNABLE_TO_VERIFY_LEAF_SIGNATURE, CERT_HAS_EXPIRED, …) and Node's host-name check.
+  const certificate = code.startsWith('ERR_TLS') || code.includes('CERT') || code.includes('SELF_SIGNED') || code.startsWith('UNABLE_TO_');
+  return certificate ? 'ERR_WORKER_CERT' : 'ERR_DIAL';
 }
 
 function describeDialError(err: Error): string {

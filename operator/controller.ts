@@ -6,8 +6,11 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { admissionFromList } from '../tunnel/admission.js';
+import { CONTROL_LIMITS } from '../tunnel/control.js';
 import { errorMessage } from '../tunnel/errors.js';
 import type { Mapping } from '../tunnel/mapping.js';
+import type { WorkerReport } from '../tunnel/operator-channel.js';
 import type { Applier } from './apply.js';
 import { stableHash } from './apply.js';
 import { findCondition } from './conditions.js';
@@ -19,7 +22,8 @@ import { resolveMappings, type MappingVerdict } from './mapping-resolution.js';
 import { FINALIZER, namesFor } from './names.js';
 import { ensurePki, workerSans, type PkiResult } from './pki-secrets.js';
 import type { ProcessResult } from './queue.js';
-import type { ReportStore, WorkerReport } from './reports.js';
+import type { DesiredWorkerState } from './report-server.js';
+import { instanceLimit, type ReportStore } from './report-store.js';
 import { mappingStatus, tunnelConnectionStatus } from './status.js';
 import { APPLICATION_MAPPINGS, TUNNEL_CONNECTIONS, type ApplicationMapping, type TunnelConnection } from './types.js';
 
@@ -69,11 +73,25 @@ export class TunnelController {
     this.#startedAt = this.#now().getTime();
   }
 
-  /** The mapping set a worker of `ref` should serve (the report channel's answer). */
-  desiredMappings(ref: ObjectRef): Mapping[] | undefined {
+  /**
+   * What the workers of `ref` must enforce (the report channel's answer): the
+   * mapping set, at most CONTROL_LIMITS.mappings of it, and the admission list.
+   */
+  desiredState(ref: ObjectRef): DesiredWorkerState | undefined {
     const tc = this.#d.caches.tcs.get(ref.name, ref.namespace);
     if (!tc || tc.metadata.deletionTimestamp) return undefined;
-    return this.#served(this.#verdicts(tc));
+    const mappings = this.#served(this.#verdicts(tc));
+    if (mappings.length > CONTROL_LIMITS.mappings) {
+      this.#d.logger.warn({ connection: `${ref.namespace}/${ref.name}`, mappings: mappings.length },
+        `TunnelConnection ${ref.namespace}/${ref.name} has ${mappings.length} mappings; workers serve the first ${CONTROL_LIMITS.mappings}`);
+    }
+    return { mappings: mappings.slice(0, CONTROL_LIMITS.mappings), admission: admissionFromList(tc.spec.connectors) };
+  }
+
+  /** How many worker reports of `ref` the store keeps (and reads at once): see instanceLimit. */
+  reportInstanceLimit(ref: ObjectRef): number {
+    const tc = this.#d.caches.tcs.get(ref.name, ref.namespace);
+    return instanceLimit(tc?.spec.replicas ?? 1);
   }
 
   caPem(ref: ObjectRef): string | undefined {

@@ -48,6 +48,8 @@ export function workerConfigYaml(tc: TunnelConnection, mappings: readonly Mappin
     })),
   };
   if (channel) config.operator = { url: channel.url, ca: 'operator-ca.crt' };
+  // The start-up admission list; with the channel, the operator's answers keep it current.
+  if (tc.spec.connectors !== undefined) config.connectors = [...new Set(tc.spec.connectors)].sort();
   return `# Written by the Underpass operator for TunnelConnection ${tc.metadata.namespace}/${tc.metadata.name}; do not edit.\n${YAML.stringify(config)}`;
 }
 

@@ -29,7 +29,8 @@ import { ensureOperatorTls } from './operator-pki.js';
 import { accessChecks, checkPermissions } from './permissions.js';
 import { PROBLEM_CODES, ProblemBoard, problemOf, RBAC_FIX, type Request } from './problems.js';
 import { WorkQueue } from './queue.js';
-import { ReportServer, ReportStore } from './reports.js';
+import { ReportServer } from './report-server.js';
+import { ReportStore } from './report-store.js';
 import { APPLICATION_MAPPINGS, TUNNEL_CONNECTIONS, type ApplicationMapping, type TunnelConnection } from './types.js';
 
 export interface OperatorOptions {
@@ -58,8 +59,8 @@ export interface OperatorOptions {
 
 export class Operator {
   readonly kube: Kube;
-  readonly metrics = new OperatorMetrics();
-  readonly store = new ReportStore();
+  readonly store = new ReportStore({ maxInstances: (key) => this.#controller?.reportInstanceLimit(refOf(key)) ?? 1 });
+  readonly metrics = new OperatorMetrics(this.store);
   readonly problems: ProblemBoard;
   readonly #o: OperatorOptions;
   readonly #log: Logger;
@@ -95,6 +96,7 @@ export class Operator {
       },
     });
     this.store.on('report', (connection: string) => this.#queue.add(`tc:${connection}`));
+    this.store.on('evicted', (_connection: string, reason: string) => this.metrics.reportStoreEvictions.inc({ reason }));
   }
 
   get isLeader(): boolean {
@@ -225,9 +227,11 @@ export class Operator {
         logger: this.#log,
         store: this.store,
         caFor: (c) => controller.caPem(c),
-        desiredFor: (c) => {
-          const mappings = controller.desiredMappings(c);
-          return mappings ? { mappings } : undefined;
+        desiredFor: (c) => controller.desiredState(c),
+        maxInFlight: (key) => controller.reportInstanceLimit(refOf(key)),
+        metrics: {
+          reports: this.metrics.workerReports,
+          refusals: this.metrics.reportRefusals,
         },
       });
       try {

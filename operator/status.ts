@@ -5,10 +5,10 @@
  */
 import type * as k8s from '@kubernetes/client-node';
 import { formatHostPort } from '../tunnel/address.js';
+import type { WorkerReport } from '../tunnel/operator-channel.js';
 import { setConditions, type ConditionInput } from './conditions.js';
 import type { MappingVerdict } from './mapping-resolution.js';
 import { namesFor } from './names.js';
-import type { WorkerReport } from './reports.js';
 import type { ApplicationMapping, ApplicationMappingStatus, ConnectorStatus, TunnelConnection, TunnelConnectionStatus } from './types.js';
 
 export interface Observed {
@@ -24,10 +24,26 @@ export interface Observed {
   now: Date;
 }
 
+/** status.connectors holds at most this many entries (the CRD's maxItems). */
+export const MAX_STATUS_CONNECTORS = 1024;
+
+/**
+ * One entry per connector and worker (the list's map keys): a connector with
+ * several sessions on one worker shows its newest. What workers report must
+ * never make the status write fail, so the list is also cut to the CRD's limit.
+ */
 export function connectorsOf(reports: readonly WorkerReport[]): ConnectorStatus[] {
-  return reports
-    .flatMap((r) => r.connectors.map((c) => ({ name: c.name, worker: r.instance, since: c.since, version: c.version, address: c.address })))
-    .sort((a, b) => a.name.localeCompare(b.name) || a.worker.localeCompare(b.worker));
+  const byKey = new Map<string, ConnectorStatus>();
+  for (const r of reports) {
+    for (const c of r.connectors) {
+      const key = `${c.name}\u0000${r.instance}`;
+      const before = byKey.get(key);
+      if (!before || c.since > before.since) byKey.set(key, { name: c.name, worker: r.instance, since: c.since, version: c.version, address: c.address });
+    }
+  }
+  return [...byKey.values()]
+    .sort((a, b) => a.name.localeCompare(b.name) || a.worker.localeCompare(b.worker))
+    .slice(0, MAX_STATUS_CONNECTORS);
 }
 
 export function endpointOf(tc: TunnelConnection, svc: k8s.V1Service | undefined): string {

@@ -60,8 +60,12 @@ export interface SessionAuditEvent {
 }
 
 export interface ConfigAuditEvent {
-  event: 'config-applied' | 'config-rejected';
+  event: 'config-applied' | 'config-rejected' | 'admission-changed';
   connection: string;
+  worker?: string;
+  /** admission-changed: where the list came from (operator, config file) and the names now admitted. */
+  source?: string;
+  connectors?: string[] | 'any';
   revision?: number;
   added?: string[];
   removed?: string[];

@@ -96,3 +96,86 @@ describe('CidrSet', () => {
     expect(() => new CidrSet(['10.0.0.0/8', 'nope'])).toThrow(ConfigError);
   });
 });
+
+describe('CidrSet at prefix boundaries (the first and last address inside, the neighbours just outside)', () => {
+  it.each<[string, string, boolean]>([
+    // IPv4 /0: every IPv4 address, in either spelling, and no IPv6 address
+    ['0.0.0.0/0', '0.0.0.0', true],
+    ['0.0.0.0/0', '255.255.255.255', true],
+    ['0.0.0.0/0', '::ffff:1.2.3.4', true],
+    ['0.0.0.0/0', '::1', false],
+    ['0.0.0.0/0', '2001:db8::1', false],
+    // /1: each half
+    ['0.0.0.0/1', '0.0.0.0', true],
+    ['0.0.0.0/1', '127.255.255.255', true],
+    ['0.0.0.0/1', '128.0.0.0', false],
+    ['128.0.0.0/1', '128.0.0.0', true],
+    ['128.0.0.0/1', '255.255.255.255', true],
+    ['128.0.0.0/1', '127.255.255.255', false],
+    // a prefix that ends inside a byte
+    ['172.16.0.0/12', '172.16.0.0', true],
+    ['172.16.0.0/12', '172.31.255.255', true],
+    ['172.16.0.0/12', '172.15.255.255', false],
+    ['172.16.0.0/12', '172.32.0.0', false],
+    // /31 and /32
+    ['10.0.0.0/31', '10.0.0.0', true],
+    ['10.0.0.0/31', '10.0.0.1', true],
+    ['10.0.0.0/31', '9.255.255.255', false],
+    ['10.0.0.0/31', '10.0.0.2', false],
+    ['10.0.0.1/32', '10.0.0.1', true],
+    ['10.0.0.1/32', '10.0.0.0', false],
+    ['10.0.0.1/32', '10.0.0.2', false],
+    ['255.255.255.255/32', '255.255.255.255', true],
+    ['255.255.255.255/32', '255.255.255.254', false],
+    // IPv6 /0 is every address, IPv4 ones included (they are ::ffff:0:0/96 inside it)
+    ['::/0', '::', true],
+    ['::/0', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', true],
+    ['::/0', '1.2.3.4', true],
+    // IPv6 /1
+    ['8000::/1', '8000::', true],
+    ['8000::/1', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', true],
+    ['8000::/1', '7fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', false],
+    ['::/1', '7fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', true],
+    ['::/1', '8000::', false],
+    // IPv6 /64 at a group boundary
+    ['2001:db8:0:1::/64', '2001:db8:0:1::', true],
+    ['2001:db8:0:1::/64', '2001:db8:0:1:ffff:ffff:ffff:ffff', true],
+    ['2001:db8:0:1::/64', '2001:db8:0:0:ffff:ffff:ffff:ffff', false],
+    ['2001:db8:0:1::/64', '2001:db8:0:2::', false],
+    // /127 and /128
+    ['2001:db8::/127', '2001:db8::', true],
+    ['2001:db8::/127', '2001:db8::1', true],
+    ['2001:db8::/127', '2001:db7:ffff:ffff:ffff:ffff:ffff:ffff', false],
+    ['2001:db8::/127', '2001:db8::2', false],
+    ['2001:db8::1/128', '2001:db8::1', true],
+    ['2001:db8::1/128', '2001:db8::', false],
+    ['2001:db8::1/128', '2001:db8::2', false],
+    // IPv4-mapped IPv6 blocks are their IPv4 blocks, and the other way round
+    ['::ffff:10.0.0.0/104', '10.0.0.0', true],
+    ['::ffff:10.0.0.0/104', '10.255.255.255', true],
+    ['::ffff:10.0.0.0/104', '9.255.255.255', false],
+    ['::ffff:10.0.0.0/104', '11.0.0.0', false],
+    ['::ffff:10.0.0.0/104', '::ffff:10.1.2.3', true],
+    ['::ffff:0.0.0.0/96', '0.0.0.0', true],
+    ['::ffff:0.0.0.0/96', '255.255.255.255', true],
+    ['::ffff:0.0.0.0/96', '::1', false],
+    ['::ffff:10.0.0.1/128', '10.0.0.1', true],
+    ['::ffff:10.0.0.1/128', '10.0.0.2', false],
+    ['10.0.0.0/8', '::ffff:a00:0', true], // the mapped form written in hex
+    ['10.0.0.0/8', '::ffff:b00:0', false],
+    ['10.0.0.0/8', '::a00:1', false], // IPv4-compatible (deprecated) is not IPv4-mapped
+  ])('%s contains %s: %s', (block, ip, want) => {
+    expect(new CidrSet([block]).contains(ip)).toBe(want);
+  });
+
+  it.each([
+    ['128.0.0.1/1', 'did you mean 128.0.0.0/1'],
+    ['10.0.0.1/31', 'did you mean 10.0.0.0/31'],
+    ['8000::1/1', 'did you mean 8000::/1'],
+    ['2001:db8::1/127', 'did you mean 2001:db8::/127'],
+    ['0.0.0.1/0', 'did you mean 0.0.0.0/0'],
+    ['::1/0', 'did you mean ::/0'],
+  ])('refuses %s, one host bit past the prefix', (input, message) => {
+    expect(() => parseCidr(input)).toThrow(message);
+  });
+});

@@ -14,49 +14,136 @@ import { z } from 'zod';
 import { ProtocolError, UnderpassError } from './errors.js';
 import { ownerSlot } from './owner.js';
 import { encodeJsonFrame, JsonFrameDecoder } from './frames.js';
+import { formatPath } from './config-load.js';
 import { mappingSchema } from './mapping.js';
 
 export const PROTOCOL_VERSION = 1;
 export const MAX_CONTROL_MESSAGE = 1 << 20;
 
+/**
+ * Limits on what a peer may put in a control message, checked where the
+ * message arrives: a message over any of them is refused as a whole
+ * (ControlMessageError names the field), so nothing unbounded reaches a
+ * session, a log line or the operator report.
+ */
+export const CONTROL_LIMITS = {
+  /** Mappings in one config message, and entries in one mapping-status message. */
+  mappings: 1000,
+  /** A version string (connector or worker): printable ASCII, no spaces. */
+  versionChars: 64,
+  capabilities: 16,
+  capabilityChars: 32,
+  hostnameChars: 253,
+  /** A reason or error code: letters, digits, "_", "-" and ".". */
+  codeChars: 64,
+  /** Free text (mapping-status and error messages). */
+  messageChars: 1024,
+  /** Worker instance names (a pod name is at most 253). */
+  instanceChars: 253,
+  sessionChars: 64,
+} as const;
+
+const L = CONTROL_LIMITS;
+const max = (n: number) => ({ message: `must be at most ${n} characters` });
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+export const dnsLabelSchema = z.string().max(63, max(63)).regex(DNS_LABEL, 'must be a DNS-1123 label: lowercase letters, digits and "-", starting and ending with a letter or digit');
+export const versionSchema = z.string().max(L.versionChars, max(L.versionChars)).regex(/^[\x21-\x7e]*$/, 'must be printable ASCII without spaces');
+export const codeSchema = z.string().min(1, 'must not be empty').max(L.codeChars, max(L.codeChars)).regex(/^[A-Za-z0-9_.-]+$/, 'must be a code: letters, digits, "_", "-" and "."');
+export const messageTextSchema = z.string().max(L.messageChars, max(L.messageChars));
+export const MAPPING_STATES = ['Ready', 'Refused', 'Failed'] as const;
+
 const helloSchema = z.object({
   type: z.literal('hello'),
   protocol: z.number().int(),
-  connector: z.string(),
-  version: z.string(),
-  capabilities: z.array(z.string()),
-  hostname: z.string().optional(),
+  connector: dnsLabelSchema,
+  version: versionSchema,
+  capabilities: z.array(z.string().max(L.capabilityChars, max(L.capabilityChars))).max(L.capabilities, { message: `must have at most ${L.capabilities} entries` }),
+  hostname: z.string().max(L.hostnameChars, max(L.hostnameChars)).optional(),
 });
 
 const welcomeSchema = z.object({
   type: z.literal('welcome'),
   protocol: z.number().int(),
-  connection: z.string(),
-  worker: z.object({ instance: z.string(), version: z.string() }),
-  session: z.string(),
+  connection: z.string().max(127, max(127)),
+  worker: z.object({ instance: z.string().max(L.instanceChars, max(L.instanceChars)), version: versionSchema }),
+  session: z.string().max(L.sessionChars, max(L.sessionChars)),
 });
 
 const configSchema = z.object({
   type: z.literal('config'),
   revision: z.number().int().nonnegative(),
-  mappings: z.array(mappingSchema),
+  mappings: z.array(mappingSchema).max(L.mappings, { message: `must have at most ${L.mappings} entries` }),
 });
 
-export const MAPPING_STATES = ['Ready', 'Refused', 'Failed'] as const;
+export const mappingStatusEntrySchema = z.object({
+  name: dnsLabelSchema,
+  state: z.enum(MAPPING_STATES),
+  reason: codeSchema.optional(),
+  message: messageTextSchema.optional(),
+});
+
+/**
+ * Entries as a peer may send them: at most CONTROL_LIMITS.mappings entries,
+ * messages cut to CONTROL_LIMITS.messageChars and, for long lists, shorter
+ * still so the whole message stays under MAX_CONTROL_MESSAGE (256 bytes per
+ * entry for the rest, 6 bytes per message character at worst in JSON). Our
+ * own status is never refused for an over-long error text.
+ */
+export function fitMappingStatus(entries: readonly MappingStatusEntry[]): MappingStatusEntry[] {
+  const kept = entries.slice(0, L.mappings);
+  const perEntry = Math.min(L.messageChars, Math.floor((MAX_CONTROL_MESSAGE - 256 * L.mappings) / Math.max(1, kept.length) / 6));
+  return kept.map((e) => (e.message !== undefined && e.message.length > perEntry
+    ? { ...e, message: `${e.message.slice(0, perEntry - 1)}…` }
+    : e));
+}
+
 const mappingStatusSchema = z.object({
   type: z.literal('mapping-status'),
   revision: z.number().int().nonnegative(),
-  mappings: z.array(z.object({
-    name: z.string(),
-    state: z.enum(MAPPING_STATES),
-    reason: z.string().optional(),
-    message: z.string().optional(),
-  })),
+  mappings: z.array(mappingStatusEntrySchema).max(L.mappings, { message: `must have at most ${L.mappings} entries` }),
 });
 
-const errorSchema = z.object({ type: z.literal('error'), code: z.string(), message: z.string() });
+const errorSchema = z.object({
+  type: z.literal('error'),
+  code: codeSchema,
+  message: messageTextSchema,
+  /** The field of the peer's message that was refused, when one was. */
+  field: z.string().max(128, max(128)).optional(),
+});
 
 export const controlMessageSchema = z.discriminatedUnion('type', [helloSchema, welcomeSchema, configSchema, mappingStatusSchema, errorSchema]);
+
+/**
+ * A control message the peer sent that the protocol refuses (unknown type, a
+ * missing field, a field over its limit). The message is dropped as a whole.
+ */
+export class ControlMessageError extends ProtocolError {
+  /** The message's type, when it named a known one. */
+  readonly messageType: string | undefined;
+  /** Path of the refused field, e.g. "version" or "mappings[3].message"; undefined for the whole message. */
+  readonly field: string | undefined;
+
+  constructor(messageType: string | undefined, field: string | undefined, problem: string) {
+    super('ERR_CONTROL_INVALID', `invalid control message${messageType ? ` "${messageType}"` : ''}: ${field ?? '(message)'}: ${problem}`);
+    this.messageType = messageType;
+    this.field = field;
+  }
+}
+
+const KNOWN_TYPES = new Set(['hello', 'welcome', 'config', 'mapping-status', 'error']);
+
+/** Validates one decoded control message; the error names the first refused field. */
+export function parseControlMessage(raw: unknown): ControlMessage | ControlMessageError {
+  const parsed = controlMessageSchema.safeParse(raw);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  const type = (raw as { type?: unknown } | null)?.type;
+  const known = typeof type === 'string' && KNOWN_TYPES.has(type) ? type : undefined;
+  const path = issue?.path ?? [];
+  const field = path.length > 0 ? formatPath(path) : undefined;
+  return new ControlMessageError(known, field, issue?.message ?? 'invalid');
+}
 
 export type ControlMessage = z.infer<typeof controlMessageSchema>;
 export type Hello = z.infer<typeof helloSchema>;
@@ -149,14 +236,9 @@ export class ControlChannel extends EventEmitter {
       return;
     }
     for (const raw of raws) {
-      const parsed = controlMessageSchema.safeParse(raw);
-      if (!parsed.success) {
-        const issue = parsed.error.issues[0];
-        const type = (raw as { type?: unknown })?.type;
-        this.emit('error', new ProtocolError('ERR_CONTROL_INVALID', `invalid control message${typeof type === 'string' ? ` "${type}"` : ''}: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`));
-        continue;
-      }
-      this.emit('message', parsed.data);
+      const parsed = parseControlMessage(raw);
+      if (parsed instanceof ControlMessageError) this.emit('error', parsed);
+      else this.emit('message', parsed);
     }
   }
 }

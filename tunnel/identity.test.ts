@@ -1,9 +1,11 @@
 import { describe, it, expect } from '@jest/globals';
 import type { PeerCertificate } from 'node:tls';
+import { X509Certificate } from 'node:crypto';
 import {
-  caUri, connectorUri, formatConnectionId, formatIdentityUri, identityFromPeerCertificate, parseConnectionId,
-  parseConnectorName, parseIdentityUri, subjectAltNames, workerUri, type Identity,
+  caUri, connectorUri, formatConnectionId, formatIdentityUri, identityFromCertificate, identityFromPeerCertificate, parseConnectionId,
+  parseConnectorName, parseIdentityUri, sameConnection, subjectAltNames, workerUri, type ConnectionId, type Identity,
 } from './identity.js';
+import { createCA, issueConnectorCert, issueWorkerCert, loadCA } from './pki.js';
 
 function codeOf(fn: () => unknown): string | undefined {
   try {
@@ -154,5 +156,42 @@ describe('identityFromPeerCertificate', () => {
     expect(identityFromPeerCertificate(cert, { connection: { namespace: 'x', name: 'y' }, role: 'connector' }).name).toBe('z');
     expect(codeOf(() => identityFromPeerCertificate(cert, { connection: { namespace: 'x', name: 'other' } }))).toBe('ERR_IDENTITY_MISMATCH');
     expect(codeOf(() => identityFromPeerCertificate(cert, { role: 'worker' }))).toBe('ERR_IDENTITY_MISMATCH');
+  });
+
+  it.each([
+    ['a connector of the same connection name in another namespace', 'URI:underpass://team-b/dc1/connector/site-a', 'belongs to connection team-b/dc1, not team-a/dc1'],
+    ['a worker of the same connection name in another namespace', 'URI:underpass://team-b/dc1/worker', 'belongs to connection team-b/dc1, not team-a/dc1'],
+    ['a connector of another connection in the same namespace', 'URI:underpass://team-a/dc2/connector/site-a', 'belongs to connection team-a/dc2, not team-a/dc1'],
+  ])('refuses %s when connection team-a/dc1 is expected (ERR_IDENTITY_MISMATCH)', (_what, san, message) => {
+    const expectation = { connection: { namespace: 'team-a', name: 'dc1' } };
+    expect(codeOf(() => identityFromPeerCertificate(peer(san), expectation))).toBe('ERR_IDENTITY_MISMATCH');
+    expect(messageOf(() => identityFromPeerCertificate(peer(san), expectation))).toContain(message);
+  });
+});
+
+describe('sameConnection', () => {
+  const a: ConnectionId = { namespace: 'team-a', name: 'dc1' };
+  it.each<[string, ConnectionId, boolean]>([
+    ['the same namespace and name', { namespace: 'team-a', name: 'dc1' }, true],
+    ['the same name in another namespace', { namespace: 'team-b', name: 'dc1' }, false],
+    ['another name in the same namespace', { namespace: 'team-a', name: 'dc2' }, false],
+    ['namespace and name swapped', { namespace: 'dc1', name: 'team-a' }, false],
+  ])('%s → %s', (_what, b, want) => {
+    expect(sameConnection(a, b)).toBe(want);
+    expect(sameConnection(b, a)).toBe(want);
+  });
+});
+
+describe('identityFromCertificate (a certificate we hold)', () => {
+  it('reads the identity of certificates the PKI issues, by the same rules as a peer certificate', async () => {
+    const connection = { namespace: 'team-a', name: 'dc1' };
+    const caPem = await createCA({ connection });
+    const ca = await loadCA(caPem.certPem, caPem.keyPem);
+    const connector = new X509Certificate((await issueConnectorCert(ca, { connector: 'site-a' })).certPem);
+    const worker = new X509Certificate((await issueWorkerCert(ca, { sans: ['localhost'] })).certPem);
+    expect(identityFromCertificate(connector, { role: 'connector' })).toEqual({ namespace: 'team-a', connection: 'dc1', role: 'connector', name: 'site-a' });
+    expect(identityFromCertificate(worker, { connection, role: 'worker' })).toEqual({ namespace: 'team-a', connection: 'dc1', role: 'worker' });
+    expect(codeOf(() => identityFromCertificate(worker, { role: 'connector' }))).toBe('ERR_IDENTITY_MISMATCH');
+    expect(codeOf(() => identityFromCertificate(connector, { connection: { namespace: 'team-b', name: 'dc1' } }))).toBe('ERR_IDENTITY_MISMATCH');
   });
 });

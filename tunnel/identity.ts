@@ -1,3 +1,4 @@
+import type { X509Certificate } from 'node:crypto';
 import type { PeerCertificate } from 'node:tls';
 import { UnderpassError } from './errors.js';
 
@@ -174,6 +175,17 @@ export function identityFromPeerCertificate(cert: PeerCertificate, expect: Ident
   const identity = parseIdentityUri(uris[0] as string);
   checkExpectation(identity, expect);
   return identity;
+}
+
+/**
+ * The identity in a certificate we hold ourselves (e.g. the connector's own
+ * tls.cert, which names the connection whose workers it may talk to), by the
+ * same rules as a peer's.
+ */
+export function identityFromCertificate(cert: X509Certificate, expect: IdentityExpectation = {}): Identity {
+  const cn = /^CN=(.*)$/m.exec(cert.subject)?.[1];
+  const view = { subjectaltname: cert.subjectAltName ?? '', subject: { CN: cn ?? '' }, serialNumber: cert.serialNumber };
+  return identityFromPeerCertificate(view as unknown as PeerCertificate, expect);
 }
 
 function checkExpectation(identity: Identity, expect: IdentityExpectation): void {

@@ -1,7 +1,8 @@
 /**
  * The connector's local allow-list: which targets it agrees to dial, whatever
- * the worker's mappings say. A mapping's target is dialled only if some rule
- * permits it (default deny).
+ * the worker's mappings say. Nothing is dialled unless a rule permits it (no
+ * list, or an empty one, dials nothing), or the config opts in with
+ * `allowAll: true`.
  *
  * Rule grammar (`<target>:<ports>`):
  *   127.0.0.1:5432          one IPv4 address
@@ -13,14 +14,23 @@
  *                           (not corp.example itself)
  * <ports> is one port (5432), a range (8000-8100, inclusive) or * (any port).
  *
- * Name rules match the host the mapping names; IP and CIDR rules match the
- * address that will actually be dialled (after DNS) and, when the mapping's
- * host is itself an IP literal, that too. A name rule trusts DNS: whoever
- * controls the name's records controls where it points.
+ * How a target is decided (DialPolicy):
+ *  - a mapping that names an IP literal is matched by IP and CIDR rules;
+ *  - a mapping that names a host is matched by name and wildcard rules only,
+ *    on the name alone, before any DNS lookup: a name no rule permits is never
+ *    resolved (the mapping author learns nothing about private DNS, and no
+ *    query leaves for a name the owner did not list). A permitted name is
+ *    resolved once and that address is dialled (no rebinding between check and
+ *    dial);
+ *  - guarded addresses (tunnel/guarded-addresses.ts: loopback, link-local,
+ *    metadata), whether named by the mapping or resolved from a name, are
+ *    dialled only when an IP rule names that very address: a wide block,
+ *    a name rule or allowAll never opens them.
  */
 import { ConfigError } from './errors.js';
-import { isDnsName } from './address.js';
+import { formatHostPort, isDnsName } from './address.js';
 import { CidrSet, formatCidr, ipFamily, normaliseIp, parseCidr, unmapIpv4 } from './cidr.js';
+import { guardedAddress } from './guarded-addresses.js';
 
 export interface PortRange {
   from: number;
@@ -38,18 +48,12 @@ export interface AllowRule {
   ports: PortRange;
 }
 
-export interface AllowTarget {
-  host: string;
-  port: number;
-  address?: string;
-}
-
 const ANY_PORT: PortRange = { from: 1, to: 65535 };
 const FORMS = 'expected <ip|cidr|name|*.domain>:<port|from-to|*>, e.g. 10.0.0.0/8:443 or [::1]:5432';
 
-export function parseAllowRule(s: string): AllowRule {
+export function parseAllowRule(s: string, what = 'allow rule'): AllowRule {
   const fail = (problem: string): never => {
-    throw new ConfigError(`allow rule "${s}": ${problem}`);
+    throw new ConfigError(`${what} "${s}": ${problem}`);
   };
   let target: string;
   let portText: string;
@@ -77,22 +81,27 @@ export function formatAllowRule(r: AllowRule): string {
   return v6 ? `[${r.match}]:${ports}` : `${r.match}:${ports}`;
 }
 
-/** Answers an AllowList remembers (targets × resolved addresses) before it starts over. */
+const ONLY_LITERAL = '; only an allow rule naming it as an IP literal opens it';
+
+/** Answers a DialPolicy remembers (host × port) before it starts over. */
 const MEMO_LIMIT = 1024;
 
 interface CompiledRule {
   rule: AllowRule;
-  test: (target: AllowTarget) => boolean;
+  test: (host: string) => boolean;
 }
 
+/** A parsed allow-list: which names and which addresses its rules permit. */
 export class AllowList {
   readonly rules: readonly AllowRule[];
-  #compiled: CompiledRule[];
-  readonly #memo = new Map<string, boolean>();
+  readonly #names: CompiledRule[];
+  readonly #addresses: CompiledRule[];
 
   constructor(rules: AllowRule[]) {
     this.rules = [...rules];
-    this.#compiled = rules.map((rule) => ({ rule, test: compile(rule) }));
+    const compiled = rules.map((rule) => ({ rule, test: compile(rule) }));
+    this.#names = compiled.filter(({ rule }) => rule.kind === 'host' || rule.kind === 'wildcard');
+    this.#addresses = compiled.filter(({ rule }) => rule.kind === 'ip' || rule.kind === 'cidr');
   }
 
   /** Parses every rule; the error's field is the rule's index, e.g. "[2]". */
@@ -107,21 +116,122 @@ export class AllowList {
     }));
   }
 
-  permits(target: AllowTarget): boolean {
-    // The same few targets are checked on every dial: remember the answers (the rules never
-    // change; a new list is a new AllowList). Bounded: cleared when it holds MEMO_LIMIT answers.
-    const key = `${target.host}\0${target.port}\0${target.address ?? ''}`;
+  /** A name or wildcard rule permits this DNS name on this port (decided on the name alone). */
+  permitsName(name: string, port: number): boolean {
+    const host = canonicalName(name);
+    return this.#names.some(({ rule, test }) => inPorts(rule, port) && test(host));
+  }
+
+  /** An IP or CIDR rule permits this address on this port. Guarded addresses are not special here (see DialPolicy). */
+  permitsAddress(ip: string, port: number): boolean {
+    if (ipFamily(ip) === 0) return false;
+    const address = unmapIpv4(ip);
+    return this.#addresses.some(({ rule, test }) => inPorts(rule, port) && test(address));
+  }
+
+  /** An IP rule names exactly this address, on this port: the only kind of rule that opens a guarded address. */
+  namesAddress(ip: string, port: number): boolean {
+    if (ipFamily(ip) === 0) return false;
+    const address = unmapIpv4(ip);
+    return this.#addresses.some(({ rule }) => rule.kind === 'ip' && inPorts(rule, port) && unmapIpv4(rule.match) === address);
+  }
+
+  describe(): string[] {
+    return this.rules.map(formatAllowRule);
+  }
+}
+
+/** What to do with a mapping's target before any DNS lookup. */
+export type Precheck =
+  | { verdict: 'dial'; address: string }
+  | { verdict: 'resolve' }
+  | { verdict: 'deny'; message: string; rule: string };
+
+export type DialDecision =
+  | { ok: true; address: string }
+  | { ok: false; reason: 'NotAllowed' | 'ResolveFailed'; message: string; /** The allow rule that would permit it. */ rule?: string };
+
+/** Resolves a host name to the one address that will be dialled. */
+export type Lookup = (host: string) => Promise<string>;
+
+/**
+ * The connector's decision for one target: its allow-list, `allowAll`, and the
+ * guarded addresses. Pure apart from the injected lookup.
+ */
+export class DialPolicy {
+  readonly allow: AllowList;
+  readonly allowAll: boolean;
+  readonly #memo = new Map<string, Precheck>();
+  readonly #guardedMemo = new Map<string, string>();
+
+  constructor(allow: AllowList, opts: { allowAll?: boolean } = {}) {
+    this.allow = allow;
+    this.allowAll = opts.allowAll ?? false;
+  }
+
+  /** Decided without DNS. A name the rules do not permit is denied here, so it is never looked up. */
+  precheck(host: string, port: number): Precheck {
+    // The same few targets are checked on every dial: remember the answers (the rules never change;
+    // a new list is a new DialPolicy). Bounded: cleared when it holds MEMO_LIMIT answers.
+    const key = `${host}\0${port}`;
     const known = this.#memo.get(key);
-    if (known !== undefined) return known;
-    const answer = this.#compiled.some(({ rule, test }) =>
-      target.port >= rule.ports.from && target.port <= rule.ports.to && test(target));
+    if (known) return known;
+    const answer = this.#decideBeforeLookup(host, port);
     if (this.#memo.size >= MEMO_LIMIT) this.#memo.clear();
     this.#memo.set(key, answer);
     return answer;
   }
 
-  describe(): string[] {
-    return this.rules.map(formatAllowRule);
+  /** For a name precheck let through: may the address it resolved to be dialled? */
+  checkResolved(host: string, port: number, address: string): DialDecision {
+    if (ipFamily(address) === 0) return { ok: false, reason: 'ResolveFailed', message: `${host} resolved to ${JSON.stringify(address)}, not an IP address` };
+    const guarded = this.#guarded(address);
+    if (guarded && !this.allow.namesAddress(address, port)) {
+      const rule = formatHostPort({ host: unmapIpv4(address), port });
+      return { ok: false, reason: 'NotAllowed', rule, message: `target ${formatHostPort({ host, port })} resolves to ${address}, ${guarded}${ONLY_LITERAL}` };
+    }
+    return { ok: true, address };
+  }
+
+  /** The whole decision: precheck, then (for a permitted name) one lookup and the check of its address. */
+  async decide(host: string, port: number, lookup: Lookup): Promise<DialDecision> {
+    const pre = this.precheck(host, port);
+    if (pre.verdict === 'deny') return { ok: false, reason: 'NotAllowed', message: pre.message, rule: pre.rule };
+    if (pre.verdict === 'dial') return { ok: true, address: pre.address };
+    let address: string;
+    try {
+      address = await lookup(host);
+    } catch (err) {
+      return { ok: false, reason: 'ResolveFailed', message: `cannot resolve ${host}: ${(err as Error).message}` };
+    }
+    return this.checkResolved(host, port, address);
+  }
+
+  /** guardedAddress, remembered per address: names resolve to the same few addresses on every stream. */
+  #guarded(address: string): string | undefined {
+    const known = this.#guardedMemo.get(address);
+    if (known !== undefined) return known || undefined;
+    const answer = guardedAddress(address);
+    if (this.#guardedMemo.size >= MEMO_LIMIT) this.#guardedMemo.clear();
+    this.#guardedMemo.set(address, answer ?? '');
+    return answer;
+  }
+
+  #decideBeforeLookup(host: string, port: number): Precheck {
+    const target = formatHostPort({ host, port });
+    if (ipFamily(host) === 0) {
+      if (this.allowAll || this.allow.permitsName(host, port)) return { verdict: 'resolve' };
+      return { verdict: 'deny', rule: target, message: `target ${target} is not on this connector's allow list` };
+    }
+    const wide = this.allowAll || this.allow.permitsAddress(host, port);
+    const guarded = guardedAddress(host);
+    if (guarded && this.allow.namesAddress(host, port)) return { verdict: 'dial', address: host };
+    // A guarded address that a wide rule (or allowAll) would have let through: say why it did not.
+    if (guarded && wide) {
+      return { verdict: 'deny', rule: formatHostPort({ host: unmapIpv4(host), port }), message: `target ${target} is ${guarded}${ONLY_LITERAL}` };
+    }
+    if (wide) return { verdict: 'dial', address: host };
+    return { verdict: 'deny', rule: target, message: `target ${target} is not on this connector's allow list` };
   }
 }
 
@@ -156,37 +266,28 @@ function parseRuleTarget(target: string, fail: (problem: string) => never): Omit
   return { kind: 'host', match: canonicalName(target) };
 }
 
-function compile(rule: AllowRule): (target: AllowTarget) => boolean {
+/** A test of a canonical name (name rules) or an unmapped IP (IP and CIDR rules). */
+function compile(rule: AllowRule): (host: string) => boolean {
   switch (rule.kind) {
     case 'host':
-      return (t) => canonicalName(t.host) === rule.match;
+      return (host) => host === rule.match;
     case 'wildcard': {
       const suffix = rule.match.slice(1); // ".corp.example"
-      return (t) => {
-        const host = canonicalName(t.host);
-        return host.length > suffix.length && host.endsWith(suffix);
-      };
+      return (host) => host.length > suffix.length && host.endsWith(suffix);
     }
     case 'ip': {
       const ip = unmapIpv4(rule.match);
-      return (t) => everyDialledIp(t, (candidate) => candidate === ip);
+      return (address) => address === ip;
     }
     case 'cidr': {
       const set = new CidrSet([rule.match]);
-      return (t) => everyDialledIp(t, (candidate) => set.contains(candidate));
+      return (address) => set.contains(address);
     }
   }
 }
 
-/**
- * The IPs an IP/CIDR rule must cover: the resolved address and, when the
- * mapping's host is an IP literal, the host. A name with no resolved address
- * gives nothing to check, so IP rules do not permit it.
- */
-function everyDialledIp(t: AllowTarget, ok: (ip: string) => boolean): boolean {
-  const candidates = [t.address, t.host].filter((v): v is string => v !== undefined && ipFamily(v) !== 0);
-  if (t.address !== undefined && ipFamily(t.address) === 0) return false;
-  return candidates.length > 0 && candidates.every((ip) => ok(unmapIpv4(ip)));
+function inPorts(rule: AllowRule, port: number): boolean {
+  return port >= rule.ports.from && port <= rule.ports.to;
 }
 
 function canonicalName(name: string): string {

@@ -6,13 +6,16 @@
  *   tls: {cert: worker.crt, key: worker.key, ca: ca.crt}
  *   mappings: [...]
  *   operator: {url: "https://underpass-operator.underpass-system.svc:9443", ca: operator-ca.crt}
+ *   connectors: [site-a, site-b]     # optional: only these connectors may attach
  *
  * Parsed once into a WorkerConfig; unknown fields at any level are errors.
  */
 import os from 'node:os';
 import { z } from 'zod';
+import { MAX_ADMITTED_CONNECTORS } from '../tunnel/admission.js';
+import { CONTROL_LIMITS } from '../tunnel/control.js';
 import { ConfigError, errorMessage } from '../tunnel/errors.js';
-import { parseConnectionId as parseIdentityConnectionId } from '../tunnel/identity.js';
+import { isDns1123Label, parseConnectionId as parseIdentityConnectionId } from '../tunnel/identity.js';
 import { formatHostPort, listenersOverlap, type HostPort } from '../tunnel/address.js';
 import { findMappingProblem, mappingSchema, type Mapping, type MappingProblem } from '../tunnel/mapping.js';
 import {
@@ -41,6 +44,12 @@ export interface WorkerConfig {
   audit?: { file: string };
   /** The operator channel (docs/operator-channel.md): when set, mappings come from the operator. */
   operator?: { url: URL; ca: string; intervalMs: number };
+  /**
+   * Connector names that may attach (tunnel/admission.ts); undefined = any
+   * connector with a valid certificate, [] = none. With `operator`, only the
+   * start-up list: the operator's answers replace it.
+   */
+  connectors?: string[];
   /** What a peer may cost (tunnel/limits.ts, docs/security.md). */
   limits: Limits;
 }
@@ -87,7 +96,11 @@ const workerSchema = strictObject({
   listen: hostPortSchema,
   tls: tlsSchema,
   admin: hostPortSchema.optional(),
-  mappings: z.array(mappingSchema).default([]),
+  mappings: z.array(mappingSchema).max(CONTROL_LIMITS.mappings, `must have at most ${CONTROL_LIMITS.mappings} entries`).default([]),
+  connectors: z.array(z.string().refine(isDns1123Label, 'must be a connector name (a DNS-1123 label such as site-a)'))
+    .max(MAX_ADMITTED_CONNECTORS, `must have at most ${MAX_ADMITTED_CONNECTORS} entries`)
+    .refine((list) => new Set(list).size === list.length, 'must not name a connector twice')
+    .optional(),
   keepalive: keepaliveSchema,
   drainTimeout: durationSchema.default(30_000),
   log: logSchema,
@@ -145,6 +158,7 @@ export function parseWorkerConfig(raw: unknown, file: string): WorkerConfig {
   if (c.admin) config.admin = c.admin;
   if (c.audit) config.audit = { file: resolveFrom(file, c.audit.file) };
   if (c.operator) config.operator = { url: c.operator.url, ca: resolveFrom(file, c.operator.ca), intervalMs: c.operator.interval };
+  if (c.connectors) config.connectors = c.connectors;
   return config;
 }
 

@@ -6,8 +6,11 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import { ControlChannel, PROTOCOL_VERSION, type ConfigMessage, type ControlMessage, type MappingStatusEntry } from '../tunnel/control.js';
-import { errorMessage, UnderpassError } from '../tunnel/errors.js';
+import {
+  ControlChannel, ControlMessageError, CONTROL_LIMITS, PROTOCOL_VERSION, type ConfigMessage, type ControlMessage, type MappingStatusEntry,
+} from '../tunnel/control.js';
+import { errorCode, errorMessage, UnderpassError } from '../tunnel/errors.js';
+import { reportText } from '../tunnel/operator-channel.js';
 import { ownerSlot } from '../tunnel/owner.js';
 import type { MuxConfig } from '../tunnel/mux/config.js';
 import { Session } from '../tunnel/mux/session.js';
@@ -17,6 +20,8 @@ import { VERSION } from '../tunnel/version.js';
 import type { AcceptedConnector } from './tunnel-server.js';
 
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** Distinct refused control messages (type and field) logged per session; the rest are only counted. */
+const MAX_REFUSAL_LOGS = 8;
 
 const owner = ownerSlot<ConnectorSession>('underpass.connector-session');
 
@@ -40,13 +45,19 @@ export class ConnectorSession extends EventEmitter {
   readonly id = randomUUID();
   readonly connector: string;
   readonly peer: string;
+  /** Hex serial of the connector's client certificate. */
+  readonly certificateSerial: string;
   readonly since = new Date();
   readonly mux: Session;
   version = '';
   hostname: string | undefined;
-  /** Mappings this connector reported it cannot serve, by name. */
+  /** Mappings this connector reported it cannot serve, by name (messages cut to what a report carries). */
   readonly unavailable = new Map<string, MappingStatusEntry>();
+  /** Control messages from this connector refused after the handshake (each dropped whole). */
+  refusedMessages = 0;
+  readonly #refusalsLogged = new Set<string>();
   #ready = false;
+  #failed = false;
   #control: ControlChannel | undefined;
   #logger: Logger | undefined;
   #handshakeTimer: NodeJS.Timeout | undefined;
@@ -56,6 +67,7 @@ export class ConnectorSession extends EventEmitter {
     super();
     this.connector = accepted.connector;
     this.peer = accepted.peer;
+    this.certificateSerial = accepted.certificateSerial;
     this.#opts = opts;
     this.mux = new Session(accepted.stream, { client: false, config: opts.mux });
     // Shared listeners that find this session through its mux (tunnel/owner.ts): an idle session
@@ -89,7 +101,15 @@ export class ConnectorSession extends EventEmitter {
 
   static #onControlError(this: ControlChannel, err: Error): void {
     const s = owner.of(this);
-    if (!s.mux.isClosed) s.#log.warn({ err: errorMessage(err) }, `control channel: ${errorMessage(err)}`);
+    if (s.mux.isClosed) return;
+    if (!(err instanceof ControlMessageError)) return void s.#log.warn({ err: errorMessage(err) }, `control channel: ${errorMessage(err)}`);
+    if (!s.#ready) return; // the handshake refuses the session and says why
+    // A refused message is dropped whole; a peer that keeps sending them gets a few log lines, not one each.
+    s.refusedMessages++;
+    const key = `${err.messageType} ${err.field}`;
+    if (s.#refusalsLogged.has(key) || s.#refusalsLogged.size >= MAX_REFUSAL_LOGS) return;
+    s.#refusalsLogged.add(key);
+    s.#log.warn({ code: err.code, type: err.messageType, field: err.field }, `refused a control message from connector "${s.connector}": ${err.message}`);
   }
 
   static #onControlClose(this: ControlChannel): void {
@@ -103,7 +123,10 @@ export class ConnectorSession extends EventEmitter {
     if (msg.type !== 'mapping-status') return;
     const s = owner.of(this);
     s.unavailable.clear();
-    for (const entry of msg.mappings) if (entry.state !== 'Ready') s.unavailable.set(entry.name, entry);
+    for (const entry of msg.mappings) {
+      if (entry.state === 'Ready') continue;
+      s.unavailable.set(entry.name, entry.message === undefined ? entry : { ...entry, message: reportText(entry.message) });
+    }
     s.emit('mapping-status', msg.mappings);
   }
 
@@ -134,6 +157,15 @@ export class ConnectorSession extends EventEmitter {
     this.mux.close(err);
   }
 
+  /**
+   * Ends the session for a coded reason the connector should see (e.g.
+   * CONNECTOR_NOT_ALLOWED): an error message on the control channel, then
+   * the session closes with that error.
+   */
+  refuse(code: string, message: string): void {
+    this.#fail(new UnderpassError(code, message));
+  }
+
   /** GoAway, close the control channel, let data streams finish up to the deadline. */
   drain(deadlineMs: number): Promise<void> {
     this.mux.goAway();
@@ -161,15 +193,12 @@ export class ConnectorSession extends EventEmitter {
     control.on('close', ConnectorSession.#onControlClose);
     try {
       const hello = await control.expect('hello', HANDSHAKE_TIMEOUT_MS);
+      if (this.#failed) return; // refused meanwhile (e.g. taken off the admission list)
       if (hello.protocol !== PROTOCOL_VERSION) {
-        const message = `this worker speaks tunnel protocol ${PROTOCOL_VERSION}, the connector speaks ${hello.protocol}; upgrade the older side`;
-        control.send({ type: 'error', code: 'ERR_PROTOCOL_VERSION', message });
-        throw new UnderpassError('ERR_PROTOCOL_VERSION', message);
+        throw new UnderpassError('ERR_PROTOCOL_VERSION', `this worker speaks tunnel protocol ${PROTOCOL_VERSION}, the connector speaks ${hello.protocol}; upgrade the older side`);
       }
       if (hello.connector !== this.connector) {
-        const message = `hello names connector "${hello.connector}" but the certificate is for "${this.connector}"`;
-        control.send({ type: 'error', code: 'ERR_IDENTITY_MISMATCH', message });
-        throw new UnderpassError('ERR_IDENTITY_MISMATCH', message);
+        throw new UnderpassError('ERR_IDENTITY_MISMATCH', `hello names connector "${hello.connector}" but the certificate is for "${this.connector}"`);
       }
       this.version = hello.version;
       this.hostname = hello.hostname;
@@ -189,9 +218,19 @@ export class ConnectorSession extends EventEmitter {
     }
   }
 
+  /** Tells the connector why (a coded error message, naming the refused field if any), then closes the session. */
   #fail(err: Error): void {
-    this.#log.warn({ err: errorMessage(err) }, `closing session of connector "${this.connector}": ${errorMessage(err)}`);
-    // Let an error message on the control channel reach the connector first.
+    if (this.#failed) return;
+    this.#failed = true;
+    this.#log.warn({ err: errorMessage(err), code: errorCode(err) }, `closing session of connector "${this.connector}": ${errorMessage(err)}`);
+    const code = errorCode(err);
+    if (code && /^[A-Za-z0-9_.-]{1,64}$/.test(code)) {
+      this.#control?.send({
+        type: 'error', code, message: errorMessage(err).slice(0, CONTROL_LIMITS.messageChars),
+        ...(err instanceof ControlMessageError && err.field ? { field: err.field.slice(0, 128) } : {}),
+      });
+    }
+    // Let the error message on the control channel reach the connector first.
     setTimeout(() => this.mux.close(err), 50).unref();
   }
 }

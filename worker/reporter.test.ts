@@ -6,7 +6,8 @@ import { pino } from 'pino';
 import YAML from 'yaml';
 import { parseConnectorConfig } from '../connector/config.js';
 import { Connector } from '../connector/connector.js';
-import { ReportServer, ReportStore, type DesiredWorkerConfig } from '../operator/reports.js';
+import { ReportServer, type DesiredWorkerState } from '../operator/report-server.js';
+import { ReportStore } from '../operator/report-store.js';
 import { echoServer, exchange, freePort, makePki, removeDir, sleep, tempDir, waitFor, type App } from '../test/e2e/harness.js';
 import { AuditLog } from '../tunnel/audit.js';
 import { silentLogger } from '../tunnel/log.js';
@@ -28,7 +29,7 @@ describe('OperatorReporter in a worker (real sockets)', () => {
   let operatorPort: number;
   let operator: ReportServer | undefined;
   const store = new ReportStore();
-  let desired: DesiredWorkerConfig;
+  let desired: DesiredWorkerState;
   let worker: Worker;
   let connector: Connector | undefined;
   let ports: { tunnel: number; db: number; extra: number; fromFile: number };
@@ -64,7 +65,7 @@ describe('OperatorReporter in a worker (real sockets)', () => {
     await writeFile(path.join(dir, 'operator-ca.crt'), opCa.certPem);
     app = await echoServer();
     ports = { tunnel: await freePort(), db: await freePort(), extra: await freePort(), fromFile: await freePort() };
-    desired = { mappings: [mapping('db', ports.db)] };
+    desired = { mappings: [mapping('db', ports.db)], admission: {} };
     await startOperator();
     store.once('report', () => (firstReportAt = Date.now()));
 
@@ -105,6 +106,7 @@ describe('OperatorReporter in a worker (real sockets)', () => {
       name: 'site-a',
       worker: `wss://127.0.0.1:${ports.tunnel}`,
       tls: { cert: 'connector-site-a.crt', key: 'connector-site-a.key', ca: 'ca.crt' },
+      allow: [`127.0.0.1:${app.port}`], // connectors dial nothing their allow list does not name
       reconnect: { initialDelay: '100ms', maxDelay: '1s' },
     }, path.join(dir, 'connector.yaml'));
     connector = new Connector(config, { logger: silentLogger(), audit: new AuditLog(new PassThrough().resume()) });
@@ -119,7 +121,7 @@ describe('OperatorReporter in a worker (real sockets)', () => {
 
   it('opens the listener of a mapping the operator adds within 3 s', async () => {
     const changedAt = Date.now();
-    desired = { mappings: [mapping('db', ports.db), mapping('extra', ports.extra)] };
+    desired = { mappings: [mapping('db', ports.db), mapping('extra', ports.extra)], admission: {} };
     await waitFor('the extra listener', () => worker.listenerAddress('extra'), 3_000);
     expect(Date.now() - changedAt).toBeLessThan(3_000);
     expect(worker.mappings.map((m) => m.name).sort()).toEqual(['db', 'extra']);
@@ -151,14 +153,25 @@ describe('OperatorReporter in a worker (real sockets)', () => {
   });
 
   it("refuses a mapping set that collides with the worker's own ports, keeping the current one", async () => {
-    const before = { again: logged('reporting to the operator again'), refused: logged("cannot apply the operator's mapping set") };
-    desired = { mappings: [mapping('db', ports.db), mapping('clash', ports.tunnel)] };
+    const before = { again: logged('reporting to the operator again'), refused: logged("cannot apply the operator's answer") };
+    desired = { mappings: [mapping('db', ports.db), mapping('clash', ports.tunnel)], admission: {} };
     await sleep(INTERVAL_MS * 4);
-    expect(logged("cannot apply the operator's mapping set") - before.refused).toBe(1);
+    expect(logged("cannot apply the operator's answer") - before.refused).toBe(1);
     expect(worker.mappings.map((m) => m.name).sort()).toEqual(['db', 'extra']);
-    desired = { mappings: [mapping('db', ports.db)] };
+    desired = { mappings: [mapping('db', ports.db)], admission: {} };
     await waitFor('the corrected set', () => worker.mappings.length === 1, 3_000);
     await waitFor('the recovery log', () => logged('reporting to the operator again') === before.again + 1, 3_000);
+  });
+
+  it("applies the admission list of an answer whose mapping set it cannot read, cutting the connector it no longer admits", async () => {
+    const attached = () => (worker.status() as { connectors: unknown[] }).connectors.length;
+    const refusedBefore = logged("the operator's answer is invalid at mappings[0]");
+    desired = { mappings: [{ ...mapping('db', ports.db), fromTheFuture: true } as Mapping], admission: { connectors: [] } };
+    await waitFor('the connector cut', () => attached() === 0, 3_000);
+    expect(worker.mappings.map((m) => m.name)).toEqual(['db']);
+    expect(logged("the operator's answer is invalid at mappings[0]")).toBe(refusedBefore + 1);
+    desired = { mappings: [mapping('db', ports.db)], admission: {} };
+    await waitFor('the connector back', () => attached() === 1, 5_000);
   });
 
   it('sends a last report saying draining when the worker stops', async () => {

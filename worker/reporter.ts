@@ -1,27 +1,30 @@
 /**
- * The worker end of the operator channel (docs/operator-channel.md): POSTs
- * this worker's report to the operator every `intervalMs` and soon after
- * `trigger()`, over mutual TLS with the worker's own certificate, and hands
- * the mapping set in each answer to `onDesired`. One request at a time.
- * Failures are logged when the failure (or recovery) is new, not every tick;
- * the data plane never waits on this channel.
+ * The worker end of the operator channel (docs/operator-channel.md; the
+ * contract is tunnel/operator-channel.ts): POSTs this worker's report to the
+ * operator every `intervalMs` and soon after `trigger()`, over mutual TLS with
+ * the worker's own certificate, and hands each answer (mapping set, admission
+ * list) to `onAnswer`. One request at a time. Failures are logged when the
+ * failure (or recovery) is new, not every tick; the data plane never waits on
+ * this channel.
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import https from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
-import { z } from 'zod';
-import type { DesiredWorkerConfig, WorkerReport } from '../operator/reports.js';
+import { formatPath } from '../tunnel/config-load.js';
 import { errorCode, errorMessage, UnderpassError } from '../tunnel/errors.js';
 import type { ConnectionId } from '../tunnel/identity.js';
-import { mappingSchema } from '../tunnel/mapping.js';
+import type { Admission } from '../tunnel/admission.js';
+import type { Mapping } from '../tunnel/mapping.js';
+import {
+  answerEnvelopeSchema, answerMappingsSchema, MAX_ANSWER_BYTES, reportPath, type ReportVerdict, type WorkerReport,
+} from '../tunnel/operator-channel.js';
 import { readTlsFiles, type TlsFiles } from '../tunnel/transport/tls-files.js';
 import { VERSION } from '../tunnel/version.js';
 
 export const TRIGGER_DEBOUNCE_MS = 100;
 const REQUEST_TIMEOUT_MS = 5_000;
-const MAX_RESPONSE_BYTES = 4 << 20;
 
 export interface OperatorReporterOptions {
   /** The operator's base URL (https); the report path is appended. */
@@ -33,12 +36,22 @@ export interface OperatorReporterOptions {
   connection: ConnectionId;
   intervalMs: number;
   report: () => WorkerReport;
-  onDesired: (desired: DesiredWorkerConfig) => Promise<void>;
+  /**
+   * Applies what the operator says this worker must enforce; a throw is
+   * logged as ERR_OPERATOR_APPLY. `mappings` is undefined when the answer's
+   * set could not be read (the admission list still applies).
+   */
+  onAnswer: (answer: AppliedAnswer) => Promise<void>;
+  /** Counts each exchange: accepted, report-refused (answer applied, report not recorded) or failed. */
+  onResult?: (result: 'accepted' | 'report-refused' | 'failed') => void;
   logger: Logger;
 }
 
-// Unknown fields are ignored: a newer operator may send more.
-const desiredSchema = z.object({ mappings: z.array(mappingSchema) });
+export interface AppliedAnswer {
+  mappings: Mapping[] | undefined;
+  /** undefined: the operator sent none (an older one); keep the current admission. */
+  admission: Admission | undefined;
+}
 
 /** Where the last exchange left us: 'ok', or the reason of the failure. */
 type ChannelState = { ok: true } | { ok: false; reason: string; message: string };
@@ -57,12 +70,14 @@ export class OperatorReporter {
   #abort = new AbortController();
   #state: ChannelState | undefined;
   #failures = 0;
+  /** The last refusal of our report the operator named ("" = none), so each is logged once. */
+  #reportRefusal = '';
 
   constructor(opts: OperatorReporterOptions) {
     this.#opts = opts;
     this.#log = opts.logger.child({ channel: 'operator' });
     const base = opts.url.pathname.replace(/\/+$/, '');
-    this.#endpoint = new URL(`${base}/v1/connections/${opts.connection.namespace}/${opts.connection.name}/report`, opts.url);
+    this.#endpoint = new URL(`${base}${reportPath(opts.connection)}`, opts.url);
   }
 
   start(): void {
@@ -125,23 +140,40 @@ export class OperatorReporter {
     this.#schedule(again ? 0 : this.#opts.intervalMs);
   }
 
-  /** One report and its answer; never throws. `apply` = hand the answer to onDesired. */
+  /** One report and its answer; never throws. `apply` = hand the answer to onAnswer. */
   async #exchange(apply: boolean): Promise<void> {
     try {
-      const answer = await this.#post(JSON.stringify(this.#opts.report()));
-      const desired = parseDesired(answer);
+      const envelope = parseEnvelope(await this.#post(JSON.stringify(this.#opts.report())));
+      this.#noteVerdict(envelope.report);
+      const mappings = answerMappingsSchema.safeParse(envelope.mappings);
       if (apply && this.#running) {
         try {
-          await this.#opts.onDesired(desired);
+          await this.#opts.onAnswer({ mappings: mappings.success ? mappings.data : undefined, admission: envelope.admission });
         } catch (err) {
-          throw new UnderpassError('ERR_OPERATOR_APPLY', `cannot apply the operator's mapping set: ${errorMessage(err)}`, { cause: err });
+          throw new UnderpassError('ERR_OPERATOR_APPLY', `cannot apply the operator's answer: ${errorMessage(err)}`, { cause: err });
         }
       }
+      if (!mappings.success) throw invalidAnswer(mappings.error, ['mappings']);
+      this.#opts.onResult?.(envelope.report?.accepted === false ? 'report-refused' : 'accepted');
       this.#record({ ok: true });
     } catch (err) {
       if (this.#abort.signal.aborted && !this.#running) return;
+      this.#opts.onResult?.('failed');
       this.#record({ ok: false, reason: errorCode(err) ?? 'ERROR', message: errorMessage(err) });
     }
+  }
+
+  /** The operator answered but did not record our report (a bug or a version skew): say so once per reason. */
+  #noteVerdict(verdict: ReportVerdict | undefined): void {
+    const key = verdict?.accepted === false ? `${verdict.reason ?? 'REFUSED'} ${verdict.field ?? ''}` : '';
+    if (key === this.#reportRefusal) return;
+    this.#reportRefusal = key;
+    if (key === '') {
+      this.#log.info('the operator records this worker\'s reports again');
+      return;
+    }
+    this.#log.warn({ reason: verdict!.reason, field: verdict!.field },
+      `the operator did not record this worker's report (${verdict!.reason ?? 'REFUSED'}${verdict!.field ? ` at ${verdict!.field}` : ''}): ${verdict!.message ?? ''}; its answer is applied all the same`);
   }
 
   #record(next: ChannelState): void {
@@ -218,9 +250,9 @@ async function readAnswer(res: IncomingMessage): Promise<unknown> {
   let size = 0;
   for await (const chunk of res as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > MAX_RESPONSE_BYTES) {
+    if (size > MAX_ANSWER_BYTES) {
       res.destroy();
-      throw new UnderpassError('ERR_OPERATOR_ANSWER', `the operator's answer is larger than ${MAX_RESPONSE_BYTES} bytes`);
+      throw new UnderpassError('ERR_OPERATOR_ANSWER', `the operator's answer is larger than ${MAX_ANSWER_BYTES} bytes`);
     }
     chunks.push(chunk);
   }
@@ -241,12 +273,16 @@ async function readAnswer(res: IncomingMessage): Promise<unknown> {
   throw new UnderpassError(reason, `the operator refused the report (HTTP ${res.statusCode} ${reason}): ${message}`);
 }
 
-function parseDesired(answer: unknown): DesiredWorkerConfig {
-  const result = desiredSchema.safeParse(answer);
+function parseEnvelope(answer: unknown) {
+  const result = answerEnvelopeSchema.safeParse(answer);
   if (result.success) return result.data;
-  const issue = result.error.issues[0];
-  const field = issue?.path.map(String).join('.') || '(body)';
-  throw new UnderpassError('ERR_OPERATOR_ANSWER', `the operator's mapping set is invalid at ${field}: ${issue?.message ?? 'unknown problem'}`);
+  throw invalidAnswer(result.error);
+}
+
+function invalidAnswer(error: { issues: ReadonlyArray<{ path: PropertyKey[]; message: string }> }, prefix: PropertyKey[] = []): UnderpassError {
+  const issue = error.issues[0];
+  const field = formatPath([...prefix, ...(issue?.path ?? [])]) || '(body)';
+  return new UnderpassError('ERR_OPERATOR_ANSWER', `the operator's answer is invalid at ${field}: ${issue?.message ?? 'unknown problem'}`);
 }
 
 function describeRequestError(err: Error): Error {

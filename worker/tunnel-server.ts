@@ -55,6 +55,8 @@ export interface TunnelServerOptions {
   onDenied: (d: Denial) => void;
   /** False while draining: new connectors are told to go elsewhere. */
   accepting: () => boolean;
+  /** Why an authenticated connector may not attach now (403 with that code), e.g. CONNECTOR_NOT_ALLOWED. */
+  admit?: (c: { connector: string; certificateSerial: string }) => { code: string; message: string } | undefined;
   /** The session and unauthenticated-connection caps; DEFAULT_LIMITS where absent. */
   limits?: Partial<TunnelServerLimits>;
 }
@@ -230,6 +232,8 @@ export class TunnelServer {
     } catch (err) {
       return this.#reject(socket, peer, 403, 'BAD_IDENTITY', capText(errorMessage(err), 512));
     }
+    const refused = this.#opts.admit?.({ connector, certificateSerial: cert.serialNumber });
+    if (refused) return this.#reject(socket, peer, 403, refused.code, refused.message);
     if (this.#streams.size >= this.#limits.sessions) {
       return this.#reject(socket, peer, 429, 'TOO_MANY_SESSIONS',
         `this worker holds ${this.#streams.size} sessions, its limit (limits.sessions); try another worker or later`, 'sessions');

@@ -14,7 +14,8 @@ import { errorMessage, UnderpassError } from '../tunnel/errors.js';
 import { MappingListeners } from '../tunnel/listeners.js';
 import { diffMappings, isEmptyDiff } from '../tunnel/mapping-diff.js';
 import type { Mapping } from '../tunnel/mapping.js';
-import type { WorkerReport } from '../operator/reports.js';
+import { admissionFromList } from '../tunnel/admission.js';
+import { reportText, type WorkerReport } from '../tunnel/operator-channel.js';
 import { TunnelMetrics } from '../tunnel/metrics.js';
 import { certificateInfo } from '../tunnel/pki.js';
 import { carryClient, sourceAllowed, type FlowEnv, type Resolution } from '../tunnel/stream-flow.js';
@@ -22,13 +23,15 @@ import type { OpenRequest } from '../tunnel/open.js';
 import { readTlsFiles, TlsFileWatcher, type TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { VERSION } from '../tunnel/version.js';
 import { muxLimits } from '../tunnel/limits.js';
+import { AdmissionGate } from './admission-gate.js';
 import { findWorkerMappingProblem, type WorkerConfig } from './config.js';
 import { ConfigWatcher } from './config-watcher.js';
 import { ConnectorSession } from './connector-session.js';
-import { OperatorReporter } from './reporter.js';
+import { ReportMetrics } from './report-metrics.js';
+import { OperatorReporter, type AppliedAnswer } from './reporter.js';
 import { sessionDenied, wireSession, type SessionHost } from './session-events.js';
 import { SessionRegistry } from './session-registry.js';
-import { statusDocument, truncate, workerReport, type ListenerFailure, type WorkerSnapshot } from './status.js';
+import { statusDocument, workerReport, type ListenerFailure, type WorkerSnapshot } from './status.js';
 import { TunnelServer, type AcceptedConnector } from './tunnel-server.js';
 
 /** Command-line values that replace the file's, now and on every reload. */
@@ -60,6 +63,10 @@ export class Worker {
   readonly #listeners: MappingListeners;
   readonly #env: FlowEnv;
   readonly #sessionHost: SessionHost;
+  readonly #admission: AdmissionGate;
+  readonly #reportMetrics: ReportMetrics;
+  /** The last reason a built report did not validate (logged once per reason). */
+  #reportProblem: string | undefined;
   #mappings = new Map<string, Mapping>();
   #revision = 0;
   #server: TunnelServer | undefined;
@@ -86,6 +93,11 @@ export class Worker {
     this.#configReloadIntervalMs = deps.configReloadIntervalMs ?? 1_000;
     this.#overrides = deps.overrides ?? {};
     this.#registry = new SessionRegistry(config.instance);
+    this.#admission = new AdmissionGate({
+      connection: this.#connection, instance: config.instance, initial: admissionFromList(config.connectors),
+      log: this.#log, audit: this.#audit, registry: this.metrics.registry,
+    });
+    this.#reportMetrics = new ReportMetrics(this.metrics.registry);
     this.#env = { connection: this.#connection, audit: this.#audit, metrics: this.metrics, log: this.#log };
     this.#sessionHost = {
       connection: this.#connection,
@@ -120,6 +132,7 @@ export class Worker {
       limits: this.#config.limits,
       onConnector: (c) => this.#onConnector(c),
       onDenied: (d) => sessionDenied(this.#sessionHost, d),
+      admit: (c) => this.#admission.check(c),
     });
     const tunnel = await this.#server.listen(this.#config.listen);
     this.#tlsWatcher = new TlsFileWatcher(this.#config.tls, tls, this.#tlsReloadIntervalMs, (m) => this.#reloadTls(m), (err) =>
@@ -167,7 +180,7 @@ export class Worker {
     this.#mappings = new Map(next.map((m) => [m.name, m]));
     this.#revision++;
     const results = await this.#listeners.apply(next.filter((m) => m.target.side === 'Connector'));
-    this.#listenerFailures = results.filter((r) => !r.ok).map((r) => ({ mapping: r.name, message: truncate(errorMessage(r.error)) }));
+    this.#listenerFailures = results.filter((r) => !r.ok).map((r) => ({ mapping: r.name, message: reportText(errorMessage(r.error)) }));
     for (const s of this.#registry.all) if (s.ready) s.sendConfig(this.#configMessage());
     this.#reporter?.trigger();
     this.#audit.write({
@@ -191,9 +204,15 @@ export class Worker {
     return statusDocument(this.#snapshot());
   }
 
-  /** What the operator gets. */
+  /** What the operator gets: always within the channel's limits (what did not fit is counted). */
   report(): WorkerReport {
-    return workerReport(this.#snapshot());
+    const built = workerReport(this.#snapshot());
+    this.#reportMetrics.dropped(built.dropped);
+    if (built.problem !== this.#reportProblem) {
+      this.#reportProblem = built.problem;
+      if (built.problem) this.#log.error({ problem: built.problem }, `the report did not fit the operator channel's schema (${built.problem}); sending it without the detail that failed`);
+    }
+    return built.report;
   }
 
   /**
@@ -238,6 +257,7 @@ export class Worker {
       return;
     }
     this.#log.info({ file: next.file }, 'config file changed; applying mappings');
+    this.#admission.apply(admissionFromList(next.connectors), this.#registry.all, 'config file');
     await this.applyMappings(next.mappings);
   }
 
@@ -251,13 +271,24 @@ export class Worker {
       connection: this.#config.connection,
       intervalMs: operator.intervalMs,
       report: () => this.report(),
-      onDesired: (d) => this.#applyDesired(d.mappings),
+      onAnswer: (a) => this.#applyAnswer(a),
+      onResult: (r) => this.#reportMetrics.exchanged(r),
       logger: this.#log,
     });
     this.#reporter.start();
   }
 
-  /** A mapping set from the operator: checked against this worker's own ports, ignored while draining. */
+  /**
+   * An operator answer: the admission list first (it also holds while
+   * draining: a removed connector loses its sessions whatever else happens),
+   * then the mapping set, checked against this worker's own ports and ignored
+   * while draining.
+   */
+  async #applyAnswer(answer: AppliedAnswer): Promise<void> {
+    if (answer.admission) this.#admission.apply(answer.admission, this.#registry.all, 'operator');
+    if (answer.mappings) await this.#applyDesired(answer.mappings);
+  }
+
   async #applyDesired(mappings: Mapping[]): Promise<void> {
     if (this.#draining) return;
     const problem = findWorkerMappingProblem(mappings, this.#config);

@@ -177,7 +177,7 @@ describe('values.schema.json refuses bad values, naming the field', () => {
 
 describe('the connector chart and `underpass connector bundle --secret`', () => {
   const bundleSecret = (): Record<string, any> => YAML.parseAllDocuments(renderSecretManifest({
-    name: 'site-a', connection: { namespace: 'team-a', name: 'dc1' }, workers: ['wss://tunnel.dc1.example.test:443'], allow: [],
+    name: 'site-a', connection: { namespace: 'team-a', name: 'dc1' }, workers: ['wss://tunnel.dc1.example.test:443'], allow: [], bind: [],
     notAfter: new Date('2030-01-01T00:00:00Z'), namespace: 'underpass-connector', caPem: 'CA', certPem: 'CERT', keyPem: 'KEY', identity: 'underpass://team-a/dc1/connector/site-a',
   })).map((d) => d.toJS())[0] as Record<string, any>;
 
@@ -203,5 +203,8 @@ describe('the connector chart and `underpass connector bundle --secret`', () => 
     expect(config).toMatchObject({ name: 'site-a', admin: { port: 9191 }, tls: { cert: `${SECRET_MOUNT_DIR}/tls.crt`, key: `${SECRET_MOUNT_DIR}/tls.key`, ca: `${SECRET_MOUNT_DIR}/ca.crt` } });
     expect(config.workers.map((u) => u.href)).toEqual(['wss://tunnel.dc1.example.test/', 'wss://10.20.0.5:30443/']);
     expect(config.allowRules).toEqual(['db.internal:5432', '10.0.0.0/8:443']);
+    expect(config.dial.allowAll).toBe(true);
+    // Each listener is bound on every interface of the pod, besides config.bind.
+    expect(config.bindRules).toEqual(['0.0.0.0:19000', '0.0.0.0:18080', '127.0.0.1:19500']);
   });
 });

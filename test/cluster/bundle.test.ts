@@ -100,16 +100,21 @@ describe('underpass connector bundle --out', () => {
     expect(await readFile(path.join(out, 'ca.crt'), 'utf8')).toBe(caPems.certPem);
 
     const configText = await readFile(path.join(out, 'connector.yaml'), 'utf8');
+    // Explicit lists from this connection's mappings: its Connector-side targets (allow) and the
+    // listeners of its Cluster-side mappings (bind), each named beside its rule, for the user to review.
     expect(YAML.parse(configText)).toEqual({
       name: 'site-a',
       worker: worker.url,
       tls: { cert: 'connector-site-a.crt', key: 'connector-site-a.key', ca: 'ca.crt' },
       admin: '127.0.0.1:9091',
+      allow: [`127.0.0.1:${echo.port}`, 'web.internal:8080'],
+      bind: ['0.0.0.0:18443'],
     });
-    // The suggestion lists this connection's Connector-side targets only.
-    expect(configText).toContain(`# allow:\n#   - "127.0.0.1:${echo.port}"`);
-    expect(configText).toContain('#   - "web.internal:8080"');
+    expect(configText).toContain('# REVIEW before starting');
+    expect(configText).toMatch(/- "web\.internal:8080" +# web\n/);
+    expect(configText).toMatch(/- "0\.0\.0\.0:18443" +# api\n/);
     expect(configText).not.toMatch(/api\.default\.svc|10\.9\.9\.9/);
+    expect(r.stderr).toContain(`allow: 127.0.0.1:${echo.port}, web.internal:8080; bind: 0.0.0.0:18443; review both before starting it`);
     const readme = await readFile(path.join(out, 'README.txt'), 'utf8');
     expect(readme).toContain('\n  underpass connector --config connector.yaml\n');
     expect(readme).toContain('ExecStart=');

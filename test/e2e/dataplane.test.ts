@@ -42,7 +42,10 @@ describe('data plane end to end (real processes, loopback)', () => {
         { name: 'half-close', target: { side: 'Connector', host: '127.0.0.1', port: halfCloseApp.port }, listen: { port: ports.halfClose, address: '127.0.0.1' } },
       ],
     });
-    connector = await startConnector(dir, 'dc1-a', worker.url, { allow: [`127.0.0.1:${privateApp.port}`, `127.0.0.1:${halfCloseApp.port}`] });
+    connector = await startConnector(dir, 'dc1-a', worker.url, {
+      allow: [`127.0.0.1:${privateApp.port}`, `127.0.0.1:${halfCloseApp.port}`],
+      bind: [`127.0.0.1:${ports.toCluster}`],
+    });
     await waitFor('connector listener for cluster-echo', async () => (await exchange(ports.toCluster, 'x')).received.toString() === 'x');
   }, 60_000);
 

@@ -243,7 +243,8 @@ describe('faults: two connectors on one connection', () => {
     worker = await startWorker(dir, {
       mappings: [{ name: 'echo', target: { side: 'Connector', host: '127.0.0.1', port: app.port }, listen: { port: echoPort, address: '127.0.0.1' } }],
     });
-    [a, b] = await Promise.all([startConnector(dir, 'dc1-a', worker.url), startConnector(dir, 'dc1-b', worker.url)]);
+    const allow = [`127.0.0.1:${app.port}`];
+    [a, b] = await Promise.all([startConnector(dir, 'dc1-a', worker.url, { allow }), startConnector(dir, 'dc1-b', worker.url, { allow })]);
     await waitFor('both connectors in /status', async () =>
       (await getJson<{ connectors: unknown[] }>(`http://127.0.0.1:${worker.adminPort}/status`)).connectors.length === 2);
   }, 30_000);

@@ -131,7 +131,7 @@ suite(`private network in a netns (${support.ok ? mode : `skipped: ${support.why
         { name: 'cluster-app', target: { side: 'Cluster', host: '127.0.0.1', port: clusterApp.port }, listen: { port: ports.toCluster, address: '127.0.0.1' } },
       ],
     });
-    connector = await startConnector(dir, 'dc1-ns', worker.url, { allow: [`127.0.0.1:${appPort}`] }, {
+    connector = await startConnector(dir, 'dc1-ns', worker.url, { allow: [`127.0.0.1:${appPort}`], bind: [`127.0.0.1:${ports.toCluster}`] }, {
       prefix: inNs(),
       // With a firewall the admin endpoint listens on every address in the namespace, so the test can show it is unreachable anyway.
       adminHost: bindAll,

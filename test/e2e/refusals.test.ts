@@ -74,10 +74,10 @@ async function readAll(stream: Duplex): Promise<Buffer> {
 }
 
 /** Opens a stream on `session` and asks for `mapping`, as carryClient would. */
-async function askFor(session: Session, mapping: string): Promise<{ stream: Duplex; response: OpenResponse }> {
+async function askFor(session: Session, mapping: string, source = '198.51.100.7:4242'): Promise<{ stream: Duplex; response: OpenResponse }> {
   const stream = session.open();
   stream.on('error', () => undefined);
-  writeOpenRequest(stream, { mapping, source: '198.51.100.7:4242' });
+  writeOpenRequest(stream, { mapping, source });
   return { stream, response: await readOpenResponse(stream, 5_000) };
 }
 
@@ -107,7 +107,7 @@ describe('refusals: what the tunnel refuses and how it says so (real processes)'
   let outsideApp: App;
   let closedPort: number;
   let ca: Buffer;
-  const ports = { echo: 0, forbidden: 0, sources: 0, closed: 0, clusterEcho: 0 };
+  const ports = { echo: 0, forbidden: 0, sources: 0, closed: 0, clusterEcho: 0, clusterSources: 0 };
   const tlsOf = async (name: string): Promise<Required<TlsFiles>> => ({
     cert: await readFile(path.join(dir, `connector-${name}.crt`)),
     key: await readFile(path.join(dir, `connector-${name}.key`)),
@@ -136,9 +136,16 @@ describe('refusals: what the tunnel refuses and how it says so (real processes)'
         { name: 'sources', target: { side: 'Connector', host: '127.0.0.1', port: privateApp.port }, listen: at(ports.sources), allowedSources: ['10.0.0.0/8'] },
         { name: 'closed', target: { side: 'Connector', host: '127.0.0.1', port: closedPort }, listen: at(ports.closed) },
         { name: 'cluster-echo', target: { side: 'Cluster', host: '127.0.0.1', port: clusterApp.port }, listen: at(ports.clusterEcho) },
+        {
+          name: 'cluster-sources', target: { side: 'Cluster', host: '127.0.0.1', port: clusterApp.port }, listen: at(ports.clusterSources),
+          allowedSources: ['10.0.0.0/8', 'fd00::/8'],
+        },
       ],
     });
-    connector = await startConnector(dir, 'dc1-a', worker.url, { allow: [`127.0.0.1:${privateApp.port}`, `127.0.0.1:${closedPort}`] });
+    connector = await startConnector(dir, 'dc1-a', worker.url, {
+      allow: [`127.0.0.1:${privateApp.port}`, `127.0.0.1:${closedPort}`],
+      bind: [`127.0.0.1:${ports.clusterEcho}`, `127.0.0.1:${ports.clusterSources}`],
+    });
     await waitFor('connector listener for cluster-echo', async () => (await exchange(ports.clusterEcho, 'x')).received.toString() === 'x');
   }, 60_000);
 
@@ -188,6 +195,16 @@ describe('refusals: what the tunnel refuses and how it says so (real processes)'
       expect(r.body).toMatch(/is for connection team-b\/dc9, not team-a\/dc1/);
       const denied = await waitFor('session-denied audit line', () => auditMatches(worker.proc, { event: 'session-denied', reason: 'WRONG_CONNECTION' })[0]);
       expect(denied.message).toMatch(/team-b\/dc9/);
+    });
+
+    it('answers 403 WRONG_CONNECTION to a connector of the same connection name in another namespace, under a CA shared on purpose', async () => {
+      // Only the identity check stands between them: the certificate chains to this worker's CA.
+      const crafted = await craftLeaf(pki.ca, { commonName: 'dc1-a', uris: ['underpass://team-b/dc1/connector/dc1-a'] });
+      const r = await tryUpgrade(worker.url, { cert: Buffer.from(crafted.certPem), key: Buffer.from(crafted.keyPem), ca });
+      expect(r).toMatchObject({ status: 403, reason: 'WRONG_CONNECTION' });
+      expect(r.body).toMatch(/is for connection team-b\/dc1, not team-a\/dc1/);
+      await waitFor('session-denied audit line', () => auditMatches(worker.proc, { event: 'session-denied', reason: 'WRONG_CONNECTION' })
+        .some((a) => String(a.message).includes('team-b/dc1,')));
     });
 
     it('answers 403 to a certificate of this CA that names no connector (no identity URI, two URIs, or the worker role)', async () => {
@@ -334,7 +351,7 @@ describe('refusals: what the tunnel refuses and how it says so (real processes)'
       const status = await getJson<Status>(`http://127.0.0.1:${worker.adminPort}/status`);
       const mine = status.connectors.find((c) => c.name === 'dc1-a');
       expect(mine?.unavailableMappings).toEqual([
-        expect.objectContaining({ name: 'forbidden', state: 'Refused', reason: 'NotAllowed', message: expect.stringMatching(/outside this connector's allow list/) }),
+        expect.objectContaining({ name: 'forbidden', state: 'Refused', reason: 'NotAllowed', message: expect.stringMatching(/is not on this connector's allow list/) }),
       ]);
       const r = await exchange(ports.forbidden, 'should never arrive');
       expect(r.received.length).toBe(0);
@@ -453,6 +470,47 @@ describe('refusals: what the tunnel refuses and how it says so (real processes)'
       expect(line).toMatchObject({ outcome: 'refused', reason: 'SOURCE_NOT_ALLOWED', bytesIn: 0, bytesOut: 0 });
       expect(String(line.message)).toMatch(/127\.0\.0\.1 is outside allowedSources \(10\.0\.0\.0\/8\)/);
       expect(connector.proc.streams({ mapping: 'sources' })).toHaveLength(0);
+    });
+
+    it('a connector resets a client outside allowedSources of a Cluster-side mapping itself, audits SOURCE_NOT_ALLOWED, and opens no stream', async () => {
+      // The listener opens with the mapping set, in the same step as cluster-echo's (already up).
+      const r = await exchange(ports.clusterSources, 'from loopback');
+      expect(r.received.length).toBe(0);
+      expect((r.error as NodeJS.ErrnoException | undefined)?.code ?? 'a clean end').toMatch(/^(ECONNRESET|EPIPE)$/);
+      const line = await waitFor('connector audit line', () => connector.proc.streams({ mapping: 'cluster-sources', reason: 'SOURCE_NOT_ALLOWED' })[0]);
+      expect(line).toMatchObject({ outcome: 'refused', client: expect.stringMatching(/^127\.0\.0\.1:\d+$/), bytesIn: 0, bytesOut: 0 });
+      expect(String(line.message)).toMatch(/127\.0\.0\.1 is outside allowedSources \(10\.0\.0\.0\/8, fd00::\/8\)/);
+      // The check ran before any stream was opened: the worker never heard of this client.
+      const sentinel = await exchange(ports.clusterEcho, 'after');
+      expect(sentinel.received.toString()).toBe('after');
+      await waitFor('the sentinel stream at the worker', () => worker.proc.streams({ mapping: 'cluster-echo', connector: 'dc1-a' }).length > 0);
+      expect(worker.proc.streams({ mapping: 'cluster-sources', connector: 'dc1-a' })).toHaveLength(0);
+    });
+
+    it.each([
+      ['an IPv4 source outside', '198.51.100.7:4242', false],
+      ['an IPv6 source outside', '[2001:db8::1]:4242', false],
+      ['an IPv4-mapped source outside', '[::ffff:198.51.100.7]:4242', false],
+      ['an IPv4 source inside', '10.1.2.3:4242', true],
+      ['an IPv6 source inside', '[fd00::7]:4242', true],
+      ['an IPv4-mapped source inside', '[::ffff:10.1.2.3]:4242', true],
+    ])('the worker checks allowedSources of a Cluster-side mapping itself, for a connector that does not: %s', async (_what, source, allowed) => {
+      const { session, ws } = await handRolledConnector(worker.url, 'dc1-h', await tlsOf('dc1-h'));
+      try {
+        const { stream, response } = await askFor(session, 'cluster-sources', source);
+        if (!allowed) {
+          expect(response).toMatchObject({ ok: false, code: 'SOURCE_NOT_ALLOWED', message: expect.stringContaining(`${source} is outside allowedSources of mapping "cluster-sources"`) });
+          const line = await waitFor('worker audit line', () => worker.proc.streams({ mapping: 'cluster-sources', connector: 'dc1-h', client: source })[0]);
+          expect(line).toMatchObject({ outcome: 'refused', reason: 'SOURCE_NOT_ALLOWED', bytesIn: 0, bytesOut: 0 });
+          return;
+        }
+        expect(response).toEqual({ ok: true });
+        stream.end('from an allowed source');
+        expect((await readAll(stream)).toString()).toBe('from an allowed source');
+      } finally {
+        session.close();
+        ws.terminate();
+      }
     });
 
     it('ends a client with no data when the target refuses the dial, and audits DIAL_FAILED naming the target', async () => {

@@ -29,7 +29,7 @@ describe('worker config hot reload (real processes)', () => {
     app = await echoServer();
     [portA, portB, portC] = [await freePort(), await freePort(), await freePort()];
     worker = await startWorker(dir, { mappings: [mapping('a', 'Connector', portA)] });
-    connector = await startConnector(dir, 'dc1-a', worker.url);
+    connector = await startConnector(dir, 'dc1-a', worker.url, { allow: [`127.0.0.1:${app.port}`], bind: [`127.0.0.1:${portC}`] });
   }, 60_000);
 
   afterAll(async () => {

@@ -14,6 +14,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import https from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
+import type { PeerCertificate } from 'node:tls';
 import { Duplex } from 'node:stream';
 import { UnderpassError } from '../errors.js';
 import { DEFAULT_LIMITS, WS_MAX_FRAME } from '../limits.js';
@@ -334,6 +335,8 @@ export interface ConnectOptions {
   headers?: Record<string, string>;
   timeoutMs: number;
   signal?: AbortSignal;
+  /** Replaces Node's host-name check of the server certificate (call tls.checkServerIdentity inside to keep it). */
+  checkServerIdentity?: (host: string, cert: PeerCertificate) => Error | undefined;
 }
 
 /** Client side: TLS with client certificate, upgrade, verified Sec-WebSocket-Accept. */
@@ -350,6 +353,7 @@ export function connectWebSocket(url: URL, o: ConnectOptions): Promise<WebSocket
       key: o.key,
       ca: o.ca,
       minVersion: 'TLSv1.2',
+      ...(o.checkServerIdentity ? { checkServerIdentity: o.checkServerIdentity } : {}),
       headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': key, ...o.headers },
     });
     const timer = setTimeout(() => fail(new UnderpassError('ERR_DIAL', `no WebSocket handshake within ${o.timeoutMs} ms`)), o.timeoutMs);

@@ -51,11 +51,29 @@ tls:
   key: /etc/underpass/tls.key
   ca: /etc/underpass/ca.crt
 admin: {{ printf ":%d" (int .Values.adminPort) | quote }}
-{{- with .Values.config.allow }}
+{{- /* Connectors deny by default: the lists are always written (an empty one denies everything). */}}
+{{- if .Values.config.allow }}
 allow:
-{{- range . }}
+{{- range .Values.config.allow }}
   - {{ . | quote }}
 {{- end }}
+{{- else }}
+allow: []
+{{- end }}
+{{- if .Values.config.allowAll }}
+allowAll: true
+{{- end }}
+{{- /* Each listener in .Values.listeners is bound on every interface of the pod (the Service reaches it there). */}}
+{{- $bind := list }}
+{{- range .Values.listeners }}{{ $bind = append $bind (printf "0.0.0.0:%d" (int .port)) }}{{ end }}
+{{- $bind = concat $bind .Values.config.bind | uniq }}
+{{- if $bind }}
+bind:
+{{- range $bind }}
+  - {{ . | quote }}
+{{- end }}
+{{- else }}
+bind: []
 {{- end }}
 log:
   level: {{ .Values.config.logLevel }}

@@ -2,11 +2,14 @@ import { describe, it, expect, beforeAll, afterAll } from '@jest/globals';
 import { once } from 'node:events';
 import https from 'node:https';
 import net from 'node:net';
+import { craftLeaf } from '../test/e2e/certs.js';
 import { createCA, issueConnectorCert, issueWorkerCert, loadCA, type CertificateAuthority, type PemKeyPair } from '../tunnel/pki.js';
 import { createSelfSignedCA, issueServingCert, loadSigningCA } from '../tunnel/pki-generic.js';
 import { silentLogger } from '../tunnel/log.js';
 import type { Mapping } from '../tunnel/mapping.js';
-import { ReportServer, ReportStore, workerReportSchema, type DesiredWorkerConfig, type WorkerReport } from './reports.js';
+import { MAX_REPORT_BYTES, type WorkerReport } from '../tunnel/operator-channel.js';
+import { ReportServer, type DesiredWorkerState } from './report-server.js';
+import { ReportStore } from './report-store.js';
 
 const DC1 = { namespace: 'team-a', name: 'dc1' };
 const DC2 = { namespace: 'team-a', name: 'dc2' };
@@ -17,6 +20,7 @@ const DB: Mapping = {
   name: 'db', protocol: 'TCP', target: { side: 'Connector', host: '127.0.0.1', port: 5432 },
   listen: { port: 15432, address: '127.0.0.1' }, allowedSources: [],
 };
+const DESIRED: DesiredWorkerState = { mappings: [DB], admission: { connectors: ['site-a'] } };
 
 function report(overrides: Partial<WorkerReport> = {}): WorkerReport {
   return { instance: 'dc1-worker-0', version: '0.1.0', ready: false, draining: false, connectors: [], listenerFailures: [], ...overrides };
@@ -28,12 +32,13 @@ interface Answer {
 }
 
 let operatorCa: string;
-let dc1: { caPem: string; ca: CertificateAuthority; worker: PemKeyPair; connector: PemKeyPair; expired: PemKeyPair };
+let dc1: { caPem: string; ca: CertificateAuthority; worker: PemKeyPair; connector: PemKeyPair; expired: PemKeyPair; teamBWorker: PemKeyPair };
 let dc2: { caPem: string; worker: PemKeyPair };
 let store: ReportStore;
 let server: ReportServer;
 let port: number;
-let desired: Map<string, DesiredWorkerConfig>;
+let desired: Map<string, DesiredWorkerState>;
+const counted: Array<{ result?: string; reason?: string }> = [];
 
 function post(path: string, body: string | Buffer, client?: PemKeyPair, method = 'POST', chunked = false): Promise<Answer> {
   return new Promise((resolve, reject) => {
@@ -68,14 +73,16 @@ beforeAll(async () => {
     ca,
     worker: await issueWorkerCert(ca, { sans: ['localhost'] }),
     connector: await issueConnectorCert(ca, { connector: 'site-a' }),
-    expired: await issueWorkerCert(ca, { sans: ['localhost'], notBefore: new Date(now - 3 * DAY), notAfter: new Date(now - DAY) }),
+    expired: await issueWorkerCert(ca, { sans: ['localhost'] , notBefore: new Date(now - 3 * DAY), notAfter: new Date(now - DAY) }),
+    // The worker identity of a connection with the same name in another namespace, signed by dc1's CA.
+    teamBWorker: await craftLeaf(ca, { uris: ['underpass://team-b/dc1/worker'] }),
   };
   const dc2Pems = await createCA({ connection: DC2 });
   dc2 = { caPem: dc2Pems.certPem, worker: await issueWorkerCert(await loadCA(dc2Pems.certPem, dc2Pems.keyPem), { sans: ['localhost'] }) };
 
-  desired = new Map([['team-a/dc1', { mappings: [DB] }]]);
-  // "shared" wrongly gets dc1's CA: only the identity check (lock 2) stands between dc1's workers and it.
-  const cas = new Map([['team-a/dc1', dc1.caPem], ['team-a/dc2', dc2.caPem], ['team-a/shared', dc1.caPem]]);
+  desired = new Map([['team-a/dc1', DESIRED]]);
+  // "shared" and team-b/dc1 wrongly get dc1's CA: only the identity check (lock 2) stands between their workers and dc1's.
+  const cas = new Map([['team-a/dc1', dc1.caPem], ['team-a/dc2', dc2.caPem], ['team-a/shared', dc1.caPem], ['team-b/dc1', dc1.caPem]]);
   store = new ReportStore();
   server = new ReportServer({
     tls: { cert: serving.certPem, key: serving.keyPem },
@@ -83,6 +90,7 @@ beforeAll(async () => {
     store,
     caFor: (c) => cas.get(`${c.namespace}/${c.name}`),
     desiredFor: (c) => desired.get(`${c.namespace}/${c.name}`),
+    metrics: { reports: { inc: (l) => void counted.push(l) }, refusals: { inc: (l) => void counted.push(l) } },
   });
   port = (await server.listen({ host: '127.0.0.1', port: 0 })).port;
 });
@@ -90,13 +98,13 @@ beforeAll(async () => {
 afterAll(() => server?.close());
 
 describe('ReportServer', () => {
-  it('answers a worker of the connection with its desired mappings and records the report', async () => {
+  it('answers a worker of the connection with its mappings and admission list, and records the report', async () => {
     const events: string[] = [];
     store.on('report', (c) => events.push(c));
     const sent = report({ instance: 'w-accepted', ready: true });
     const first = await post(PATH, JSON.stringify(sent), dc1.worker);
     const second = await post(PATH, JSON.stringify(sent), dc1.worker);
-    expect(first).toEqual({ status: 200, body: { mappings: [DB] } });
+    expect(first).toEqual({ status: 200, body: { mappings: [DB], admission: { connectors: ['site-a'] }, report: { accepted: true } } });
     expect(second.status).toBe(200);
     expect(events).toEqual(['team-a/dc1']);
     expect(store.live('team-a/dc1', 60_000).find((r) => r.instance === 'w-accepted')).toMatchObject(sent);
@@ -107,11 +115,11 @@ describe('ReportServer', () => {
   });
 
   it('applies a changed desired set in the next answer', async () => {
-    desired.set('team-a/dc1', { mappings: [] });
+    desired.set('team-a/dc1', { mappings: [], admission: {} });
     try {
-      expect(await post(PATH, JSON.stringify(report()), dc1.worker)).toEqual({ status: 200, body: { mappings: [] } });
+      expect(await post(PATH, JSON.stringify(report()), dc1.worker)).toMatchObject({ status: 200, body: { mappings: [], admission: {} } });
     } finally {
-      desired.set('team-a/dc1', { mappings: [DB] });
+      desired.set('team-a/dc1', DESIRED);
     }
   });
 
@@ -120,13 +128,16 @@ describe('ReportServer', () => {
     ['a connector certificate of the same connection', () => dc1.connector, 403, 'WRONG_ROLE'],
     ["a worker certificate from another connection's CA", () => dc2.worker, 403, 'CERT_UNTRUSTED'],
     ['an expired worker certificate', () => dc1.expired, 403, 'CERT_EXPIRED'],
-    ["a worker of another connection when both share a CA", () => dc1.worker, 403, 'WRONG_CONNECTION', 'shared'],
-  ])('refuses %s', async (_name, client, status, reason, connection = 'dc1') => {
-    const before = store.live('team-a/dc1', 60_000).length;
-    const answer = await post(`/v1/connections/team-a/${connection}/report`, JSON.stringify(report({ instance: 'w-refused' })), client());
+    ['a worker of another connection when both share a CA', () => dc1.worker, 403, 'WRONG_CONNECTION', 'team-a/shared'],
+    ['a worker of team-b/dc1 on team-a/dc1 when both share a CA (same name, other namespace)', () => dc1.teamBWorker, 403, 'WRONG_CONNECTION', 'team-a/dc1'],
+    ['a worker of team-a/dc1 on team-b/dc1 when both share a CA (same name, other namespace)', () => dc1.worker, 403, 'WRONG_CONNECTION', 'team-b/dc1'],
+  ])('refuses %s', async (_name, client, status, reason, connection = 'team-a/dc1') => {
+    const before = { a: store.live('team-a/dc1', 60_000).length, b: store.live('team-b/dc1', 60_000).length };
+    const answer = await post(`/v1/connections/${connection}/report`, JSON.stringify(report({ instance: 'w-refused' })), client());
     expect(answer.status).toBe(status);
     expect(answer.body).toMatchObject({ reason, error: expect.any(String) });
-    expect(store.live('team-a/dc1', 60_000)).toHaveLength(before);
+    expect(answer.body).not.toHaveProperty('mappings');
+    expect({ a: store.live('team-a/dc1', 60_000).length, b: store.live('team-b/dc1', 60_000).length }).toEqual(before);
   });
 
   it('refuses an unknown connection with 404', async () => {
@@ -139,22 +150,32 @@ describe('ReportServer', () => {
     ['a missing field', JSON.stringify({ ...report(), ready: undefined }), 'INVALID_REPORT', 'ready'],
     ['a bad nested field', JSON.stringify(report({ connectors: [{ name: 'a' } as never] })), 'INVALID_REPORT', 'connectors[0].session'],
     ['a bad instance name', JSON.stringify(report({ instance: 'has space' })), 'INVALID_REPORT', 'instance'],
-  ])('refuses %s with 400 naming the field', async (_name, body, reason, field) => {
+    ['a 65-character connector version', JSON.stringify(report({ instance: 'w-long', connectors: [{ name: 'site-a', session: 's1', since: '2026-01-01T00:00:00.000Z', version: 'v'.repeat(65), address: '127.0.0.1:1', unavailableMappings: [] }] })), 'INVALID_REPORT', 'connectors[0].version'],
+  ])('still answers the mapping set and admission list for %s, but does not record it and names the field', async (_name, body, reason, field) => {
+    const before = store.live('team-a/dc1', 60_000).length;
     const answer = await post(PATH, body, dc1.worker);
-    expect(answer.status).toBe(400);
-    expect(answer.body.reason).toBe(reason);
+    expect(answer.status).toBe(200);
+    expect(answer.body).toMatchObject({ mappings: [DB], admission: { connectors: ['site-a'] }, report: { accepted: false, reason } });
+    const verdict = answer.body.report as { field?: string; message: string };
     if (field) {
-      expect(answer.body.field).toBe(field);
-      expect(answer.body.error).toContain(`field "${field}"`);
+      expect(verdict.field).toBe(field);
+      expect(verdict.message).toContain(`field "${field}"`);
     }
+    expect(store.live('team-a/dc1', 60_000)).toHaveLength(before);
+    expect(counted).toContainEqual({ result: 'invalid' });
   });
 
   it.each([
     ['with a content-length', false],
     ['sent chunked', true],
-  ])('refuses a body over 1 MiB with 413 (%s)', async (_name, chunked) => {
-    const answer = await post(PATH, Buffer.alloc((1 << 20) + 1, 0x20), dc1.worker, 'POST', chunked);
+  ])('refuses a body over MAX_REPORT_BYTES with 413 (%s)', async (_name, chunked) => {
+    const answer = await post(PATH, Buffer.alloc(MAX_REPORT_BYTES + 1, 0x20), dc1.worker, 'POST', chunked);
     expect(answer).toMatchObject({ status: 413, body: { reason: 'TOO_LARGE' } });
+    expect(counted).toContainEqual({ reason: 'TOO_LARGE' });
+  });
+
+  it('keeps the body limit to what a legitimate report needs (under 512 KiB, not the former 1 MiB)', () => {
+    expect(MAX_REPORT_BYTES).toBeLessThan(512 << 10);
   });
 
   it('answers 503 while the mapping set is not known, after recording the report', async () => {
@@ -177,63 +198,5 @@ describe('ReportServer', () => {
   ])('refuses %s', async (_name, method, path, status, reason) => {
     const answer = await post(path, '', dc1.worker, method);
     expect(answer).toMatchObject({ status, body: { reason } });
-  });
-});
-
-describe('ReportStore', () => {
-  function clocked(): { store: ReportStore; advance: (ms: number) => void; events: string[] } {
-    let now = 1_000_000;
-    const s = new ReportStore(() => now);
-    const events: string[] = [];
-    s.on('report', (c) => events.push(c));
-    return { store: s, advance: (ms) => (now += ms), events };
-  }
-
-  it('keeps only reports newer than maxAge in live()', () => {
-    const { store: s, advance } = clocked();
-    s.record('ns/c', report({ instance: 'a' }));
-    advance(1500);
-    s.record('ns/c', report({ instance: 'b' }));
-    advance(1000);
-    expect(s.live('ns/c', 2000).map((r) => r.instance)).toEqual(['b']);
-    expect(s.live('ns/c', 2000)[0]!.receivedAt).toBe(1_001_500);
-    advance(5000);
-    expect(s.live('ns/c', 2000)).toEqual([]);
-    expect(s.hasReported('ns/c')).toBe(true);
-  });
-
-  it('fires for a new worker, changed content and a worker reappearing, not for repeats', () => {
-    const { store: s, advance, events } = clocked();
-    s.record('ns/c', report({ instance: 'a' }));
-    s.record('ns/c', report({ instance: 'a' }));
-    s.record('ns/c', report({ instance: 'b' }));
-    s.record('ns/c', report({ instance: 'a', ready: true }));
-    expect(events).toHaveLength(3);
-    s.live('ns/c', 2000);
-    advance(1000);
-    s.record('ns/c', report({ instance: 'a', ready: true }));
-    expect(events).toHaveLength(3);
-    advance(3000);
-    s.record('ns/c', report({ instance: 'a', ready: true }));
-    expect(events).toHaveLength(4);
-  });
-
-  it('forgets a connection', () => {
-    const { store: s } = clocked();
-    s.record('ns/c', report());
-    s.forget('ns/c');
-    expect(s.hasReported('ns/c')).toBe(false);
-    expect(s.live('ns/c', 1000)).toEqual([]);
-  });
-});
-
-describe('workerReportSchema', () => {
-  it('drops unknown fields so newer workers can report more', () => {
-    expect(workerReportSchema.parse({ ...report(), extra: 1 })).toEqual(report());
-  });
-
-  it('bounds free text', () => {
-    const long = { mapping: 'db', message: 'x'.repeat(1025) };
-    expect(workerReportSchema.safeParse(report({ listenerFailures: [long] })).success).toBe(false);
   });
 });

@@ -1,0 +1,70 @@
+/**
+ * The worker's admission list in force (tunnel/admission.ts): checked when a
+ * connector upgrades to WebSocket, and for every session each time the list
+ * changes, so a connector removed from spec.connectors loses its sessions as
+ * soon as this worker hears of it (its next operator answer).
+ */
+import type { Logger } from 'pino';
+import { Counter, type Registry } from 'prom-client';
+import {
+  admissionRefusal, ANY_CONNECTOR, describeAdmission, sameAdmission, type Admission, type AdmissionCandidate, type AdmissionRefusal,
+} from '../tunnel/admission.js';
+import type { AuditLog } from '../tunnel/audit.js';
+import type { ConnectorSession } from './connector-session.js';
+
+export interface AdmissionGateOptions {
+  connection: string;
+  instance: string;
+  initial: Admission;
+  log: Logger;
+  audit: AuditLog;
+  registry: Registry;
+}
+
+export class AdmissionGate {
+  readonly #o: AdmissionGateOptions;
+  readonly #closed: Counter;
+  #current: Admission;
+
+  constructor(o: AdmissionGateOptions) {
+    this.#o = o;
+    this.#current = o.initial ?? ANY_CONNECTOR;
+    const name = 'underpass_admission_sessions_closed_total';
+    this.#closed = (o.registry.getSingleMetric(name) as Counter | undefined) ?? new Counter({
+      name, help: 'Connector sessions closed because the connector was removed from the admission list (spec.connectors).', registers: [o.registry],
+    });
+  }
+
+  get current(): Admission {
+    return this.#current;
+  }
+
+  /** Why `candidate` may not attach now (the tunnel server answers 403 with the code). */
+  check(candidate: AdmissionCandidate): AdmissionRefusal | undefined {
+    return admissionRefusal(this.#current, candidate);
+  }
+
+  /**
+   * Puts `next` in force and closes every session it no longer admits, each
+   * told why (CONNECTOR_NOT_ALLOWED). Returns how many were closed.
+   */
+  apply(next: Admission, sessions: readonly ConnectorSession[], source: string): number {
+    if (sameAdmission(next, this.#current)) return 0;
+    const before = this.#current;
+    this.#current = next;
+    this.#o.log.info({ admission: next.connectors ?? 'any', source }, `admission changed (${source}): now ${describeAdmission(next)}, was ${describeAdmission(before)}`);
+    this.#o.audit.write({
+      event: 'admission-changed', connection: this.#o.connection, worker: this.#o.instance, source,
+      connectors: next.connectors === undefined ? 'any' : [...next.connectors],
+    });
+    let closed = 0;
+    for (const session of sessions) {
+      const refusal = admissionRefusal(next, { connector: session.connector, certificateSerial: session.certificateSerial });
+      if (!refusal) continue;
+      closed++;
+      this.#closed.inc();
+      session.refuse(refusal.code, refusal.message);
+    }
+    return closed;
+  }
+}
