@@ -4,14 +4,26 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 NODE_MODULES_STAMP := node_modules/.package-lock.json
+# Every target runs on the pinned Node 24 (image/node.sh, the image's runtime too): its bin directory
+# comes first on PATH, so npm, tsc, jest and every bin/underpass child (`env -S node`) use it, never
+# the machine's own node. --dir only prints the path; the $(NODE_STAMP) rule installs it.
+NODE_DIR := $(shell bash image/node.sh --dir)
+NODE_STAMP := $(NODE_DIR)/.underpass-node
+export PATH := $(NODE_DIR)/bin:$(PATH)
 TS_SOURCES := $(shell find tunnel worker connector operator cli bench -name '*.ts' -not -name '*.test.ts' 2>/dev/null)
 
-.PHONY: help deps build typecheck demo test test-unit test-deps interop-peer testenv-bins testenv testenv-stop manifests clean
+.PHONY: help node deps build typecheck demo test test-unit test-deps interop-peer testenv-bins testenv testenv-stop manifests fuzz clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(NODE_MODULES_STAMP): package.json package-lock.json
+$(NODE_STAMP):
+	bash image/node.sh >/dev/null
+
+node: $(NODE_STAMP) ## install the pinned Node 24 (image/node.sh; every target runs on it)
+	@echo "$$(node --version) at $$(command -v node)"
+
+$(NODE_MODULES_STAMP): package.json package-lock.json $(NODE_STAMP)
 	@# npm ci rejects npm 11 lockfiles that omit other platforms' optional packages; install follows the lock.
 	npm install --no-fund --no-audit
 	@touch $@
@@ -50,7 +62,18 @@ test: build typecheck test-deps interop-peer testenv-bins ## everything: unit, i
 	npm test
 
 test-unit: build ## unit tests only (no Go, no cluster)
-	npm test -- tunnel worker connector cli
+	@# Anchored: a bare `tunnel` would also pick test/cluster/tunnel.test.ts, which needs the cluster binaries.
+	npm test -- '^$(CURDIR)/(tunnel|worker|connector|cli)/'
+
+# `make fuzz`: FUZZ_RUNS inputs per parser (make test runs 2,000 with a fixed seed); a fresh seed
+# unless FUZZ_SEED is set; FUZZ_ONLY and FUZZ_PATH replay one failure (docs/fuzzing.md).
+FUZZ_RUNS ?= 100000
+fuzz: deps ## fuzz every parser of peer bytes (100,000 inputs each, FUZZ_SEED to replay) and print the table
+	@mkdir -p .fuzz && rm -f .fuzz/last.jsonl
+	@seed=$${FUZZ_SEED:-$$(node -p 'require("node:crypto").randomInt(2 ** 31)')}; \
+	echo "fuzz: seed $$seed, $(FUZZ_RUNS) inputs per parser"; \
+	FUZZ_SEED=$$seed FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_REPORT=$(CURDIR)/.fuzz/last.jsonl \
+	  node --experimental-vm-modules --no-warnings=ExperimentalWarning node_modules/jest/bin/jest.js --runInBand test/fuzz/fuzz.test.ts
 
 manifests: deps testenv-bins ## regenerate operator/deploy and operator/rbac (helm template of charts/underpass-operator) and the chart's crds/ (from crds/)
 	UNDERPASS_UPDATE_MANIFESTS=1 npm test -- test/charts/manifests.test.ts
@@ -59,3 +82,4 @@ clean: ## remove build output
 	rm -rf dist
 
 include bench/bench.mk
+include image/image.mk

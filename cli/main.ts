@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { ConfigError, errorMessage } from '../tunnel/errors.js';
+import { VERSION as PACKAGE_VERSION } from '../tunnel/version.js';
 import { registerBundleCommand } from './bundle.js';
 import { registerDemoCommand } from './demo.js';
 import { registerOperatorCommand } from './operator.js';
@@ -15,6 +16,7 @@ export const EXIT_USAGE = 2;
 export function buildProgram(): Command {
   const program = new Command('underpass')
     .description('Kubernetes-native secure tunnel: connectors dial out over mutual-TLS WebSocket; applications flow as multiplexed streams.')
+    .version(PACKAGE_VERSION, '-V, --version', 'print the version (package.json\'s, also the image tag) and exit')
     .showHelpAfterError()
     .exitOverride();
   registerPkiCommands(program);

@@ -54,6 +54,22 @@ describe('loadYamlFile', () => {
     expect(err.message).toContain(message);
   });
 
+  // Found by fuzzing (test/fuzz/targets/config.ts): the yaml library throws a plain ReferenceError
+  // from toJS() for these, which escaped as a crash instead of a ConfigError naming the file.
+  it.each([
+    ['an alias without an anchor', 'listen: *typo\n', 'invalid YAML at line 1, column 9: Unresolved alias'],
+    ['an alias bomb (exponential expansion)', `a: &a [x, x, x, x, x, x, x, x, x]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+`, 'invalid YAML: Excessive alias count'],
+  ])('refuses %s with a ConfigError, not a crash', (_name, text, message) => {
+    const file = write('alias.yaml', text);
+    const err = thrown(() => loadYamlFile(file));
+    expect(err.file).toBe(file);
+    expect(err.message).toContain(message);
+  });
+
   it('names a missing file', () => {
     const file = path.join(dir, 'missing.yaml');
     expect(thrown(() => loadYamlFile(file)).message).toBe(`${file}: cannot read the config file: no such file`);
@@ -81,6 +97,9 @@ describe('zodToConfigError', () => {
     ['a bad enum value in a list', { port: 1, list: [{ side: 'Connector' }, { side: 'x' }] }, 'list[1].side', 'must be one of: Connector, Cluster'],
     ['a bad duration', { port: 1, timeout: true }, 'timeout', 'must be a duration like "30s" or "500ms", or a number of milliseconds'],
     ['a timeout not above the interval', { port: 1, keepalive: { interval: '10s', timeout: '5s' } }, 'keepalive.timeout', 'must be greater than interval (10s)'],
+    // Found by fuzzing: an empty key gave an error that named no field at all.
+    ['an unknown field with an empty name', { port: 1, '': 'x' }, '[""]', 'unknown field (expected one of: port, name, tls, list, timeout, keepalive)'],
+    ['an unknown nested field with a space in its name', { port: 1, tls: { cert: 'a', key: 'b', 'c d': 1 } }, 'tls["c d"]', 'unknown field (expected one of: cert, key)'],
   ])('describes %s', (_name, raw, field, message) => {
     const result = schema.safeParse(raw, { reportInput: true });
     expect(result.success).toBe(false);
@@ -106,6 +125,9 @@ describe('zodToConfigError', () => {
     [['worker', 2], 'worker[2]'],
     [[], ''],
     [[0, 'a'], '[0].a'],
+    [[''], '[""]'],
+    [['tls', 'a.b'], 'tls["a.b"]'],
+    [['a', 'b-c_d'], 'a.b-c_d'],
   ])('formats the path %j as %s', (segments, want) => {
     expect(formatPath(segments)).toBe(want);
   });

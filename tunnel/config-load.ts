@@ -22,7 +22,13 @@ export function loadYamlFile(file: string): unknown {
     const reason = errorCode(err) === 'ENOENT' ? 'no such file' : errorMessage(err);
     throw new ConfigError(`cannot read the config file: ${reason}`, { file }, { cause: err });
   }
-  const doc = YAML.parseDocument(text);
+  return parseYamlText(text, file);
+}
+
+/** Parses the text of one YAML document (`file` names it in errors); an empty document gives null. */
+export function parseYamlText(text: string, file: string): unknown {
+  const lineCounter = new YAML.LineCounter();
+  const doc = YAML.parseDocument(text, { lineCounter });
   const err = doc.errors[0];
   if (err) {
     const at = err.linePos?.[0];
@@ -30,7 +36,30 @@ export function loadYamlFile(file: string): unknown {
     const what = err.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
     throw new ConfigError(`invalid YAML at ${where}${what}`, { file }, { cause: err });
   }
-  return doc.toJS();
+  try {
+    return doc.toJS();
+  } catch (cause) {
+    // The yaml library resolves aliases only here, and throws a plain error for an alias without
+    // an anchor or one that expands too often (a "billion laughs" document).
+    const alias = unresolvedAlias(doc);
+    const at = alias?.range ? lineCounter.linePos(alias.range[0]) : undefined;
+    const what = errorMessage(cause).split('\n')[0]!;
+    throw new ConfigError(`invalid YAML${at ? ` at line ${at.line}, column ${at.col}` : ''}: ${what}`, { file }, { cause });
+  }
+}
+
+function unresolvedAlias(doc: YAML.Document): YAML.Alias | undefined {
+  let found: YAML.Alias | undefined;
+  YAML.visit(doc, {
+    Alias(_key, node) {
+      if (node.resolve(doc) === undefined) {
+        found = node;
+        return YAML.visit.BREAK;
+      }
+      return undefined;
+    },
+  });
+  return found;
 }
 
 /** The most useful issue as a ConfigError: an unknown field first (it explains a "missing" one), else the first. */
@@ -42,10 +71,18 @@ export function zodToConfigError(file: string, err: z.ZodError): ConfigError {
   return new ConfigError(describeIssue(issue), { file, field: field || undefined }, { cause: err });
 }
 
-/** `['mappings', 0, 'target', 'port']` → `mappings[0].target.port`. */
+/**
+ * `['mappings', 0, 'target', 'port']` → `mappings[0].target.port`. A key that is not a plain name
+ * (empty, or with dots, spaces, quotes) is written as a JSON string in brackets, `tls["a b"]`, so
+ * that every field can be named, an empty one too.
+ */
 export function formatPath(segments: ReadonlyArray<PropertyKey>): string {
-  return segments.reduce<string>((out, s) =>
-    typeof s === 'number' ? `${out}[${s}]` : out ? `${out}.${String(s)}` : String(s), '');
+  return segments.reduce<string>((out, s) => {
+    if (typeof s === 'number') return `${out}[${s}]`;
+    const key = String(s);
+    if (!/^[A-Za-z0-9_-]+$/.test(key)) return `${out}[${JSON.stringify(key)}]`;
+    return out ? `${out}.${key}` : key;
+  }, '');
 }
 
 function describeIssue(issue: z.core.$ZodIssue): string {

@@ -227,18 +227,17 @@ export class ControlChannel extends EventEmitter {
   }
 
   #onData(chunk: Buffer): void {
-    let raws: unknown[];
     try {
-      raws = this.#decoder.push(chunk);
+      this.#decoder.feed(chunk, this.#onRaw);
     } catch (err) {
       this.emit('error', err);
       this.#stream.destroy();
-      return;
-    }
-    for (const raw of raws) {
-      const parsed = parseControlMessage(raw);
-      if (parsed instanceof ControlMessageError) this.emit('error', parsed);
-      else this.emit('message', parsed);
     }
   }
+
+  readonly #onRaw = (raw: unknown): void => {
+    const parsed = parseControlMessage(raw);
+    if (parsed instanceof ControlMessageError) this.emit('error', parsed);
+    else this.emit('message', parsed);
+  };
 }

@@ -109,9 +109,9 @@ class LengthPrefixed {
 /** Incremental decoder of u32-length JSON frames (the control channel). */
 export class JsonFrameDecoder {
   readonly #reader: LengthPrefixed;
-  #out: unknown[] = [];
+  #onMessage: (value: unknown) => void = () => undefined;
   readonly #onBody = (body: Buffer): void => {
-    this.#out.push(parseJson(body));
+    this.#onMessage(parseJson(body));
   };
 
   /** Messages above `maxBytes` are refused (ERR_CONTROL_TOO_LARGE) as soon as their length is read. */
@@ -119,11 +119,21 @@ export class JsonFrameDecoder {
     this.#reader = new LengthPrefixed(4, maxBytes, { code: 'ERR_CONTROL_TOO_LARGE', what: 'control message' }, meter);
   }
 
-  /** Returns the complete messages in `chunk` (parsed JSON, not yet validated). */
-  push(chunk: Buffer): unknown[] {
-    const out: unknown[] = (this.#out = []);
+  /**
+   * Hands each complete message in `chunk` (parsed JSON, not yet validated) to `onMessage` as it is
+   * decoded, so the messages before a bad frame arrive however TCP cut the bytes; then throws the
+   * bad frame's coded error.
+   */
+  feed(chunk: Buffer, onMessage: (value: unknown) => void): void {
+    this.#onMessage = onMessage;
     let offset = 0;
     while (offset < chunk.length) offset = this.#reader.read(chunk, offset, this.#onBody).offset;
+  }
+
+  /** The complete messages in `chunk`; throws on a bad frame (messages before it are lost: use feed). */
+  push(chunk: Buffer): unknown[] {
+    const out: unknown[] = [];
+    this.feed(chunk, (value) => out.push(value));
     return out;
   }
 }

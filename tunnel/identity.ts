@@ -227,7 +227,7 @@ export function subjectAltNames(text: string): SubjectAltName[] {
     let end: number;
     if (text[colon + 1] === '"') {
       end = closingQuote(text, colon + 1);
-      value = JSON.parse(text.slice(colon + 1, end + 1)) as string;
+      value = quotedValue(text, colon + 1, end);
       end += 1;
     } else {
       const sep = text.indexOf(', ', colon + 1);
@@ -238,6 +238,15 @@ export function subjectAltNames(text: string): SubjectAltName[] {
     i = end + 2; // skip ", "
   }
   return names;
+}
+
+/** Node writes a SAN value holding a quote, comma or control character as a JSON string. */
+function quotedValue(text: string, open: number, close: number): string {
+  try {
+    return JSON.parse(text.slice(open, close + 1)) as string;
+  } catch (err) {
+    throw new UnderpassError('ERR_IDENTITY_INVALID', `malformed subjectaltname text: a quoted value that is not a JSON string at offset ${open}`, { cause: err });
+  }
 }
 
 function closingQuote(text: string, open: number): number {

@@ -9,7 +9,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 
 describe('nodeFlagsOf', () => {
   test('reads the flags bin/underpass runs Node with', () => {
-    expect(nodeFlagsOf(path.join(here, '..', 'bin', 'underpass'))).toContain('--min-semi-space-size=16');
+    expect(nodeFlagsOf(path.join(here, '..', 'bin', 'underpass'))).toEqual(['--min-semi-space-size=16', '--max-semi-space-size=16']);
   });
 
   test('a plain node shebang has no flags; anything else is refused by name', () => {

@@ -111,18 +111,20 @@ export class WebSocketStream extends Duplex {
     constructor(ws: WebSocketStream) {
       this.ws = ws;
     }
+    // RFC 6455 5.5.1: nothing follows a close frame; whatever a peer sends after one is dropped.
     onData(chunk: Buffer): void {
+      if (this.ws.#closeReceived) return;
       if (!this.ws.push(chunk)) {
         this.ws.#inputPaused = true;
         this.ws.socket.pause();
       }
     }
     onPing(payload: Buffer): void {
-      this.ws.#pong(payload);
+      if (!this.ws.#closeReceived) this.ws.#pong(payload);
     }
     onPong(): void {}
     onClose(code: number, reason: string): void {
-      this.ws.#onClose(code, reason);
+      if (!this.ws.#closeReceived) this.ws.#onClose(code, reason);
     }
   };
 

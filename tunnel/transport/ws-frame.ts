@@ -68,12 +68,24 @@ export function encodeControlFrame(opcode: Opcode, payload: Buffer, masked: bool
   return Buffer.concat([encodeFrameHeader(opcode, payload.length, masked), payload]);
 }
 
+/** RFC 6455 5.5: a control frame's payload is at most 125 bytes, 2 of them the code. */
+const MAX_CLOSE_REASON_BYTES = 123;
+
 export function encodeClosePayload(code: number, reason = ''): Buffer {
-  const r = Buffer.from(reason.slice(0, 120));
+  const r = utf8Prefix(reason, MAX_CLOSE_REASON_BYTES);
   const b = Buffer.allocUnsafe(2 + r.length);
   b.writeUInt16BE(code, 0);
   r.copy(b, 2);
   return b;
+}
+
+/** The longest prefix of `text` whose UTF-8 encoding fits `maxBytes`, never splitting a character. */
+function utf8Prefix(text: string, maxBytes: number): Buffer {
+  const all = Buffer.from(text, 'utf8');
+  if (all.length <= maxBytes) return all;
+  let end = maxBytes;
+  while (end > 0 && (all[end]! & 0xc0) === 0x80) end--; // back off a continuation byte
+  return all.subarray(0, end);
 }
 
 export interface FrameSink {
