@@ -127,12 +127,13 @@ describe('abuse: what a connector with a valid certificate can cost a worker', (
     }
   }, 90_000);
 
-  // The bound: the session's stream buffer (32 MiB) plus the young generation (48 MiB, above) and
-  // the relays' own objects. Before the fix each stream held up to its 4 MiB window in the worker
-  // (on top of the ~4 MB the kernel's socket buffers take before a target that never reads), with
-  // no bound across streams: these 64 streams grew the worker by ~190 MiB, and a peer could go on
-  // up to the stream limit.
-  it('finding 5: a peer that fills stream after stream towards a target that never reads grows the worker by less than 96 MiB', async () => {
+  // The bound: what the session holds for its streams stays under its stream buffer (32 MiB,
+  // underpass_stream_buffer_bytes), and the worker's RSS grows by that plus the young generation
+  // (48 MiB, above) and the relays' own objects: measured 52-84 MiB (Node 20 and 24). Before the
+  // fix each stream held up to its 4 MiB window in the worker (on top of the ~4 MB the kernel's
+  // socket buffers take before a target that never reads), with no bound across streams: these 64
+  // streams grew the worker by 193-199 MiB, and a peer could go on up to the stream limit.
+  it('finding 5: a peer that fills stream after stream towards a target that never reads makes the worker hold at most 32 MiB for it, and grow by less than 128 MiB', async () => {
     const c = await HostileConnector.connect(worker.url, 'filler', creds.filler!);
     try {
       const before = rssOf(pid());
@@ -153,7 +154,7 @@ describe('abuse: what a connector with a valid certificate can cost a worker', (
       });
       expect(c.session.isClosed).toBe(false);
       expect(held).toBeLessThanOrEqual(32 * MiB);
-      if (growth >= 96 * MiB) throw new Error(`stream_buffer_bytes: the worker grew by ${mib(growth)} MiB holding what its targets do not read`);
+      if (growth >= 128 * MiB) throw new Error(`stream_buffer_bytes: the worker grew by ${mib(growth)} MiB holding what its targets do not read`);
       expect(worker.proc.alive).toBe(true);
     } finally {
       c.close();
