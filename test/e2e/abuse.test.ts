@@ -91,6 +91,10 @@ describe('abuse: what a connector with a valid certificate can cost a worker', (
     }
   }, 90_000);
 
+  // The bound: 16 MiB of unread output, the young generation (48 MiB) and the churn of ~200,000
+  // refused streams: measured 78 MiB on Node 20 and 50-100 MiB on Node 24 (which allocates a new
+  // buffer per socket read), so 96 MiB failed now and then there. Without the unread-output limit
+  // (unreadOutputBytes: 1Gi) the same flood grew the worker by 603 MiB.
   it('finding 4: a peer that opens streams and never reads the answers is no longer read past 16 MiB unread, and its session closes with ERR_MUX_PEER_NOT_READING', async () => {
     const c = await HostileConnector.connect(worker.url, 'opener', creds.opener!);
     try {
@@ -121,7 +125,7 @@ describe('abuse: what a connector with a valid certificate can cost a worker', (
       expect(sent.stalled).toBe(true); // the worker stopped reading it
       expect(closed?.reason).toBe('ERR_MUX_PEER_NOT_READING');
       expect(await metricValue(worker.adminPort, 'underpass_limit_refusals_total', { limit: 'unread_output_bytes' })).toBeGreaterThan(0);
-      if (growth >= 96 * MiB) throw new Error(`unread_output_bytes: the worker grew by ${mib(growth)} MiB for refusals nobody reads`);
+      if (growth >= 128 * MiB) throw new Error(`unread_output_bytes: the worker grew by ${mib(growth)} MiB for refusals nobody reads`);
     } finally {
       c.close();
     }
