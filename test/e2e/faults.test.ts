@@ -186,7 +186,9 @@ describe('faults: one worker, one connector (kill -9, restart, SIGSTOP, SIGTERM)
       const detectedMs = Date.now() - stopped;
       expect(detectedMs).toBeLessThan(15_000);
       expect(detectedMs).toBeGreaterThanOrEqual(1_000); // by the 3 s keepalive timeout (counted from the last inbound frame), not by anything sooner
-      expect(r.body).toMatch(/considered dead|keepalive/i);
+      // Seen once (Node 24, 1 run in 10, not again in 20 more): the connector's session had ended with
+      // "transport failed: read ECONNRESET" instead. Say what the connector logged, for the next diagnosis.
+      if (!/considered dead|keepalive/i.test(r.body)) throw new Error(`connector /readyz says "${r.body.trim()}", not the keepalive timeout; its log since SIGSTOP: ${connector.proc.logs.slice(logsBefore).slice(-3000)}`);
       expect(connector.proc.logs.slice(logsBefore)).toMatch(/nothing received from the peer for \d+ ms; the connection is considered dead/);
     } finally {
       worker.proc.child.kill('SIGCONT');
