@@ -12,7 +12,8 @@ NODE_STAMP := $(NODE_DIR)/.underpass-node
 export PATH := $(NODE_DIR)/bin:$(PATH)
 TS_SOURCES := $(shell find tunnel worker connector operator cli bench -name '*.ts' -not -name '*.test.ts' 2>/dev/null)
 
-.PHONY: help node deps build typecheck demo test test-unit test-deps interop-peer testenv-bins testenv testenv-stop manifests fuzz clean
+.PHONY: help node deps build typecheck demo test test-unit test-deps interop-peer testenv-bins testenv testenv-stop manifests fuzz clean \
+	cluster cluster-stop cluster-status
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -54,6 +55,15 @@ testenv: testenv-bins ## start a real API server in the background; kubeconfig i
 
 testenv-stop: ## stop what `make testenv` started
 	bash test/env/stop.sh $(CURDIR)/.testenv
+
+cluster: ## start a real single-node Kubernetes here (root; ~10 s once built); kubeconfig in .cluster/kubeconfig
+	bash test/env/cluster-start.sh $(CURDIR)/.cluster
+
+cluster-stop: ## stop `make cluster`, remove all it put on the host, list any leftover
+	bash test/env/cluster-stop.sh $(CURDIR)/.cluster
+
+cluster-status: ## is the local cluster running: components, memory, node, pods
+	bash test/env/cluster-status.sh $(CURDIR)/.cluster
 
 test-deps: ## Debian packages some tests use (nftables), installed when missing
 	@bash test/env/test-deps.sh

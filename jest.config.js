@@ -12,8 +12,10 @@ export default {
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
   testMatch: ['<rootDir>/{tunnel,worker,connector,operator,cli,test}/**/*.test.ts'],
   testPathIgnorePatterns: ['/node_modules/', '/dist/'],
-  // make image's staging tree holds a second package.json named underpass (and a node_modules).
-  modulePathIgnorePatterns: ['<rootDir>/image/out/'],
+  // Trees with package.json files of their own (one named underpass), not part of the module
+  // graph: make image's staging tree, and the local cluster's state (make cluster) with image
+  // filesystems.
+  modulePathIgnorePatterns: ['<rootDir>/image/out/', '<rootDir>/.cluster/'],
   testTimeout: 30000,
   // Every suite stops what it started in afterAll; if a stray handle survives anyway, CI must not
   // wait for it forever.

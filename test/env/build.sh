@@ -11,24 +11,31 @@ usage() {
   cat <<EOF
 Usage: test/env/build.sh [--force] [--check] [-v|--verbose] [NAME...]
 
-Builds the binaries that test/env/start.sh runs, from the upstream Go modules served by the
-Go module proxy (no Docker, no GitHub downloads):
+Builds the binaries that test/env/start.sh and test/env/cluster-start.sh run, from the
+upstream Go modules served by the Go module proxy (no Docker, no GitHub downloads):
 
-  kube-apiserver, kube-controller-manager, kubectl   k8s.io/kubernetes ${UNDERPASS_K8S_VERSION}
+  kube-apiserver, kube-controller-manager, kubectl,  k8s.io/kubernetes ${UNDERPASS_K8S_VERSION}
+  kubelet, kube-scheduler, kube-proxy                  (one go build for all six)
   etcd                                               go.etcd.io/etcd/server/v3 ${UNDERPASS_ETCD_VERSION}
   helm                                               helm.sh/helm/v3 ${UNDERPASS_HELM_VERSION}
+  coredns                                            github.com/coredns/coredns ${UNDERPASS_COREDNS_VERSION}
+                                                       (plugins: ${UNDERPASS_COREDNS_PLUGINS[*]})
 
 into
   ${UNDERPASS_TESTENV_BIN}/
 (set UNDERPASS_TESTENV_CACHE to move the cache root, default \$HOME/.cache/underpass-testenv).
 
 Only binaries that are missing, or whose stamp file (bin/.stamp-NAME) does not match the
-pinned versions, are built; a second run takes seconds. A cold build takes ~10 minutes
-on 2 cores; the Go build cache and module cache (go env GOCACHE / GOMODCACHE) are reused.
+pinned versions, are built; a second run takes seconds. A cold build takes ~10 minutes on
+2 cores (the cluster's four add ~4); the Go build cache and module cache (go env GOCACHE /
+GOMODCACHE) are reused.
 Concurrent invocations serialize on a lock file in the cache directory.
 
 Options:
-  NAME...        build only these binaries (default: all of them)
+  NAME...        build these binaries; "control-plane" stands for the five start.sh and
+                 most tests need (the default), "cluster-node" for the four the local
+                 cluster adds (cluster-start.sh builds them when missing: ~4 min after the
+                 control plane), "all" for all nine (the six Kubernetes ones in one go build)
   --force        rebuild even if an up-to-date binary exists
   --check        build nothing; exit 0 if all (or the named) binaries are up to date, 1 if not
   -v, --verbose  pass -v to go build (prints every package as it is compiled)
@@ -47,11 +54,14 @@ while (($#)); do
     --check) check=1 ;;
     -v|--verbose) verbose=1 ;;
     -*) testenv_die "unknown option: $1 (see --help)" ;;
+    control-plane) names+=("${UNDERPASS_TESTENV_CONTROL_PLANE[@]}") ;;
+    all) names+=("${UNDERPASS_TESTENV_BINARIES[@]}") ;;
+    cluster-node) names+=("${UNDERPASS_CLUSTER_NODE_BINARIES[@]}") ;;
     *) names+=("$1") ;;
   esac
   shift
 done
-if ((${#names[@]} == 0)); then names=("${UNDERPASS_TESTENV_BINARIES[@]}"); fi
+if ((${#names[@]} == 0)); then names=("${UNDERPASS_TESTENV_CONTROL_PLANE[@]}"); fi
 for n in "${names[@]}"; do
   case " ${UNDERPASS_TESTENV_BINARIES[*]} " in
     *" $n "*) ;;
@@ -174,16 +184,15 @@ build_kubernetes() {
   ((nrep > 0)) || testenv_die "no staging replace directives found in $upstream"
   testenv_log "kubernetes $V: $nrep staging modules replaced with their $staging releases"
 
-  # Keep the main packages as requirements for `go mod tidy` (classic tools.go pattern).
+  # Keep the main packages as requirements for `go mod tidy` (classic tools.go pattern). All
+  # six, whichever are built now, so the wrapper module (and go.sum) is always the same.
   {
     echo "//go:build tools"
     echo
     echo "package tools"
     echo
     echo "import ("
-    echo "	_ \"k8s.io/kubernetes/cmd/kube-apiserver\""
-    echo "	_ \"k8s.io/kubernetes/cmd/kube-controller-manager\""
-    echo "	_ \"k8s.io/kubernetes/cmd/kubectl\""
+    for b in "${UNDERPASS_K8S_BINARIES[@]}"; do echo "	_ \"k8s.io/kubernetes/cmd/$b\""; done
     echo ")"
   } >"$dir/tools.go"
 
@@ -210,7 +219,7 @@ build_kubernetes() {
   local pkgs=() b out
   for b in "${bins[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
   out="$(mktemp -d "$UNDERPASS_TESTENV_PREFIX/tmp.XXXXXX")"
-  testenv_log "kubernetes $V: go build ${bins[*]} (the slow part: ~6-8 min cold on 2 cores)"
+  testenv_log "kubernetes $V: go build ${bins[*]} (the slow part: ~6-10 min cold on 2 cores)"
   (cd "$dir" && go build "${GOVERBOSE[@]}" -trimpath -tags=selinux,notest,grpcnotrace -ldflags="$ldf" -o "$out/" "${pkgs[@]}")
   install_from "$out" "${bins[@]}"
   rmdir "$out"
@@ -269,12 +278,45 @@ build_helm() {
   testenv_log "helm $V: done in $(fmt_secs $((SECONDS - start)))"
 }
 
+# ------------------------------------------------------------------- coredns
+build_coredns() {
+  local V="$UNDERPASS_COREDNS_VERSION" dir="$SRC/coredns" start=$SECONDS out p
+  testenv_log "coredns $V: generating wrapper module in $dir (plugins: ${UNDERPASS_COREDNS_PLUGINS[*]})"
+  rm -rf "$dir"; mkdir -p "$dir"
+  # CoreDNS's own main imports core/plugin, i.e. every plugin (cloud backends, etcd, forward...),
+  # which is most of its build time and of what it could do here. This main is coredns.go with
+  # only the plugins our Corefile names; the directive order stays core/dnsserver's.
+  {
+    echo "// Generated by underpass test/env/build.sh. Do not edit."
+    echo "package main"
+    echo
+    echo "import ("
+    echo "	\"github.com/coredns/coredns/coremain\""
+    echo
+    for p in "${UNDERPASS_COREDNS_PLUGINS[@]}"; do echo "	_ \"github.com/coredns/coredns/plugin/$p\""; done
+    echo ")"
+    echo
+    echo "func main() { coremain.Run() }"
+  } >"$dir/main.go"
+  printf '// Generated by underpass test/env/build.sh. Do not edit.\nmodule underpass.local/corednsbin\n\ngo 1.24.0\n' >"$dir/go.mod"
+  (cd "$dir" && go get "github.com/coredns/coredns@$V" && go mod tidy)
+  out="$(mktemp -d "$UNDERPASS_TESTENV_PREFIX/tmp.XXXXXX")"
+  testenv_log "coredns $V: go build"
+  (cd "$dir" && go build "${GOVERBOSE[@]}" -trimpath \
+    -ldflags="-s -w -X github.com/coredns/coredns/coremain.GitCommit=$V" -o "$out/coredns" .)
+  install_from "$out" coredns
+  rmdir "$out"
+  TIMINGS+=("coredns: $(fmt_secs $((SECONDS - start)))")
+  testenv_log "coredns $V: done in $(fmt_secs $((SECONDS - start)))"
+}
+
 total_start=$SECONDS
 k8s_bins=()
-for n in kube-apiserver kube-controller-manager kubectl; do want "$n" && k8s_bins+=("$n"); done
+for n in "${UNDERPASS_K8S_BINARIES[@]}"; do want "$n" && k8s_bins+=("$n"); done
 # Cheap steps first, so a toolchain or proxy problem shows up before the long kubernetes build.
 want etcd && build_etcd
 want helm && build_helm
+want coredns && build_coredns
 ((${#k8s_bins[@]})) && build_kubernetes "${k8s_bins[@]}"
 
 # Smoke-test what was built.
@@ -282,6 +324,7 @@ for n in "${todo[@]}"; do
   case "$n" in
     kubectl) args=(version --client) ;;
     helm) args=(version --short) ;;
+    coredns) args=(-version) ;;
     *) args=(--version) ;;
   esac
   if ! v="$("$UNDERPASS_TESTENV_BIN/$n" "${args[@]}" 2>&1)"; then

@@ -4,9 +4,16 @@
 #
 # Pinned versions of the test control plane. Bump them here; the cache directory is keyed by
 # the Kubernetes version and every binary has a stamp file, so a bump rebuilds what changed.
-UNDERPASS_K8S_VERSION="v1.34.4"    # k8s.io/kubernetes (kube-apiserver, kube-controller-manager, kubectl)
+UNDERPASS_K8S_VERSION="v1.34.4"    # k8s.io/kubernetes (kube-apiserver, kube-controller-manager, kubectl,
+                                   #   kubelet, kube-scheduler, kube-proxy)
 UNDERPASS_ETCD_VERSION="v3.6.16"   # go.etcd.io/etcd/server/v3
 UNDERPASS_HELM_VERSION="v3.19.5"   # helm.sh/helm/v3
+# github.com/coredns/coredns: the last release whose go.mod requires the k8s.io v0.34 modules
+# (client-go v0.34.3), so its client stays within the supported skew of the v1.34 apiserver.
+UNDERPASS_COREDNS_VERSION="v1.14.1"
+# The CoreDNS plugins compiled in (test/env/build.sh writes the main that imports them). Only
+# what the local cluster's Corefile uses: no forward, no cloud backends.
+UNDERPASS_COREDNS_PLUGINS=(bind cache errors health kubernetes log ready template)
 
 # Bump when the build recipe changes in a way that should invalidate cached binaries.
 UNDERPASS_TESTENV_RECIPE="1"
@@ -15,8 +22,13 @@ UNDERPASS_TESTENV_CACHE="${UNDERPASS_TESTENV_CACHE:-${HOME:?HOME is not set}/.ca
 UNDERPASS_TESTENV_PREFIX="${UNDERPASS_TESTENV_CACHE}/${UNDERPASS_K8S_VERSION}"
 UNDERPASS_TESTENV_BIN="${UNDERPASS_TESTENV_PREFIX}/bin"
 
-# All binaries build.sh produces.
-UNDERPASS_TESTENV_BINARIES=(kube-apiserver kube-controller-manager kubectl etcd helm)
+# All binaries build.sh produces: the control plane of start.sh, then what the local cluster
+# (cluster-start.sh) adds to it.
+UNDERPASS_TESTENV_CONTROL_PLANE=(kube-apiserver kube-controller-manager kubectl etcd helm)
+UNDERPASS_CLUSTER_NODE_BINARIES=(kubelet kube-scheduler kube-proxy coredns)
+UNDERPASS_TESTENV_BINARIES=("${UNDERPASS_TESTENV_CONTROL_PLANE[@]}" "${UNDERPASS_CLUSTER_NODE_BINARIES[@]}")
+# The ones built from k8s.io/kubernetes, in one `go build`.
+UNDERPASS_K8S_BINARIES=(kube-apiserver kube-controller-manager kubectl kubelet kube-scheduler kube-proxy)
 
 testenv_log() { printf '[testenv] %s\n' "$*" >&2; }
 testenv_die() { printf '[testenv] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -25,9 +37,11 @@ testenv_die() { printf '[testenv] ERROR: %s\n' "$*" >&2; exit 1; }
 testenv_stamp_for() {
   local name="$1" ver
   case "$name" in
-    kube-apiserver|kube-controller-manager|kubectl) ver="k8s.io/kubernetes@${UNDERPASS_K8S_VERSION}" ;;
+    kube-apiserver|kube-controller-manager|kubectl|kubelet|kube-scheduler|kube-proxy)
+      ver="k8s.io/kubernetes@${UNDERPASS_K8S_VERSION}" ;;
     etcd) ver="go.etcd.io/etcd/server/v3@${UNDERPASS_ETCD_VERSION}" ;;
     helm) ver="helm.sh/helm/v3@${UNDERPASS_HELM_VERSION} k8s=${UNDERPASS_K8S_VERSION}" ;;
+    coredns) ver="github.com/coredns/coredns@${UNDERPASS_COREDNS_VERSION} plugins=$(IFS=,; echo "${UNDERPASS_COREDNS_PLUGINS[*]}")" ;;
     *) testenv_die "unknown binary: $name" ;;
   esac
   printf '%s %s recipe=%s\n' "$name" "$ver" "$UNDERPASS_TESTENV_RECIPE"
@@ -68,7 +82,8 @@ testenv_subj_escape() { printf '%s' "$1" | sed -e 's/[\\/]/\\&/g'; }
 
 # testenv_issue_cert PKI_DIR CA_DIR NAME server|client CN [ORG...]
 #   Writes PKI_DIR/NAME.{key,crt}, signed by CA_DIR/ca.{key,crt}. Server certs get SANs for
-#   localhost, 127.0.0.1 and the in-cluster names of the kubernetes Service.
+#   localhost, 127.0.0.1 and the in-cluster names of the kubernetes Service, plus the
+#   comma-separated SANs in TESTENV_EXTRA_SANS (e.g. "IP:10.213.0.1,DNS:node").
 testenv_issue_cert() {
   local pki="$1" ca="$2" name="$3" kind="$4" cn="$5"; shift 5
   local subj="" o ext
@@ -81,7 +96,7 @@ testenv_issue_cert() {
     echo "keyUsage=critical,digitalSignature,keyEncipherment"
     if [[ "$kind" == server ]]; then
       echo "extendedKeyUsage=serverAuth"
-      echo "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+      echo "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local${TESTENV_EXTRA_SANS:+,$TESTENV_EXTRA_SANS}"
     else
       echo "extendedKeyUsage=clientAuth"
     fi
@@ -140,9 +155,46 @@ testenv_pid_alive() {
   pid="$(cat "$dir/$comp.pid" 2>/dev/null)" || return 1
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   [[ -r "/proc/$pid/cmdline" ]] || return 1
-  cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" || return 1
   [[ "$cmd" == *"/$comp "* && "$cmd" == *"$dir/"* ]] || return 1
   echo "$pid"
+}
+
+# -------------------------------------------------------------------------- IPv4 arithmetic
+
+# testenv_ipv4_to_int A.B.C.D: prints the address as an integer; fails on anything else.
+testenv_ipv4_to_int() {
+  local IFS=. a b c d
+  [[ "$1" =~ ^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$ ]] || return 1
+  read -r a b c d <<<"$1"
+  ((a < 256 && b < 256 && c < 256 && d < 256)) || return 1
+  echo $(((a << 24) | (b << 16) | (c << 8) | d))
+}
+testenv_int_to_ipv4() { echo "$(($1 >> 24 & 255)).$(($1 >> 16 & 255)).$(($1 >> 8 & 255)).$(($1 & 255))"; }
+
+# testenv_cidr_range A.B.C.D/N: prints "FIRST LAST" (integers) of the network; fails if invalid.
+testenv_cidr_range() {
+  local ip="${1%/*}" len="${1##*/}" n mask
+  [[ "$1" == */* && "$len" =~ ^[0-9]+$ ]] && ((len <= 32)) || return 1
+  n="$(testenv_ipv4_to_int "$ip")" || return 1
+  mask=$(((0xffffffff << (32 - len)) & 0xffffffff))
+  echo "$((n & mask)) $(((n & mask) | (~mask & 0xffffffff)))"
+}
+
+# testenv_cidr_host CIDR K: prints the K-th address of the network (1 = first host).
+testenv_cidr_host() {
+  local lo hi
+  read -r lo hi < <(testenv_cidr_range "$1") || return 1
+  [[ -n "$lo" ]] && (($2 >= 0 && lo + $2 <= hi)) || return 1
+  testenv_int_to_ipv4 $((lo + $2))
+}
+
+# testenv_cidrs_overlap CIDR1 CIDR2: true if the two networks share an address.
+testenv_cidrs_overlap() {
+  local a1 a2 b1 b2
+  read -r a1 a2 < <(testenv_cidr_range "$1") || return 1
+  read -r b1 b2 < <(testenv_cidr_range "$2") || return 1
+  ((a1 <= b2 && b1 <= a2))
 }
 
 # ---------------------------------------------------------------------------------- ports
@@ -161,4 +213,72 @@ testenv_release_ports() {
     [[ -f "$resv/$p" && "$(cat "$resv/$p" 2>/dev/null)" == "$dir" ]] && rm -f "$resv/$p"
   done < <(sed -n 's/^export [A-Z_]*PORT=\([0-9]*\)$/\1/p' "$dir/env")
   return 0
+}
+
+# testenv_pick_ports DIR VAR[=PREFERRED]...: sets each VAR to a random free TCP port (PREFERRED
+#   when that one is free) and reserves it for DIR.
+#   Ports come from 15000 up to the start of the kernel's ephemeral range (so outgoing
+#   connections do not take them), nothing listens on them (ss), and no other test environment
+#   has reserved them. Reservations are files in testenv_port_reservations (content: the owning
+#   DIR), taken under a machine-wide lock; stop.sh drops them (testenv_release_ports), and a
+#   reservation whose owner runs nothing and is older than 10 minutes is stale. DIR's own
+#   reservations are free again unless DIR/env lists the port (taken earlier in this start).
+testenv_pick_ports() {
+  local dir="$1"; shift
+  local eph_lo port_lo port_hi resv chosen=" " var p i owner c f ok
+  read -r eph_lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph_lo=32768
+  port_lo=15000 port_hi=$((eph_lo - 1))
+  ((port_hi - port_lo >= 1000)) || { port_lo=20000; port_hi=60999; }
+  resv="$(testenv_port_reservations)"
+  mkdir -p "$resv"
+  exec 8>>"$resv/.lock"
+  flock -w 60 8 || testenv_die "could not take the port lock $resv/.lock"
+  local spec want
+  for spec in "$@"; do
+    var="${spec%%=*}" want=""
+    [[ "$spec" == *=* ]] && want="${spec#*=}"
+    ok=0
+    for ((i = 0; i < 500; i++)); do
+      if ((i == 0)) && [[ "$want" =~ ^[0-9]+$ ]]; then p="$want"; else
+        p=$((port_lo + (RANDOM * 32768 + RANDOM) % (port_hi - port_lo + 1)))
+      fi
+      [[ "$chosen" == *" $p "* ]] && continue
+      testenv_port_in_use "$p" && continue
+      f="$resv/$p"
+      if [[ -f "$f" ]] && owner="$(cat "$f" 2>/dev/null)"; then
+        if [[ "$owner" == "$dir" ]]; then
+          [[ -f "$dir/env" ]] && grep -q "PORT=$p\$" "$dir/env" && continue
+        else
+          [[ -n "$(find "$f" -mmin -10 2>/dev/null)" ]] && continue
+          for c in "${UNDERPASS_TESTENV_COMPONENTS[@]}" "${UNDERPASS_TESTENV_EXTRA_COMPONENTS[@]}"; do
+            testenv_pid_alive "$owner" "$c" >/dev/null && continue 2
+          done
+        fi
+      fi
+      chosen+="$p "
+      echo "$dir" >"$f"
+      printf -v "$var" '%s' "$p"
+      ok=1
+      break
+    done
+    ((ok)) || { flock -u 8; exec 8>&-; testenv_die "could not find a free port in $port_lo-$port_hi"; }
+  done
+  flock -u 8; exec 8>&-
+}
+
+# Components other scripts (cluster-start.sh) run in a DIR, for the port-staleness check.
+UNDERPASS_TESTENV_EXTRA_COMPONENTS=(containerd kubelet kube-scheduler kube-proxy coredns)
+
+# testenv_launch DIR EXE NAME ARGS...: runs EXE detached (own session, stdio appended to
+#   DIR/NAME.log, lock fds 8 and 9 closed), its pid written to DIR/NAME.pid by the process
+#   itself right before exec so it is the real pid. Returns once the pid file exists.
+testenv_launch() {
+  local dir="$1" exe="$2" name="$3" i; shift 3
+  : >>"$dir/$name.log"
+  printf '\n==== %s %s: %s %s\n' "$(date -u +%FT%TZ)" "$(basename "$0")" "$exe" "$*" >>"$dir/$name.log"
+  rm -f "$dir/$name.pid"
+  # shellcheck disable=SC2016 # $$ and $@ are for the inner bash
+  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$dir/$name.pid" "$exe" "$@" \
+    </dev/null >>"$dir/$name.log" 2>&1 8>&- 9>&- &
+  for ((i = 0; i < 50; i++)); do [[ -s "$dir/$name.pid" ]] && break; sleep 0.1; done
 }

@@ -9,7 +9,8 @@ source "$HERE/lib.sh"
 
 usage() {
   cat <<EOF
-Usage: test/env/start.sh [--timeout SECONDS] [--no-build] DIR
+Usage: test/env/start.sh [--timeout SECONDS] [--no-build]
+                         [--cluster --advertise-address IP --service-cidr CIDR] DIR
 
 Starts etcd, kube-apiserver and kube-controller-manager (Kubernetes ${UNDERPASS_K8S_VERSION}) as
 background processes that keep running after this script exits, with all state in DIR:
@@ -31,6 +32,14 @@ Options:
   --timeout SECONDS   how long to wait for readiness (default: ${UNDERPASS_TESTENV_START_TIMEOUT:-90},
                       env UNDERPASS_TESTENV_START_TIMEOUT)
   --no-build          fail instead of building missing binaries
+  --cluster           the control plane of a cluster with a node (test/env/cluster-start.sh
+                      uses it): Node+RBAC authorization, the default admission plugins
+                      (ServiceAccount, PodSecurity, NodeRestriction...), the kubernetes
+                      Service's endpoints reconciled, every default controller, and a client
+                      certificate for the apiserver to reach kubelets
+  --advertise-address IP  address the apiserver binds to and advertises (default 127.0.0.1;
+                      with --cluster: an address pods reach, e.g. the pod bridge's gateway)
+  --service-cidr CIDR Service ClusterIP range (default 10.0.0.0/24)
   -h, --help          show this help
 
 Environment:
@@ -44,13 +53,16 @@ EOF
 }
 
 default_controllers="garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,deployment-controller,replicaset-controller,root-ca-certificate-publisher-controller,clusterrole-aggregation-controller"
-timeout="${UNDERPASS_TESTENV_START_TIMEOUT:-90}" build=1 dir=""
+timeout="${UNDERPASS_TESTENV_START_TIMEOUT:-90}" build=1 dir="" cluster=0 adv=127.0.0.1 svc_cidr=10.0.0.0/24
 while (($#)); do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --timeout) [[ $# -ge 2 ]] || testenv_die "--timeout needs a value"; timeout="$2"; shift ;;
     --timeout=*) timeout="${1#*=}" ;;
     --no-build) build=0 ;;
+    --cluster) cluster=1 ;;
+    --advertise-address) [[ $# -ge 2 ]] || testenv_die "--advertise-address needs a value"; adv="$2"; shift ;;
+    --service-cidr) [[ $# -ge 2 ]] || testenv_die "--service-cidr needs a value"; svc_cidr="$2"; shift ;;
     -*) testenv_die "unknown option: $1 (see --help)" ;;
     *) [[ -z "$dir" ]] || testenv_die "only one DIR expected (see --help)"; dir="$1" ;;
   esac
@@ -58,6 +70,11 @@ while (($#)); do
 done
 [[ -n "$dir" ]] || { usage >&2; exit 2; }
 [[ "$timeout" =~ ^[0-9]+$ ]] || testenv_die "--timeout must be a number of seconds"
+testenv_ipv4_to_int "$adv" >/dev/null || testenv_die "--advertise-address must be an IPv4 address, got '$adv'"
+svc_ip="$(testenv_cidr_host "$svc_cidr" 1)" || testenv_die "--service-cidr must be an IPv4 CIDR, got '$svc_cidr'"
+if ((!cluster)) && [[ "$adv" != 127.* ]]; then
+  testenv_die "--advertise-address other than loopback needs --cluster (the envtest control plane listens on loopback only)"
+fi
 for tool in openssl curl base64 ss flock setsid; do
   command -v "$tool" >/dev/null 2>&1 || testenv_die "$tool is required but not on PATH"
 done
@@ -86,7 +103,17 @@ fi
 # ---------------------------------------------------------------------- certificates
 PKI="$dir/pki"
 testenv_new_ca "$PKI"
-[[ -f "$PKI/apiserver.crt" ]] || testenv_issue_cert "$PKI" "$PKI" apiserver server kube-apiserver
+# The serving cert names the advertised address and the kubernetes Service's ClusterIP (the
+# first of the range): reissued when they change (a DIR first used with other options).
+sans="IP:$adv,IP:$svc_ip"
+if [[ ! -f "$PKI/apiserver.crt" || "$(cat "$PKI/apiserver.sans" 2>/dev/null)" != "$sans" ]]; then
+  TESTENV_EXTRA_SANS="$sans" testenv_issue_cert "$PKI" "$PKI" apiserver server kube-apiserver
+  echo "$sans" >"$PKI/apiserver.sans"
+fi
+# For kubelet's API (logs, exec, port-forward): kubelet authorizes it by SubjectAccessReview.
+if ((cluster)) && [[ ! -f "$PKI/apiserver-kubelet-client.crt" ]]; then
+  testenv_issue_cert "$PKI" "$PKI" apiserver-kubelet-client client kube-apiserver-kubelet-client system:masters
+fi
 [[ -f "$PKI/admin.crt" ]] || testenv_issue_cert "$PKI" "$PKI" admin client admin system:masters
 # The controller manager runs all controllers with its own identity (no per-controller
 # service accounts), so it needs broad rights: system:masters keeps this simple.
@@ -100,50 +127,16 @@ if [[ ! -f "$PKI/sa.key" ]]; then
 fi
 
 # ---------------------------------------------------------------------- free ports
-# Random ports below the ephemeral range (so outgoing connections do not take them) that
-# nothing listens on (ss) and that no other test environment has reserved. Reservations are
-# files in $RESV (content: the owning DIR), taken under a machine-wide lock; stop.sh drops
-# them, and a reservation whose owner runs nothing and is older than 10 minutes is stale.
-read -r eph_lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph_lo=32768
-port_lo=15000 port_hi=$((eph_lo - 1))
-((port_hi - port_lo >= 1000)) || { port_lo=20000; port_hi=60999; }
-RESV="$(testenv_port_reservations)"
-mkdir -p "$RESV"
-exec 8>>"$RESV/.lock"
-flock -w 60 8 || testenv_die "could not take the port lock $RESV/.lock"
-reserved() {
-  local f="$RESV/$1" owner c
-  [[ -f "$f" ]] || return 1
-  owner="$(cat "$f" 2>/dev/null)" || return 1
-  [[ "$owner" == "$dir" ]] && return 1   # our own leftover from an earlier run
-  [[ -n "$(find "$f" -mmin -10 2>/dev/null)" ]] && return 0
-  for c in "${UNDERPASS_TESTENV_COMPONENTS[@]}"; do testenv_pid_alive "$owner" "$c" >/dev/null && return 0; done
-  return 1
-}
-chosen=" "
-pick_port() {
-  local p i
-  for ((i = 0; i < 500; i++)); do
-    p=$((port_lo + (RANDOM * 32768 + RANDOM) % (port_hi - port_lo + 1)))
-    [[ "$chosen" == *" $p "* ]] && continue
-    testenv_port_in_use "$p" && continue
-    reserved "$p" && continue
-    chosen+="$p "
-    echo "$dir" >"$RESV/$p"
-    PICKED="$p"
-    return 0
-  done
-  testenv_die "could not find a free port in $port_lo-$port_hi"
-}
-# Drop reservations of an earlier run in this DIR before taking new ones.
-[[ -f "$dir/env" ]] && testenv_release_ports "$dir"
-for var in ETCD_PORT ETCD_PEER_PORT APISERVER_PORT KCM_PORT; do
-  pick_port
-  printf -v "$var" '%s' "$PICKED"
-done
-flock -u 8; exec 8>&-
+# Drop reservations of an earlier run in this DIR before taking new ones (see testenv_pick_ports).
+# The apiserver keeps its port when it is still free, so a kubeconfig copied from DIR stays good.
+prev_apiserver_port=""
+if [[ -f "$dir/env" ]]; then
+  prev_apiserver_port="$(sed -n 's/^export APISERVER_PORT=\([0-9]*\)$/\1/p' "$dir/env")"
+  testenv_release_ports "$dir"
+fi
+testenv_pick_ports "$dir" ETCD_PORT ETCD_PEER_PORT "APISERVER_PORT=$prev_apiserver_port" KCM_PORT
 ETCD_URL="http://127.0.0.1:$ETCD_PORT"
-APISERVER_URL="https://127.0.0.1:$APISERVER_PORT"
+APISERVER_URL="https://$adv:$APISERVER_PORT"
 
 # ---------------------------------------------------------------------- kubeconfigs + env
 testenv_write_kubeconfig "$dir/kubeconfig" "$APISERVER_URL" "$PKI/ca.crt" admin "$PKI/admin.crt" "$PKI/admin.key"
@@ -154,24 +147,13 @@ testenv_write_kubeconfig "$dir/controller-manager.kubeconfig" "$APISERVER_URL" "
   for v in KUBECONFIG=$dir/kubeconfig UNDERPASS_TESTENV_DIR=$dir UNDERPASS_TESTENV_BIN=$BIN \
            APISERVER_URL=$APISERVER_URL APISERVER_PORT=$APISERVER_PORT ETCD_URL=$ETCD_URL \
            ETCD_PORT=$ETCD_PORT ETCD_PEER_PORT=$ETCD_PEER_PORT KCM_PORT=$KCM_PORT \
-           UNDERPASS_TESTENV_CA=$PKI/ca.crt K8S_VERSION=$UNDERPASS_K8S_VERSION; do
+           UNDERPASS_TESTENV_CA=$PKI/ca.crt K8S_VERSION=$UNDERPASS_K8S_VERSION SERVICE_CIDR=$svc_cidr; do
     printf 'export %s=%q\n' "${v%%=*}" "${v#*=}"
   done
 } >"$dir/env"
 
 # ---------------------------------------------------------------------- processes
-# launch NAME ARGS...: detached (own session, stdio to DIR/NAME.log, no inherited lock fds),
-# pid written by the process itself before exec so it is the real pid.
-launch() {
-  local name="$1"; shift
-  : >>"$dir/$name.log"
-  printf '\n==== %s start.sh: %s %s\n' "$(date -u +%FT%TZ)" "$name" "$*" >>"$dir/$name.log"
-  # shellcheck disable=SC2016 # $$ and $@ are for the inner bash
-  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$dir/$name.pid" "$BIN/$name" "$@" \
-    </dev/null >>"$dir/$name.log" 2>&1 8>&- &
-  local i
-  for ((i = 0; i < 50; i++)); do [[ -s "$dir/$name.pid" ]] && break; sleep 0.1; done
-}
+launch() { local name="$1"; shift; testenv_launch "$dir" "$BIN/$name" "$name" "$@"; }
 
 deadline=$((SECONDS + timeout))
 failed() {
@@ -213,21 +195,45 @@ launch etcd \
   --log-level=warn
 wait_for etcd curl -fsS --max-time 2 "$ETCD_URL/health"
 
+# shellcheck disable=SC2054 # the commas are inside flag values
+if ((cluster)); then
+  # A cluster with a node: kubelets authorize as system:node:NAME (Node authorizer +
+  # NodeRestriction), pods get service-account tokens (ServiceAccount admission) and Pod
+  # Security admission applies namespace labels (both on by default); the kubernetes Service
+  # gets the advertised address as its endpoint; the apiserver verifies kubelets' serving certs
+  # and reaches them at their InternalIP (node names need not resolve).
+  mode_flags=(
+    --authorization-mode=Node,RBAC
+    --enable-admission-plugins=NodeRestriction
+    --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt"
+    --kubelet-client-key="$PKI/apiserver-kubelet-client.key"
+    --kubelet-certificate-authority="$PKI/ca.crt"
+    --kubelet-preferred-address-types=InternalIP
+  )
+else
+  mode_flags=(
+    --authorization-mode=RBAC
+    --disable-admission-plugins=ServiceAccount
+    --endpoint-reconciler-type=none
+  )
+fi
 launch kube-apiserver \
   --etcd-servers="$ETCD_URL" \
-  --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+  --bind-address="$adv" --advertise-address="$adv" --secure-port="$APISERVER_PORT" \
   --cert-dir="$PKI" --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
   --client-ca-file="$PKI/ca.crt" \
-  --authorization-mode=RBAC \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
   --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-  --service-cluster-ip-range=10.0.0.0/24 \
-  --disable-admission-plugins=ServiceAccount \
+  --service-cluster-ip-range="$svc_cidr" \
   --allow-privileged=true \
-  --endpoint-reconciler-type=none \
-  --shutdown-delay-duration=0s
+  --shutdown-delay-duration=0s \
+  "${mode_flags[@]}"
 wait_for kube-apiserver https_ok "$APISERVER_URL/readyz"
 
+# --cluster: every default controller ("*"): node-lifecycle lifts the node's not-ready taint,
+# endpointslice feeds kube-proxy, daemonset/job/statefulset/... for charts' workloads.
+controllers="$default_controllers"
+((cluster)) && controllers="*"
 # Started only now: kube-controller-manager gives up if the apiserver is not healthy soon.
 # No --authentication/authorization-kubeconfig: its HTTPS port then serves only the
 # always-allowed /healthz, /readyz, /livez (enough for us) and it does not log errors about
@@ -236,8 +242,10 @@ launch kube-controller-manager \
   --kubeconfig="$dir/controller-manager.kubeconfig" \
   --bind-address=127.0.0.1 --secure-port="$KCM_PORT" --cert-dir="$PKI/controller-manager-serving" \
   --leader-elect=false \
-  --controllers="${UNDERPASS_TESTENV_CONTROLLERS:-$default_controllers}" \
+  --controllers="${UNDERPASS_TESTENV_CONTROLLERS:-$controllers}" \
+  --service-cluster-ip-range="$svc_cidr" \
   --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
+  --flex-volume-plugin-dir="$dir/kcm-flexvolume" \
   --use-service-account-credentials=false
 wait_for kube-controller-manager curl -fsSk --max-time 5 "https://127.0.0.1:$KCM_PORT/healthz"
 

@@ -43,28 +43,35 @@ if [[ ! -d "$dir" ]]; then
 fi
 dir="$(cd "$dir" && pwd -P)"
 
-# Reverse start order; all get SIGTERM at once, then we wait for all of them.
+# Two rounds: the controller manager and the apiserver first, etcd once they are gone. On its
+# way out the apiserver removes its address from the kubernetes Service's endpoints (start.sh
+# --cluster); with etcd already gone that fails, and the next start would find the old port
+# there (the apiserver does not reconcile endpoint ports).
 pids=() names=()
-for ((i = ${#UNDERPASS_TESTENV_COMPONENTS[@]} - 1; i >= 0; i--)); do
-  c="${UNDERPASS_TESTENV_COMPONENTS[i]}"
-  if pid="$(testenv_pid_alive "$dir" "$c")"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    pids+=("$pid"); names+=("$c")
-    testenv_log "sent SIGTERM to $c (pid $pid)"
-  fi
-done
-
-deadline=$((SECONDS + grace))
 alive() { [[ -d "/proc/$1" ]] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
-for idx in "${!pids[@]}"; do
-  pid="${pids[idx]}"
-  while alive "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
-  if alive "$pid"; then
-    testenv_log "${names[idx]} (pid $pid) still running after ${grace}s; sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    for ((w = 0; w < 25; w++)); do alive "$pid" || break; sleep 0.2; done
-  fi
-done
+stop_round() {
+  local c pid idx deadline round_pids=() round_names=()
+  for c in "$@"; do
+    if pid="$(testenv_pid_alive "$dir" "$c")"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      round_pids+=("$pid"); round_names+=("$c")
+      testenv_log "sent SIGTERM to $c (pid $pid)"
+    fi
+  done
+  deadline=$((SECONDS + grace))
+  for idx in "${!round_pids[@]}"; do
+    pid="${round_pids[idx]}"
+    while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+    if alive "$pid"; then
+      testenv_log "${round_names[idx]} (pid $pid) still running after ${grace}s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      for ((w = 0; w < 25; w++)); do alive "$pid" || break; sleep 0.2; done
+    fi
+  done
+  pids+=("${round_pids[@]}"); names+=("${round_names[@]}")
+}
+stop_round kube-controller-manager kube-apiserver
+stop_round etcd
 
 for c in "${UNDERPASS_TESTENV_COMPONENTS[@]}"; do
   if pid="$(testenv_pid_alive "$dir" "$c")"; then
