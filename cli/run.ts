@@ -16,6 +16,7 @@ import { AuditLog } from '../tunnel/audit.js';
 import { ConfigError, errorCode } from '../tunnel/errors.js';
 import { createLogger, type Logger } from '../tunnel/log.js';
 import { LOG_LEVELS } from '../tunnel/config-load.js';
+import { flushLineLimiters } from '../tunnel/log-limit.js';
 import { loadWorkerConfig } from '../worker/config.js';
 import { Worker, type WorkerOverrides } from '../worker/worker.js';
 import { parseHostPort } from '../tunnel/address.js';
@@ -62,6 +63,7 @@ Example:
       const worker = new Worker(config, { logger, audit, overrides });
       await worker.start();
       await untilSignal(worker, config.drainTimeoutMs, logger);
+      flushLineLimiters(); // summaries of lines a peer provoked in the last interval
       await audit.close();
     });
 
@@ -104,6 +106,7 @@ Examples:
       const connector = new Connector(config, { logger, audit });
       await connector.start();
       await untilSignal(connector, config.drainTimeoutMs, logger);
+      flushLineLimiters(); // summaries of lines a peer provoked in the last interval
       await audit.close();
     });
   return { connector: connectorCommand };
