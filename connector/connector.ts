@@ -6,6 +6,7 @@
  * it), and listens on this host for Cluster-side mappings (only where the
  * local bind list permits). Never accepts inbound tunnel connections.
  */
+import { X509Certificate } from 'node:crypto';
 import dns from 'node:dns/promises';
 import net from 'node:net';
 import type { Logger } from 'pino';
@@ -14,27 +15,24 @@ import { sleep } from '../tunnel/backoff.js';
 import type { AuditLog } from '../tunnel/audit.js';
 import { formatHostPort } from '../tunnel/address.js';
 import type { ConfigMessage, MappingStatusEntry } from '../tunnel/control.js';
-import { errorMessage } from '../tunnel/errors.js';
+import { errorMessage, UnderpassError } from '../tunnel/errors.js';
 import { MappingListeners } from '../tunnel/listeners.js';
 import { boundTo, type Mapping } from '../tunnel/mapping.js';
 import { muxLimits } from '../tunnel/limits.js';
 import type { DialDecision, Lookup } from '../tunnel/policy.js';
 import { TunnelMetrics } from '../tunnel/metrics.js';
 import type { OpenRequest } from '../tunnel/open.js';
-import { certificateInfo } from '../tunnel/pki.js';
+import { certificateInfo, connectionFromCA, pemCertificates } from '../tunnel/pki.js';
+import { identityFromCertificate } from '../tunnel/identity.js';
 import { carryClient, serveStream, type Carrier, type FlowEnv, type Resolution } from '../tunnel/stream-flow.js';
 import type { TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { VERSION } from '../tunnel/version.js';
 import type { ConnectorConfig } from './config.js';
 import type { WorkerLink } from './link.js';
 import { Mesh } from './mesh.js';
-
-/**
- * After telling mesh workers `draining`, the least time before GoAway (or twice the
- * slowest round trip): a stream a worker opened before it heard `draining` is
- * still accepted, not refused by the GoAway crossing it.
- */
-export const PEER_GRACE_MS = 250;
+import { Credentials } from './credentials.js';
+import { CertificateRenewer } from './renewer.js';
+import { StateSecret } from './state-secret.js';
 
 export interface ConnectorDeps {
   logger: Logger;
@@ -55,6 +53,8 @@ export class Connector {
   readonly #lookup: Lookup;
   readonly metrics: TunnelMetrics;
   readonly #mesh: Mesh;
+  readonly #credentials: Credentials;
+  readonly #renewer: CertificateRenewer;
   readonly #listeners: MappingListeners;
   readonly #abort = new AbortController();
   /** Aborted by a second stop request with deadline 0: skip what is left of the drain delay. */
@@ -78,10 +78,15 @@ export class Connector {
       where: 'connector',
       onConnection: (mapping, socket) => carryClient(this.#env(), mapping, socket, this.#candidates(), { self: { connector: config.name, worker: '' } }),
     });
+    this.#credentials = new Credentials(config.tls, this.#log);
+    if (config.stateSecret) {
+      const secret = new StateSecret({ ...config.stateSecret, files: config.tls, log: this.#log });
+      this.#credentials.onPersisted = () => secret.save();
+    }
     this.#mesh = new Mesh({
       urls: config.workers,
       name: config.name,
-      tls: config.tls,
+      credentials: () => this.#credentials.material(),
       mux: { keepaliveIntervalMs: config.keepalive.intervalMs, keepaliveTimeoutMs: config.keepalive.timeoutMs, ...muxLimits(config.limits) },
       reconnect: config.reconnect,
       logger: this.#log,
@@ -103,9 +108,11 @@ export class Connector {
       });
     });
     this.#mesh.on('config', (link, msg) => void this.#applyConfig(link, msg));
+    this.#mesh.on('trust', (_link, ca) => void this.#trust(ca));
     this.#mesh.on('stream', (link, channel) => {
       serveStream(this.#env(), { connector: config.name, worker: link.instance }, channel, (req) => this.#resolveTarget(req));
     });
+    this.#renewer = new CertificateRenewer({ name: config.name, credentials: this.#credentials, mesh: this.#mesh, log: this.#log, registry: this.metrics.registry });
   }
 
   async start(): Promise<{ admin?: net.AddressInfo }> {
@@ -117,7 +124,7 @@ export class Connector {
       admin = await this.#admin.listen(c.admin);
     }
     this.#log.info({ workers: c.workers.map((u) => u.href), version: VERSION }, `connector "${c.name}" starting; dialling ${c.workers.map((u) => u.href).join(', ')}`);
-    this.#run = this.#mesh.run(this.#abort.signal);
+    this.#run = Promise.all([this.#mesh.run(this.#abort.signal), this.#renewer.run(this.#abort.signal)]).then(() => undefined);
     return admin ? { admin } : {};
   }
 
@@ -169,10 +176,10 @@ export class Connector {
 
   /**
    * SIGTERM path (docs/ha.md, Drain): not ready at once, no new sessions,
-   * `draining` to mesh workers (they stop opening streams here); listeners
-   * stay open for `drainDelay`; then they close, GoAway to workers, open
-   * streams finish up to the deadline. A second call with deadline 0 skips
-   * what is left of the delay.
+   * every session retired (workers stop opening streams through this
+   * connector, and say so); listeners stay open for `drainDelay`; then they
+   * close, GoAway to workers, open streams finish up to the deadline. A second
+   * call with deadline 0 skips what is left of the delay.
    */
   stop(deadlineMs = this.#config.drainTimeoutMs): Promise<void> {
     if (deadlineMs === 0) this.#hurry.abort();
@@ -182,16 +189,12 @@ export class Connector {
 
   async #stop(deadlineMs: number): Promise<void> {
     this.#abort.abort();
-    const told = this.#mesh.tellDraining();
-    const toldAt = Date.now();
+    const retired = this.#mesh.retireAll();
     const delayMs = this.#hurry.signal.aborted ? 0 : this.#config.drainDelayMs;
     this.#log.info({ delayMs, deadlineMs }, `draining: not ready; listeners close in ${delayMs} ms, then up to ${deadlineMs} ms for open streams`);
     if (delayMs > 0) await sleep(delayMs, this.#hurry.signal);
     await this.#listeners.close();
-    if (told.length > 0) {
-      const grace = Math.max(PEER_GRACE_MS, 2 * Math.max(...told.map((l) => l.rttMs)));
-      await sleep(toldAt + grace - Date.now(), this.#hurry.signal);
-    }
+    await retired; // every worker said it opens no more streams here (or RETIRE_ANSWER_MS passed): GoAway crosses none
     await this.#mesh.drain(deadlineMs);
     await this.#run;
     await this.#admin?.close();
@@ -202,7 +205,10 @@ export class Connector {
     return { connection: this.#connection, audit: this.#audit, metrics: this.metrics, log: this.#log };
   }
 
-  /** Links for one new stream, round-robin: workers not draining first, then draining ones. */
+  /**
+   * Links for one new stream, round-robin: serving ones first, then those of
+   * draining workers (they accept streams until their GoAway); never a link we retired.
+   */
   *#candidates(): Generator<Carrier> {
     const links = this.#mesh.links;
     const n = links.length;
@@ -211,14 +217,13 @@ export class Connector {
     let draining = 0;
     for (let i = 0; i < n; i++) {
       const link = links[(start + i) % n]!;
-      if (!link.usable) continue;
-      if (link.draining) draining++;
-      else yield { session: link.session, connector: this.#config.name, worker: link.instance };
+      if (link.serving) yield { session: link.session, connector: this.#config.name, worker: link.instance };
+      else if (link.usable && !link.retired) draining++;
     }
     if (draining === 0) return;
     for (let i = 0; i < n; i++) {
       const link = links[(start + i) % n]!;
-      if (link.usable && link.draining) yield { session: link.session, connector: this.#config.name, worker: link.instance };
+      if (!link.serving && link.usable && !link.retired) yield { session: link.session, connector: this.#config.name, worker: link.instance };
     }
   }
 
@@ -297,6 +302,36 @@ export class Connector {
     });
   }
 
+  /**
+   * The CA certificates the worker says to trust (they change while the
+   * connection's CA rotates). The first is the one that signs now: a
+   * certificate from another is renewed at once.
+   */
+  async #trust(caPem: string): Promise<void> {
+    try {
+      // A worker of this connection may tell us the connection's CAs, and nothing else.
+      const mine0 = this.#credentials.current ?? await this.#credentials.material();
+      const own = identityFromCertificate(new X509Certificate(mine0.cert));
+      const cas = pemCertificates(caPem);
+      if (cas.length === 0) throw new UnderpassError('ERR_TRUST', 'no CA certificate in it');
+      for (const pem of cas) {
+        const c = connectionFromCA(pem);
+        if (c.namespace !== own.namespace || c.name !== own.connection) {
+          throw new UnderpassError('ERR_TRUST', `it holds a CA of connection ${c.namespace}/${c.name}, not ${own.namespace}/${own.connection}`);
+        }
+      }
+      await this.#credentials.trust(caPem);
+      const signer = firstCertificate(caPem);
+      const mine = this.#credentials.current;
+      if (signer && mine && !new X509Certificate(mine.cert).checkIssued(signer)) {
+        this.#log.info('the connection\'s CA changed: renewing this connector\'s certificate now');
+        this.#renewer.renewSoon();
+      }
+    } catch (err) {
+      this.#log.warn({ err: errorMessage(err) }, `cannot use the CA certificates the worker sent: ${errorMessage(err)}`);
+    }
+  }
+
   #recordCertificate(m: TlsMaterial): void {
     try {
       this.metrics.certExpiry.set({ certificate: 'connector' }, certificateInfo(m.cert.toString()).notAfter.getTime() / 1000);
@@ -311,4 +346,10 @@ function mappingStatus(m: Mapping, d: DialDecision): MappingStatusEntry {
   return d.reason === 'NotAllowed'
     ? { name: m.name, state: 'Refused', reason: 'NotAllowed', message: d.message }
     : { name: m.name, state: 'Failed', reason: 'ResolveFailed', message: d.message };
+}
+
+/** The first certificate of a PEM bundle. */
+function firstCertificate(pem: string): X509Certificate | undefined {
+  const m = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(pem);
+  return m ? new X509Certificate(m[0]) : undefined;
 }

@@ -1,11 +1,14 @@
 /**
  * One session of the connector with one worker instance (docs/ha.md). `openLink`
- * dials a worker URL (re-reading the TLS files, so a renewed connector
- * certificate is used at the next connection without a restart), names the
- * workers already held so a worker reached twice refuses cheaply (409
- * ALREADY_CONNECTED → DialRefused), and does the hello/welcome handshake. The
- * mesh (connector/mesh.ts) decides when to dial and keeps the links.
+ * dials a worker URL with the credentials in force now (connector/credentials.ts:
+ * a renewed certificate is used at the next connection), names the workers
+ * already held so a worker reached twice refuses cheaply (409 ALREADY_CONNECTED
+ * → DialRefused), and does the hello/welcome handshake. The mesh
+ * (connector/mesh.ts) decides when to dial and keeps the links. Over a link the
+ * connector renews its certificate (renew → renewed | renew-failed), hears the
+ * CAs to trust, and retires the session when it replaces it or stops.
  */
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import os from 'node:os';
 import type { Logger } from 'pino';
@@ -18,12 +21,14 @@ import type { TunnelMetrics } from '../tunnel/metrics.js';
 import type { MuxConfig } from '../tunnel/mux/config.js';
 import { Session } from '../tunnel/mux/session.js';
 import type { Channel } from '../tunnel/mux/channel.js';
-import { readTlsFiles, type TlsFiles, type TlsMaterial } from '../tunnel/transport/tls-files.js';
+import type { TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { connectWebSocket, WebSocketRefused, type WebSocketStream } from '../tunnel/transport/websocket.js';
 import { VERSION } from '../tunnel/version.js';
 import { workerIdentityCheck } from './worker-identity.js';
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** How long the worker has to answer 'retire' before the session gets GoAway anyway (an older worker does not answer). */
+export const RETIRE_ANSWER_MS = 2_000;
 /** Request and response headers of the mesh (worker/tunnel-server.ts has the same names). */
 export const HAVE_WORKERS_HEADER = 'X-Underpass-Have-Workers';
 const WORKER_HEADER = 'x-underpass-worker';
@@ -31,7 +36,8 @@ const WORKERS_HEADER = 'x-underpass-workers';
 
 export interface LinkOptions {
   name: string;
-  tls: TlsFiles;
+  /** The certificate, key and CAs for the next connection (connector/credentials.ts). */
+  credentials: () => Promise<TlsMaterial>;
   mux: Partial<MuxConfig>;
   logger: Logger;
   metrics: TunnelMetrics;
@@ -61,6 +67,8 @@ export interface LinkEvents {
   workers: [workers: readonly string[]];
   /** The worker said `draining` or GoAway: no new streams to it; open ones finish. */
   draining: [];
+  /** The worker pushed the CA certificates to trust. */
+  trust: [caPem: string];
   closed: [err: Error | undefined];
 }
 
@@ -69,7 +77,7 @@ export interface LinkEvents {
  * cheap refusals, an UnderpassError with the reason otherwise.
  */
 export async function openLink(url: URL, have: readonly string[], opts: LinkOptions, signal: AbortSignal): Promise<WorkerLink> {
-  const tls = await readTlsFiles(opts.tls);
+  const tls = await opts.credentials();
   opts.onTls?.(tls);
   const ws = await dial(url, tls, have, opts, signal);
   const session = new Session(ws, { client: true, config: opts.mux });
@@ -92,8 +100,10 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
   #welcome: Welcome | undefined;
   #announced: readonly string[] = [];
   #draining = false;
-  /** Told `draining` by us (connector/mesh.ts). */
-  #toldDraining = false;
+  /** We retired it (a renewal replaced it, or we stop): no new stream of ours goes to it. */
+  #retiring: Promise<void> | undefined;
+  /** Renewals waiting for the worker's answer, by id. */
+  readonly #renewals = new Map<string, { resolve: (a: { certificate: string; ca: string }) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   /** Messages that arrived before the mesh listened (the config may come in the same read as the welcome). */
   #early: ControlMessage[] | undefined = [];
   #closedError: Error | undefined;
@@ -179,9 +189,14 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
     return this.#draining || this.session.remoteGoneAway;
   }
 
-  /** Usable and not draining: the session new streams go to first. */
+  /** Usable, not draining and not retired: the session new streams go to first. */
   get serving(): boolean {
-    return this.usable && !this.draining && !this.#toldDraining;
+    return this.usable && !this.draining && !this.retired;
+  }
+
+  /** We retired it (see retire()): it carries no new stream of ours. */
+  get retired(): boolean {
+    return this.#retiring !== undefined;
   }
 
   get closed(): boolean {
@@ -196,12 +211,51 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
     this.#control.send({ type: 'mapping-status', revision, mappings: fitMappingStatus(mappings) });
   }
 
-  /** Tells a mesh worker this connector is stopping; returns whether it was told. */
-  tellDraining(): boolean {
-    this.#toldDraining = true;
-    if (!this.meshWorker || !this.usable) return false;
-    this.#control.send({ type: 'draining' });
-    return true;
+  /**
+   * Sends a certificate signing request over this session and waits for the
+   * worker's answer (the operator signs). Rejects with the coded reason of a
+   * `renew-failed`, or after `timeoutMs`.
+   */
+  renew(csrPem: string, timeoutMs: number): Promise<{ certificate: string; ca: string }> {
+    if (this.session.isClosed) return Promise.reject(new UnderpassError('ERR_NOT_CONNECTED', `the session with worker ${this.instance} is closed`));
+    const id = randomUUID();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#renewals.delete(id);
+        reject(new UnderpassError('ERR_RENEWAL_TIMEOUT', `no answer to the renewal within ${timeoutMs} ms`));
+      }, timeoutMs);
+      timer.unref();
+      this.#renewals.set(id, { resolve, reject, timer });
+      this.#control.send({ type: 'renew', id, csr: csrPem });
+    });
+  }
+
+  /**
+   * No new stream of ours goes here from now on, and the worker opens none
+   * either: it is told `retire` and answers `retired` (at most RETIRE_ANSWER_MS;
+   * an older worker does not answer). Only then GoAway can follow without a
+   * stream the worker opened crossing it. Resolves when the worker answered or
+   * the time is up.
+   */
+  retire(): Promise<void> {
+    this.#retiring ??= new Promise<void>((resolve) => {
+      if (!this.usable) return resolve();
+      const timer = setTimeout(done, RETIRE_ANSWER_MS);
+      timer.unref();
+      const onMessage = (msg: ControlMessage): void => {
+        if (msg.type === 'retired') done();
+      };
+      const control = this.#control;
+      control.on('message', onMessage);
+      this.session.once('close', done);
+      control.send({ type: 'retire' });
+      function done(): void {
+        clearTimeout(timer);
+        control.off('message', onMessage);
+        resolve();
+      }
+    });
+    return this.#retiring;
   }
 
   /** GoAway, close the control channel, let open streams finish up to the deadline. */
@@ -227,11 +281,29 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
       case 'draining':
         this.#markDraining();
         return;
+      case 'renewed':
+        this.#settleRenewal(msg.id, { certificate: msg.certificate, ca: msg.ca });
+        return;
+      case 'renew-failed':
+        this.#settleRenewal(msg.id, new UnderpassError(msg.code, msg.message));
+        return;
+      case 'trust':
+        this.emit('trust', msg.ca);
+        return;
       case 'error':
         this.#log.error({ code: msg.code, worker: this.#welcome?.worker.instance }, `worker reported: ${msg.message}`);
         return;
       default:
     }
+  }
+
+  #settleRenewal(id: string, result: { certificate: string; ca: string } | Error): void {
+    const pending = this.#renewals.get(id);
+    if (!pending) return;
+    this.#renewals.delete(id);
+    clearTimeout(pending.timer);
+    if (result instanceof Error) pending.reject(result);
+    else pending.resolve(result);
   }
 
   #markDraining(): void {

@@ -24,12 +24,14 @@ export interface LinkView {
   /** Still open (serving or draining). */
   open: boolean;
   announced: readonly string[];
+  /** Opened with the credentials in force (false after a renewal until it is replaced); default true. */
+  current?: boolean;
 }
 
-/** Instances with a serving session. */
+/** Instances with a serving session opened with the credentials in force. */
 export function heldOf(links: Iterable<LinkView>): Set<string> {
   const held = new Set<string>();
-  for (const l of links) if (l.serving) held.add(l.instance);
+  for (const l of links) if (l.serving && l.current !== false) held.add(l.instance);
   return held;
 }
 

@@ -5,7 +5,9 @@
  * URL's loop dials again, naming the workers already held so a worker reached
  * twice refuses cheaply (409), after a short jittered delay. Other failures
  * back off as reconnects always did (chisel's connectionLoop: reset after a
- * healthy session). The decisions are pure functions in mesh-plan.ts.
+ * healthy session). After a certificate renewal (cycle) every worker is
+ * searched again: a new session per worker, then the old one is retired and
+ * drains. The decisions are pure functions in mesh-plan.ts.
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
@@ -34,6 +36,7 @@ export interface MeshEvents {
   down: [link: WorkerLink, err: Error | undefined];
   config: [link: WorkerLink, config: ConfigMessage];
   stream: [link: WorkerLink, channel: Channel];
+  trust: [link: WorkerLink, caPem: string];
 }
 
 /** One configured URL: its dial loop's state. */
@@ -67,6 +70,11 @@ export class Mesh extends EventEmitter<MeshEvents> {
   readonly #missingSince = new Map<string, number>();
   #wake: (() => void) | undefined;
   #stopping = false;
+  /** Bumped by cycle(): links of older generations are replaced, one worker at a time. */
+  #generation = 0;
+  readonly #generationOf = new WeakMap<WorkerLink, number>();
+  /** How long a replaced session may drain (the old certificate's remaining life). */
+  #cycleDrainMs = 30_000;
   readonly #dials: Counter<'result'>;
   readonly #workersGauge: Gauge<'state'>;
 
@@ -129,11 +137,26 @@ export class Mesh extends EventEmitter<MeshEvents> {
     return this.#endpoints.map((e) => ({ url: e.url, lastError: e.lastError }));
   }
 
-  /** SIGTERM: no more dials; every mesh worker is told `draining`. Returns the links told. */
-  tellDraining(): WorkerLink[] {
+  /**
+   * SIGTERM: no more dials; every session is retired (workers stop opening
+   * streams through this connector and say so). Resolves when every worker
+   * answered, or after RETIRE_ANSWER_MS.
+   */
+  async retireAll(): Promise<void> {
     this.#stopping = true;
     this.#kick();
-    return this.#links.filter((l) => l.tellDraining());
+    await Promise.all(this.#links.map((l) => l.retire()));
+  }
+
+  /**
+   * New credentials are in force (a renewal): every worker gets a new session
+   * with them, found like a missing worker; each old session is then retired
+   * and drains for up to `drainMs` (the old certificate's remaining life).
+   */
+  cycle(drainMs: number): void {
+    this.#generation++;
+    this.#cycleDrainMs = drainMs;
+    this.#kick();
   }
 
   /** GoAway on every link; open streams finish up to the deadline. */
@@ -154,7 +177,9 @@ export class Mesh extends EventEmitter<MeshEvents> {
   }
 
   #views(): LinkView[] {
-    return this.#links.map((l) => ({ instance: l.instance, serving: l.serving, open: !l.closed, announced: l.announced }));
+    return this.#links.map((l) => ({
+      instance: l.instance, serving: l.serving, open: !l.closed, announced: l.announced, current: this.#generationOf.get(l) === this.#generation,
+    }));
   }
 
   #kick(): void {
@@ -290,9 +315,11 @@ export class Mesh extends EventEmitter<MeshEvents> {
       return;
     }
     this.#links = [...this.#links, link];
+    this.#generationOf.set(link, this.#generation);
     this.#leaving.delete(link.instance); // back (a worker restarted under the same name)
     link.on('config', (msg) => this.emit('config', link, msg));
     link.on('stream', (channel) => this.emit('stream', link, channel));
+    link.on('trust', (ca) => this.emit('trust', link, ca));
     link.on('workers', () => this.#kick());
     link.on('draining', () => {
       this.#leaving.set(link.instance, this.#now() + LEAVING_TTL_MS);
@@ -313,7 +340,18 @@ export class Mesh extends EventEmitter<MeshEvents> {
       `connected to worker ${link.instance} of connection ${link.welcome.connection} at ${e.url.href}`);
     this.emit('up', link);
     link.activate();
+    for (const old of this.#links) {
+      if (old !== link && old.instance === link.instance && !old.retired && (this.#generationOf.get(old) ?? 0) < this.#generation) void this.#replace(old);
+    }
     this.#kick();
+  }
+
+  /** A session a renewal replaced, once its successor is up: retired, then GoAway; its streams finish (or end with its certificate). */
+  async #replace(old: WorkerLink): Promise<void> {
+    const drainMs = this.#cycleDrainMs;
+    this.#log.info({ worker: old.instance, drainMs }, `renewed certificate in use with worker ${old.instance}: the previous session drains (up to ${drainMs} ms)`);
+    await old.retire();
+    await old.drain(drainMs);
   }
 }
 

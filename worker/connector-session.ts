@@ -8,6 +8,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import {
   ControlChannel, ControlMessageError, CONTROL_LIMITS, MESH_CAPABILITY, PROTOCOL_VERSION, type ConfigMessage, type ControlMessage, type MappingStatusEntry,
+  type RenewedMessage, type RenewFailedMessage, type RenewMessage, type TrustMessage,
 } from '../tunnel/control.js';
 import { errorCode, errorMessage, UnderpassError } from '../tunnel/errors.js';
 import { reportText } from '../tunnel/operator-channel.js';
@@ -38,11 +39,13 @@ export interface ConnectorSession {
   on(event: 'ready', listener: () => void): this;
   on(event: 'stream', listener: (channel: Channel) => void): this;
   on(event: 'mapping-status', listener: (entries: MappingStatusEntry[]) => void): this;
-  /** The connector said it is stopping: it takes the streams open, but should get no new ones. */
-  on(event: 'draining', listener: () => void): this;
+  /** The connector retired this session (it replaces it, or stops): no new stream goes to it. */
+  on(event: 'retired', listener: () => void): this;
   on(event: 'close', listener: (err: Error | undefined) => void): this;
   /** A keepalive round trip with this connector (milliseconds). */
   on(event: 'rtt', listener: (ms: number) => void): this;
+  /** The connector asks for a renewed certificate (worker/renewals.ts). */
+  on(event: 'renew', listener: (msg: RenewMessage) => void): this;
 }
 
 export class ConnectorSession extends EventEmitter {
@@ -51,6 +54,8 @@ export class ConnectorSession extends EventEmitter {
   readonly peer: string;
   /** Hex serial of the connector's client certificate. */
   readonly certificateSerial: string;
+  /** The CA (id) that issued it. */
+  readonly certificateIssuer: string | undefined;
   readonly since = new Date();
   readonly mux: Session;
   version = '';
@@ -61,13 +66,13 @@ export class ConnectorSession extends EventEmitter {
   refusedMessages = 0;
   /** The connector takes part in the mesh (docs/ha.md): it gets the worker set and `draining`. */
   mesh = false;
-  /** The connector said `draining`: new streams go to other sessions while there are any. */
-  peerDraining = false;
   /** The last keepalive round trip (ms); 0 until the first. */
   rttMs = 0;
   readonly #refusalsLogged = new Set<string>();
   #ready = false;
   #failed = false;
+  /** The connector replaced this session (see 'retire'): it carries no new stream. */
+  #retired = false;
   #control: ControlChannel | undefined;
   #logger: Logger | undefined;
   #handshakeTimer: NodeJS.Timeout | undefined;
@@ -78,6 +83,7 @@ export class ConnectorSession extends EventEmitter {
     this.connector = accepted.connector;
     this.peer = accepted.peer;
     this.certificateSerial = accepted.certificateSerial;
+    this.certificateIssuer = accepted.certificateIssuer;
     this.#opts = opts;
     this.mux = new Session(accepted.stream, { client: false, config: opts.mux });
     // Shared listeners that find this session through its mux (tunnel/owner.ts): an idle session
@@ -132,12 +138,16 @@ export class ConnectorSession extends EventEmitter {
   }
 
   static #onControlMessage(this: ControlChannel, msg: ControlMessage): void {
-    if (msg.type === 'draining') {
+    if (msg.type === 'renew') return void owner.of(this).emit('renew', msg);
+    if (msg.type === 'retire') {
+      // The connector moves to a new session (renewed certificate) or stops: nothing new goes here from
+      // now on, and it hears so before it sends GoAway, so no stream we open crosses its GoAway.
       const s = owner.of(this);
-      if (!s.peerDraining) {
-        s.peerDraining = true;
-        s.emit('draining');
+      if (!s.#retired) {
+        s.#retired = true;
+        s.emit('retired');
       }
+      s.#control?.send({ type: 'retired' });
       return;
     }
     if (msg.type !== 'mapping-status') return;
@@ -164,12 +174,20 @@ export class ConnectorSession extends EventEmitter {
     return this.#ready && !this.mux.isClosed;
   }
 
-  /** Handshake done, open, and no GoAway either way: it can carry new streams (docs/ha.md, "can serve"). */
+  /**
+   * Handshake done, open, not retired by the connector, no GoAway either way:
+   * it can carry new streams (docs/ha.md, "can serve").
+   */
   get usable(): boolean {
-    return this.#ready && !this.mux.isClosed && !this.mux.remoteGoneAway && !this.mux.localGoneAway;
+    return this.#ready && !this.#retired && !this.mux.isClosed && !this.mux.remoteGoneAway && !this.mux.localGoneAway;
   }
 
-  /** Can this session carry a new stream for `mapping`? (A draining connector still can; the registry prefers others.) */
+  /** The connector retired this session (it is replacing it, or stopping). */
+  get retired(): boolean {
+    return this.#retired;
+  }
+
+  /** Can this session carry a new stream for `mapping`? */
   canCarry(mapping: string): boolean {
     return this.usable && !this.unavailable.has(mapping);
   }
@@ -188,6 +206,11 @@ export class ConnectorSession extends EventEmitter {
     if (!this.#ready || !this.mesh || this.mux.isClosed) return false;
     this.#control?.send({ type: 'draining' });
     return true;
+  }
+
+  /** Any worker-to-connector control message (renewal answers, trust). */
+  sendControl(msg: RenewedMessage | RenewFailedMessage | TrustMessage): void {
+    if (this.#ready) this.#control?.send(msg);
   }
 
   close(err?: Error): void {

@@ -14,7 +14,7 @@
  */
 import type { Logger } from 'pino';
 import type { AuditLog } from '../tunnel/audit.js';
-import type { ConfigMessage, MappingStatusEntry } from '../tunnel/control.js';
+import type { ConfigMessage, MappingStatusEntry, RenewMessage, TrustMessage } from '../tunnel/control.js';
 import { errorCode } from '../tunnel/errors.js';
 import { capText, LIMIT_OF_ERROR_CODE, type LimitName } from '../tunnel/limits.js';
 import { LineLimiter } from '../tunnel/log-limit.js';
@@ -38,6 +38,10 @@ export interface SessionHost {
   readonly registry: SessionRegistry;
   readonly env: FlowEnv;
   configMessage(): ConfigMessage;
+  /** The CA certificates connectors should trust now (pushed at the handshake and on change). */
+  trustMessage(): TrustMessage | undefined;
+  /** A connector's renewal request (worker/renewals.ts). */
+  renew(session: ConnectorSession, msg: RenewMessage): void;
   /** Something the operator report shows has changed. */
   reportChanged(): void;
   resolveClusterTarget(req: OpenRequest): Resolution;
@@ -72,8 +76,13 @@ export function wireSession(host: SessionHost, session: ConnectorSession): void 
   session.on('ready', onReady);
   session.on('mapping-status', onMappingStatus);
   session.on('stream', onStream);
-  session.on('draining', onDraining);
+  session.on('retired', onRetired);
+  session.on('renew', onRenew);
   session.on('close', onClose);
+}
+
+function onRenew(this: ConnectorSession, msg: RenewMessage): void {
+  hosts.of(this).renew(this, msg);
 }
 
 function onLimit(this: Session, limit: LimitName): void {
@@ -97,9 +106,10 @@ function onStream(this: ConnectorSession, channel: Channel): void {
   serveStream(host.env, { connector: this.connector, worker: host.instance }, channel, (req) => host.resolveClusterTarget(req));
 }
 
-function onDraining(this: ConnectorSession): void {
+function onRetired(this: ConnectorSession): void {
   const host = hosts.of(this);
-  host.log.info({ connector: this.connector, session: this.id }, `connector "${this.connector}" is draining: new streams go to other connectors while there are any`);
+  host.log.info({ connector: this.connector, session: this.id }, `connector "${this.connector}" retired a session (a renewal or it is stopping): new streams go to its other sessions or other connectors`);
+  host.reportChanged();
 }
 
 function onClose(this: ConnectorSession, err: Error | undefined): void {
@@ -109,6 +119,8 @@ function onClose(this: ConnectorSession, err: Error | undefined): void {
 function sessionReady(host: SessionHost, session: ConnectorSession): void {
   host.metrics.sessions.inc({ role: 'worker' });
   session.sendConfig(host.configMessage());
+  const trust = host.trustMessage();
+  if (trust) session.sendControl(trust);
   host.reportChanged();
   const version = capText(session.version, 64);
   host.log.info({ connector: session.connector, peer: session.peer, session: session.id, version },

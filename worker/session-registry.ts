@@ -1,9 +1,8 @@
 /**
  * Live connector sessions of this worker. New streams go round-robin over the
  * sessions that can carry the mapping; a session that is gone or going away is
- * skipped at once, so one lost connector never stalls new streams. Sessions of
- * a connector that said `draining` are used only when no other can carry the
- * stream (docs/ha.md).
+ * skipped at once, so one lost connector never stalls new streams; so is one
+ * its connector retired (it replaces the session, or stops: docs/ha.md).
  */
 import type { RefusalCode } from '../tunnel/open.js';
 import type { Carrier } from '../tunnel/stream-flow.js';
@@ -55,26 +54,15 @@ export class SessionRegistry {
     return { code, message };
   }
 
-  /**
-   * Sessions to try for one new stream, starting at the next round-robin
-   * position: those of connectors not draining first, then draining ones.
-   */
+  /** Sessions to try for one new stream, starting at the next round-robin position. */
   *candidates(mapping: string): Generator<Carrier> {
     const list = this.#sessions;
     const n = list.length;
     if (n === 0) return;
     const start = this.#next++ % n;
-    let draining = 0;
     for (let i = 0; i < n; i++) {
       const s = list[(start + i) % n]!;
-      if (!s.canCarry(mapping)) continue;
-      if (s.peerDraining) draining++;
-      else yield { session: s.mux, connector: s.connector, worker: this.#worker };
-    }
-    if (draining === 0) return;
-    for (let i = 0; i < n; i++) {
-      const s = list[(start + i) % n]!;
-      if (s.peerDraining && s.canCarry(mapping)) yield { session: s.mux, connector: s.connector, worker: this.#worker };
+      if (s.canCarry(mapping)) yield { session: s.mux, connector: s.connector, worker: this.#worker };
     }
   }
 }

@@ -33,6 +33,8 @@ export interface WorkerSnapshot {
   mappings: readonly Mapping[];
   /** Connector-side mappings whose listener could not be opened, from the last apply. */
   listenerFailures: ListenerFailure[];
+  /** The CA ids in tls.ca and the one that issued the worker's own certificate. */
+  trust?: { cas: string[]; issuer: string | undefined };
 }
 
 export function statusDocument(w: WorkerSnapshot): unknown {
@@ -47,7 +49,7 @@ export function statusDocument(w: WorkerSnapshot): unknown {
       ...connectorSummary(s),
       hostname: s.hostname,
       mesh: s.mesh,
-      draining: s.peerDraining,
+      retired: s.retired,
       streams: s.mux.streamCount - 1,
       unavailableMappings: [...s.unavailable.values()],
     })),
@@ -76,9 +78,11 @@ export function workerReport(w: WorkerSnapshot): BuiltReport {
     ready: w.notReadyReason === undefined,
     draining: w.draining,
     connectors: w.sessions.filter((s) => s.ready).map((s) => ({
-      ...connectorSummary(s), ...(s.hostname ? { hostname: s.hostname } : {}), unavailableMappings: [...s.unavailable.values()],
+      ...connectorSummary(s), unavailableMappings: [...s.unavailable.values()], ...(s.certificateIssuer ? { issuer: s.certificateIssuer } : {}),
+      serial: s.certificateSerial, ...(s.hostname ? { hostname: s.hostname } : {}),
     })),
     listenerFailures: w.listenerFailures,
+    ...(w.trust ? { trust: w.trust.cas, ...(w.trust.issuer ? { issuer: w.trust.issuer } : {}) } : {}),
   });
 }
 
@@ -116,7 +120,9 @@ export function fitReport(raw: WorkerReport): BuiltReport {
       since: c.since.slice(0, REPORT_LIMITS.sinceChars),
       version: c.version,
       address: c.address.slice(0, REPORT_LIMITS.addressChars),
-      ...(c.hostname ? { hostname: reportHostname(c.hostname) } : {}),
+      ...(c.issuer ? { issuer: c.issuer } : {}),
+      ...(c.serial ? { serial: c.serial.slice(0, REPORT_LIMITS.serialChars) } : {}),
+      ...(c.hostname ? { hostname: c.hostname.replace(/[^A-Za-z0-9._-]/g, '').slice(0, REPORT_LIMITS.hostnameChars) } : {}),
       unavailableMappings: kept.map((u) => {
         const text = u.message === undefined ? undefined : message(u.message);
         return { name: u.name, state: u.state, ...(u.reason !== undefined ? { reason: u.reason } : {}), ...(text !== undefined ? { message: text } : {}) };
@@ -127,7 +133,10 @@ export function fitReport(raw: WorkerReport): BuiltReport {
   dropped.listenerFailures = raw.listenerFailures.length - failures.length;
   const listenerFailures = failures.map((f) => ({ mapping: f.mapping, message: message(f.message) ?? '' }));
   const counted = Object.fromEntries(Object.entries(dropped).filter(([, n]) => n > 0)) as ReportDropped;
-  const base = { instance: raw.instance, version: raw.version, ready: raw.ready, draining: raw.draining };
+  const base = {
+    instance: raw.instance, version: raw.version, ready: raw.ready, draining: raw.draining,
+    ...(raw.trust ? { trust: raw.trust.slice(0, REPORT_LIMITS.trustedCAs) } : {}), ...(raw.issuer ? { issuer: raw.issuer } : {}),
+  };
   const full: WorkerReport = { ...base, connectors, listenerFailures, ...(Object.keys(counted).length > 0 ? { dropped: counted } : {}) };
   const problem = validationProblem(full);
   if (problem === undefined) return { report: full, dropped: counted };
@@ -153,9 +162,4 @@ function validationProblem(report: WorkerReport): string | undefined {
 /** The fields a connector has in both documents, in this order. */
 function connectorSummary(s: ConnectorSession): { name: string; session: string; since: string; version: string; address: string } {
   return { name: s.connector, session: s.id, since: s.since.toISOString(), version: s.version, address: s.peer };
-}
-
-/** A connector's host name as a report carries it: its first label's characters, cut (it tells replicas apart). */
-export function reportHostname(hostname: string): string {
-  return hostname.replace(/[^0-9A-Za-z._-]/g, '-').slice(0, REPORT_LIMITS.hostnameChars);
 }
