@@ -57,6 +57,8 @@ export class Connector {
   readonly #renewer: CertificateRenewer;
   readonly #listeners: MappingListeners;
   readonly #abort = new AbortController();
+  /** The drain delay is over: sessions are being retired, streams workers still open are refused. */
+  #retiring = false;
   /** Aborted by a second stop request with deadline 0: skip what is left of the drain delay. */
   readonly #hurry = new AbortController();
   #mappings = new Map<string, Mapping>();
@@ -176,10 +178,11 @@ export class Connector {
 
   /**
    * SIGTERM path (docs/ha.md, Drain): not ready at once, no new sessions,
-   * every session retired (workers stop opening streams through this
-   * connector, and say so); listeners stay open for `drainDelay`; then they
-   * close, GoAway to workers, open streams finish up to the deadline. A second
-   * call with deadline 0 skips what is left of the delay.
+   * `draining` to mesh workers (they prefer other connectors); listeners stay
+   * open for `drainDelay`; then they close, every session is retired (workers
+   * stop opening streams here and say so), GoAway to workers, open streams
+   * finish up to the deadline. A second call with deadline 0 skips what is
+   * left of the delay.
    */
   stop(deadlineMs = this.#config.drainTimeoutMs): Promise<void> {
     if (deadlineMs === 0) this.#hurry.abort();
@@ -189,12 +192,14 @@ export class Connector {
 
   async #stop(deadlineMs: number): Promise<void> {
     this.#abort.abort();
-    const retired = this.#mesh.retireAll();
+    this.#mesh.tellDraining();
     const delayMs = this.#hurry.signal.aborted ? 0 : this.#config.drainDelayMs;
     this.#log.info({ delayMs, deadlineMs }, `draining: not ready; listeners close in ${delayMs} ms, then up to ${deadlineMs} ms for open streams`);
     if (delayMs > 0) await sleep(delayMs, this.#hurry.signal);
     await this.#listeners.close();
-    await retired; // every worker said it opens no more streams here (or RETIRE_ANSWER_MS passed): GoAway crosses none
+    // Every worker says it opens no more streams here (or RETIRE_ANSWER_MS passes): the GoAway crosses none.
+    this.#retiring = true;
+    await this.#mesh.retireAll();
     await this.#mesh.drain(deadlineMs);
     await this.#run;
     await this.#admin?.close();
@@ -290,7 +295,8 @@ export class Connector {
     if (mapping.target.side !== 'Connector') {
       return { ok: false, code: 'WRONG_SIDE', message: `mapping "${mapping.name}" targets the Cluster side; the connector does not dial it`, mapping };
     }
-    if (this.#abort.signal.aborted) return { ok: false, code: 'SHUTTING_DOWN', message: 'this connector is stopping', mapping };
+    // Until the drain delay is over a worker may still open streams here (it has no other connector): serve them.
+    if (this.#retiring) return { ok: false, code: 'SHUTTING_DOWN', message: 'this connector is stopping', mapping };
     const { host, port } = mapping.target;
     const pre = this.#config.dial.precheck(host, port);
     if (pre.verdict === 'deny') return { ok: false, code: 'NOT_ALLOWED', message: pre.message, mapping };

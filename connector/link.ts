@@ -100,6 +100,8 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
   #welcome: Welcome | undefined;
   #announced: readonly string[] = [];
   #draining = false;
+  /** Told `draining` by us (we stop; connector/mesh.ts): the worker prefers other connectors meanwhile. */
+  #toldDraining = false;
   /** We retired it (a renewal replaced it, or we stop): no new stream of ours goes to it. */
   #retiring: Promise<void> | undefined;
   /** Renewals waiting for the worker's answer, by id. */
@@ -189,9 +191,9 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
     return this.#draining || this.session.remoteGoneAway;
   }
 
-  /** Usable, not draining and not retired: the session new streams go to first. */
+  /** Usable, neither side draining, not retired: the session new streams go to first. */
   get serving(): boolean {
-    return this.usable && !this.draining && !this.retired;
+    return this.usable && !this.draining && !this.#toldDraining && !this.retired;
   }
 
   /** We retired it (see retire()): it carries no new stream of ours. */
@@ -209,6 +211,18 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
 
   sendMappingStatus(revision: number, mappings: MappingStatusEntry[]): void {
     this.#control.send({ type: 'mapping-status', revision, mappings: fitMappingStatus(mappings) });
+  }
+
+  /**
+   * Tells a mesh worker this connector is stopping: it keeps opening streams
+   * here only while no other connector can carry them (until retire()).
+   * Returns whether it was told.
+   */
+  tellDraining(): boolean {
+    this.#toldDraining = true;
+    if (!this.meshWorker || !this.usable) return false;
+    this.#control.send({ type: 'draining' });
+    return true;
   }
 
   /**

@@ -138,9 +138,20 @@ export class Mesh extends EventEmitter<MeshEvents> {
   }
 
   /**
-   * SIGTERM: no more dials; every session is retired (workers stop opening
-   * streams through this connector and say so). Resolves when every worker
-   * answered, or after RETIRE_ANSWER_MS.
+   * SIGTERM: no more dials; every mesh worker is told `draining` (it prefers
+   * other connectors from now on, and still uses this one when it has none).
+   */
+  tellDraining(): void {
+    this.#stopping = true;
+    this.#kick();
+    for (const l of this.#links) l.tellDraining();
+  }
+
+  /**
+   * The end of the drain delay: every session is retired (workers stop
+   * opening streams through this connector and say so), so the GoAway that
+   * follows crosses no stream. Resolves when every worker answered, or after
+   * RETIRE_ANSWER_MS.
    */
   async retireAll(): Promise<void> {
     this.#stopping = true;

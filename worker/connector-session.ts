@@ -39,7 +39,9 @@ export interface ConnectorSession {
   on(event: 'ready', listener: () => void): this;
   on(event: 'stream', listener: (channel: Channel) => void): this;
   on(event: 'mapping-status', listener: (entries: MappingStatusEntry[]) => void): this;
-  /** The connector retired this session (it replaces it, or stops): no new stream goes to it. */
+  /** The connector said it is stopping: it takes the streams open, but should get no new ones while others can. */
+  on(event: 'draining', listener: () => void): this;
+  /** The connector retired this session (it replaces it, or its drain delay is over): no new stream goes to it. */
   on(event: 'retired', listener: () => void): this;
   on(event: 'close', listener: (err: Error | undefined) => void): this;
   /** A keepalive round trip with this connector (milliseconds). */
@@ -66,6 +68,8 @@ export class ConnectorSession extends EventEmitter {
   refusedMessages = 0;
   /** The connector takes part in the mesh (docs/ha.md): it gets the worker set and `draining`. */
   mesh = false;
+  /** The connector said `draining`: new streams go to other sessions while there are any (docs/ha.md). */
+  peerDraining = false;
   /** The last keepalive round trip (ms); 0 until the first. */
   rttMs = 0;
   readonly #refusalsLogged = new Set<string>();
@@ -139,8 +143,17 @@ export class ConnectorSession extends EventEmitter {
 
   static #onControlMessage(this: ControlChannel, msg: ControlMessage): void {
     if (msg.type === 'renew') return void owner.of(this).emit('renew', msg);
+    if (msg.type === 'draining') {
+      // The connector stops soon (its `retire` and GoAway follow after its drain delay): prefer others meanwhile.
+      const s = owner.of(this);
+      if (!s.peerDraining) {
+        s.peerDraining = true;
+        s.emit('draining');
+      }
+      return;
+    }
     if (msg.type === 'retire') {
-      // The connector moves to a new session (renewed certificate) or stops: nothing new goes here from
+      // The connector moves to a new session (renewed certificate) or is about to stop: nothing new goes here from
       // now on, and it hears so before it sends GoAway, so no stream we open crosses its GoAway.
       const s = owner.of(this);
       if (!s.#retired) {
@@ -187,7 +200,7 @@ export class ConnectorSession extends EventEmitter {
     return this.#retired;
   }
 
-  /** Can this session carry a new stream for `mapping`? */
+  /** Can this session carry a new stream for `mapping`? (A draining connector still can; the registry prefers others.) */
   canCarry(mapping: string): boolean {
     return this.usable && !this.unavailable.has(mapping);
   }

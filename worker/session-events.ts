@@ -76,6 +76,7 @@ export function wireSession(host: SessionHost, session: ConnectorSession): void 
   session.on('ready', onReady);
   session.on('mapping-status', onMappingStatus);
   session.on('stream', onStream);
+  session.on('draining', onDraining);
   session.on('retired', onRetired);
   session.on('renew', onRenew);
   session.on('close', onClose);
@@ -106,9 +107,14 @@ function onStream(this: ConnectorSession, channel: Channel): void {
   serveStream(host.env, { connector: this.connector, worker: host.instance }, channel, (req) => host.resolveClusterTarget(req));
 }
 
+function onDraining(this: ConnectorSession): void {
+  const host = hosts.of(this);
+  host.log.info({ connector: this.connector, session: this.id }, `connector "${this.connector}" is draining: new streams go to other connectors while there are any`);
+}
+
 function onRetired(this: ConnectorSession): void {
   const host = hosts.of(this);
-  host.log.info({ connector: this.connector, session: this.id }, `connector "${this.connector}" retired a session (a renewal or it is stopping): new streams go to its other sessions or other connectors`);
+  host.log.info({ connector: this.connector, session: this.id }, `connector "${this.connector}" retired a session (a renewal, or its drain delay is over): new streams go to its other sessions or other connectors`);
   host.reportChanged();
 }
 

@@ -3,6 +3,8 @@
  * sessions that can carry the mapping; a session that is gone or going away is
  * skipped at once, so one lost connector never stalls new streams; so is one
  * its connector retired (it replaces the session, or stops: docs/ha.md).
+ * Sessions of a connector that said `draining` are used only when no other
+ * can carry the stream.
  */
 import type { RefusalCode } from '../tunnel/open.js';
 import type { Carrier } from '../tunnel/stream-flow.js';
@@ -54,15 +56,26 @@ export class SessionRegistry {
     return { code, message };
   }
 
-  /** Sessions to try for one new stream, starting at the next round-robin position. */
+  /**
+   * Sessions to try for one new stream, starting at the next round-robin
+   * position: those of connectors not draining first, then draining ones.
+   */
   *candidates(mapping: string): Generator<Carrier> {
     const list = this.#sessions;
     const n = list.length;
     if (n === 0) return;
     const start = this.#next++ % n;
+    let draining = 0;
     for (let i = 0; i < n; i++) {
       const s = list[(start + i) % n]!;
-      if (s.canCarry(mapping)) yield { session: s.mux, connector: s.connector, worker: this.#worker };
+      if (!s.canCarry(mapping)) continue;
+      if (s.peerDraining) draining++;
+      else yield { session: s.mux, connector: s.connector, worker: this.#worker };
+    }
+    if (draining === 0) return;
+    for (let i = 0; i < n; i++) {
+      const s = list[(start + i) % n]!;
+      if (s.peerDraining && s.canCarry(mapping)) yield { session: s.mux, connector: s.connector, worker: this.#worker };
     }
   }
 }

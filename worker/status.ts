@@ -49,6 +49,7 @@ export function statusDocument(w: WorkerSnapshot): unknown {
       ...connectorSummary(s),
       hostname: s.hostname,
       mesh: s.mesh,
+      draining: s.peerDraining,
       retired: s.retired,
       streams: s.mux.streamCount - 1,
       unavailableMappings: [...s.unavailable.values()],
