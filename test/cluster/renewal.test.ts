@@ -5,7 +5,8 @@
  * lives one minute renews it by itself before two thirds of that minute, while
  * a transfer runs: no stream is dropped and every byte arrives (sha256). The
  * private key is made by the connector: the operator and the worker only ever
- * see a certificate signing request.
+ * see a certificate signing request. Two workers: the connector renews once,
+ * and then every session of its mesh moves to the new certificate.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { createHash, randomBytes, X509Certificate } from 'node:crypto';
@@ -28,9 +29,12 @@ let operator: Operator;
 let dir: string;
 let pod: PodFiles;
 let worker: Proc;
+let worker2: Proc;
 let connector: Proc;
 let app: App;
-const ports = { tunnel: 0, admin: 0, connectorAdmin: 0, report: 0, app1: 0 };
+const ports = { tunnel: 0, admin: 0, tunnel2: 0, admin2: 0, connectorAdmin: 0, report: 0, app1: 0 };
+
+interface ConnectorStatus { workers: Array<{ worker?: string; connected: boolean; since?: string }> }
 
 /**
  * Sends 16 KiB every 20 ms through the tunnel to an echo server until `until`
@@ -81,8 +85,12 @@ beforeAll(async () => {
   });
   await waitFor('worker ConfigMap and Secret', async () => (await env.kubectl(['get', 'configmap/dc1-worker', 'secret/dc1-worker-tls', '-n', NS])).code === 0, 20_000);
   pod = await PodFiles.start(path.join(dir, 'pod'), new Kube(loadKubeConfig(env.kubeconfig)), NS, 'dc1-worker', 'dc1-worker-tls');
-  worker = new Proc(['worker', '--config', pod.configFile, '--listen', `127.0.0.1:${ports.tunnel}`, '--admin', `127.0.0.1:${ports.admin}`, '--instance', 'dc1-worker-0']);
+  worker = new Proc(['worker', '--config', pod.configFile, '--listen', `127.0.0.1:${ports.tunnel}`, '--admin', `127.0.0.1:${ports.admin}`, '--instance', 'dc1-worker-0',
+    '--bind-address', '127.0.0.1']);
   await waitHttp(`http://127.0.0.1:${ports.admin}/healthz`, worker);
+  worker2 = new Proc(['worker', '--config', pod.configFile, '--listen', `127.0.0.1:${ports.tunnel2}`, '--admin', `127.0.0.1:${ports.admin2}`, '--instance', 'dc1-worker-1',
+    '--bind-address', '127.0.0.2']);
+  await waitHttp(`http://127.0.0.1:${ports.admin2}/healthz`, worker2);
 
   // The first certificate, one minute long, as an admin would make it (the key is made here, as a connector would).
   const uid = await env.kubectlOk(['get', 'tc', 'dc1', '-n', NS, '-o', 'jsonpath={.metadata.uid}']);
@@ -93,17 +101,21 @@ beforeAll(async () => {
   const cdir = path.join(dir, 'connector');
   await writePemFiles(cdir, { 'ca.crt': pem('ca.crt'), 'tls.crt': certPem, 'tls.key': keyPem });
   await writeFile(path.join(cdir, 'connector.yaml'), YAML.stringify({
-    name: 'site-a', worker: `wss://localhost:${ports.tunnel}`, tls: { cert: 'tls.crt', key: 'tls.key', ca: 'ca.crt' },
+    name: 'site-a', worker: [`wss://localhost:${ports.tunnel}`, `wss://localhost:${ports.tunnel2}`], tls: { cert: 'tls.crt', key: 'tls.key', ca: 'ca.crt' },
     admin: `127.0.0.1:${ports.connectorAdmin}`, allow: [`127.0.0.1:${app.port}`], reconnect: { initialDelay: '100ms', maxDelay: '1s' },
   }));
   connector = new Proc(['connector', '--config', path.join(cdir, 'connector.yaml')]);
   await waitHttp(`http://127.0.0.1:${ports.connectorAdmin}/readyz`, connector, 20_000);
+  await waitFor('a session with each worker', async () => new Set((await connectorStatus()).workers.filter((w) => w.connected).map((w) => w.worker)).size === 2, 20_000);
 }, 240_000);
+
+const connectorStatus = (): Promise<ConnectorStatus> => getJson<ConnectorStatus>(`http://127.0.0.1:${ports.connectorAdmin}/status`);
 
 afterAll(async () => {
   pod?.stop();
   await connector?.stop();
   await worker?.stop();
+  await worker2?.stop();
   await operator?.stop();
   await app?.close();
   await env?.stop();
@@ -119,6 +131,7 @@ describe('connector certificate renewal over the session', () => {
     const renewed = waitFor('the first renewal', async () => (await renewals()) >= 1, 70_000);
     const transfer = pacedEcho(ports.app1, renewed.then(() => new Promise((r) => setTimeout(r, 3_000))));
     await renewed;
+    const renewedAt = Date.now();
     const renewedAfterMs = Date.now() - Date.parse(first.validFrom);
     const lifetime = Date.parse(first.validTo) - Date.parse(first.validFrom);
     process.stderr.write(`[renewal] renewed ${renewedAfterMs} ms after notBefore of a ${lifetime} ms certificate\n`);
@@ -135,8 +148,9 @@ describe('connector certificate renewal over the session', () => {
     expect(second.serialNumber).not.toBe(first.serialNumber);
     expect(await readFile(path.join(dir, 'connector', 'tls.key'), 'utf8')).not.toBe(keyBefore);
     expect(second.subjectAltName).toBe('URI:underpass://team-a/dc1/connector/site-a');
-    // The worker forwarded exactly one request and audited it; no stream of the transfer failed.
-    await waitFor('renewal audit', () => worker.audit.find((a) => a.event === 'certificate-renewal' && a.outcome === 'renewed' && a.connector === 'site-a'), 5_000);
+    // A worker forwarded exactly one request and audited it (below); no stream of the transfer failed.
+    const renewalAudits = (): Array<Record<string, unknown>> => [...worker.audit, ...worker2.audit].filter((a) => a.event === 'certificate-renewal');
+    await waitFor('renewal audit', () => renewalAudits().find((a) => a.outcome === 'renewed' && a.connector === 'site-a'), 5_000);
     await waitFor('stream audit', () => worker.streams({ mapping: 'app1' }).length >= 1, 5_000);
     expect(worker.streams({ mapping: 'app1' }).map((s) => s.outcome)).toEqual(worker.streams({ mapping: 'app1' }).map(() => 'closed'));
 
@@ -145,6 +159,14 @@ describe('connector certificate renewal over the session', () => {
     expect(again.received).toBe(again.sent);
     const status = await getJson<{ connectors: Array<{ name: string; session: string }> }>(`http://127.0.0.1:${ports.admin}/status`);
     expect(status.connectors.filter((c) => c.name === 'site-a').length).toBeGreaterThanOrEqual(1);
+
+    // Renewed once, over one session; then every worker's session was replaced by one made with the
+    // new certificate (made after the renewal), and the old ones drained and closed.
+    await waitFor('only sessions made after the renewal, one with each worker', async () => {
+      const live = (await connectorStatus()).workers.filter((w) => w.since !== undefined);
+      return live.length === 2 && new Set(live.map((w) => w.worker)).size === 2 && live.every((w) => w.connected && Date.parse(w.since!) >= renewedAt - 1_000);
+    }, 15_000);
+    expect(renewalAudits().length).toBe(1);
 
     // And the certificate the operator issued renews in turn (spec.certificates.duration: 1m).
     await waitFor('the second renewal', async () => (await renewals()) >= 2, 70_000);
