@@ -4,6 +4,7 @@
  * SIGINT, then drain. A second signal stops at once.
  */
 import type { Command } from 'commander';
+import { isIP } from 'node:net';
 import { loadConnectorConfig } from '../connector/config.js';
 import { Connector } from '../connector/connector.js';
 import { AuditLog } from '../tunnel/audit.js';
@@ -20,6 +21,16 @@ interface RunFlags {
   listen?: string;
   admin?: string;
   instance?: string;
+}
+
+/**
+ * The API server's ClusterIP, which the kubelet puts into every pod's environment: never a
+ * Cluster-side target (the operator also writes it into clusterTargets.refuse; this holds
+ * when it could not read it).
+ */
+function apiServerFromEnv(): string[] {
+  const host = process.env['KUBERNETES_SERVICE_HOST'];
+  return host && isIP(host) !== 0 ? [host] : [];
 }
 
 interface Runnable {
@@ -53,7 +64,7 @@ Example:
       const config = { ...(await loadWorkerConfig(flags.config)), ...overrides };
       const logger = createLogger('worker', { level: level(flags, config.log.level) });
       const audit = AuditLog.open(config.audit?.file);
-      const worker = new Worker(config, { logger, audit, overrides });
+      const worker = new Worker(config, { logger, audit, overrides, refuseTargets: apiServerFromEnv() });
       await worker.start();
       await untilSignal(worker, config.drainTimeoutMs, logger);
       await audit.close();

@@ -40,7 +40,7 @@ export interface SessionHost {
   configMessage(): ConfigMessage;
   /** Something the operator report shows has changed. */
   reportChanged(): void;
-  resolveClusterTarget(req: OpenRequest): Resolution;
+  resolveClusterTarget(req: OpenRequest): Resolution | Promise<Resolution>;
 }
 
 const hosts = ownerSlot<SessionHost>('underpass.session-host');
