@@ -38,11 +38,12 @@ export class ApiServerAddresses {
     return this.#addresses;
   }
 
-  /** Reads now and every interval until `signal` aborts. */
+  /** Reads every interval until `signal` aborts (the first read is refresh(), awaited at start-up). */
   async run(signal: AbortSignal): Promise<void> {
-    while (!signal.aborted) {
-      await this.refresh();
+    for (;;) {
       await sleep(this.#o.intervalMs ?? REFRESH_MS, signal);
+      if (signal.aborted) return;
+      await this.refresh();
     }
   }
 

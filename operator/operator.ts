@@ -149,6 +149,9 @@ export class Operator {
     await Promise.all(caches.map((c) => c.start()));
     const routes = await this.#hasRoutes();
     void this.#checkPermissions(routes, signal);
+    // Before the first reconcile: worker configs and NetworkPolicies name these addresses, and a
+    // restarted operator must write what the previous one wrote (no churn).
+    await this.#apiServer.refresh();
     this.#apiServerRun = this.#apiServer.run(signal);
     const report = this.#o.report;
     const channel = report
