@@ -40,7 +40,7 @@ export function registerOperatorCommand(program: Command): void {
     .description('run the operator: reconcile TunnelConnection and ApplicationMapping resources into worker Deployments, Services, Secrets and status')
     .option('--kubeconfig <file>', 'kubeconfig file (default: in-cluster service account, then $KUBECONFIG, then ~/.kube/config)')
     .option('--namespace <ns>', 'watch only this namespace (default: all namespaces)')
-    .option('--worker-image <image>', 'container image for worker pods (a TunnelConnection may override it)', `ghcr.io/underpass/underpass:${VERSION}`)
+    .option('--worker-image <image>', 'container image for worker pods (spec.worker.image overrides it only where --worker-image-prefix allows)', `ghcr.io/underpass/underpass:${VERSION}`)
     .option('--admin <host:port>', 'address for /healthz, /readyz (503 with the reason while something is wrong) and /metrics', '0.0.0.0:8080')
     .option('--report-listen <host:port>', 'address of the HTTPS endpoint workers report to (mutual TLS with their connection certificate)')
     .option('--report-url <url>', 'the URL workers use to reach --report-listen, written into their config (e.g. https://underpass-operator.underpass-system.svc:8443)')
