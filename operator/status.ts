@@ -24,6 +24,8 @@ export interface Observed {
   /** False right after the operator started, before workers had a chance to report. */
   reportsKnown: boolean;
   pki: { ok: true; notAfter: Date; renewalTime: Date } | { ok: false; message: string };
+  /** spec.worker settings the operator ignores (operator/worker-overrides.ts); none when absent. */
+  ignoredOverrides?: readonly string[];
   now: Date;
 }
 
@@ -93,11 +95,17 @@ export function tunnelConnectionState(o: Observed): { status: TunnelConnectionSt
     ? { type: 'Ready', status: 'False', reason: failed.reason, message: failed.message }
     : { type: 'Ready', status: 'True', reason: 'Ready', message: `tunnel up: ${connected.message}` };
 
+  // Not in Ready's chain: ignored overrides leave the workers on the operator's defaults, which work.
+  const ignored = o.ignoredOverrides ?? [];
+  const overrides: ConditionInput = ignored.length === 0
+    ? { type: 'OverridesAccepted', status: 'True', reason: 'Accepted', message: 'every spec.worker setting is in use' }
+    : { type: 'OverridesAccepted', status: 'False', reason: 'OverrideNotAllowed', message: `ignored, not allowed by the cluster admin: ${ignored.join(', ')}; the workers run with the operator's defaults for them` };
+
   const generation = tc.metadata.generation ?? 0;
   const status: TunnelConnectionStatus = {
     observedGeneration: generation,
     // Degraded does not change Ready: the tunnel works, with less redundancy (docs/ha.md).
-    conditions: setConditions(previous.conditions, [ready, certs, workers, connected, degraded.condition], generation, o.now),
+    conditions: setConditions(previous.conditions, [ready, certs, workers, connected, degraded.condition, overrides], generation, o.now),
     readyConnectors: new Set(connectors.map((c) => c.name)).size,
     connectors,
     mesh,
