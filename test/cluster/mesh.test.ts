@@ -11,6 +11,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { readFile, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import { LoadGenerator, type LoadSummary } from '../../cli/load-generator.js';
@@ -116,6 +117,13 @@ function load(): LoadGenerator {
   });
 }
 
+/** This host's first non-loopback IPv4 address. */
+function hostAddress(): string {
+  const a = Object.values(os.networkInterfaces()).flat().find((i) => i && i.family === 'IPv4' && !i.internal);
+  if (!a) throw new Error('this test needs a non-loopback IPv4 address on this host (a Cluster-side target is never loopback)');
+  return a.address;
+}
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Failures that happened after `at` ms from the load's start plus `afterMs`. */
@@ -128,12 +136,17 @@ beforeAll(async () => {
   dir = await tempDir('underpass-mesh-');
   for (const k of Object.keys(ports) as Array<keyof typeof ports>) ports[k] = await freePort();
   privateApp = await echoServer();
-  clusterApp = await echoServer();
-  operator = await startTestOperator(await operatorKubeconfig(env), 'op-mesh', { reportPort: ports.report, reportGraceMs: 1_000 });
+  // A Cluster-side target is never loopback (the worker pod itself; operator/cluster-targets.ts): the app
+  // listens on this host's own non-loopback address, which the operator is told to allow.
+  clusterApp = await echoServer(hostAddress());
+  operator = await startTestOperator(await operatorKubeconfig(env), 'op-mesh', {
+    reportPort: ports.report, reportGraceMs: 1_000,
+    extra: { clusterTargets: { namespaces: [], cidrs: [`${hostAddress()}/32`], clusterDomain: 'cluster.local' } },
+  });
   await env.kubectlOk(['apply', '-f', '-'], {
     input: `${tunnelConnection('dc1', NS, { replicas: 3, endpoint: { service: { type: 'ClusterIP' }, hosts: ['localhost'] } })}---\n`
       + `${applicationMapping('to-private', NS, { connection: 'dc1', target: { side: 'Connector', host: '127.0.0.1', port: privateApp.port }, listen: { port: ports.connectorSide } })}---\n`
-      + applicationMapping('to-cluster', NS, { connection: 'dc1', target: { side: 'Cluster', host: '127.0.0.1', port: clusterApp.port }, listen: { port: ports.clusterSide } }),
+      + applicationMapping('to-cluster', NS, { connection: 'dc1', target: { side: 'Cluster', host: hostAddress(), port: clusterApp.port }, listen: { port: ports.clusterSide } }),
   });
   await waitFor('worker ConfigMap and Secret', async () => (await env.kubectl(['get', 'configmap/dc1-worker', 'secret/dc1-worker-tls', '-n', NS])).code === 0, 20_000);
   pod = await PodFiles.start(path.join(dir, 'pod'), new Kube(loadKubeConfig(env.kubeconfig)), NS, 'dc1-worker', 'dc1-worker-tls');
