@@ -238,7 +238,8 @@ export class TunnelController {
     const ns = tc.metadata.namespace;
     const before = caches.deployments.get(names.deployment, ns);
     await applier.apply(desired.serviceAccount(tc), caches.serviceAccounts.get(names.serviceAccount, ns), 'serviceaccounts');
-    await applier.apply(desired.configMap(tc, mappings, options.channel), caches.configMaps.get(names.configMap, ns), 'configmaps');
+    // The admission list (revocations included) goes into the ConfigMap too: enforced from a worker's start.
+    await applier.apply(desired.configMap(tc, mappings, options.channel, this.#admission(tc)), caches.configMaps.get(names.configMap, ns), 'configmaps');
     const dep = await applier.apply(desired.deployment(tc, mappings, { workerImage: options.workerImage, ...(options.channel ? { channel: options.channel } : {}) }), before, 'deployments');
     await applier.apply(desired.tunnelService(tc), caches.services.get(names.tunnelService, ns), 'services');
     await applier.apply(desired.networkPolicy(tc, mappings), caches.networkPolicies.get(names.networkPolicy, ns), 'networkpolicies');

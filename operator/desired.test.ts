@@ -193,6 +193,16 @@ describe('the worker config', () => {
     });
     expect(desired.configMap(tc(), [], channel).data?.['operator-ca.crt']).toBe(channel?.caPem);
   });
+
+  it.each([
+    ['nothing revoked: no revoked field', {}, undefined],
+    ['revoked serials and names, deduplicated and sorted', { revokedSerials: ['B7', '5A0C', 'B7'], revokedConnectors: ['site-c'] }, { serials: ['5A0C', 'B7'], connectors: ['site-c'] }],
+    ['a revoked name alone', { revokedConnectors: ['site-c'] }, { serials: [], connectors: ['site-c'] }],
+  ])('carries what is revoked, so a worker refuses it from its start: %s', (_name, admission, revoked) => {
+    const config = YAML.parse(desired.workerConfigYaml(tc({ connectors: ['site-a'] }), [], undefined, admission));
+    expect(config.revoked).toEqual(revoked);
+    expect(config.connectors).toEqual(['site-a']);
+  });
 });
 
 describe('the OpenShift Route', () => {

@@ -14,7 +14,6 @@ import { errorMessage, UnderpassError } from '../tunnel/errors.js';
 import { MappingListeners } from '../tunnel/listeners.js';
 import { diffMappings, isEmptyDiff } from '../tunnel/mapping-diff.js';
 import type { Mapping } from '../tunnel/mapping.js';
-import { admissionFromList } from '../tunnel/admission.js';
 import { reportText, type SignAnswer, type SignRequest, type WorkerReport } from '../tunnel/operator-channel.js';
 import { TunnelMetrics } from '../tunnel/metrics.js';
 import { caId, certificateInfo, issuerIdIn, pemCertificates } from '../tunnel/pki.js';
@@ -23,7 +22,7 @@ import type { OpenRequest } from '../tunnel/open.js';
 import { readTlsFiles, TlsFileWatcher, type TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { VERSION } from '../tunnel/version.js';
 import { muxLimits } from '../tunnel/limits.js';
-import { AdmissionGate } from './admission-gate.js';
+import { AdmissionGate, admissionOfConfig } from './admission-gate.js';
 import { findWorkerMappingProblem, type WorkerConfig } from './config.js';
 import { ConfigWatcher } from './config-watcher.js';
 import { ConnectorSession } from './connector-session.js';
@@ -102,7 +101,7 @@ export class Worker {
     this.#overrides = deps.overrides ?? {};
     this.#registry = new SessionRegistry(config.instance);
     this.#admission = new AdmissionGate({
-      connection: this.#connection, instance: config.instance, initial: admissionFromList(config.connectors),
+      connection: this.#connection, instance: config.instance, initial: admissionOfConfig(config),
       log: this.#log, audit: this.#audit, registry: this.metrics.registry,
     });
     this.#reportMetrics = new ReportMetrics(this.metrics.registry);
@@ -270,6 +269,8 @@ export class Worker {
     if (needRestart.length > 0) {
       this.#log.warn({ fields: needRestart }, `config file changed ${needRestart.join(', ')}; those take effect after a restart (mappings apply now)`);
     }
+    // Revocations in the file apply whatever else the operator says (worker/admission-gate.ts).
+    this.#admission.fromFile(admissionOfConfig(next), this.#registry.all);
     if (this.#reporter) {
       if (!this.#ignoredFileMappingsLogged) {
         this.#ignoredFileMappingsLogged = true;
@@ -279,7 +280,6 @@ export class Worker {
       return;
     }
     this.#log.info({ file: next.file }, 'config file changed; applying mappings');
-    this.#admission.apply(admissionFromList(next.connectors), this.#registry.all, 'config file');
     await this.applyMappings(next.mappings);
   }
 
@@ -307,7 +307,7 @@ export class Worker {
    * while draining.
    */
   async #applyAnswer(answer: AppliedAnswer): Promise<void> {
-    if (answer.admission) this.#admission.apply(answer.admission, this.#registry.all, 'operator');
+    if (answer.admission) this.#admission.fromOperator(answer.admission, this.#registry.all);
     if (answer.mappings) await this.#applyDesired(answer.mappings);
   }
 
