@@ -31,6 +31,7 @@ import { OperatorReporter, type AppliedAnswer } from './reporter.js';
 import { RenewalForwarder } from './renewals.js';
 import { EnrollmentEndpoint } from './enrollment-endpoint.js';
 import { sessionDenied, wireSession, type SessionHost } from './session-events.js';
+import { SessionExpiry } from './session-expiry.js';
 import { SessionRegistry } from './session-registry.js';
 import { statusDocument, workerReport, type ListenerFailure, type WorkerSnapshot } from './status.js';
 import { TunnelServer, type AcceptedConnector } from './tunnel-server.js';
@@ -68,6 +69,7 @@ export class Worker {
   readonly #reportMetrics: ReportMetrics;
   readonly #renewals: RenewalForwarder;
   readonly #enrollment: EnrollmentEndpoint;
+  readonly #expiry: SessionExpiry;
   /** The CA certificates in tls.ca, pushed to connectors (they change while the CA rotates). */
   #trustPem: string | undefined;
   /** What the operator hears about them: CA ids, and the one that issued this worker's certificate. */
@@ -105,6 +107,7 @@ export class Worker {
       log: this.#log, audit: this.#audit, registry: this.metrics.registry,
     });
     this.#reportMetrics = new ReportMetrics(this.metrics.registry);
+    this.#expiry = new SessionExpiry({ registry: this.metrics.registry });
     this.#enrollment = new EnrollmentEndpoint({
       connection: this.#connection, instance: config.instance, log: this.#log, audit: this.#audit,
       trust: () => this.#trustPem,
@@ -348,6 +351,7 @@ export class Worker {
     });
     this.#registry.add(session);
     wireSession(this.#sessionHost, session);
+    this.#expiry.watch(session, accepted.certificateNotAfter);
   }
 
   #resolveClusterTarget(req: OpenRequest): Resolution {
