@@ -19,7 +19,7 @@ function setup() {
       return t;
     },
     clearTimer: (t) => {
-      (t as { cleared: boolean }).cleared = true;
+      (t as unknown as { cleared: boolean }).cleared = true;
     },
   });
   const refused: string[] = [];
