@@ -8,6 +8,8 @@ import YAML from 'yaml';
 import type { Admission } from '../tunnel/admission.js';
 import { parseDuration } from '../tunnel/duration.js';
 import type { Mapping } from '../tunnel/mapping.js';
+import { egressRuleFor, NAMESPACE_NAME_LABEL } from './cluster-targets.js';
+import type { MappingSources, ServedMapping } from './mapping-resolution.js';
 import { ADMIN_PORT, namesFor, ownedLabels, selectorLabels, TUNNEL_PORT } from './names.js';
 import type { TunnelConnection } from './types.js';
 
@@ -20,6 +22,45 @@ export interface BuildOptions {
   workerImage: string;
   channel?: OperatorChannel;
 }
+
+/**
+ * What the worker NetworkPolicy needs besides the mappings: who may reach the
+ * admin port, and where workers may connect to (the cluster admin's settings,
+ * operator flags; docs/operator.md).
+ */
+export interface WorkerNetwork {
+  /** The operator's namespace: its pods reach the workers' admin port; workers reach its report port. */
+  operatorNamespace: string;
+  /** Namespaces (besides the operator's) whose pods may reach the admin port: metrics scrapers. Unset: none. */
+  metricsNamespaces?: k8s.V1LabelSelector;
+  /** Worker egress; unset: not restricted (the policy has no Egress type). */
+  egress?: WorkerEgress;
+  /** Addresses of the Kubernetes API server (kept out of any wide egress rule; written into the worker config). */
+  apiServer: readonly string[];
+}
+
+export interface WorkerEgress {
+  /** Where cluster DNS answers (peers after DNAT: the DNS pods, or their addresses) and on which ports (UDP and TCP). */
+  dns: { to: k8s.V1NetworkPolicyPeer[]; ports: number[] };
+  /** The operator pods' report port (the channel); unset without the channel. */
+  report?: { podSelector: k8s.V1LabelSelector; port: number };
+}
+
+/** The label every operator pod carries (the chart's selector). */
+export const OPERATOR_POD_SELECTOR: k8s.V1LabelSelector = { matchLabels: { 'app.kubernetes.io/name': 'underpass-operator' } };
+
+/** Upstream kube-dns / CoreDNS: pods labelled k8s-app=kube-dns in kube-system, port 53. */
+export const DEFAULT_DNS_PEERS: k8s.V1NetworkPolicyPeer[] = [{
+  namespaceSelector: { matchLabels: { [NAMESPACE_NAME_LABEL]: 'kube-system' } },
+  podSelector: { matchLabels: { 'k8s-app': 'kube-dns' } },
+}];
+
+export const DEFAULT_WORKER_NETWORK: WorkerNetwork = {
+  operatorNamespace: 'underpass-system',
+  metricsNamespaces: { matchLabels: { 'underpass.dev/metrics-scraper': 'true' } },
+  egress: { dns: { to: DEFAULT_DNS_PEERS, ports: [53] } },
+  apiServer: [],
+};
 
 /** Where the pod mounts things; the worker config uses paths relative to its own folder. */
 const CONFIG_DIR = '/etc/underpass/config';
@@ -34,13 +75,14 @@ function meta(tc: TunnelConnection, name: string, extra: Partial<k8s.V1ObjectMet
 }
 
 /**
- * The worker's config file. `admission` is what the operator's answers carry
+ * The worker's config file. `apiServer`: addresses Cluster-side mappings may
+ * never dial. `admission` is what the operator's answers carry
  * (spec.connectors and what is revoked): written here too, so a worker that
  * starts while the operator is unreachable enforces it from its first
  * connection. Without it, spec.connectors alone. The file lives in the
  * ConfigMap, never in the pod template: a revocation rolls no worker.
  */
-export function workerConfigYaml(tc: TunnelConnection, mappings: readonly Mapping[], channel?: OperatorChannel, admission?: Admission): string {
+export function workerConfigYaml(tc: TunnelConnection, mappings: readonly Mapping[], channel?: OperatorChannel, apiServer: readonly string[] = [], admission?: Admission): string {
   const config: Record<string, unknown> = {
     connection: `${tc.metadata.namespace}/${tc.metadata.name}`,
     listen: `0.0.0.0:${TUNNEL_PORT}`,
@@ -61,11 +103,13 @@ export function workerConfigYaml(tc: TunnelConnection, mappings: readonly Mappin
   const serials = [...new Set(admission?.revokedSerials ?? [])].sort();
   const names = [...new Set(admission?.revokedConnectors ?? [])].sort();
   if (serials.length > 0 || names.length > 0) config.revoked = { serials, connectors: names };
+  // Tenants write these mappings: the pod's own loopback and the API server are never targets.
+  config.clusterTargets = { loopback: false, refuse: [...new Set(apiServer)].sort() };
   return `# Written by the Underpass operator for TunnelConnection ${tc.metadata.namespace}/${tc.metadata.name}; do not edit.\n${YAML.stringify(config)}`;
 }
 
-export function configMap(tc: TunnelConnection, mappings: readonly Mapping[], channel?: OperatorChannel, admission?: Admission): k8s.V1ConfigMap {
-  const data: Record<string, string> = { 'worker.yaml': workerConfigYaml(tc, mappings, channel, admission) };
+export function configMap(tc: TunnelConnection, mappings: readonly Mapping[], channel?: OperatorChannel, apiServer: readonly string[] = [], admission?: Admission): k8s.V1ConfigMap {
+  const data: Record<string, string> = { 'worker.yaml': workerConfigYaml(tc, mappings, channel, apiServer, admission) };
   if (channel) data['operator-ca.crt'] = channel.caPem;
   return { apiVersion: 'v1', kind: 'ConfigMap', metadata: meta(tc, namesFor(tc.metadata.name).configMap), data };
 }
@@ -171,28 +215,66 @@ export function appsService(tc: TunnelConnection, mappings: readonly Mapping[]):
 }
 
 /**
- * Worker pods accept: the tunnel port from anywhere (connectors are outside),
- * the admin port from inside the cluster, each mapping port from its
- * allowedSources (or the cluster when none). Everything else is dropped.
+ * The worker pods' NetworkPolicy. Ingress: the tunnel port from anywhere
+ * (connectors are outside the cluster); the admin port (/healthz, /readyz,
+ * /metrics) from the operator's namespace and the metrics namespaces only
+ * (kubelet probes come from the node, which NetworkPolicy never blocks); each
+ * Connector-side mapping port from its sources (mappingPeers). Egress, unless
+ * the cluster admin turned it off: DNS, the operator's report port, and the
+ * Cluster-side targets of the served mappings (cluster-targets.ts
+ * egressRuleFor). Everything else is dropped. The tunnel port is ingress only:
+ * connectors dial in, workers never dial out to them.
  */
-export function networkPolicy(tc: TunnelConnection, mappings: readonly Mapping[]): k8s.V1NetworkPolicy {
-  const inCluster: k8s.V1NetworkPolicyPeer[] = [{ namespaceSelector: {} }];
+export function networkPolicy(tc: TunnelConnection, served: readonly ServedMapping[], net: WorkerNetwork = DEFAULT_WORKER_NETWORK): k8s.V1NetworkPolicy {
+  const operatorNs: k8s.V1NetworkPolicyPeer = { namespaceSelector: { matchLabels: { [NAMESPACE_NAME_LABEL]: net.operatorNamespace } } };
   const ingress: k8s.V1NetworkPolicyIngressRule[] = [
     { ports: [{ port: TUNNEL_PORT, protocol: 'TCP' }] },
-    { ports: [{ port: ADMIN_PORT, protocol: 'TCP' }], _from: inCluster },
+    { ports: [{ port: ADMIN_PORT, protocol: 'TCP' }], _from: [operatorNs, ...(net.metricsNamespaces ? [{ namespaceSelector: net.metricsNamespaces }] : [])] },
   ];
-  for (const m of mappings.filter((x) => x.target.side === 'Connector')) {
-    ingress.push({
-      ports: [{ port: m.listen.port, protocol: 'TCP' }],
-      _from: m.allowedSources.length > 0 ? m.allowedSources.map((cidr) => ({ ipBlock: { cidr } })) : inCluster,
+  for (const s of served.filter((x) => x.mapping.target.side === 'Connector')) {
+    ingress.push({ ports: [{ port: s.mapping.listen.port, protocol: 'TCP' }], _from: mappingPeers(s.sources ?? { cidrs: s.mapping.allowedSources }) });
+  }
+  const spec: k8s.V1NetworkPolicySpec = { podSelector: { matchLabels: selectorLabels(tc.metadata.name) }, policyTypes: ['Ingress'], ingress };
+  if (net.egress) {
+    spec.policyTypes = ['Ingress', 'Egress'];
+    spec.egress = egressRules(served, net, net.egress);
+  }
+  return { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: meta(tc, namesFor(tc.metadata.name).networkPolicy), spec };
+}
+
+/**
+ * Who may reach a Connector-side listener: the listed and selected
+ * namespaces and the allowedSources blocks together; with neither, the pods
+ * of the mapping's own namespace (the policy's namespace) only.
+ */
+export function mappingPeers(sources: MappingSources): k8s.V1NetworkPolicyPeer[] {
+  const peers: k8s.V1NetworkPolicyPeer[] = [];
+  const names = [...new Set(sources.namespaces?.names ?? [])].sort();
+  if (names.length > 0) peers.push({ namespaceSelector: { matchExpressions: [{ key: NAMESPACE_NAME_LABEL, operator: 'In', values: names }] } });
+  if (sources.namespaces?.selector) peers.push({ namespaceSelector: sources.namespaces.selector });
+  for (const cidr of sources.cidrs) peers.push({ ipBlock: { cidr } });
+  return peers.length > 0 ? peers : [{ podSelector: {} }];
+}
+
+function egressRules(served: readonly ServedMapping[], net: WorkerNetwork, egress: WorkerEgress): k8s.V1NetworkPolicyEgressRule[] {
+  const rules: k8s.V1NetworkPolicyEgressRule[] = [
+    { to: egress.dns.to, ports: egress.dns.ports.flatMap((port) => [{ port, protocol: 'UDP' }, { port, protocol: 'TCP' }]) },
+  ];
+  if (egress.report) {
+    rules.push({
+      to: [{ namespaceSelector: { matchLabels: { [NAMESPACE_NAME_LABEL]: net.operatorNamespace } }, podSelector: egress.report.podSelector }],
+      ports: [{ port: egress.report.port, protocol: 'TCP' }],
     });
   }
-  return {
-    apiVersion: 'networking.k8s.io/v1',
-    kind: 'NetworkPolicy',
-    metadata: meta(tc, namesFor(tc.metadata.name).networkPolicy),
-    spec: { podSelector: { matchLabels: selectorLabels(tc.metadata.name) }, policyTypes: ['Ingress'], ingress },
-  };
+  const seen = new Set<string>();
+  for (const s of served) {
+    if (s.mapping.target.side !== 'Cluster' || !s.clusterTarget) continue;
+    const rule = egressRuleFor(s.clusterTarget, s.mapping.target.port, net.apiServer);
+    const key = JSON.stringify(rule);
+    if (!seen.has(key)) rules.push(rule);
+    seen.add(key);
+  }
+  return rules;
 }
 
 /** OpenShift Route with TLS passthrough: the worker terminates mutual TLS itself. */
