@@ -153,7 +153,7 @@ export async function underpassImage(cluster: LocalCluster): Promise<string> {
 
 interface PodJson {
   metadata: { name: string; namespace: string; uid: string; deletionTimestamp?: string };
-  spec: { containers: { name: string }[] };
+  spec: { containers: { name: string; image: string }[] };
   status: {
     phase?: string;
     podIP?: string;
@@ -219,6 +219,8 @@ export async function diagnose(cluster: LocalCluster, namespaces: string[], alwa
   for (const ns of namespaces) {
     if ((await cluster.kubectl(['get', 'namespace', ns])).code !== 0) continue;
     await section(`pods, services in ${ns}`, ['get', 'pods,services,endpointslices,networkpolicies,deployments', '-n', ns, '-o', 'wide']);
+    const ours = await cluster.kubectl(['get', 'tunnelconnections,applicationmappings', '-n', ns, '-o', 'yaml'], { timeoutMs: 20_000 });
+    if (ours.code === 0 && /kind: (TunnelConnection|ApplicationMapping)/.test(ours.stdout)) out.push(`----- Underpass objects in ${ns} -----\n${ours.stdout.trimEnd()}`);
     await section(`events in ${ns}`, ['get', 'events', '-n', ns, '--sort-by=.lastTimestamp']);
     let list: PodJson[] = [];
     try {

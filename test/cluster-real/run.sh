@@ -21,6 +21,9 @@ EOF
 case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 
 log() { printf '[test-cluster] %s\n' "$*" >&2; }
+# The pinned Node 24 (image/node.sh), as every make target: jest and bin/underpass run on it.
+PATH="$(bash "$ROOT/image/node.sh")${PATH:+:$PATH}"
+export PATH
 started=0
 t0=$SECONDS
 if [[ "$(id -u)" == 0 && "$(uname -s)" == Linux ]]; then
