@@ -448,7 +448,8 @@ suite('Underpass in the local cluster: Helm charts, restricted pods, both direct
     expect(left).toEqual([]);
     const clusterScoped = (await cluster.kubectlOk(['get', 'clusterroles,clusterrolebindings,validatingwebhookconfigurations,mutatingwebhookconfigurations,validatingadmissionpolicies,validatingadmissionpolicybindings,priorityclasses,customresourcedefinitions',
       '-o', 'jsonpath={range .items[*]}{.kind}/{.metadata.name} {.metadata.annotations.meta\\.helm\\.sh/release-name}{"\\n"}{end}'])).split('\n')
-      .filter((l) => /underpass/.test(l));
+      // Ours: the charts' releases, their names, our API group (the cluster's own "underpass:..." roles are not).
+      .filter((l) => /underpass-operator|underpass-connector|underpass\.dev| (underpass-operator|site-a)$/.test(l));
     // Helm installs the chart's crds/ but never deletes them (it would delete every
     // TunnelConnection with them): only the two CRDs may remain.
     expect(clusterScoped.map((l) => l.trim()).sort()).toEqual([
