@@ -46,7 +46,7 @@ describe('underpass connector', () => {
   it('without --config it says so (exit 2)', async () => {
     const r = await run('connector');
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain("required option '--config <file>' not specified");
+    expect(r.stderr).toContain('field "--config": either --config, or --worker with --token (enroll) or an enrolled --state-dir');
   });
 });
 

@@ -16,7 +16,7 @@ import {
 } from '../connector/bundle.js';
 import { apiErrorMessage, GROUP, statusCode, VERSION } from '../operator/api.js';
 import type { Kube } from '../operator/kube.js';
-import { namesFor } from '../operator/names.js';
+import { caSecretName } from '../operator/connection-ca.js';
 import { ConfigError, errorCode, UnderpassError } from '../tunnel/errors.js';
 import { connectorUri, dns1123LabelProblem, formatConnectionId, parseConnectionId, parseConnectorName, type ConnectionId } from '../tunnel/identity.js';
 import { certificateInfo, FileExistsError, issueConnectorCert, loadCA, writePemFiles, type PemKeyPair } from '../tunnel/pki.js';
@@ -40,6 +40,7 @@ interface BundleFlags {
   workerUrl?: string[];
   days: string;
   kubeconfig?: string;
+  operatorNamespace: string;
   force?: boolean;
 }
 
@@ -50,6 +51,8 @@ interface BundleRequest {
   workerUrls: string[];
   days: number;
   kubeconfig: string | undefined;
+  /** Where the operator keeps connection CAs (reading them is for cluster admins). */
+  operatorNamespace: string;
 }
 
 interface Io {
@@ -73,12 +76,14 @@ export function registerBundleCommand(connector: Command, options: BundleCommand
       + 'else wss://<first spec.endpoint.hosts>:<spec.endpoint.service.port>)', collect)
     .option('--days <n>', 'validity of the connector certificate in days', DEFAULT_DAYS)
     .option('--kubeconfig <file>', 'kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, or the in-cluster account)')
+    .option('--operator-namespace <ns>', 'namespace of the operator, where connection CAs are kept', 'underpass-system')
     .option('--force', 'overwrite existing files in --out')
     .addHelpText('after', `
-Reads, in the connection's namespace: the TunnelConnection (get), its ApplicationMappings (list; for
-the allow and bind lists written into connector.yaml, to review) and the CA Secret <name>-ca (get).
-Writes nothing to the cluster. Key material is written only to --out (key files mode 0600) or to the
---secret manifest.
+Reads, in the connection's namespace: the TunnelConnection (get) and its ApplicationMappings (list; for
+the allow and bind lists written into connector.yaml, to review); in the operator's namespace: the
+connection's CA Secret (get). Only cluster admins should read that Secret: it holds the CA key. Everyone
+else enrolls connectors with a one-time token ("underpass connector token"). Writes nothing to the
+cluster. Key material is written only to --out (key files mode 0600) or to the --secret manifest.
 
 Examples:
   $ underpass connector bundle --connection team-a/dc1 --name site-a --out ./site-a
@@ -107,14 +112,19 @@ function parseFlags(flags: BundleFlags): BundleRequest {
   } else {
     throw new ConfigError('say where the bundle goes: --out DIR writes files, --secret prints a Secret manifest', { field: '--out' });
   }
-  return { connection, name, target, workerUrls: parseWorkerUrlFlags(flags.workerUrl ?? []), days: Number(flags.days), kubeconfig: flags.kubeconfig };
+  const operatorNamespace = flags.operatorNamespace ?? 'underpass-system';
+  const nsProblem = dns1123LabelProblem(operatorNamespace);
+  if (nsProblem) throw new ConfigError(`namespace ${JSON.stringify(operatorNamespace)} ${nsProblem}`, { field: '--operator-namespace' });
+  return {
+    connection, name, target, workerUrls: parseWorkerUrlFlags(flags.workerUrl ?? []), days: Number(flags.days), kubeconfig: flags.kubeconfig, operatorNamespace,
+  };
 }
 
 async function runBundle(req: BundleRequest, io: Io): Promise<void> {
   if (req.target.kind === 'dir' && !req.target.force) await refuseExisting(req.target.dir, Object.values(bundleFileNames(req.name)));
   // Loaded here, not at start-up: every other command runs without the Kubernetes client.
   const { Kube, loadKubeConfig } = await import('../operator/kube.js');
-  const reader = new ConnectionReader(new Kube(kubeConfig(req.kubeconfig, loadKubeConfig)), req.connection);
+  const reader = new ConnectionReader(new Kube(kubeConfig(req.kubeconfig, loadKubeConfig)), req.connection, req.operatorNamespace);
   const tc = await reader.connection();
   // Both checks come before the CA key is read: a refused bundle never touches it.
   checkConnectorAllowed(req.name, tc, req.connection);
@@ -122,7 +132,8 @@ async function runBundle(req: BundleRequest, io: Io): Promise<void> {
   const mappings = await reader.mappings(io.stderr);
   const allow = suggestAllowRules(mappings, req.connection.name);
   const bind = suggestBindRules(mappings, req.connection.name);
-  const issued = await issue(req, await reader.ca());
+  const ca = await reader.ca(tc);
+  const issued = await issue(req, ca.pems, ca.where);
   const common = { name: req.name, connection: req.connection, workers, allow, bind, notAfter: issued.notAfter };
   const summary = `worker ${workers.join(', ')}; ${rulesSummary('allow', allow)}; ${rulesSummary('bind', bind)}; review both before starting it`;
 
@@ -164,9 +175,8 @@ interface Issued {
 }
 
 /** Checks that the Secret holds this connection's CA and issues the connector certificate from it. */
-async function issue(req: BundleRequest, caPems: PemKeyPair): Promise<Issued> {
+async function issue(req: BundleRequest, caPems: PemKeyPair, caSecret: string): Promise<Issued> {
   const id = formatConnectionId(req.connection);
-  const caSecret = `${req.connection.namespace}/${namesFor(req.connection.name).caSecret}`;
   const ca = await loadCA(caPems.certPem, caPems.keyPem).catch((err: unknown) => {
     throw new UnderpassError('ERR_BUNDLE_CA_INVALID', `the CA Secret ${caSecret} holds no usable CA: ${(err as Error).message}`, { cause: err });
   });
@@ -186,10 +196,12 @@ async function issue(req: BundleRequest, caPems: PemKeyPair): Promise<Issued> {
 class ConnectionReader {
   readonly #kube: Kube;
   readonly #id: ConnectionId;
+  readonly #operatorNamespace: string;
 
-  constructor(kube: Kube, id: ConnectionId) {
+  constructor(kube: Kube, id: ConnectionId, operatorNamespace: string) {
     this.#kube = kube;
     this.#id = id;
+    this.#operatorNamespace = operatorNamespace;
   }
 
   async connection(): Promise<ConnectionView> {
@@ -219,16 +231,22 @@ class ConnectionReader {
     }
   }
 
-  async ca(): Promise<PemKeyPair> {
-    const { namespace } = this.#id;
-    const name = namesFor(this.#id.name).caSecret;
+  /** The connection's CA, from the Secret the operator keeps in its own namespace (cluster admins only). */
+  async ca(tc: ConnectionView): Promise<{ pems: PemKeyPair; where: string }> {
+    const namespace = this.#operatorNamespace;
+    const name = caSecretName({ metadata: { namespace: this.#id.namespace, name: this.#id.name, uid: tc.metadata?.uid ?? '' } });
     let secret: k8s.V1Secret;
     try {
       secret = await this.#kube.core.readNamespacedSecret({ name, namespace });
     } catch (err) {
       if (statusCode(err) === 404) {
         throw new UnderpassError('ERR_BUNDLE_NO_CA',
-          `connection ${formatConnectionId(this.#id)} has no CA Secret ${namespace}/${name}; is the operator running and the TunnelConnection created?`, { cause: err });
+          `connection ${formatConnectionId(this.#id)} has no CA Secret ${namespace}/${name}; is the operator running (in namespace ${namespace}: --operator-namespace) and the TunnelConnection created?`, { cause: err });
+      }
+      if (statusCode(err) === 403) {
+        throw new UnderpassError('ERR_BUNDLE_FORBIDDEN',
+          `not allowed to get the CA Secret ${namespace}/${name}: ${apiErrorMessage(err)}; connection CAs are kept in the operator's namespace and only `
+            + `cluster admins should read them. Enroll the connector with a one-time token instead: underpass connector token --connection ${formatConnectionId(this.#id)} --name <name>`, { cause: err });
       }
       throw this.#apiError(err, `the CA Secret ${namespace}/${name}`, 'get', 'secrets');
     }
@@ -237,7 +255,7 @@ class ConnectionReader {
       if (!value) throw new UnderpassError('ERR_BUNDLE_CA_INVALID', `the CA Secret ${namespace}/${name} has no ${key}`);
       return Buffer.from(value, 'base64').toString('utf8');
     };
-    return { certPem: field('ca.crt'), keyPem: field('ca.key') };
+    return { pems: { certPem: field('ca.crt'), keyPem: field('ca.key') }, where: `${namespace}/${name}` };
   }
 
   #apiError(err: unknown, what: string, verb: string, resource: string): UnderpassError {
@@ -245,8 +263,8 @@ class ConnectionReader {
     if (statusCode(err) === 403) {
       return new UnderpassError('ERR_BUNDLE_FORBIDDEN',
         `not allowed to ${verb} ${what}: ${apiErrorMessage(err)}; it needs "${verb}" on ${resource} in namespace ${namespace} `
-          + `(all it reads there: get tunnelconnections.underpass.dev ${this.#id.name}, get secrets ${namesFor(this.#id.name).caSecret}, `
-          + 'list applicationmappings.underpass.dev [optional])', { cause: err });
+          + `(all it reads there: get tunnelconnections.underpass.dev ${this.#id.name}, list applicationmappings.underpass.dev [optional]; `
+          + `and the connection's CA Secret in namespace ${this.#operatorNamespace})`, { cause: err });
     }
     const server = this.#kube.kc.getCurrentCluster()?.server ?? 'the Kubernetes API';
     return new UnderpassError('ERR_BUNDLE_API', `cannot ${verb} ${what} from ${server}: ${apiErrorMessage(err)}`, { cause: err });

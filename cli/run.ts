@@ -4,18 +4,25 @@
  * SIGINT, then drain. A second signal stops at once.
  */
 import type { Command } from 'commander';
-import { loadConnectorConfig } from '../connector/config.js';
+import { X509Certificate } from 'node:crypto';
+import { access, readFile } from 'node:fs/promises';
+import { loadConnectorConfig, parseConnectorConfig, type ConnectorConfig } from '../connector/config.js';
+import { enroll } from '../connector/enroll.js';
+import { StateSecret } from '../connector/state-secret.js';
+import { readToken } from '../tunnel/enrollment-token.js';
+import { identityFromCertificate } from '../tunnel/identity.js';
 import { Connector } from '../connector/connector.js';
 import { AuditLog } from '../tunnel/audit.js';
-import { ConfigError } from '../tunnel/errors.js';
+import { ConfigError, errorCode } from '../tunnel/errors.js';
 import { createLogger, type Logger } from '../tunnel/log.js';
 import { LOG_LEVELS } from '../tunnel/config-load.js';
+import { flushLineLimiters } from '../tunnel/log-limit.js';
 import { loadWorkerConfig } from '../worker/config.js';
 import { Worker, type WorkerOverrides } from '../worker/worker.js';
 import { parseHostPort } from '../tunnel/address.js';
 
 interface RunFlags {
-  config: string;
+  config?: string;
   logLevel?: string;
   listen?: string;
   admin?: string;
@@ -50,12 +57,13 @@ Example:
         ...(flags.admin ? { admin: parseHostPort(flags.admin, '--admin') } : {}),
         ...(flags.instance ? { instance: flags.instance } : {}),
       };
-      const config = { ...(await loadWorkerConfig(flags.config)), ...overrides };
+      const config = { ...(await loadWorkerConfig(flags.config!)), ...overrides };
       const logger = createLogger('worker', { level: level(flags, config.log.level) });
       const audit = AuditLog.open(config.audit?.file);
       const worker = new Worker(config, { logger, audit, overrides });
       await worker.start();
       await untilSignal(worker, config.drainTimeoutMs, logger);
+      flushLineLimiters(); // summaries of lines a peer provoked in the last interval
       await audit.close();
     });
 
@@ -67,7 +75,14 @@ Example:
   connectorCommand
     .command('run', { isDefault: true })
     .description('run a connector: dial out to the workers, dial targets the mappings name and the local allow-list permits')
-    .requiredOption('--config <file>', 'connector config file (YAML); see docs/configuration.md')
+    .option('--config <file>', 'connector config file (YAML); see docs/configuration.md')
+    .option('--token <token>', 'one-time enrollment token (underpass connector token): enroll into --state-dir if it holds no certificate yet')
+    .option('--token-file <file>', 'the same, read from a file')
+    .option('--worker <url>', 'wss:// URL of a worker (repeat for several); without --config', collectFlag)
+    .option('--state-dir <dir>', 'where the connector keeps its key, certificate and CA (without --config; default ./underpass-state)')
+    .option('--allow <rule>', 'allow rule (repeat); without --config', collectFlag)
+    .option('--bind <rule>', 'bind rule (repeat); without --config', collectFlag)
+    .option('--admin <host:port>', 'admin endpoint (without --config)')
     .option('--log-level <level>', `override log.level (${LOG_LEVELS.join(', ')})`)
     .addHelpText('after', `
 The connector only dials out; it needs no inbound port. It dials only the targets its \`allow\` list permits
@@ -76,19 +91,114 @@ target but loopback, link-local and metadata addresses). Mappings outside them a
 worker, and logged with the rule to add. It reconnects with jittered exponential backoff (capped by reconnect.maxDelay, default 30s).
 "underpass connector --config F" is short for "underpass connector run --config F".
 
-Example:
-  $ underpass pki connector --dir ./pki --name dc1-a
+With a one-time token instead of certificate files, it makes its own key pair and enrolls through the
+worker's address (the key never leaves this host), keeps everything in --state-dir (or "state:" in the
+config) and renews its certificate there by itself; a restart does not enroll again.
+
+Examples:
+  $ underpass connector --token "$(cat token)" --worker wss://tunnel.example.com:443 --state-dir /var/lib/underpass --allow db.internal:5432
   $ underpass connector --config ./connector.yaml`)
-    .action(async (flags: RunFlags) => {
-      const config = await loadConnectorConfig(flags.config);
+    .action(async (flags: ConnectorFlags) => {
+      const config = await connectorConfig(flags);
       const logger = createLogger('connector', { level: level(flags, config.log.level) });
+      await ensureEnrolled(config, await tokenOf(flags, config), logger);
       const audit = AuditLog.open(config.audit?.file);
       const connector = new Connector(config, { logger, audit });
       await connector.start();
       await untilSignal(connector, config.drainTimeoutMs, logger);
+      flushLineLimiters(); // summaries of lines a peer provoked in the last interval
       await audit.close();
     });
   return { connector: connectorCommand };
+}
+
+interface ConnectorFlags extends RunFlags {
+  token?: string;
+  tokenFile?: string;
+  worker?: string[];
+  stateDir?: string;
+  allow?: string[];
+  bind?: string[];
+}
+
+function collectFlag(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+/** The config file, or one made from the flags (name from the token). */
+async function connectorConfig(flags: ConnectorFlags): Promise<ConnectorConfig> {
+  if (flags.config) {
+    for (const f of ['worker', 'stateDir', 'allow', 'bind', 'admin'] as const) {
+      if (flags[f] !== undefined) throw new ConfigError('only without --config (put it in the config file)', { field: `--${f.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}` });
+    }
+    return loadConnectorConfig(flags.config);
+  }
+  if (!flags.worker?.length) throw new ConfigError('either --config, or --worker with --token (enroll) or an enrolled --state-dir', { field: '--config' });
+  const token = await tokenOf(flags, undefined);
+  const raw: Record<string, unknown> = {
+    worker: flags.worker,
+    state: flags.stateDir ?? 'underpass-state',
+    ...(flags.allow ? { allow: flags.allow } : {}),
+    bind: flags.bind ?? [],
+    ...(flags.admin ? { admin: flags.admin } : {}),
+  };
+  raw.name = token ? asFlag('--token', () => readToken(token).connector) : await nameFromState(String(raw.state));
+  return parseConnectorConfig(raw, `${process.cwd()}/(flags)`);
+}
+
+async function tokenOf(flags: ConnectorFlags, config: ConnectorConfig | undefined): Promise<string | undefined> {
+  if (flags.token && flags.tokenFile) throw new ConfigError('give --token or --token-file, not both', { field: '--token' });
+  if (flags.token) return flags.token.trim();
+  const file = flags.tokenFile ?? config?.enroll?.tokenFile;
+  if (file) {
+    try {
+      return (await readFile(file, 'utf8')).trim();
+    } catch (err) {
+      throw new ConfigError(`cannot read ${file}: ${(err as Error).message}`, { field: flags.tokenFile ? '--token-file' : 'enroll.tokenFile' });
+    }
+  }
+  return config?.enroll?.token;
+}
+
+/** The connector name in an enrolled state directory (its certificate), for a restart without the token. */
+async function nameFromState(dir: string): Promise<string> {
+  try {
+    const id = identityFromCertificate(new X509Certificate(await readFile(`${dir}/tls.crt`)), { role: 'connector' });
+    return id.name ?? '';
+  } catch (err) {
+    throw new ConfigError(`${dir} holds no enrolled certificate (${(err as Error).message}); pass --token to enroll`, { field: '--state-dir' });
+  }
+}
+
+/** With a state directory: enroll first if it holds no certificate (a restart with one does not enroll again). */
+async function ensureEnrolled(config: ConnectorConfig, token: string | undefined, logger: Logger): Promise<void> {
+  if (!config.state) return;
+  const secret = config.stateSecret ? new StateSecret({ ...config.stateSecret, files: config.tls, log: logger }) : undefined;
+  if (secret && await secret.restore()) return;
+  const enrolled = await access(config.tls.cert).then(() => true, () => false);
+  if (enrolled) return;
+  if (!token) throw new ConfigError(`${config.state} holds no certificate yet and no enrollment token was given (--token, --token-file or enroll: in the config)`, { field: 'state' });
+  try {
+    await enroll({ token, workers: config.workers, files: config.tls, name: config.name, log: logger });
+  } catch (err) {
+    // Another replica of the same connector enrolled with this token first: take what it saved.
+    if (!secret || !/^TOKEN_(USED|UNKNOWN)$/.test(errorCode(err) ?? '')) throw err;
+    logger.info(`the token was used already (another replica?); waiting for ${secret.where} to hold the certificate`);
+    for (let waited = 0; waited < 60_000; waited += 2_000) {
+      if (await secret.restore()) return;
+      await new Promise((r) => setTimeout(r, 2_000));
+    }
+    throw err;
+  }
+  await secret?.save();
+}
+
+function asFlag<T>(field: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw new ConfigError((err as Error).message, { field }, { cause: err });
+  }
 }
 
 function level(flags: RunFlags, fromConfig: string): string {

@@ -19,6 +19,7 @@ import { parseWorkerUrl } from './config.js';
 
 /** The parts of a TunnelConnection the bundle reads (the API object may lack any of them). */
 export interface ConnectionView {
+  metadata?: { uid?: string };
   spec?: {
     endpoint?: { hosts?: string[]; service?: { port?: number } };
     connectors?: string[];

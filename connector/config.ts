@@ -7,6 +7,12 @@
  *   allow: ["127.0.0.1:5432", "10.0.0.0/8:443", "*.corp.example:5432"]
  *   bind: ["127.0.0.1:18080"]             # listeners for Cluster-side mappings
  *
+ * Or, instead of `tls`, a state directory the connector manages itself
+ * (enrolled with a one-time token, renewed in place):
+ *
+ *   state: /var/lib/underpass              # tls.crt, tls.key, ca.crt live here
+ *   enroll: {tokenFile: /etc/underpass/token}   # used only while state holds no certificate
+ *
  * Parsed once into a ConnectorConfig; unknown fields at any level are errors.
  * Default deny on both lists: no `allow` dials nothing (unless `allowAll:
  * true`), no `bind` opens no listener.
@@ -29,6 +35,12 @@ export interface ConnectorConfig {
   name: string;
   workers: URL[];
   tls: TlsFiles;
+  /** The state directory, when the connector manages its certificate itself (tls points into it). */
+  state?: string;
+  /** How to enroll while the state directory holds no certificate. */
+  enroll?: { token?: string; tokenFile?: string };
+  /** In a pod: a Secret that keeps the state directory across restarts (connector/state-secret.ts). */
+  stateSecret?: { name: string; namespace?: string; kubeconfig?: string };
   /** What Connector-side targets may be dialled: `allow` and `allowAll` (default: nothing). */
   dial: DialPolicy;
   /** The allow rules, canonical, for logs and /status. */
@@ -113,7 +125,14 @@ function rulesSchema(parse: (s: string) => AllowRule) {
 const connectorSchema = strictObject({
   name: nameSchema,
   worker: workersSchema,
-  tls: tlsSchema,
+  tls: tlsSchema.optional(),
+  state: z.string().min(1, 'must be a directory').optional(),
+  enroll: strictObject({ token: z.string().min(1).max(4096).optional(), tokenFile: z.string().min(1).optional() }).optional(),
+  stateSecret: strictObject({
+    name: z.string().min(1).max(253).regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'must be a Secret name'),
+    namespace: nameSchema.optional(),
+    kubeconfig: z.string().min(1).optional(),
+  }).optional(),
   allow: rulesSchema((s) => parseAllowRule(s)).optional(),
   allowAll: z.boolean({ error: 'must be true or false' }).default(false),
   bind: rulesSchema(parseBindRule).default([]),
@@ -128,13 +147,25 @@ const connectorSchema = strictObject({
 
 export function parseConnectorConfig(raw: unknown, file: string): ConnectorConfig {
   const c = parseConfig(connectorSchema, raw, file);
+  if (!c.tls === !c.state) {
+    throw new ConfigError(c.tls ? 'give either tls (files you manage) or state (a directory the connector manages), not both'
+      : 'missing: tls (certificate files) or state (a directory the connector enrolls into with a token and renews in)', { file, field: c.tls ? 'state' : 'tls' });
+  }
+  if (c.enroll && !c.state) throw new ConfigError('enroll needs state: the directory the enrolled certificate is kept in', { file, field: 'enroll' });
+  if (c.stateSecret && !c.state) throw new ConfigError('stateSecret needs state: the directory it keeps', { file, field: 'stateSecret' });
+  if (c.enroll && !c.enroll.token === !c.enroll.tokenFile) throw new ConfigError('give exactly one of token and tokenFile', { file, field: 'enroll' });
+  const state = c.state ? resolveFrom(file, c.state) : undefined;
+  const tls = state ? { cert: `${state}/tls.crt`, key: `${state}/tls.key`, ca: `${state}/ca.crt` } : resolveTlsFiles(file, c.tls!);
   const allow = new AllowList(c.allow ?? []);
   const bind = new BindList(c.bind);
   const config: ConnectorConfig = {
     file,
     name: c.name,
     workers: c.worker,
-    tls: resolveTlsFiles(file, c.tls),
+    tls,
+    ...(state ? { state } : {}),
+    ...(c.stateSecret ? { stateSecret: { name: c.stateSecret.name, ...(c.stateSecret.namespace ? { namespace: c.stateSecret.namespace } : {}), ...(c.stateSecret.kubeconfig ? { kubeconfig: resolveFrom(file, c.stateSecret.kubeconfig) } : {}) } } : {}),
+    ...(c.enroll ? { enroll: { ...(c.enroll.token ? { token: c.enroll.token } : {}), ...(c.enroll.tokenFile ? { tokenFile: resolveFrom(file, c.enroll.tokenFile) } : {}) } } : {}),
     keepalive: c.keepalive,
     reconnect: c.reconnect,
     drainTimeoutMs: c.drainTimeout,
@@ -153,6 +184,7 @@ export function parseConnectorConfig(raw: unknown, file: string): ConnectorConfi
 
 export async function loadConnectorConfig(file: string): Promise<ConnectorConfig> {
   const config = parseConnectorConfig(loadYamlFile(file), file);
-  await checkTlsFiles(file, config.tls);
+  // A state directory may be empty until the connector enrolls.
+  if (!config.state) await checkTlsFiles(file, config.tls);
   return config;
 }

@@ -5,6 +5,7 @@
  * host for Cluster-side mappings (only where the local bind list permits).
  * Never accepts inbound tunnel connections.
  */
+import { X509Certificate } from 'node:crypto';
 import dns from 'node:dns/promises';
 import net from 'node:net';
 import type { Logger } from 'pino';
@@ -12,19 +13,23 @@ import { AdminServer } from '../tunnel/admin.js';
 import type { AuditLog } from '../tunnel/audit.js';
 import { formatHostPort } from '../tunnel/address.js';
 import type { ConfigMessage, MappingStatusEntry } from '../tunnel/control.js';
-import { errorMessage } from '../tunnel/errors.js';
+import { errorMessage, UnderpassError } from '../tunnel/errors.js';
 import { MappingListeners } from '../tunnel/listeners.js';
 import type { Mapping } from '../tunnel/mapping.js';
 import { muxLimits } from '../tunnel/limits.js';
 import type { DialDecision, Lookup } from '../tunnel/policy.js';
 import { TunnelMetrics } from '../tunnel/metrics.js';
 import type { OpenRequest } from '../tunnel/open.js';
-import { certificateInfo } from '../tunnel/pki.js';
+import { certificateInfo, connectionFromCA, pemCertificates } from '../tunnel/pki.js';
+import { identityFromCertificate } from '../tunnel/identity.js';
 import { carryClient, serveStream, type Carrier, type FlowEnv, type Resolution } from '../tunnel/stream-flow.js';
 import type { TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { VERSION } from '../tunnel/version.js';
 import type { ConnectorConfig } from './config.js';
 import { WorkerLink } from './link.js';
+import { Credentials } from './credentials.js';
+import { CertificateRenewer } from './renewer.js';
+import { StateSecret } from './state-secret.js';
 
 export interface ConnectorDeps {
   logger: Logger;
@@ -45,6 +50,8 @@ export class Connector {
   readonly #lookup: Lookup;
   readonly metrics: TunnelMetrics;
   readonly #links: WorkerLink[];
+  readonly #credentials: Credentials;
+  readonly #renewer: CertificateRenewer;
   readonly #listeners: MappingListeners;
   readonly #abort = new AbortController();
   #mappings = new Map<string, Mapping>();
@@ -66,10 +73,15 @@ export class Connector {
       where: 'connector',
       onConnection: (mapping, socket) => carryClient(this.#env(), mapping, socket, this.#candidates(), { self: { connector: config.name, worker: '' } }),
     });
+    this.#credentials = new Credentials(config.tls, this.#log);
+    if (config.stateSecret) {
+      const secret = new StateSecret({ ...config.stateSecret, files: config.tls, log: this.#log });
+      this.#credentials.onPersisted = () => secret.save();
+    }
     this.#links = config.workers.map((url) => {
       const link = new WorkerLink(url, {
         name: config.name,
-        tls: config.tls,
+        credentials: () => this.#credentials.material(),
         mux: { keepaliveIntervalMs: config.keepalive.intervalMs, keepaliveTimeoutMs: config.keepalive.timeoutMs, ...muxLimits(config.limits) },
         reconnect: config.reconnect,
         logger: this.#log,
@@ -89,11 +101,13 @@ export class Connector {
         });
       });
       link.on('config', (msg) => void this.#applyConfig(link, msg));
+      link.on('trust', (ca) => void this.#trust(ca));
       link.on('stream', (channel) => {
         serveStream(this.#env(), { connector: config.name, worker: link.welcome?.worker.instance ?? url.host }, channel, (req) => this.#resolveTarget(req));
       });
       return link;
     });
+    this.#renewer = new CertificateRenewer({ name: config.name, credentials: this.#credentials, links: this.#links, log: this.#log, registry: this.metrics.registry });
   }
 
   async start(): Promise<{ admin?: net.AddressInfo }> {
@@ -105,7 +119,7 @@ export class Connector {
       admin = await this.#admin.listen(c.admin);
     }
     this.#log.info({ workers: c.workers.map((u) => u.href), version: VERSION }, `connector "${c.name}" starting; dialling ${c.workers.map((u) => u.href).join(', ')}`);
-    this.#runs = this.#links.map((l) => l.run(this.#abort.signal));
+    this.#runs = [...this.#links.map((l) => l.run(this.#abort.signal)), this.#renewer.run(this.#abort.signal)];
     return admin ? { admin } : {};
   }
 
@@ -253,6 +267,36 @@ export class Connector {
     });
   }
 
+  /**
+   * The CA certificates the worker says to trust (they change while the
+   * connection's CA rotates). The first is the one that signs now: a
+   * certificate from another is renewed at once.
+   */
+  async #trust(caPem: string): Promise<void> {
+    try {
+      // A worker of this connection may tell us the connection's CAs, and nothing else.
+      const mine0 = this.#credentials.current ?? await this.#credentials.material();
+      const own = identityFromCertificate(new X509Certificate(mine0.cert));
+      const cas = pemCertificates(caPem);
+      if (cas.length === 0) throw new UnderpassError('ERR_TRUST', 'no CA certificate in it');
+      for (const pem of cas) {
+        const c = connectionFromCA(pem);
+        if (c.namespace !== own.namespace || c.name !== own.connection) {
+          throw new UnderpassError('ERR_TRUST', `it holds a CA of connection ${c.namespace}/${c.name}, not ${own.namespace}/${own.connection}`);
+        }
+      }
+      await this.#credentials.trust(caPem);
+      const signer = firstCertificate(caPem);
+      const mine = this.#credentials.current;
+      if (signer && mine && !new X509Certificate(mine.cert).checkIssued(signer)) {
+        this.#log.info('the connection\'s CA changed: renewing this connector\'s certificate now');
+        this.#renewer.renewSoon();
+      }
+    } catch (err) {
+      this.#log.warn({ err: errorMessage(err) }, `cannot use the CA certificates the worker sent: ${errorMessage(err)}`);
+    }
+  }
+
   #recordCertificate(m: TlsMaterial): void {
     try {
       this.metrics.certExpiry.set({ certificate: 'connector' }, certificateInfo(m.cert.toString()).notAfter.getTime() / 1000);
@@ -267,4 +311,10 @@ function mappingStatus(m: Mapping, d: DialDecision): MappingStatusEntry {
   return d.reason === 'NotAllowed'
     ? { name: m.name, state: 'Refused', reason: 'NotAllowed', message: d.message }
     : { name: m.name, state: 'Failed', reason: 'ResolveFailed', message: d.message };
+}
+
+/** The first certificate of a PEM bundle. */
+function firstCertificate(pem: string): X509Certificate | undefined {
+  const m = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(pem);
+  return m ? new X509Certificate(m[0]) : undefined;
 }

@@ -6,6 +6,7 @@
  * session; a worker's GoAway starts a new connection at once while the old
  * session drains.
  */
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import os from 'node:os';
 import type { Logger } from 'pino';
@@ -17,7 +18,7 @@ import type { TunnelMetrics } from '../tunnel/metrics.js';
 import type { MuxConfig } from '../tunnel/mux/config.js';
 import { Session } from '../tunnel/mux/session.js';
 import type { Channel } from '../tunnel/mux/channel.js';
-import { readTlsFiles, type TlsFiles, type TlsMaterial } from '../tunnel/transport/tls-files.js';
+import type { TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { connectWebSocket, type WebSocketStream } from '../tunnel/transport/websocket.js';
 import { VERSION } from '../tunnel/version.js';
 import { workerIdentityCheck } from './worker-identity.js';
@@ -28,7 +29,8 @@ const HEALTHY_AFTER_MS = 5_000;
 
 export interface LinkOptions {
   name: string;
-  tls: TlsFiles;
+  /** The certificate, key and CAs for the next connection (connector/credentials.ts). */
+  credentials: () => Promise<TlsMaterial>;
   mux: Partial<MuxConfig>;
   reconnect: { initialDelayMs: number; maxDelayMs: number };
   logger: Logger;
@@ -41,7 +43,15 @@ export interface LinkEvents {
   down: [err: Error | undefined];
   config: [config: ConfigMessage];
   stream: [channel: Channel];
+  /** The worker pushed the CA certificates to trust. */
+  trust: [caPem: string];
 }
+
+/** How long the worker has to answer 'retire' before the old session gets GoAway anyway. */
+const RETIRE_ANSWER_MS = 2_000;
+
+/** Why a session's wait ended: the session's own end, or a renewal asking for a new one. */
+const CYCLE = Symbol('cycle');
 
 export class WorkerLink extends EventEmitter<LinkEvents> {
   readonly url: URL;
@@ -53,6 +63,12 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
   /** Every session still open, including ones draining after a GoAway. */
   readonly #sessions = new Set<Session>();
   readonly #controls = new WeakMap<Session, ControlChannel>();
+  /** Renewals waiting for the worker's answer, by id. */
+  readonly #renewals = new Map<string, { resolve: (a: { certificate: string; ca: string }) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  #cycle: (() => void) | undefined;
+  #cycleDrainMs = 30_000;
+  /** A session a renewal replaced, waiting for its successor before it drains. */
+  #retiring: { session: Session; control: ControlChannel; worker: string } | undefined;
   lastError: string | undefined;
 
   constructor(url: URL, opts: LinkOptions) {
@@ -80,13 +96,84 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
     this.#current?.control.send({ type: 'mapping-status', revision, mappings: fitMappingStatus(mappings) });
   }
 
+  /**
+   * Sends a certificate signing request over the current session and waits
+   * for the worker's answer (the operator signs). Rejects with the coded
+   * reason of a `renew-failed`, or after `timeoutMs`.
+   */
+  renew(csrPem: string, timeoutMs: number): Promise<{ certificate: string; ca: string }> {
+    const current = this.#current;
+    if (!current || current.session.isClosed) return Promise.reject(new UnderpassError('ERR_NOT_CONNECTED', `no session with ${this.url.href}`));
+    const id = randomUUID();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#renewals.delete(id);
+        reject(new UnderpassError('ERR_RENEWAL_TIMEOUT', `no answer to the renewal within ${timeoutMs} ms`));
+      }, timeoutMs);
+      timer.unref();
+      this.#renewals.set(id, { resolve, reject, timer });
+      current.control.send({ type: 'renew', id, csr: csrPem });
+    });
+  }
+
+  /**
+   * Moves to a new session (with the credentials in force now) without
+   * dropping streams: a new connection is made at once, and the current
+   * session gets GoAway, so no new stream starts on it, and drains.
+   */
+  cycle(drainMs: number): void {
+    this.#cycleDrainMs = drainMs;
+    this.#cycle?.();
+  }
+
+  /**
+   * The session a renewal replaced, once its successor is up: GoAway (no new
+   * streams on it), then it drains. Its open streams finish, or end when its
+   * certificate expires (the drain time given to cycle()).
+   */
+  #retire(): void {
+    const old = this.#retiring;
+    if (!old) return;
+    this.#retiring = undefined;
+    const drainMs = this.#cycleDrainMs;
+    this.#log.info({ worker: old.worker, drainMs }, `renewed certificate in use: the previous session with worker ${old.worker} drains (up to ${drainMs} ms)`);
+    // First the worker stops opening streams here ('retire', answered 'retired'), then GoAway:
+    // a stream the worker opened while our GoAway was on its way would be refused.
+    let sent = false;
+    const goAway = (): void => {
+      if (sent) return;
+      sent = true;
+      clearTimeout(timer);
+      old.session.goAway();
+      old.control.close();
+      void old.session.drain(drainMs);
+    };
+    const timer = setTimeout(goAway, RETIRE_ANSWER_MS); // an older worker does not answer
+    timer.unref();
+    old.control.on('message', (msg) => {
+      if (msg.type === 'retired') goAway();
+    });
+    old.control.send({ type: 'retire' });
+    this.emit('down', new UnderpassError('CERTIFICATE_RENEWED', 'replaced by a session with the renewed certificate; draining'));
+  }
+
+  #settleRenewal(id: string, result: { certificate: string; ca: string } | Error): void {
+    const pending = this.#renewals.get(id);
+    if (!pending) return;
+    this.#renewals.delete(id);
+    clearTimeout(pending.timer);
+    if (result instanceof Error) pending.reject(result);
+    else pending.resolve(result);
+  }
+
   /** Runs until `signal` aborts. */
   async run(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
       const started = Date.now();
-      let handshook = false;
+      let handshook: boolean | typeof CYCLE = false;
       try {
         handshook = await this.#connectOnce(signal);
+        if (handshook === CYCLE) continue; // a renewal: connect again at once, the old session drains
       } catch (err) {
         this.lastError = errorMessage(err);
         this.#log.warn({ err: this.lastError, code: (err as { code?: string }).code }, `cannot connect to ${this.url.href}: ${this.lastError}`);
@@ -113,9 +200,13 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
     this.#sessions.delete(session);
   }
 
-  /** One connection: resolves when its session ends or the worker says GoAway. Returns whether the handshake completed. */
-  async #connectOnce(signal: AbortSignal): Promise<boolean> {
-    const tls = await readTlsFiles(this.#opts.tls);
+  /**
+   * One connection: resolves when its session ends or the worker says GoAway
+   * (whether the handshake completed), or CYCLE when a renewal asked for a
+   * new session.
+   */
+  async #connectOnce(signal: AbortSignal): Promise<boolean | typeof CYCLE> {
+    const tls = await this.#opts.credentials();
     this.#opts.onTls?.(tls);
     const ws = await this.#dial(tls, signal);
     const session = new Session(ws, { client: true, config: this.#opts.mux });
@@ -133,6 +224,9 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
     let early: ConfigMessage | undefined;
     control.on('message', (msg) => {
       if (msg.type === 'error') this.#log.error({ code: msg.code }, `worker reported: ${msg.message}`);
+      if (msg.type === 'renewed') return this.#settleRenewal(msg.id, { certificate: msg.certificate, ca: msg.ca });
+      if (msg.type === 'renew-failed') return this.#settleRenewal(msg.id, new UnderpassError(msg.code, msg.message));
+      if (msg.type === 'trust') return void this.emit('trust', msg.ca);
       if (msg.type !== 'config') return;
       if (this.#current?.control === control) this.emit('config', msg);
       else early = msg;
@@ -148,23 +242,31 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
     }
     this.#current = { session, control, welcome };
     this.#controls.set(session, control);
+    this.#retire();
     this.lastError = undefined;
     this.#log.info({ worker: welcome.worker.instance, session: welcome.session, workerVersion: welcome.worker.version },
       `connected to worker ${welcome.worker.instance} of connection ${welcome.connection} at ${this.url.href}`);
     this.emit('up', welcome);
     if (early) this.emit('config', early);
-    const ended = await new Promise<Error | undefined>((resolve) => {
+    const ended = await new Promise<Error | undefined | typeof CYCLE>((resolve) => {
       session.once('close', resolve);
       session.once('goaway', () => resolve(new UnderpassError('ERR_WORKER_GOAWAY', 'the worker is going away')));
       signal.addEventListener('abort', () => resolve(undefined), { once: true });
+      this.#cycle = () => resolve(CYCLE);
     });
+    this.#cycle = undefined;
     session.closed.then(() => this.#forget(session), () => this.#forget(session));
+    if (ended === CYCLE && !session.isClosed) {
+      // It stays the current session until the next one is up (#retire), so no new stream finds none.
+      this.#retiring = { session, control, worker: welcome.worker.instance };
+      return CYCLE;
+    }
     if (this.#current?.session === session) this.#current = undefined;
-    if (ended) {
+    if (ended && ended !== CYCLE) {
       this.lastError = ended.message;
       this.#log.warn({ err: ended.message }, `session with worker ${welcome.worker.instance} ended: ${ended.message}`);
     }
-    this.emit('down', ended);
+    this.emit('down', ended === CYCLE ? undefined : ended);
     return true;
   }
 

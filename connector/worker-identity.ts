@@ -12,7 +12,7 @@ import { X509Certificate } from 'node:crypto';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { UnderpassError } from '../tunnel/errors.js';
 import {
-  connectionOf, formatConnectionId, formatIdentityUri, identityFromCertificate, identityFromPeerCertificate, workerUri,
+  connectionOf, formatConnectionId, formatIdentityUri, identityFromCertificate, identityFromPeerCertificate, workerUri, type ConnectionId,
 } from '../tunnel/identity.js';
 
 export type ServerIdentityCheck = (host: string, cert: PeerCertificate) => Error | undefined;
@@ -31,7 +31,11 @@ export function workerIdentityCheck(ownCertPem: Buffer, name: string): ServerIde
   if (own.name !== name) {
     throw new UnderpassError('ERR_CONNECTOR_CERT', `tls.cert is for connector "${own.name}" (${formatIdentityUri(own)}), but this connector's name is "${name}"`);
   }
-  const connection = connectionOf(own);
+  return workerOfConnection(connectionOf(own));
+}
+
+/** The same check for a connector that has no certificate yet (enrollment: the connection comes from its token). */
+export function workerOfConnection(connection: ConnectionId): ServerIdentityCheck {
   const expected = workerUri(connection);
   return (host, cert) => {
     const hostProblem = checkServerIdentity(host, cert);

@@ -6,34 +6,38 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { admissionFromList } from '../tunnel/admission.js';
+import { admissionFromList, admissionRefusal, MAX_ADMITTED_CONNECTORS, type Admission } from '../tunnel/admission.js';
 import { CONTROL_LIMITS } from '../tunnel/control.js';
-import { errorMessage } from '../tunnel/errors.js';
+import { errorMessage, UnderpassError } from '../tunnel/errors.js';
 import type { Mapping } from '../tunnel/mapping.js';
-import type { WorkerReport } from '../tunnel/operator-channel.js';
+import type { SignAnswer, SignRequest, WorkerReport } from '../tunnel/operator-channel.js';
 import type { Applier } from './apply.js';
 import { stableHash } from './apply.js';
 import { findCondition } from './conditions.js';
 import * as desired from './desired.js';
 import type { EventRecorder } from './events.js';
 import type { Informer } from './informer.js';
-import { GROUP, VERSION, type Kube, type ObjectRef } from './kube.js';
+import { GROUP, isConflict, VERSION, type Kube, type ObjectRef } from './kube.js';
+import { connectorRecordStatus } from './connector-status.js';
 import { resolveMappings, type MappingVerdict } from './mapping-resolution.js';
 import { FINALIZER, namesFor } from './names.js';
-import { ensurePki, workerSans, type PkiResult } from './pki-secrets.js';
+import { ConnectionPki, workerSans, type PkiResult } from './pki-secrets.js';
 import type { ProcessResult } from './queue.js';
 import type { DesiredWorkerState } from './report-server.js';
 import { instanceLimit, type ReportStore } from './report-store.js';
 import { mappingStatus, tunnelConnectionStatus } from './status.js';
-import { APPLICATION_MAPPINGS, TUNNEL_CONNECTIONS, type ApplicationMapping, type TunnelConnection } from './types.js';
+import { APPLICATION_MAPPINGS, TUNNEL_CONNECTIONS, TUNNEL_CONNECTORS, type ApplicationMapping, type TunnelConnection, type TunnelConnector } from './types.js';
+import { ConnectorRecords } from './connector-records.js';
 
 export interface Caches {
   tcs: Informer<TunnelConnection>;
   ams: Informer<ApplicationMapping>;
+  tcns: Informer<TunnelConnector>;
   deployments: Informer<k8s.V1Deployment>;
   services: Informer<k8s.V1Service>;
   configMaps: Informer<k8s.V1ConfigMap>;
-  secrets: Informer<k8s.V1Secret>;
+  /** Connection CA Secrets, in the operator's own namespace only (operator/connection-ca.ts). */
+  caSecrets: Informer<k8s.V1Secret>;
   serviceAccounts: Informer<k8s.V1ServiceAccount>;
   networkPolicies: Informer<k8s.V1NetworkPolicy>;
 }
@@ -47,6 +51,10 @@ export interface ControllerOptions {
   reportMaxAgeMs: number;
   /** After start-up, how long missing reports do not yet mean "no connectors". */
   reportGraceMs: number;
+  /** The operator's namespace: connection CAs live there, never in tenant namespaces. */
+  pkiNamespace: string;
+  /** How often the worker Secret is read back for drift (default DRIFT_CHECK_MS). */
+  pkiDriftCheckMs?: number;
 }
 
 export interface ControllerDeps {
@@ -66,11 +74,20 @@ export class TunnelController {
   readonly #d: ControllerDeps;
   readonly #now: () => Date;
   readonly #startedAt: number;
+  readonly #pki: ConnectionPki;
+  readonly records: ConnectorRecords;
 
   constructor(deps: ControllerDeps) {
     this.#d = deps;
     this.#now = deps.now ?? (() => new Date());
     this.#startedAt = this.#now().getTime();
+    const namespace = deps.options.pkiNamespace;
+    this.#pki = new ConnectionPki({ kube: deps.kube, namespace, caSecret: (name) => deps.caches.caSecrets.get(name, namespace),
+      ...(deps.options.pkiDriftCheckMs !== undefined ? { driftCheckMs: deps.options.pkiDriftCheckMs } : {}) });
+    this.records = new ConnectorRecords({
+      kube: deps.kube, pki: this.#pki, connectors: deps.caches.tcns, events: deps.events, logger: deps.logger, now: this.#now,
+      connection: (namespace, name) => deps.caches.tcs.get(name, namespace),
+    });
   }
 
   /**
@@ -85,7 +102,41 @@ export class TunnelController {
       this.#d.logger.warn({ connection: `${ref.namespace}/${ref.name}`, mappings: mappings.length },
         `TunnelConnection ${ref.namespace}/${ref.name} has ${mappings.length} mappings; workers serve the first ${CONTROL_LIMITS.mappings}`);
     }
-    return { mappings: mappings.slice(0, CONTROL_LIMITS.mappings), admission: admissionFromList(tc.spec.connectors) };
+    return { mappings: mappings.slice(0, CONTROL_LIMITS.mappings), admission: this.#admission(tc) };
+  }
+
+  /** spec.connectors, and what is revoked: certificates by serial, connectors whose TunnelConnector says so. */
+  #admission(tc: TunnelConnection): Admission {
+    const revokedConnectors = this.#d.caches.tcns.list(tc.metadata.namespace)
+      .filter((t) => t.spec.connection === tc.metadata.name && t.spec.revoked === true).map((t) => t.spec.connector).sort();
+    const revokedSerials = this.#pki.revokedSerials(tc, this.#now());
+    return {
+      ...admissionFromList(tc.spec.connectors),
+      ...(revokedSerials.length > 0 ? { revokedSerials } : {}),
+      ...(revokedConnectors.length > 0 ? { revokedConnectors: revokedConnectors.slice(0, MAX_ADMITTED_CONNECTORS) } : {}),
+    };
+  }
+
+  /**
+   * A connector's certificate request, forwarded by a worker of `ref` for the
+   * connector its session authenticated (renewal). Refused when the
+   * connection is gone or does not admit the connector.
+   */
+  async signConnector(ref: ObjectRef, req: SignRequest): Promise<SignAnswer> {
+    const tc = this.#d.caches.tcs.get(ref.name, ref.namespace);
+    const where = `${ref.namespace}/${ref.name}`;
+    if (!tc || tc.metadata.deletionTimestamp) throw new UnderpassError('ERR_CONNECTION_GONE', `connection ${where} is being deleted or does not exist`);
+    const refusal = admissionRefusal(this.#admission(tc), { connector: req.connector, certificateSerial: req.certificateSerial });
+    if (refusal) {
+      this.#d.logger.warn({ connection: where, connector: req.connector, reason: refusal.code }, `refused to renew the certificate of connector ${req.connector} of ${where}: ${refusal.message}`);
+      throw new UnderpassError(refusal.code, refusal.message);
+    }
+    const signed = await this.#pki.signConnector(tc, req.connector, req.csr, this.#now());
+    await this.records.recordCertificate(ref.namespace, ref.name, req.connector, signed).catch((err: unknown) =>
+      this.#d.logger.warn({ connection: where, connector: req.connector, err: errorMessage(err) }, `cannot record the renewed certificate in TunnelConnector ${ref.namespace}/${ref.name}.${req.connector}: ${errorMessage(err)}`));
+    this.#d.logger.info({ connection: where, connector: req.connector, previousSerial: req.certificateSerial, serial: signed.serial, notAfter: signed.notAfter },
+      `renewed the certificate of connector ${req.connector} of ${where}: serial ${signed.serial}, valid until ${signed.notAfter.toISOString()}`);
+    return { certificate: signed.certificate, ca: signed.ca };
   }
 
   /** How many worker reports of `ref` the store keeps (and reads at once): see instanceLimit. */
@@ -95,9 +146,8 @@ export class TunnelController {
   }
 
   caPem(ref: ObjectRef): string | undefined {
-    const s = this.#d.caches.secrets.get(namesFor(ref.name).caSecret, ref.namespace);
-    const b64 = s?.data?.['ca.crt'];
-    return b64 ? Buffer.from(b64, 'base64').toString('utf8') : undefined;
+    const tc = this.#d.caches.tcs.get(ref.name, ref.namespace);
+    return tc ? this.#pki.caPem(tc) : undefined;
   }
 
   async reconcileConnection(ref: ObjectRef): Promise<ProcessResult> {
@@ -123,8 +173,20 @@ export class TunnelController {
     let pki: PkiResult | undefined;
     let pkiError: string | undefined;
     try {
-      pki = await ensurePki(this.#d.kube, tc, { ca: caches.secrets.get(names.caSecret, ns), workerTls: caches.secrets.get(names.workerTlsSecret, ns) }, workerSans(tc, lbNames), now);
-      if (pki.action === 'renewed' || pki.action === 'reissued') {
+      pki = await this.#pki.ensure(tc, workerSans(tc, lbNames), now, reports.live(`${ns}/${tc.metadata.name}`, this.#d.options.reportMaxAgeMs));
+      if (pki.rotation) {
+        const reason = { start: 'CARotationStarted', switch: 'CARotationSwitched', finish: 'CARotationCompleted' }[pki.rotation.step];
+        const what = {
+          start: 'created a new connection CA; workers and connectors now trust the old and the new one',
+          switch: 'the new CA signs now: worker certificates are reissued and connectors renew theirs; the old CA is still trusted',
+          finish: 'the old CA is no longer trusted; the rotation is complete',
+        }[pki.rotation.step];
+        await this.#d.events.record(tc, 'Normal', reason, `${what} (${pki.rotation.why})`);
+      }
+      if (pki.action === 'ca-adopted') {
+        await this.#d.events.record(tc, 'Normal', 'CAMigrated',
+          `moved the connection CA out of Secret ${ns}/${names.caSecret} (now deleted) into the operator's namespace; the worker certificate was reissued`);
+      } else if (pki.action === 'renewed' || pki.action === 'reissued') {
         await this.#d.events.record(tc, 'Normal', 'CertificateRenewed', `worker certificate reissued (${pki.reason}); valid until ${pki.notAfter.toISOString()}`);
       } else if (pki.action === 'ca-created') {
         await this.#d.events.record(tc, 'Normal', 'CertificatesIssued', `created the connection CA and the worker certificate (valid until ${pki.notAfter.toISOString()})`);
@@ -145,9 +207,12 @@ export class TunnelController {
     });
     await this.#writeTcStatus(tc, status);
     await this.#writeMappingStatuses(tc, verdicts, live, now);
+    await this.#writeConnectorRecords(tc, reportsKnown ? live : undefined, now);
 
     const untilRenewal = pki ? pki.renewalTime.getTime() - now.getTime() : RESYNC_MS;
-    return { requeueAfterMs: Math.max(1_000, Math.min(untilRenewal, RESYNC_MS)) };
+    // While the CA rotates, look again soon: each phase ends on what workers report.
+    const cap = pki?.rotating ? 2_000 : RESYNC_MS;
+    return { requeueAfterMs: Math.max(1_000, Math.min(untilRenewal, cap)) };
   }
 
   /** An ApplicationMapping whose connection does not exist gets its status here. */
@@ -215,6 +280,31 @@ export class TunnelController {
     }
   }
 
+  /** Each TunnelConnector of `tc` follows what the workers report (its sessions, Connected). */
+  async #writeConnectorRecords(tc: TunnelConnection, reports: WorkerReport[] | undefined, now: Date): Promise<void> {
+    if (!reports) return; // just started: no report yet is not "disconnected"
+    for (const tcn of this.#d.caches.tcns.list(tc.metadata.namespace)) {
+      if (tcn.spec.connection !== tc.metadata.name || tcn.metadata.deletionTimestamp) continue;
+      const next = connectorRecordStatus(tcn, reports, now);
+      if (stableHash(tcn.status ?? {}) === stableHash(next)) continue;
+      const wasConnected = findCondition(tcn.status?.conditions, 'Connected')?.status === 'True';
+      const isConnected = findCondition(next.conditions, 'Connected')?.status === 'True';
+      try {
+        await this.#d.kube.write('update', 'tunnelconnectors/status', () => this.#d.kube.custom.replaceNamespacedCustomObjectStatus({
+          group: GROUP, version: VERSION, namespace: tcn.metadata.namespace, plural: TUNNEL_CONNECTORS, name: tcn.metadata.name, body: { ...tcn, status: next },
+        }));
+      } catch (err) {
+        // A conflict: the record changed meanwhile (enrollment, renewal); its update event brings the next pass.
+        if (isConflict(err)) continue;
+        throw err;
+      }
+      if (wasConnected !== isConnected) {
+        await this.#d.events.record(tcn, isConnected ? 'Normal' : 'Warning', isConnected ? 'Connected' : 'Disconnected',
+          isConnected ? `connector ${tcn.spec.connector} connected (${next.sessionCount} session(s))` : `connector ${tcn.spec.connector} has no session any more`);
+      }
+    }
+  }
+
   async #writeMappingStatuses(tc: TunnelConnection, verdicts: MappingVerdict[], reports: WorkerReport[], now: Date): Promise<void> {
     for (const v of verdicts) await this.#writeAmStatus(v.am, mappingStatus(v.am, v, tc, reports, now));
   }
@@ -247,8 +337,6 @@ export class TunnelController {
       ['networking.k8s.io/v1', 'NetworkPolicy', names.networkPolicy, 'networkpolicies'],
       ['v1', 'ConfigMap', names.configMap, 'configmaps'],
       ['v1', 'ServiceAccount', names.serviceAccount, 'serviceaccounts'],
-      ['v1', 'Secret', names.workerTlsSecret, 'secrets'],
-      ['v1', 'Secret', names.caSecret, 'secrets'],
     ];
     const cached: Record<string, (n: string) => unknown> = {
       deployments: (n) => this.#d.caches.deployments.get(n, namespace),
@@ -256,12 +344,12 @@ export class TunnelController {
       networkpolicies: (n) => this.#d.caches.networkPolicies.get(n, namespace),
       configmaps: (n) => this.#d.caches.configMaps.get(n, namespace),
       serviceaccounts: (n) => this.#d.caches.serviceAccounts.get(n, namespace),
-      secrets: (n) => this.#d.caches.secrets.get(n, namespace),
     };
     for (const [apiVersion, kind, name, resource] of owned) {
       if (cached[resource]!(name)) await this.#d.applier.remove({ apiVersion, kind, metadata: { name, namespace } }, resource);
     }
     if (this.#d.options.routes) await this.#d.applier.remove({ apiVersion: 'route.openshift.io/v1', kind: 'Route', metadata: { name: names.route, namespace } }, 'routes');
+    await this.#pki.remove(tc);
     this.#d.reports.forget(`${namespace}/${tc.metadata.name}`);
     await this.#patchFinalizers(tc, (tc.metadata.finalizers ?? []).filter((f) => f !== FINALIZER));
     this.#d.logger.info({ connection: `${namespace}/${tc.metadata.name}` }, `TunnelConnection ${namespace}/${tc.metadata.name} deleted: removed its workers, services and secrets`);

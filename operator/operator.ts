@@ -24,6 +24,7 @@ import { apiErrorMessage, GROUP, Kube, keyOf, refOf, VERSION } from './kube.js';
 import { LeaderElector } from './leader.js';
 import { publishLeaderEndpoint, reportServiceOwner } from './leader-endpoint.js';
 import { OperatorMetrics } from './metrics.js';
+import { CA_SECRET_SELECTOR, connectionOfCASecret } from './connection-ca.js';
 import { MANAGED_BY } from './names.js';
 import { ensureOperatorTls } from './operator-pki.js';
 import { accessChecks, checkPermissions } from './permissions.js';
@@ -31,7 +32,11 @@ import { PROBLEM_CODES, ProblemBoard, problemOf, RBAC_FIX, type Request } from '
 import { WorkQueue } from './queue.js';
 import { ReportServer } from './report-server.js';
 import { ReportStore } from './report-store.js';
-import { APPLICATION_MAPPINGS, TUNNEL_CONNECTIONS, type ApplicationMapping, type TunnelConnection } from './types.js';
+import { APPLICATION_MAPPINGS, TUNNEL_CONNECTIONS, TUNNEL_CONNECTORS, type ApplicationMapping, type TunnelConnection, type TunnelConnector } from './types.js';
+
+function kindOfKey(key: string): string {
+  return key.startsWith('tc:') ? 'TunnelConnection' : key.startsWith('tcn:') ? 'TunnelConnector' : 'ApplicationMapping';
+}
 
 export interface OperatorOptions {
   kc: k8s.KubeConfig;
@@ -53,6 +58,8 @@ export interface OperatorOptions {
   };
   reportMaxAgeMs?: number;
   reportGraceMs?: number;
+  /** How often a connection's worker Secret is read back to repair drift (default 5 min). */
+  pkiDriftCheckMs?: number;
   /** Delays between start-up retries (report TLS, permission check); default 1 s growing to 30 s. */
   retry?: { initialMs: number; maxMs: number };
 }
@@ -90,7 +97,7 @@ export class Operator {
     this.#queue = new WorkQueue({
       process: (key) => this.#process(key),
       onError: (key, err, retryInMs) => {
-        this.metrics.reconcileErrors.inc({ kind: key.startsWith('tc:') ? 'TunnelConnection' : 'ApplicationMapping' });
+        this.metrics.reconcileErrors.inc({ kind: kindOfKey(key) });
         const fix = /^403 /.test(apiErrorMessage(err)) ? ` (${RBAC_FIX})` : '';
         this.#log.warn({ key, err: apiErrorMessage(err), retryInMs }, `reconcile ${key.slice(3)} failed: ${apiErrorMessage(err)}${fix}; retrying in ${retryInMs} ms`);
       },
@@ -152,6 +159,8 @@ export class Operator {
         routes,
         reportMaxAgeMs: this.#o.reportMaxAgeMs ?? 15_000,
         reportGraceMs: this.#o.reportGraceMs ?? 10_000,
+        pkiNamespace: this.#o.lease.namespace,
+        ...(this.#o.pkiDriftCheckMs !== undefined ? { pkiDriftCheckMs: this.#o.pkiDriftCheckMs } : {}),
       },
     });
     await Promise.race([Promise.all(caches.map((c) => c.synced())), new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))]);
@@ -235,6 +244,8 @@ export class Operator {
         store: this.store,
         caFor: (c) => controller.caPem(c),
         desiredFor: (c) => controller.desiredState(c),
+        signFor: (c, req) => controller.signConnector(c, req),
+        enrollFor: (c, req) => controller.records.enroll(c, req),
         maxInFlight: (key) => controller.reportInstanceLimit(refOf(key)),
         metrics: {
           reports: this.metrics.workerReports,
@@ -254,6 +265,7 @@ export class Operator {
     }
     for (const tc of this.#caches.tcs.list()) this.#queue.add(`tc:${keyOf(tc.metadata)}`);
     for (const am of this.#caches.ams.list()) this.#queue.add(`am:${keyOf(am.metadata)}`);
+    for (const tcn of this.#caches.tcns.list()) this.#queue.add(`tcn:${keyOf(tcn.metadata)}`);
     this.#queue.start();
   }
 
@@ -281,12 +293,15 @@ export class Operator {
 
   async #process(key: string): Promise<ReturnType<TunnelController['reconcileConnection']> extends Promise<infer R> ? R : never> {
     const controller = this.#controller!;
-    const kind = key.startsWith('tc:') ? 'TunnelConnection' : 'ApplicationMapping';
+    const [prefix, rest] = [key.slice(0, key.indexOf(':')), key.slice(key.indexOf(':') + 1)];
+    const kind = kindOfKey(key);
     const end = this.metrics.reconcileSeconds.startTimer({ kind });
     this.metrics.queueDepth.set(this.#queue.depth);
     try {
-      const ref = refOf(key.slice(3));
-      const result = kind === 'TunnelConnection' ? await controller.reconcileConnection(ref) : await controller.reconcileOrphanMapping(ref);
+      const ref = refOf(rest);
+      const result = prefix === 'tc' ? await controller.reconcileConnection(ref)
+        : prefix === 'tcn' ? await controller.records.reconcile(ref)
+          : await controller.reconcileOrphanMapping(ref);
       end({ result: 'ok' });
       return result;
     } catch (err) {
@@ -301,6 +316,7 @@ export class Operator {
     const ns = o.namespace;
     const log = this.#log;
     const owned = `app.kubernetes.io/managed-by=${MANAGED_BY}`;
+    const own = o.lease.namespace;
     const enqueueOwner = (obj: k8s.KubernetesObject): void => {
       const conn = obj.metadata?.labels?.['underpass.dev/connection'];
       if (conn && obj.metadata?.namespace) this.#queue.add(`tc:${obj.metadata.namespace}/${conn}`);
@@ -310,8 +326,8 @@ export class Operator {
       ? this.kube.custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural })
       : this.kube.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural })) as Promise<k8s.KubernetesListObject<never>>;
     // `resource` is plural.group: the informer's name and what a problem names (a failed list of ours = CRD missing).
-    const mk = <T extends k8s.KubernetesObject>(resource: string, p: string, list: () => Promise<k8s.KubernetesListObject<T>>, onChange: (o: T, kind: 'add' | 'update' | 'delete') => void, labelSelector?: string) => {
-      const req: Request = { verb: 'list/watch', resource, ...(ns ? { namespace: ns } : {}), crd: resource.endsWith(`.${GROUP}`) };
+    const mk = <T extends k8s.KubernetesObject>(resource: string, p: string, list: () => Promise<k8s.KubernetesListObject<T>>, onChange: (o: T, kind: 'add' | 'update' | 'delete') => void, labelSelector?: string, inNamespace = ns) => {
+      const req: Request = { verb: 'list/watch', resource, ...(inNamespace ? { namespace: inNamespace } : {}), crd: resource.endsWith(`.${GROUP}`) };
       const report = (err: unknown): void => this.problems.set(`informer:${resource}`, err === undefined ? undefined : problemOf(err, req));
       return new Informer<T>({ kc, path: p, list, onChange, logger: log, name: resource, report, ...(labelSelector ? { labelSelector } : {}) });
     };
@@ -320,6 +336,10 @@ export class Operator {
       tcs: mk<TunnelConnection>(`${TUNNEL_CONNECTIONS}.${GROUP}`, path(`/apis/${GROUP}/${VERSION}`, TUNNEL_CONNECTIONS), custom(TUNNEL_CONNECTIONS), (tc, kind) => {
         this.#queue.add(`tc:${keyOf(tc.metadata)}`);
         if (kind === 'delete') for (const am of this.#caches.ams.list(tc.metadata.namespace)) if (am.spec.connection === tc.metadata.name) this.#queue.add(`am:${keyOf(am.metadata)}`);
+        for (const tcn of this.#caches.tcns.list(tc.metadata.namespace)) if (tcn.spec.connection === tc.metadata.name) this.#queue.add(`tcn:${keyOf(tcn.metadata)}`);
+      }),
+      tcns: mk<TunnelConnector>(`${TUNNEL_CONNECTORS}.${GROUP}`, path(`/apis/${GROUP}/${VERSION}`, TUNNEL_CONNECTORS), custom(TUNNEL_CONNECTORS), (tcn) => {
+        this.#queue.add(`tcn:${keyOf(tcn.metadata)}`);
       }),
       ams: mk<ApplicationMapping>(`${APPLICATION_MAPPINGS}.${GROUP}`, path(`/apis/${GROUP}/${VERSION}`, APPLICATION_MAPPINGS), custom(APPLICATION_MAPPINGS), (am, kind) => {
         const key = keyOf(am.metadata);
@@ -333,7 +353,11 @@ export class Operator {
       deployments: mk('deployments.apps', path('/apis/apps/v1', 'deployments'), () => (ns ? this.kube.apps.listNamespacedDeployment({ namespace: ns, labelSelector: owned }) : this.kube.apps.listDeploymentForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
       services: mk('services', path('/api/v1', 'services'), () => (ns ? core.listNamespacedService({ namespace: ns, labelSelector: owned }) : core.listServiceForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
       configMaps: mk('configmaps', path('/api/v1', 'configmaps'), () => (ns ? core.listNamespacedConfigMap({ namespace: ns, labelSelector: owned }) : core.listConfigMapForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
-      secrets: mk('secrets', path('/api/v1', 'secrets'), () => (ns ? core.listNamespacedSecret({ namespace: ns, labelSelector: owned }) : core.listSecretForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
+      // Only the operator's own namespace: tenant Secrets are written by name, never listed or watched.
+      caSecrets: mk('secrets', `/api/v1/namespaces/${own}/secrets`, () => core.listNamespacedSecret({ namespace: own, labelSelector: CA_SECRET_SELECTOR }), (s: k8s.V1Secret) => {
+        const c = connectionOfCASecret(s);
+        if (c) this.#queue.add(`tc:${c.namespace}/${c.name}`);
+      }, CA_SECRET_SELECTOR, own),
       serviceAccounts: mk('serviceaccounts', path('/api/v1', 'serviceaccounts'), () => (ns ? core.listNamespacedServiceAccount({ namespace: ns, labelSelector: owned }) : core.listServiceAccountForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
       networkPolicies: mk('networkpolicies.networking.k8s.io', path('/apis/networking.k8s.io/v1', 'networkpolicies'), () => (ns ? this.kube.networking.listNamespacedNetworkPolicy({ namespace: ns, labelSelector: owned }) : this.kube.networking.listNetworkPolicyForAllNamespaces({ labelSelector: owned })), enqueueOwner, owned),
     };

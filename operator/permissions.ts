@@ -30,13 +30,17 @@ const OBJECT_VERBS = ['get', 'list', 'watch', 'create', 'patch', 'delete'] as co
 export const PERMISSIONS: readonly Permission[] = [
   { group: 'underpass.dev', resources: ['tunnelconnections', 'applicationmappings'], verbs: ['get', 'list', 'watch', 'patch'], scope: 'watched' },
   { group: 'underpass.dev', resources: ['tunnelconnections/status', 'applicationmappings/status'], verbs: ['get', 'update', 'patch'], scope: 'watched' },
+  { group: 'underpass.dev', resources: ['tunnelconnectors'], verbs: ['get', 'list', 'watch', 'patch'], scope: 'watched' },
+  { group: 'underpass.dev', resources: ['tunnelconnectors/status'], verbs: ['get', 'update'], scope: 'watched' },
   { group: 'apps', resources: ['deployments'], verbs: OBJECT_VERBS, scope: 'watched' },
   { group: '', resources: ['services', 'configmaps', 'serviceaccounts'], verbs: OBJECT_VERBS, scope: 'watched' },
-  { group: '', resources: ['secrets'], verbs: ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'], scope: 'watched' },
+  // Tenant namespaces: the worker Secret, written by name (connection CAs are never there).
+  { group: '', resources: ['secrets'], verbs: ['get', 'create', 'update', 'delete'], scope: 'watched' },
   { group: 'networking.k8s.io', resources: ['networkpolicies'], verbs: OBJECT_VERBS, scope: 'watched' },
   { group: '', resources: ['events'], verbs: ['create', 'patch'], scope: 'watched' },
   { group: 'route.openshift.io', resources: ['routes', 'routes/custom-host'], verbs: OBJECT_VERBS, scope: 'watched', routesOnly: true },
   { group: 'coordination.k8s.io', resources: ['leases'], verbs: ['get', 'create', 'update'], scope: 'own' },
+  { group: '', resources: ['secrets'], verbs: ['get', 'list', 'watch', 'create', 'update', 'delete'], scope: 'own' },
   { group: '', resources: ['services'], verbs: ['get'], scope: 'own', reportServiceOnly: true, resourceName: 'reportService' },
   { group: 'discovery.k8s.io', resources: ['endpointslices'], verbs: ['create'], scope: 'own', reportServiceOnly: true },
   { group: 'discovery.k8s.io', resources: ['endpointslices'], verbs: ['get', 'update'], scope: 'own', reportServiceOnly: true, resourceName: 'reportSlice' },

@@ -97,7 +97,8 @@ export class WorkQueue {
     } finally {
       this.#active.delete(key);
       if (this.#dirty.delete(key)) this.#pending.add(key);
-      if (this.#active.size === 0 && this.#pending.size === 0) for (const w of this.#idleWaiters.splice(0)) w();
+      // Stopped: keys still pending will not run, so the last active one ends the wait (stop() hung otherwise).
+      if (this.#active.size === 0 && (this.#pending.size === 0 || !this.#running)) for (const w of this.#idleWaiters.splice(0)) w();
       this.#pump();
     }
   }

@@ -25,16 +25,19 @@ import type { Logger } from 'pino';
 import type { HostPort } from '../tunnel/address.js';
 import type { Admission } from '../tunnel/admission.js';
 import { formatPath } from '../tunnel/config-load.js';
-import { errorMessage, UnderpassError } from '../tunnel/errors.js';
+import { errorCode, errorMessage, UnderpassError } from '../tunnel/errors.js';
 import {
   connectionOf, dns1123LabelProblem, formatIdentityUri, identityFromPeerCertificate, sameConnection, type ConnectionId,
 } from '../tunnel/identity.js';
 import type { Mapping } from '../tunnel/mapping.js';
 import { closeNow, listenOn } from '../tunnel/listen.js';
 import {
-  MAX_REPORT_BYTES, REPORT_PATH_PATTERN, workerReportSchema, type OperatorAnswer, type ReportVerdict, type WorkerReport,
+  ENROLL_PATH_PATTERN, enrollRequestSchema, MAX_REPORT_BYTES, MAX_SIGN_BYTES, REPORT_PATH_PATTERN, SIGN_PATH_PATTERN, signRequestSchema, workerReportSchema,
+  type EnrollAnswer, type EnrollRequest, type OperatorAnswer, type ReportVerdict, type SignAnswer, type SignRequest, type WorkerReport,
 } from '../tunnel/operator-channel.js';
+import { capText } from '../tunnel/limits.js';
 import { CLIENT_AUTH, leafProblem } from '../tunnel/pki-generic.js';
+import { pemCertificates } from '../tunnel/pki.js';
 import type { ReportStore } from './report-store.js';
 
 /** What the workers of one connection must enforce. */
@@ -63,6 +66,19 @@ export interface ReportServerOptions {
   caFor(connection: ConnectionId): string | undefined;
   /** What the connection's workers must enforce; undefined = not known yet (503). */
   desiredFor(connection: ConnectionId): DesiredWorkerState | undefined;
+  /**
+   * Signs a connector certificate a worker asks for on behalf of a connector
+   * its session authenticated (tunnel/operator-channel.ts, sign). A thrown
+   * UnderpassError's code is the refusal's reason (ERR_CSR_* → 400, others
+   * 403). Unset: 404.
+   */
+  signFor?(connection: ConnectionId, req: SignRequest): Promise<SignAnswer>;
+  /**
+   * Enrolls a connector with a one-time token, forwarded by a worker of the
+   * connection (tunnel/operator-channel.ts, enroll). Codes as for signFor;
+   * TOKEN_MALFORMED → 400. Unset: 404.
+   */
+  enrollFor?(connection: ConnectionId, req: EnrollRequest): Promise<EnrollAnswer & { serial?: string }>;
   /** Requests of one connection read at once (its workers report one at a time each); default 21. */
   maxInFlight?: (connection: string) => number;
   metrics?: ReportServerMetrics;
@@ -126,6 +142,14 @@ export class ReportServer {
 
   async #onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
+      if (SIGN_PATH_PATTERN.test((req.url ?? '/').split('?')[0] as string)) {
+        send(res, 200, await this.#sign(req));
+        return;
+      }
+      if (ENROLL_PATH_PATTERN.test((req.url ?? '/').split('?')[0] as string)) {
+        send(res, 200, await this.#enroll(req));
+        return;
+      }
       const answer = await this.#handle(req);
       this.#opts.metrics?.reports.inc({ result: answer.report?.accepted === false ? 'invalid' : 'accepted' });
       send(res, 200, answer);
@@ -136,8 +160,9 @@ export class ReportServer {
     }
   }
 
-  async #handle(req: IncomingMessage): Promise<OperatorAnswer> {
-    const match = REPORT_PATH_PATTERN.exec((req.url ?? '/').split('?')[0] as string);
+  /** Path, method and the worker's certificate, in that order: the connection the certificate proves. */
+  #authenticated(req: IncomingMessage, pattern: RegExp): ConnectionId {
+    const match = pattern.exec((req.url ?? '/').split('?')[0] as string);
     if (!match) throw new Refusal(404, 'NOT_FOUND', 'no such endpoint; workers POST to /v1/connections/<namespace>/<name>/report');
     const path = { namespace: match[1]!, name: match[2]! };
     const bad = dns1123LabelProblem(path.namespace) ?? dns1123LabelProblem(path.name);
@@ -148,7 +173,60 @@ export class ReportServer {
     const caPem = this.#opts.caFor(path);
     if (caPem === undefined) throw new Refusal(404, 'UNKNOWN_CONNECTION', `no connection ${path.namespace}/${path.name}`);
     // From here on, the connection is the one the certificate proves (and the path names).
-    const connection = authenticate(peer, caPem, path);
+    return authenticate(peer, caPem, path);
+  }
+
+  /** A connector's certificate request, forwarded by an authenticated worker of its connection. */
+  async #sign(req: IncomingMessage): Promise<SignAnswer> {
+    const signFor = this.#opts.signFor;
+    if (!signFor) throw new Refusal(404, 'NOT_FOUND', 'this operator does not sign certificates');
+    const connection = this.#authenticated(req, SIGN_PATH_PATTERN);
+    const key = `${connection.namespace}/${connection.name}`;
+    const body = await this.#readBounded(req, key, MAX_SIGN_BYTES);
+    let request: SignRequest;
+    try {
+      request = signRequestSchema.parse(JSON.parse(body.toString('utf8')));
+    } catch (err) {
+      throw new Refusal(400, 'INVALID_REQUEST', `not a sign request: ${capText(errorMessage(err), 256)}`);
+    }
+    try {
+      return await signFor(connection, request);
+    } catch (err) {
+      const code = errorCode(err) ?? 'INTERNAL';
+      if (code === 'INTERNAL' || !(err instanceof UnderpassError)) throw err;
+      throw new Refusal(code.startsWith('ERR_CSR') ? 400 : 403, code.replace(/^ERR_/, ''), errorMessage(err));
+    }
+  }
+
+  /** A connector's enrollment (token + CSR), forwarded by an authenticated worker of the token's connection. */
+  async #enroll(req: IncomingMessage): Promise<EnrollAnswer> {
+    const enrollFor = this.#opts.enrollFor;
+    if (!enrollFor) throw new Refusal(404, 'NOT_FOUND', 'this operator does not enroll connectors');
+    const connection = this.#authenticated(req, ENROLL_PATH_PATTERN);
+    const body = await this.#readBounded(req, `${connection.namespace}/${connection.name}`, MAX_SIGN_BYTES);
+    let request: EnrollRequest;
+    try {
+      request = enrollRequestSchema.parse(JSON.parse(body.toString('utf8')));
+    } catch (err) {
+      throw new Refusal(400, 'INVALID_REQUEST', `not an enrollment request: ${capText(errorMessage(err), 256)}`);
+    }
+    try {
+      const answer = await enrollFor(connection, request);
+      this.#log.info({ connection: `${connection.namespace}/${connection.name}`, connector: answer.connector, serial: answer.serial, peer: request.peer },
+        `enrolled connector ${answer.connector} of ${connection.namespace}/${connection.name} (from ${request.peer ?? 'unknown'})`);
+      return { certificate: answer.certificate, ca: answer.ca, connector: answer.connector };
+    } catch (err) {
+      const code = errorCode(err);
+      if (!code || !(err instanceof UnderpassError)) throw err;
+      const reason = code.replace(/^ERR_/, '');
+      this.#log.warn({ connection: `${connection.namespace}/${connection.name}`, reason, peer: request.peer },
+        `refused an enrollment for ${connection.namespace}/${connection.name} from ${request.peer ?? 'unknown'} (${reason}): ${errorMessage(err)}`);
+      throw new Refusal(reason === 'TOKEN_MALFORMED' || reason.startsWith('CSR') ? 400 : 403, reason, errorMessage(err));
+    }
+  }
+
+  async #handle(req: IncomingMessage): Promise<OperatorAnswer> {
+    const connection = this.#authenticated(req, REPORT_PATH_PATTERN);
     const key = `${connection.namespace}/${connection.name}`;
     const body = await this.#readBounded(req, key);
     const parsed = parseReport(body);
@@ -173,7 +251,7 @@ export class ReportServer {
    * for bodies is bounded by MAX_REPORTS_IN_FLIGHT × MAX_REPORT_BYTES, and
    * one connection's workers cannot take all of it.
    */
-  async #readBounded(req: IncomingMessage, key: string): Promise<Buffer> {
+  async #readBounded(req: IncomingMessage, key: string, limit = MAX_REPORT_BYTES): Promise<Buffer> {
     const mine = this.#inFlight.get(key) ?? 0;
     if (mine >= (this.#opts.maxInFlight?.(key) ?? 21)) {
       throw new Refusal(429, 'TOO_MANY_REQUESTS', `too many reports from workers of ${key} at once; each worker sends one at a time`);
@@ -182,7 +260,7 @@ export class ReportServer {
     this.#inFlight.set(key, mine + 1);
     this.#inFlightTotal++;
     try {
-      return await readBody(req);
+      return await readBody(req, limit);
     } finally {
       this.#inFlightTotal--;
       const n = (this.#inFlight.get(key) ?? 1) - 1;
@@ -218,7 +296,10 @@ export class ReportServer {
  * connection.
  */
 function authenticate(peer: PeerCertificate, caPem: string, connection: ConnectionId): ConnectionId {
-  const problem = leafProblem(new X509Certificate(peer.raw), new X509Certificate(caPem), new Date(), CLIENT_AUTH);
+  // While the connection's CA rotates it trusts two; either may have issued the worker's certificate.
+  const leaf = new X509Certificate(peer.raw);
+  const problems = pemCertificates(caPem).map((pem) => leafProblem(leaf, new X509Certificate(pem), new Date(), CLIENT_AUTH));
+  const problem = problems.includes(undefined) ? undefined : problems.find((p) => p?.code !== 'CERT_UNTRUSTED') ?? problems[0];
   if (problem) {
     const why = problem.code === 'CERT_UNTRUSTED' ? `${problem.message}, the CA of connection ${connection.namespace}/${connection.name}` : problem.message;
     throw new Refusal(403, problem.code, why);
@@ -256,15 +337,15 @@ function parseReport(body: Buffer): ParsedReport {
   return { ok: false, reason: 'INVALID_REPORT', field, message: `field "${field}": ${issue?.message ?? 'invalid'}`.slice(0, 1024) };
 }
 
-function readBody(req: IncomingMessage): Promise<Buffer> {
-  const tooLarge = () => new Refusal(413, 'TOO_LARGE', `a report may be at most ${MAX_REPORT_BYTES} bytes`);
-  if (Number(req.headers['content-length'] ?? 0) > MAX_REPORT_BYTES) return Promise.reject(tooLarge());
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const tooLarge = () => new Refusal(413, 'TOO_LARGE', `a request body may be at most ${limit} bytes here`);
+  if (Number(req.headers['content-length'] ?? 0) > limit) return Promise.reject(tooLarge());
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     const onData = (chunk: Buffer): void => {
       size += chunk.length;
-      if (size <= MAX_REPORT_BYTES) return void chunks.push(chunk);
+      if (size <= limit) return void chunks.push(chunk);
       req.off('data', onData);
       req.pause();
       chunks.length = 0;

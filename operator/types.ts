@@ -11,7 +11,7 @@ export interface TunnelConnectionSpec {
     hosts?: string[];
     route?: { enabled?: boolean; host?: string };
   };
-  certificates: { duration: string; renewBefore: string };
+  certificates: { duration: string; renewBefore: string; caDuration?: string };
   worker: {
     image?: string;
     resources?: k8s.V1ResourceRequirements;
@@ -67,5 +67,31 @@ export interface ApplicationMapping extends k8s.KubernetesObject {
   status?: ApplicationMappingStatus;
 }
 
+export interface TunnelConnectorSpec {
+  connection: string;
+  connector: string;
+  enrollment?: { requestId?: string; ttl?: string };
+  revoked?: boolean;
+}
+
+export interface TunnelConnectorStatus {
+  enrollment?: { requestId?: string; tokenSecret?: string; tokenId?: string; expiresAt?: string; usedTokenId?: string; usedAt?: string; refused?: string };
+  certificate?: { serial?: string; notAfter?: string };
+  conditions?: Condition[];
+  sessionCount?: number;
+  sessions?: Array<{ worker: string; since?: string; address?: string; serial?: string }>;
+  version?: string;
+  host?: string;
+  lastSeen?: string;
+  revokedAt?: string;
+}
+
+export interface TunnelConnector extends k8s.KubernetesObject {
+  metadata: k8s.V1ObjectMeta & { name: string; namespace: string };
+  spec: TunnelConnectorSpec;
+  status?: TunnelConnectorStatus;
+}
+
+export const TUNNEL_CONNECTORS = 'tunnelconnectors';
 export const TUNNEL_CONNECTIONS = 'tunnelconnections';
 export const APPLICATION_MAPPINGS = 'applicationmappings';

@@ -31,7 +31,19 @@ describe('admission', () => {
     ['the same names in another order', { connectors: ['a', 'b'] }, { connectors: ['b', 'a'] }, true],
     ['any and an empty list', {}, { connectors: [] }, false],
     ['one name removed', { connectors: ['a', 'b'] }, { connectors: ['a'] }, false],
+    ['a serial revoked', {}, { revokedSerials: ['AB'] }, false],
+    ['the same serial spelled with a leading zero, in lowercase', { revokedSerials: ['0ab'] }, { revokedSerials: ['AB'] }, true],
+    ['a connector revoked by name', {}, { revokedConnectors: ['a'] }, false],
   ])('sameAdmission: %s', (_name, a, b, same) => {
     expect(sameAdmission(a, b)).toBe(same);
+  });
+
+  it.each<[string, Admission, { connector: string; certificateSerial: string }, string | undefined]>([
+    ['a revoked serial, whatever its spelling', { revokedSerials: ['5A0C'] }, { connector: 'a', certificateSerial: '05a0c' }, 'CERTIFICATE_REVOKED'],
+    ['a revoked serial even when the name is listed', { connectors: ['a'], revokedSerials: ['5A0C'] }, { connector: 'a', certificateSerial: '5A0C' }, 'CERTIFICATE_REVOKED'],
+    ['another serial of the same connector', { revokedSerials: ['5A0C'] }, { connector: 'a', certificateSerial: '5A0D' }, undefined],
+    ['a revoked name', { revokedConnectors: ['a'] }, { connector: 'a', certificateSerial: '1' }, 'CONNECTOR_REVOKED'],
+  ])('revocation: %s', (_name, admission, candidate, code) => {
+    expect(admissionRefusal(admission, candidate)?.code).toBe(code);
   });
 });

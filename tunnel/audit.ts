@@ -73,7 +73,23 @@ export interface ConfigAuditEvent {
   message?: string;
 }
 
-export type AuditEvent = StreamAuditEvent | StreamSummaryAuditEvent | SessionAuditEvent | ConfigAuditEvent;
+/** A connector's certificate: renewed over its session, enrolled with a token, or refused (docs/connector-lifecycle.md). */
+export interface CertificateAuditEvent {
+  event: 'certificate-renewal' | 'certificate-renewed' | 'enrollment' | 'connector-revoked';
+  connection: string;
+  connector?: string;
+  worker?: string;
+  session?: string;
+  peer?: string;
+  outcome: 'renewed' | 'enrolled' | 'refused' | 'revoked';
+  reason?: string;
+  message?: string;
+  previousSerial?: string;
+  serial?: string;
+  notAfter?: string;
+}
+
+export type AuditEvent = StreamAuditEvent | StreamSummaryAuditEvent | SessionAuditEvent | ConfigAuditEvent | CertificateAuditEvent;
 
 /** A line waits at most this long before it is written… */
 export const AUDIT_FLUSH_MS = 10;

@@ -7,6 +7,11 @@
  *   worker → connector   config           (the mapping set; sent again on every change)
  *   connector → worker   mapping-status   (mappings the connector refused or cannot serve)
  *   either               error            (fatal: the sender closes the session next)
+ *   connector → worker   renew            (a certificate signing request for this connector)
+ *   worker → connector   renewed | renew-failed   (the operator's answer to one renew)
+ *   worker → connector   trust            (the connection's CA certificates; again when they change)
+ *   connector → worker   retire           (this session is being replaced: open no new stream on it)
+ *   worker → connector   retired          (done: nothing new will arrive on it; the connector drains it)
  */
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
@@ -112,7 +117,44 @@ const errorSchema = z.object({
   field: z.string().max(128, max(128)).optional(),
 });
 
-export const controlMessageSchema = z.discriminatedUnion('type', [helloSchema, welcomeSchema, configSchema, mappingStatusSchema, errorSchema]);
+/** A renewal's id: the connector's, echoed in the answer. */
+const renewIdSchema = z.string().min(1).max(64, max(64)).regex(/^[A-Za-z0-9-]+$/, 'must be letters, digits and "-"');
+/** PEM text: a CSR (4 KiB), a certificate (8 KiB), a CA bundle of a few CAs (64 KiB). */
+const pemSchema = (chars: number) => z.string().max(chars, max(chars)).regex(/^[-A-Za-z0-9+/=\s]*$/, 'must be PEM text');
+export const PEM_LIMITS = { csrChars: 4096, certificateChars: 8192, caChars: 65_536 } as const;
+
+const renewSchema = z.object({
+  type: z.literal('renew'),
+  id: renewIdSchema,
+  csr: pemSchema(PEM_LIMITS.csrChars),
+});
+
+const renewedSchema = z.object({
+  type: z.literal('renewed'),
+  id: renewIdSchema,
+  certificate: pemSchema(PEM_LIMITS.certificateChars),
+  ca: pemSchema(PEM_LIMITS.caChars),
+});
+
+const renewFailedSchema = z.object({
+  type: z.literal('renew-failed'),
+  id: renewIdSchema,
+  code: codeSchema,
+  message: messageTextSchema,
+});
+
+const trustSchema = z.object({
+  type: z.literal('trust'),
+  ca: pemSchema(PEM_LIMITS.caChars),
+});
+
+const retireSchema = z.object({ type: z.literal('retire') });
+const retiredSchema = z.object({ type: z.literal('retired') });
+
+export const controlMessageSchema = z.discriminatedUnion('type', [
+  helloSchema, welcomeSchema, configSchema, mappingStatusSchema, errorSchema, renewSchema, renewedSchema, renewFailedSchema, trustSchema,
+  retireSchema, retiredSchema,
+]);
 
 /**
  * A control message the peer sent that the protocol refuses (unknown type, a
@@ -131,7 +173,7 @@ export class ControlMessageError extends ProtocolError {
   }
 }
 
-const KNOWN_TYPES = new Set(['hello', 'welcome', 'config', 'mapping-status', 'error']);
+const KNOWN_TYPES = new Set(['hello', 'welcome', 'config', 'mapping-status', 'error', 'renew', 'renewed', 'renew-failed', 'trust', 'retire', 'retired']);
 
 /** Validates one decoded control message; the error names the first refused field. */
 export function parseControlMessage(raw: unknown): ControlMessage | ControlMessageError {
@@ -151,6 +193,10 @@ export type Welcome = z.infer<typeof welcomeSchema>;
 export type ConfigMessage = z.infer<typeof configSchema>;
 export type MappingStatusMessage = z.infer<typeof mappingStatusSchema>;
 export type MappingStatusEntry = MappingStatusMessage['mappings'][number];
+export type RenewMessage = z.infer<typeof renewSchema>;
+export type RenewedMessage = z.infer<typeof renewedSchema>;
+export type RenewFailedMessage = z.infer<typeof renewFailedSchema>;
+export type TrustMessage = z.infer<typeof trustSchema>;
 
 export interface ControlChannel {
   on(event: 'message', listener: (msg: ControlMessage) => void): this;

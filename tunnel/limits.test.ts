@@ -35,10 +35,11 @@ describe('the limits: section', () => {
   });
 
   it.each([
-    ['an unknown field', { streams: 10 }, /unknown field \(expected one of: streamsPerSession, openBufferBytes, unreadOutputBytes, sessionsPerConnector, sessions, unauthenticatedConnections, unauthenticatedPerSource\)/],
+    ['an unknown field', { streams: 10 }, /unknown field \(expected one of: streamsPerSession, openBufferBytes, unreadOutputBytes, streamBufferBytes, sessionsPerConnector, sessions, unauthenticatedConnections, unauthenticatedPerSource\)/],
     ['one stream per session (the control stream takes it)', { streamsPerSession: 1 }, /^streamsPerSession: must be between 2 and 65536/],
     ['an open buffer smaller than one open header', { openBufferBytes: '4Ki' }, /^openBufferBytes: must be at least 8Ki/],
     ['an unread-output limit below 1 MiB', { unreadOutputBytes: 65536 }, /^unreadOutputBytes: must be at least 1Mi/],
+    ['a stream buffer below the session window', { streamBufferBytes: '4Mi' }, /^streamBufferBytes: must be at least 8Mi \(the session window\)/],
     ['a size that is not one', { openBufferBytes: '8MB' }, /^openBufferBytes: "8MB" is not a size/],
     ['more sessions per connector than in total', { sessions: 2 }, /^sessionsPerConnector: must not be more than sessions \(2\)/],
     ['more unauthenticated connections per source than in total', { unauthenticatedConnections: 10 }, /^unauthenticatedPerSource: must not be more than unauthenticatedConnections \(10\)/],
@@ -48,11 +49,11 @@ describe('the limits: section', () => {
 
   it('a connector has no worker-only limits', () => {
     const r = connectorLimitsSchema.safeParse({ sessions: 3 });
-    expect(firstIssue(r)).toMatch(/unknown field \(expected one of: streamsPerSession, openBufferBytes, unreadOutputBytes\)/);
+    expect(firstIssue(r)).toMatch(/unknown field \(expected one of: streamsPerSession, openBufferBytes, unreadOutputBytes, streamBufferBytes\)/);
   });
 
   it('gives the multiplexer its share', () => {
-    expect(muxLimits(DEFAULT_LIMITS)).toEqual({ maxStreams: 16_384, openBufferBytes: 8 << 20, unreadOutputBytes: 16 << 20 });
+    expect(muxLimits(DEFAULT_LIMITS)).toEqual({ maxStreams: 16_384, openBufferBytes: 8 << 20, unreadOutputBytes: 16 << 20, streamBufferBytes: 32 << 20 });
   });
 });
 
@@ -72,6 +73,7 @@ describe('the production limits (a reviewed table: change docs/security.md with 
       streamsPerSession: 16_384,
       openBufferBytes: 8 * 1024 * 1024,
       unreadOutputBytes: 16 * 1024 * 1024,
+      streamBufferBytes: 32 * 1024 * 1024,
       sessionsPerConnector: 3,
       sessions: 64,
       unauthenticatedConnections: 256,

@@ -34,6 +34,10 @@ export const CONTROL_MESSAGE_MAX = MAX_CONTROL_MESSAGE;
 export const OPEN_HEADER_MAX = 8 * KiB;
 /** Longest peer-supplied text copied into a log or audit line (a URL, a name, a message). */
 export const COPIED_TEXT_MAX = 256;
+/** Enrollment requests (POST /v1/enroll on the tunnel port, unauthenticated): body size, per source and minute, at once. */
+export const ENROLL_BODY_MAX = 16 * KiB;
+export const ENROLL_PER_SOURCE_PER_MINUTE = 10;
+export const ENROLL_IN_FLIGHT = 8;
 
 /** The per-process limits (see DEFAULT_LIMITS for what each bounds). */
 export interface Limits {
@@ -43,6 +47,11 @@ export interface Limits {
   openBufferBytes: number;
   /** Bytes written to a peer and not yet read by it, past which we stop reading from that peer. */
   unreadOutputBytes: number;
+  /**
+   * Bytes a session's streams hold that the peer sent and this side has not handed on yet (its
+   * target or client does not read): past it, a stream that keeps more is reset.
+   */
+  streamBufferBytes: number;
   /** Worker: sessions of one connector name at once. */
   sessionsPerConnector: number;
   /** Worker: sessions at once, all connectors of the connection together. */
@@ -62,6 +71,10 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   // Far above what flow control lets a session queue while its peer reads (1 MiB of transport
   // buffer plus one 64 KiB read per busy stream), so an honest peer is never paused.
   unreadOutputBytes: 16 * MiB,
+  // Four session windows (8 MiB, tunnel/mux/config.ts): what honest streams hold when their targets
+  // stall stays below it (one bulk stream at most its 4 MiB window, concurrent ones share the
+  // session window), while three sessions of one connector cost at most 96 MiB of stream data.
+  streamBufferBytes: 32 * MiB,
   // A reconnect can overlap a session that has not timed out yet (and that one may flap once more).
   // Three sessions of 16,384 idle streams plus their buffers stay under ~300 MiB.
   sessionsPerConnector: 3,
@@ -78,17 +91,22 @@ export const LIMIT_NAMES = [
   'streams_per_session',
   'open_buffer_bytes',
   'unread_output_bytes',
+  'stream_buffer_bytes',
   'ping_replies',
   'sessions_per_connector',
   'sessions',
   'unauthenticated_connections',
   'unauthenticated_per_source',
+  'enroll_body_bytes',
+  'enroll_per_source',
+  'enroll_in_flight',
 ] as const;
 export type LimitName = (typeof LIMIT_NAMES)[number];
 
 /** The limits a connector enforces (the worker enforces all of LIMIT_NAMES). */
 export const CONNECTOR_LIMIT_NAMES: readonly LimitName[] = [
-  'ws_frame_bytes', 'control_message_bytes', 'open_header_bytes', 'streams_per_session', 'open_buffer_bytes', 'unread_output_bytes', 'ping_replies',
+  'ws_frame_bytes', 'control_message_bytes', 'open_header_bytes', 'streams_per_session', 'open_buffer_bytes', 'unread_output_bytes',
+  'stream_buffer_bytes', 'ping_replies',
 ];
 
 /** Error codes that mean "a peer hit this limit", for counting a limit where only the error is seen. */
@@ -147,6 +165,8 @@ const sessionLimitShape = {
   openBufferBytes: sizeSchema(OPEN_HEADER_MAX, '8Ki (one open header)').optional(),
   // Below the transport's own 1 MiB write buffer an honest busy session would stop reading.
   unreadOutputBytes: sizeSchema(MiB, '1Mi').optional(),
+  // At least the session window: below it, honest concurrent transfers to a slow target would be reset.
+  streamBufferBytes: sizeSchema(8 * MiB, '8Mi (the session window)').optional(),
 };
 
 /** `limits:` of the connector file: the limits of its sessions. */
@@ -171,8 +191,8 @@ export const workerLimitsSchema = strictObject({
 });
 
 /** The multiplexer settings that enforce a process's session limits. */
-export function muxLimits(l: Limits): Pick<MuxConfig, 'maxStreams' | 'openBufferBytes' | 'unreadOutputBytes'> {
-  return { maxStreams: l.streamsPerSession, openBufferBytes: l.openBufferBytes, unreadOutputBytes: l.unreadOutputBytes };
+export function muxLimits(l: Limits): Pick<MuxConfig, 'maxStreams' | 'openBufferBytes' | 'unreadOutputBytes' | 'streamBufferBytes'> {
+  return { maxStreams: l.streamsPerSession, openBufferBytes: l.openBufferBytes, unreadOutputBytes: l.unreadOutputBytes, streamBufferBytes: l.streamBufferBytes };
 }
 
 function defined<T extends object>(o: T): Partial<Limits> {

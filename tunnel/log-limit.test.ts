@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from '@jest/globals';
-import { LineLimiter } from './log-limit.js';
+import { flushLineLimiters, LineLimiter } from './log-limit.js';
 
 describe('LineLimiter', () => {
   let now = 0;
@@ -49,5 +49,29 @@ describe('LineLimiter', () => {
     l.allow('a');
     await new Promise((r) => setTimeout(r, 100));
     expect(summaries).toEqual([['a', 2]]);
+  });
+
+  it('flushLineLimiters writes what every limiter still holds, once, and nothing for limiters already summed up', async () => {
+    const a = make(1);
+    const b = make(1);
+    const quiet = make(1);
+    a.allow('x');
+    a.allow('x');
+    b.allow('y');
+    b.allow('y');
+    b.allow('y');
+    quiet.allow('z'); // written, nothing suppressed
+    flushLineLimiters();
+    expect(summaries.sort()).toEqual([['x', 1], ['y', 2]]);
+    flushLineLimiters();
+    expect(summaries).toHaveLength(2);
+    // A limiter whose timer already wrote its summary is not pending any more.
+    const timed = new LineLimiter({ burst: 1, intervalMs: 20, maxKeys: 4, overflowKey: '(other)', onSummary: (k, n) => summaries.push([k, n]) });
+    timed.allow('t');
+    timed.allow('t');
+    await new Promise((r) => setTimeout(r, 80));
+    expect(summaries.filter(([k]) => k === 't')).toEqual([['t', 1]]);
+    flushLineLimiters();
+    expect(summaries.filter(([k]) => k === 't')).toEqual([['t', 1]]);
   });
 });

@@ -6,6 +6,10 @@
  *
  * A peer that opens and resets streams, or fails handshakes, as fast as it can costs at most
  * `burst + 1` lines per key and interval, whatever it sends.
+ *
+ * Summaries still pending when the process stops are written by flushLineLimiters (the worker and
+ * connector commands call it after they drained, before the audit log closes): a peer that
+ * provokes lines just before a restart is still accounted for.
  */
 export interface LineLimiterOptions {
   burst: number;
@@ -16,6 +20,14 @@ export interface LineLimiterOptions {
   /** One summary: `count` lines of `key` were not written in the interval that ended. */
   onSummary: (key: string, count: number, intervalMs: number) => void;
   now?: () => number;
+}
+
+/** Limiters with suppressed lines whose summary is not written yet (their timer is armed). */
+const pending = new Set<LineLimiter>();
+
+/** Writes the summaries every limiter still holds (at shutdown). */
+export function flushLineLimiters(): void {
+  for (const limiter of [...pending]) limiter.flush();
 }
 
 interface Window {
@@ -59,7 +71,10 @@ export class LineLimiter {
       return true;
     }
     w.suppressed++;
-    this.#timer ??= setTimeout(LineLimiter.#tick, this.#o.intervalMs, this).unref();
+    if (!this.#timer) {
+      this.#timer = setTimeout(LineLimiter.#tick, this.#o.intervalMs, this).unref();
+      pending.add(this);
+    }
     return false;
   }
 
@@ -69,6 +84,7 @@ export class LineLimiter {
     this.#windows.clear();
     clearTimeout(this.#timer);
     this.#timer = undefined;
+    pending.delete(this);
   }
 
   static #tick(l: LineLimiter): void {
@@ -78,6 +94,7 @@ export class LineLimiter {
     let next = Infinity;
     for (const w of l.#windows.values()) if (w.suppressed > 0) next = Math.min(next, w.start + l.#o.intervalMs);
     if (next !== Infinity) l.#timer = setTimeout(LineLimiter.#tick, Math.max(1, next - now), l).unref();
+    else pending.delete(l);
   }
 
   /** Ends every interval that is over: its summary, and its key forgotten. */

@@ -5,6 +5,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { CONNECTOR_LIMIT_NAMES, LIMIT_NAMES, type LimitName } from './limits.js';
+import { Session } from './mux/session.js';
 
 export type Role = 'worker' | 'connector';
 
@@ -21,6 +22,7 @@ export class TunnelMetrics {
   readonly certExpiry: Gauge<'certificate'>;
   readonly limitRefusals: Counter<'limit'>;
   readonly logLinesSuppressed: Counter<'kind'>;
+  readonly streamBuffer: Gauge;
 
   constructor(readonly role: Role, options: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -43,6 +45,14 @@ export class TunnelMetrics {
     this.certExpiry = new Gauge({ name: 'underpass_certificate_expiry_timestamp_seconds', help: 'Expiry time (Unix seconds) of the certificates in use.', labelNames: ['certificate'], registers });
     this.limitRefusals = new Counter({ name: 'underpass_limit_refusals_total', help: 'Times a peer ran into a limit (docs/security.md, Limits), by limit.', labelNames: ['limit'], registers });
     this.logLinesSuppressed = new Counter({ name: 'underpass_log_lines_suppressed_total', help: 'Log and audit lines a peer provoked beyond the per-peer rate, counted instead of written (a summary line says how many), by kind.', labelNames: ['kind'], registers });
+    this.streamBuffer = new Gauge({
+      name: 'underpass_stream_buffer_bytes',
+      help: 'Bytes the tunnel sessions hold for targets and clients that have not taken them yet, all sessions together (each session is limited to limits.streamBufferBytes).',
+      registers,
+      collect() {
+        this.set(Session.streamBytesHeldTotal);
+      },
+    });
     // Every limit this role enforces has a series from the start, so "never hit" reads as 0.
     for (const limit of role === 'worker' ? LIMIT_NAMES : CONNECTOR_LIMIT_NAMES) this.limitRefusals.inc({ limit }, 0);
   }

@@ -9,7 +9,7 @@
  */
 import { z } from 'zod';
 import { admissionSchema, type Admission } from './admission.js';
-import { codeSchema, CONTROL_LIMITS, dnsLabelSchema, MAPPING_STATES, versionSchema } from './control.js';
+import { codeSchema, CONTROL_LIMITS, dnsLabelSchema, MAPPING_STATES, PEM_LIMITS, versionSchema } from './control.js';
 import type { ConnectionId } from './identity.js';
 import { mappingSchema, type Mapping } from './mapping.js';
 
@@ -39,6 +39,12 @@ export const REPORT_LIMITS = {
   sessionChars: 64,
   sinceChars: 32,
   addressChars: 64,
+  /** The connector host's name as its hello said (cut: status shows it, nothing decides on it). */
+  hostnameChars: 40,
+  /** A certificate serial in hex (ours are 16 bytes; RFC 5280 allows 20). */
+  serialChars: 40,
+  /** CA certificates a worker trusts (two while the connection's CA rotates). */
+  trustedCAs: 8,
 } as const;
 
 const R = REPORT_LIMITS;
@@ -57,6 +63,9 @@ const reportedUnavailableSchema = z.object({
   message: reportTextSchema.optional(),
 });
 
+/** A CA id (tunnel/pki.ts caId): 16 lowercase hex digits. */
+const caIdSchema = z.string().regex(/^[0-9a-f]{16}$/, 'must be a CA id (16 hex digits)');
+
 const reportedConnectorSchema = z.object({
   name: dnsLabelSchema,
   session: z.string().min(1).max(R.sessionChars, atMost(R.sessionChars)).regex(/^[A-Za-z0-9-]+$/, 'must be letters, digits and "-"'),
@@ -64,6 +73,11 @@ const reportedConnectorSchema = z.object({
   version: versionSchema,
   address: z.string().max(R.addressChars, atMost(R.addressChars)).regex(/^[0-9A-Za-z.:[\]%_-]*$/, 'must be host:port'),
   unavailableMappings: z.array(reportedUnavailableSchema).max(CONTROL_LIMITS.mappings, entries(CONTROL_LIMITS.mappings)),
+  /** The CA that issued the certificate this session was opened with (CA rotation waits for every session to move). */
+  issuer: caIdSchema.optional(),
+  /** Serial (hex) of that certificate, and the connector host's name from its hello (TunnelConnector status). */
+  serial: z.string().max(R.serialChars, atMost(R.serialChars)).regex(/^[0-9A-Fa-f]*$/, 'must be hex').optional(),
+  hostname: z.string().max(R.hostnameChars, atMost(R.hostnameChars)).regex(/^[A-Za-z0-9._-]*$/, 'must be letters, digits, ".", "_" and "-"').optional(),
 });
 
 const countSchema = z.number().int().nonnegative().max(1e9);
@@ -86,6 +100,9 @@ export const workerReportSchema = z.object({
   connectors: z.array(reportedConnectorSchema).max(R.sessions, entries(R.sessions)),
   listenerFailures: z.array(z.object({ mapping: dnsLabelSchema, message: reportTextSchema })).max(R.listenerFailures, entries(R.listenerFailures)),
   dropped: droppedSchema.optional(),
+  /** The CAs this worker trusts now (its tls.ca), and the one that issued its own certificate. */
+  trust: z.array(caIdSchema).max(R.trustedCAs, entries(R.trustedCAs)).optional(),
+  issuer: caIdSchema.optional(),
 }).superRefine((r, ctx) => {
   const unavailable = r.connectors.reduce((n, c) => n + c.unavailableMappings.length, 0);
   if (unavailable > R.unavailableMappings) {
@@ -135,11 +152,12 @@ function largestReportBytes(): number {
   const failureNoMessage = obj({ mapping: str(63), message: str(0) });
   const sessionNoEntries = obj({
     name: str(63), session: str(R.sessionChars), since: str(R.sinceChars), version: str(CONTROL_LIMITS.versionChars, 2),
-    address: str(R.addressChars), unavailableMappings: arr(0, 0),
+    address: str(R.addressChars), unavailableMappings: arr(0, 0), issuer: str(16), serial: str(R.serialChars), hostname: str(R.hostnameChars),
   });
   const header = obj({
     instance: str(R.instanceChars), version: str(CONTROL_LIMITS.versionChars, 2), ready: 5, draining: 5, connectors: 0, listenerFailures: 0,
     dropped: obj({ sessions: count, unavailableMappings: count, listenerFailures: count, messages: count }),
+    trust: arr(R.trustedCAs, str(16)), issuer: str(16),
   });
   return header
     + arr(R.sessions, sessionNoEntries)
@@ -187,3 +205,74 @@ export interface OperatorAnswer {
 
 /** A larger answer is refused by the worker (1000 mappings with long allowedSources lists fit). */
 export const MAX_ANSWER_BYTES = 4 << 20;
+
+/**
+ * Certificate signing through the channel (docs/connector-lifecycle.md): a
+ * worker forwards a connector's renewal request for the connector its session
+ * authenticated. The operator decides who it signs for from the worker's own
+ * certificate (the connection) and what the worker vouches for (the connector
+ * name and the serial of the certificate the session was opened with); names
+ * inside the CSR are ignored.
+ *
+ *   POST /v1/connections/{namespace}/{name}/sign   SignRequest
+ *   200  SignAnswer {certificate, ca}
+ *   403  {reason: CONNECTOR_NOT_ALLOWED | CERTIFICATE_REVOKED | ...}   400 {reason: CSR_INVALID}
+ */
+export function signPath(connection: ConnectionId): string {
+  return `/v1/connections/${connection.namespace}/${connection.name}/sign`;
+}
+
+export const SIGN_PATH_PATTERN = /^\/v1\/connections\/([^/]+)\/([^/]+)\/sign$/;
+
+/** Body limit of a sign request (a CSR is under 1 KiB). */
+export const MAX_SIGN_BYTES = 16 * 1024;
+
+export const signRequestSchema = z.object({
+  /** What the worker's session proved: the connector's name and its certificate's serial (hex). */
+  connector: dnsLabelSchema,
+  certificateSerial: z.string().min(1).max(64).regex(/^[0-9A-Fa-f]+$/, 'must be hex'),
+  csr: z.string().min(1).max(PEM_LIMITS.csrChars),
+});
+
+export type SignRequest = z.infer<typeof signRequestSchema>;
+
+export const signAnswerSchema = z.object({
+  certificate: z.string().min(1).max(PEM_LIMITS.certificateChars),
+  /** Every CA certificate the connection trusts now (one, or two while the CA rotates). */
+  ca: z.string().min(1).max(PEM_LIMITS.caChars),
+});
+
+export type SignAnswer = z.infer<typeof signAnswerSchema>;
+
+/**
+ * Enrollment through the channel: a worker forwards what an unauthenticated
+ * connector sent to its enrollment endpoint (a one-time token and a CSR). The
+ * operator decides everything from the token (tunnel/enrollment-token.ts).
+ *
+ *   POST /v1/connections/{namespace}/{name}/enroll   EnrollRequest
+ *   200  EnrollAnswer {certificate, ca, connector}
+ *   403  {reason: TOKEN_INVALID | TOKEN_EXPIRED | TOKEN_USED | TOKEN_UNKNOWN | TOKEN_WRONG_CONNECTION | CONNECTOR_NOT_ALLOWED}
+ *   400  {reason: TOKEN_MALFORMED | CSR_INVALID | ...}
+ */
+export function enrollPath(connection: ConnectionId): string {
+  return `/v1/connections/${connection.namespace}/${connection.name}/enroll`;
+}
+
+export const ENROLL_PATH_PATTERN = /^\/v1\/connections\/([^/]+)\/([^/]+)\/enroll$/;
+
+export const enrollRequestSchema = z.object({
+  token: z.string().min(1).max(4096),
+  csr: z.string().min(1).max(PEM_LIMITS.csrChars),
+  /** The connector's address as the worker saw it (for the operator's log). */
+  peer: z.string().max(64).optional(),
+});
+
+export type EnrollRequest = z.infer<typeof enrollRequestSchema>;
+
+export const enrollAnswerSchema = z.object({
+  certificate: z.string().min(1).max(PEM_LIMITS.certificateChars),
+  ca: z.string().min(1).max(PEM_LIMITS.caChars),
+  connector: dnsLabelSchema,
+});
+
+export type EnrollAnswer = z.infer<typeof enrollAnswerSchema>;

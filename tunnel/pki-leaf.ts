@@ -66,16 +66,25 @@ export async function selfSignCA(profile: CAProfile): Promise<PemKeyPair> {
   return { certPem: `${cert.toString('pem')}\n`, keyPem: await privateKeyPem(keys.privateKey) };
 }
 
-/** A leaf signed by `ca`; refused if it would expire after the CA. */
+/** A leaf signed by `ca`, with a new key pair; refused if it would expire after the CA. */
 export async function issueLeaf(ca: Issuer, profile: LeafProfile): Promise<PemKeyPair> {
+  const keys = await generateKeys();
+  const certPem = await signLeaf(ca, profile, keys.publicKey);
+  return { certPem, keyPem: await privateKeyPem(keys.privateKey) };
+}
+
+/**
+ * A leaf for a public key someone else holds (from a certificate signing
+ * request: the private key never leaves where it was made).
+ */
+export async function signLeaf(ca: Issuer, profile: LeafProfile, publicKey: CryptoKey): Promise<string> {
   const { notBefore, notAfter } = profile;
   refuseOutlivingCA(ca, notAfter, profile.outlivesCAHint);
-  const keys = await generateKeys();
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: randomSerial(),
     subject: [{ CN: [profile.commonName] }],
     issuer: ca.certificate.subjectName,
-    publicKey: keys.publicKey,
+    publicKey,
     signingKey: ca.signingKey,
     notBefore,
     notAfter,
@@ -85,11 +94,11 @@ export async function issueLeaf(ca: Issuer, profile: LeafProfile): Promise<PemKe
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
       new x509.ExtendedKeyUsageExtension(profile.usages),
       new x509.SubjectAlternativeNameExtension(profile.names),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey, false, provider),
+      await x509.SubjectKeyIdentifierExtension.create(publicKey, false, provider),
       await authorityKeyIdentifier(ca),
     ],
   }, provider);
-  return { certPem: `${cert.toString('pem')}\n`, keyPem: await privateKeyPem(keys.privateKey) };
+  return `${cert.toString('pem')}\n`;
 }
 
 /** Throws ERR_PKI_VALIDITY if a leaf ending at `notAfter` would outlive `ca`; `hint` says what to do about it. */
@@ -121,7 +130,7 @@ export function wholeSeconds(ms: number): Date {
   return new Date(Math.floor(ms / 1000) * 1000);
 }
 
-async function generateKeys(): Promise<CryptoKeyPair> {
+export async function generateKeys(): Promise<CryptoKeyPair> {
   return (await subtle.generateKey(EC_KEY, true, ['sign', 'verify'])) as CryptoKeyPair;
 }
 
@@ -139,7 +148,7 @@ async function authorityKeyIdentifier(ca: Issuer): Promise<x509.AuthorityKeyIden
   return x509.AuthorityKeyIdentifierExtension.create(ca.certificate.publicKey, false, provider);
 }
 
-async function privateKeyPem(key: CryptoKey): Promise<string> {
+export async function privateKeyPem(key: CryptoKey): Promise<string> {
   const der = await subtle.exportKey('pkcs8', key);
   return `${x509.PemConverter.encode(der, 'PRIVATE KEY')}\n`;
 }

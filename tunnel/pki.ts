@@ -1,4 +1,4 @@
-import { createPrivateKey, randomBytes, webcrypto, X509Certificate as NodeX509Certificate, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, randomBytes, webcrypto, X509Certificate as NodeX509Certificate, type KeyObject } from 'node:crypto';
 import { open, mkdir, lstat, rename, unlink } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { basename, join } from 'node:path';
@@ -204,8 +204,10 @@ function connectionFromCertificate(cert: x509.X509Certificate): ConnectionId {
 function validity(options: ValidityOptions): { notBefore: Date; notAfter: Date } {
   const now = (options.now ?? new Date()).getTime();
   const hours = positive(options.validityHours ?? DEFAULT_LEAF_VALIDITY_HOURS, 'validityHours');
-  const notBefore = wholeSeconds(options.notBefore?.getTime() ?? now - CLOCK_SKEW_MS);
-  const notAfter = wholeSeconds(options.notAfter?.getTime() ?? now + hours * HOUR_MS);
+  const end = options.notAfter?.getTime() ?? now + hours * HOUR_MS;
+  // At most a tenth of the lifetime: a one-minute certificate must not be spent before it is issued.
+  const notBefore = wholeSeconds(options.notBefore?.getTime() ?? now - Math.min(CLOCK_SKEW_MS, Math.max(0, Math.floor((end - now) / 10))));
+  const notAfter = wholeSeconds(end);
   if (notAfter <= notBefore) {
     throw new UnderpassError('ERR_PKI_VALIDITY', `notAfter ${notAfter.toISOString()} is not after notBefore ${notBefore.toISOString()}`);
   }
@@ -314,4 +316,28 @@ async function exists(path: string): Promise<boolean> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw err;
   }
+}
+
+/**
+ * A short, stable id of a CA certificate (the first 16 hex digits of the
+ * SHA-256 of its DER): how workers tell the operator which CAs they trust and
+ * which CA issued a certificate, while the connection's CA rotates.
+ */
+export function caId(pem: string): string {
+  return createHash('sha256').update(new NodeX509Certificate(pem).raw).digest('hex').slice(0, 16);
+}
+
+/** The id of the CA in `bundle` that issued `cert` (DER or PEM), or undefined. */
+export function issuerIdIn(cert: Buffer | string, bundle: readonly string[]): string | undefined {
+  const leaf = new NodeX509Certificate(cert);
+  for (const pem of bundle) {
+    const ca = new NodeX509Certificate(pem);
+    if (leaf.checkIssued(ca) && leaf.verify(ca.publicKey)) return caId(pem);
+  }
+  return undefined;
+}
+
+/** The certificates of a PEM bundle, each as its own PEM block, in order. */
+export function pemCertificates(pem: string): string[] {
+  return [...pem.matchAll(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)].map((m) => `${m[0]}\n`);
 }

@@ -19,7 +19,10 @@
  * (pipelining) until `run`. What it keeps before it runs — a partial header,
  * early data — counts against the session's open buffer budget
  * (Channel.holdOpen, limits.openBufferBytes); a stream that would exceed it is
- * dropped (ERR_OPEN_BUFFER_LIMIT). Once it runs, nothing is counted per chunk.
+ * dropped (ERR_OPEN_BUFFER_LIMIT). Once it runs, what it wrote to its socket and
+ * not credited yet counts in the session's stream buffer (the channel counts it:
+ * limits.streamBufferBytes); the relay credits all of it, at the latest when its
+ * socket closes, so the count never leaks.
  *
  * Channel → socket writes are corked until the end of the event-loop turn:
  * TLS hands decrypted data over in 16 KiB pieces, and writing each one with
@@ -342,6 +345,11 @@ export class Relay implements ChannelSink {
       this.#corked = true;
       to.cork();
     }
+    if (this.#uncredited !== 0 && chunk.length * 2 < chunk.buffer.byteLength) {
+      // Queued behind bytes the target has not taken: a small view would pin its whole transport
+      // buffer for as long as the target does not read (the session counts only the view's bytes).
+      chunk = Buffer.from(chunk);
+    }
     if (to.write(chunk) && this.#uncredited === 0) this.channel!.consumed(chunk.length);
     else this.#uncredited += chunk.length;
   }
@@ -421,6 +429,12 @@ export class Relay implements ChannelSink {
   static #onSocketClose(this: Socket): void {
     const r = owner.of(this);
     r.#socketClosed = true;
+    // What the socket had not sent is gone with it: no longer held for the channel.
+    const n = r.#uncredited;
+    if (n !== 0 && r.channel) {
+      r.#uncredited = 0;
+      r.channel.consumed(n);
+    }
     r.#check();
   }
 

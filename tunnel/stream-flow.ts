@@ -48,6 +48,14 @@ export const UNKNOWN_MAPPING_LABEL = '(unknown)';
 /** Longest message copied into a stream's audit and log line. */
 const MESSAGE_MAX = 1024;
 
+/** Error codes of a stream dropped at a limit (tunnel/limits.ts): audited `failed` with reason LIMIT_EXCEEDED. */
+const LIMIT_ERROR_CODES: ReadonlySet<string> = new Set(['ERR_OPEN_HEADER_TOO_LARGE', 'ERR_OPEN_BUFFER_LIMIT', 'ERR_STREAM_BUFFER_LIMIT']);
+
+/** `failed` with the reason its error gives: LIMIT_EXCEEDED for a limit, `otherwise` for anything else. */
+function failedReason(err: unknown, otherwise: string): string {
+  return LIMIT_ERROR_CODES.has(errorCode(err) ?? '') ? 'LIMIT_EXCEEDED' : otherwise;
+}
+
 /** A session that can carry a stream, with the identities for the audit line. */
 export interface Carrier {
   session: Session;
@@ -269,7 +277,7 @@ function relayed(env: FlowEnv, started: number, mapping: Mapping, r: Relay, f: F
     env.metrics.streamsOpen.dec({ mapping: mapping.name });
     f.bytesIn = socketIsTarget ? result.bytesToSocket : result.bytesFromSocket;
     f.bytesOut = socketIsTarget ? result.bytesFromSocket : result.bytesToSocket;
-    if (result.error) f.end('failed', 'ABORTED', result.error.message);
+    if (result.error) f.end('failed', failedReason(result.error, 'ABORTED'), result.error.message);
     else f.end('closed');
     record(env, started, f, limiter);
   });
@@ -310,9 +318,9 @@ export function serveStream(
       env.metrics.dialSeconds.observe({ mapping: mapping.name, result: err ? 'error' : 'ok' }, Number(process.hrtime.bigint() - dialStarted) / 1e9);
       if (channel.isReset) {
         socket?.destroy();
-        // Reset while dialling: by the peer, or dropped here for the session's open buffer budget.
-        const overBudget = errorCode(r.error) === 'ERR_OPEN_BUFFER_LIMIT';
-        record(env, started, f.end('failed', overBudget ? 'LIMIT_EXCEEDED' : 'ABORTED', overBudget ? errorMessage(r.error) : 'the stream closed while dialling'), limiter);
+        // Reset while dialling: by the peer, or dropped here at a limit (the open or stream buffer).
+        const reason = failedReason(r.error, 'ABORTED');
+        record(env, started, f.end('failed', reason, reason === 'LIMIT_EXCEEDED' ? errorMessage(r.error) : 'the stream closed while dialling'), limiter);
         return;
       }
       if (err || !socket) {
@@ -332,10 +340,8 @@ export function serveStream(
       req = parseOpenRequest(raw);
     } catch (e) {
       channel.reset();
-      const code = errorCode(e);
-      if (code === 'ERR_OPEN_HEADER_TOO_LARGE') env.metrics.limitHit('open_header_bytes');
-      const limit = code === 'ERR_OPEN_HEADER_TOO_LARGE' || code === 'ERR_OPEN_BUFFER_LIMIT';
-      record(env, started, f.end('failed', limit ? 'LIMIT_EXCEEDED' : 'BAD_REQUEST', errorMessage(e)), limiter);
+      if (errorCode(e) === 'ERR_OPEN_HEADER_TOO_LARGE') env.metrics.limitHit('open_header_bytes');
+      record(env, started, f.end('failed', failedReason(e, 'BAD_REQUEST'), errorMessage(e)), limiter);
       return;
     }
     // What the peer asked for goes to the audit line as it is (the schema bounds it); the metric

@@ -56,6 +56,8 @@ export class AdmissionGate {
     this.#o.audit.write({
       event: 'admission-changed', connection: this.#o.connection, worker: this.#o.instance, source,
       connectors: next.connectors === undefined ? 'any' : [...next.connectors],
+      ...(next.revokedSerials?.length || next.revokedConnectors?.length
+        ? { message: `revoked: ${next.revokedConnectors?.length ?? 0} connector(s), ${next.revokedSerials?.length ?? 0} certificate(s)` } : {}),
     });
     let closed = 0;
     for (const session of sessions) {

@@ -8,6 +8,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import {
   ControlChannel, ControlMessageError, CONTROL_LIMITS, PROTOCOL_VERSION, type ConfigMessage, type ControlMessage, type MappingStatusEntry,
+  type RenewedMessage, type RenewFailedMessage, type RenewMessage, type TrustMessage,
 } from '../tunnel/control.js';
 import { errorCode, errorMessage, UnderpassError } from '../tunnel/errors.js';
 import { reportText } from '../tunnel/operator-channel.js';
@@ -39,6 +40,8 @@ export interface ConnectorSession {
   on(event: 'close', listener: (err: Error | undefined) => void): this;
   /** A keepalive round trip with this connector (milliseconds). */
   on(event: 'rtt', listener: (ms: number) => void): this;
+  /** The connector asks for a renewed certificate (worker/renewals.ts). */
+  on(event: 'renew', listener: (msg: RenewMessage) => void): this;
 }
 
 export class ConnectorSession extends EventEmitter {
@@ -47,6 +50,8 @@ export class ConnectorSession extends EventEmitter {
   readonly peer: string;
   /** Hex serial of the connector's client certificate. */
   readonly certificateSerial: string;
+  /** The CA (id) that issued it. */
+  readonly certificateIssuer: string | undefined;
   readonly since = new Date();
   readonly mux: Session;
   version = '';
@@ -58,6 +63,8 @@ export class ConnectorSession extends EventEmitter {
   readonly #refusalsLogged = new Set<string>();
   #ready = false;
   #failed = false;
+  /** The connector replaced this session (see 'retire'): it carries no new stream. */
+  #retired = false;
   #control: ControlChannel | undefined;
   #logger: Logger | undefined;
   #handshakeTimer: NodeJS.Timeout | undefined;
@@ -68,6 +75,7 @@ export class ConnectorSession extends EventEmitter {
     this.connector = accepted.connector;
     this.peer = accepted.peer;
     this.certificateSerial = accepted.certificateSerial;
+    this.certificateIssuer = accepted.certificateIssuer;
     this.#opts = opts;
     this.mux = new Session(accepted.stream, { client: false, config: opts.mux });
     // Shared listeners that find this session through its mux (tunnel/owner.ts): an idle session
@@ -120,6 +128,15 @@ export class ConnectorSession extends EventEmitter {
   }
 
   static #onControlMessage(this: ControlChannel, msg: ControlMessage): void {
+    if (msg.type === 'renew') return void owner.of(this).emit('renew', msg);
+    if (msg.type === 'retire') {
+      // The connector moves to a new session (renewed certificate): nothing new goes here from now on,
+      // and it hears so before it sends GoAway, so no stream we open crosses its GoAway.
+      const s = owner.of(this);
+      s.#retired = true;
+      s.#control?.send({ type: 'retired' });
+      return;
+    }
     if (msg.type !== 'mapping-status') return;
     const s = owner.of(this);
     s.unavailable.clear();
@@ -146,11 +163,16 @@ export class ConnectorSession extends EventEmitter {
 
   /** Can this session carry a new stream for `mapping`? */
   canCarry(mapping: string): boolean {
-    return this.ready && !this.mux.remoteGoneAway && !this.mux.localGoneAway && !this.unavailable.has(mapping);
+    return this.ready && !this.#retired && !this.mux.remoteGoneAway && !this.mux.localGoneAway && !this.unavailable.has(mapping);
   }
 
   sendConfig(config: ConfigMessage): void {
     this.#control?.send(config);
+  }
+
+  /** Any worker-to-connector control message (renewal answers, trust). */
+  sendControl(msg: RenewedMessage | RenewFailedMessage | TrustMessage): void {
+    if (this.#ready) this.#control?.send(msg);
   }
 
   close(err?: Error): void {

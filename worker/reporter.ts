@@ -18,7 +18,8 @@ import type { ConnectionId } from '../tunnel/identity.js';
 import type { Admission } from '../tunnel/admission.js';
 import type { Mapping } from '../tunnel/mapping.js';
 import {
-  answerEnvelopeSchema, answerMappingsSchema, MAX_ANSWER_BYTES, reportPath, type ReportVerdict, type WorkerReport,
+  answerEnvelopeSchema, answerMappingsSchema, enrollAnswerSchema, enrollPath, MAX_ANSWER_BYTES, reportPath, signAnswerSchema, signPath,
+  type EnrollAnswer, type EnrollRequest, type ReportVerdict, type SignAnswer, type SignRequest, type WorkerReport,
 } from '../tunnel/operator-channel.js';
 import { readTlsFiles, type TlsFiles } from '../tunnel/transport/tls-files.js';
 import { VERSION } from '../tunnel/version.js';
@@ -60,6 +61,8 @@ export class OperatorReporter {
   readonly #opts: OperatorReporterOptions;
   readonly #log: Logger;
   readonly #endpoint: URL;
+  readonly #signEndpoint: URL;
+  readonly #enrollEndpoint: URL;
   #agent: https.Agent | undefined;
   #agentKey = '';
   #timer: NodeJS.Timeout | undefined;
@@ -78,6 +81,29 @@ export class OperatorReporter {
     this.#log = opts.logger.child({ channel: 'operator' });
     const base = opts.url.pathname.replace(/\/+$/, '');
     this.#endpoint = new URL(`${base}${reportPath(opts.connection)}`, opts.url);
+    this.#signEndpoint = new URL(`${base}${signPath(opts.connection)}`, opts.url);
+    this.#enrollEndpoint = new URL(`${base}${enrollPath(opts.connection)}`, opts.url);
+  }
+
+  /** Forwards an enrollment (token + CSR) to the operator; throws with the operator's reason as code. */
+  async enroll(req: EnrollRequest): Promise<EnrollAnswer> {
+    const agent = await this.#currentAgent();
+    const answer = await this.#request(agent, JSON.stringify(req), this.#enrollEndpoint);
+    const parsed = enrollAnswerSchema.safeParse(answer);
+    if (!parsed.success) throw invalidAnswer(parsed.error);
+    return parsed.data;
+  }
+
+  /**
+   * Asks the operator to sign a connector's certificate request (renewal);
+   * throws an UnderpassError whose code is the operator's reason.
+   */
+  async sign(req: SignRequest): Promise<SignAnswer> {
+    const agent = await this.#currentAgent();
+    const answer = await this.#request(agent, JSON.stringify(req), this.#signEndpoint);
+    const parsed = signAnswerSchema.safeParse(answer);
+    if (!parsed.success) throw invalidAnswer(parsed.error);
+    return parsed.data;
   }
 
   start(): void {
@@ -214,9 +240,9 @@ export class OperatorReporter {
     return this.#agent;
   }
 
-  #request(agent: https.Agent, body: string): Promise<unknown> {
+  #request(agent: https.Agent, body: string, endpoint = this.#endpoint): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      const req = https.request(this.#endpoint, {
+      const req = https.request(endpoint, {
         method: 'POST',
         agent,
         signal: this.#abort.signal,
@@ -270,7 +296,7 @@ async function readAnswer(res: IncomingMessage): Promise<unknown> {
   const refusal = json as { error?: unknown; reason?: unknown } | undefined;
   const reason = typeof refusal?.reason === 'string' ? refusal.reason : `HTTP_${res.statusCode}`;
   const message = typeof refusal?.error === 'string' ? refusal.error : text.trim().slice(0, 200);
-  throw new UnderpassError(reason, `the operator refused the report (HTTP ${res.statusCode} ${reason}): ${message}`);
+  throw new UnderpassError(reason, `the operator refused (HTTP ${res.statusCode} ${reason}): ${message}`);
 }
 
 function parseEnvelope(answer: unknown) {

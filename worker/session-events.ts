@@ -14,7 +14,7 @@
  */
 import type { Logger } from 'pino';
 import type { AuditLog } from '../tunnel/audit.js';
-import type { ConfigMessage, MappingStatusEntry } from '../tunnel/control.js';
+import type { ConfigMessage, MappingStatusEntry, RenewMessage, TrustMessage } from '../tunnel/control.js';
 import { errorCode } from '../tunnel/errors.js';
 import { capText, LIMIT_OF_ERROR_CODE, type LimitName } from '../tunnel/limits.js';
 import { LineLimiter } from '../tunnel/log-limit.js';
@@ -38,6 +38,10 @@ export interface SessionHost {
   readonly registry: SessionRegistry;
   readonly env: FlowEnv;
   configMessage(): ConfigMessage;
+  /** The CA certificates connectors should trust now (pushed at the handshake and on change). */
+  trustMessage(): TrustMessage | undefined;
+  /** A connector's renewal request (worker/renewals.ts). */
+  renew(session: ConnectorSession, msg: RenewMessage): void;
   /** Something the operator report shows has changed. */
   reportChanged(): void;
   resolveClusterTarget(req: OpenRequest): Resolution;
@@ -72,7 +76,12 @@ export function wireSession(host: SessionHost, session: ConnectorSession): void 
   session.on('ready', onReady);
   session.on('mapping-status', onMappingStatus);
   session.on('stream', onStream);
+  session.on('renew', onRenew);
   session.on('close', onClose);
+}
+
+function onRenew(this: ConnectorSession, msg: RenewMessage): void {
+  hosts.of(this).renew(this, msg);
 }
 
 function onLimit(this: Session, limit: LimitName): void {
@@ -103,6 +112,8 @@ function onClose(this: ConnectorSession, err: Error | undefined): void {
 function sessionReady(host: SessionHost, session: ConnectorSession): void {
   host.metrics.sessions.inc({ role: 'worker' });
   session.sendConfig(host.configMessage());
+  const trust = host.trustMessage();
+  if (trust) session.sendControl(trust);
   host.reportChanged();
   const version = capText(session.version, 64);
   host.log.info({ connector: session.connector, peer: session.peer, session: session.id, version },

@@ -31,6 +31,8 @@ export interface WorkerSnapshot {
   mappings: readonly Mapping[];
   /** Connector-side mappings whose listener could not be opened, from the last apply. */
   listenerFailures: ListenerFailure[];
+  /** The CA ids in tls.ca and the one that issued the worker's own certificate. */
+  trust?: { cas: string[]; issuer: string | undefined };
 }
 
 export function statusDocument(w: WorkerSnapshot): unknown {
@@ -70,8 +72,12 @@ export function workerReport(w: WorkerSnapshot): BuiltReport {
     version: VERSION,
     ready: w.notReadyReason === undefined,
     draining: w.draining,
-    connectors: w.sessions.filter((s) => s.ready).map((s) => ({ ...connectorSummary(s), unavailableMappings: [...s.unavailable.values()] })),
+    connectors: w.sessions.filter((s) => s.ready).map((s) => ({
+      ...connectorSummary(s), unavailableMappings: [...s.unavailable.values()], ...(s.certificateIssuer ? { issuer: s.certificateIssuer } : {}),
+      serial: s.certificateSerial, ...(s.hostname ? { hostname: s.hostname } : {}),
+    })),
     listenerFailures: w.listenerFailures,
+    ...(w.trust ? { trust: w.trust.cas, ...(w.trust.issuer ? { issuer: w.trust.issuer } : {}) } : {}),
   });
 }
 
@@ -109,6 +115,9 @@ export function fitReport(raw: WorkerReport): BuiltReport {
       since: c.since.slice(0, REPORT_LIMITS.sinceChars),
       version: c.version,
       address: c.address.slice(0, REPORT_LIMITS.addressChars),
+      ...(c.issuer ? { issuer: c.issuer } : {}),
+      ...(c.serial ? { serial: c.serial.slice(0, REPORT_LIMITS.serialChars) } : {}),
+      ...(c.hostname ? { hostname: c.hostname.replace(/[^A-Za-z0-9._-]/g, '').slice(0, REPORT_LIMITS.hostnameChars) } : {}),
       unavailableMappings: kept.map((u) => {
         const text = u.message === undefined ? undefined : message(u.message);
         return { name: u.name, state: u.state, ...(u.reason !== undefined ? { reason: u.reason } : {}), ...(text !== undefined ? { message: text } : {}) };
@@ -119,7 +128,10 @@ export function fitReport(raw: WorkerReport): BuiltReport {
   dropped.listenerFailures = raw.listenerFailures.length - failures.length;
   const listenerFailures = failures.map((f) => ({ mapping: f.mapping, message: message(f.message) ?? '' }));
   const counted = Object.fromEntries(Object.entries(dropped).filter(([, n]) => n > 0)) as ReportDropped;
-  const base = { instance: raw.instance, version: raw.version, ready: raw.ready, draining: raw.draining };
+  const base = {
+    instance: raw.instance, version: raw.version, ready: raw.ready, draining: raw.draining,
+    ...(raw.trust ? { trust: raw.trust.slice(0, REPORT_LIMITS.trustedCAs) } : {}), ...(raw.issuer ? { issuer: raw.issuer } : {}),
+  };
   const full: WorkerReport = { ...base, connectors, listenerFailures, ...(Object.keys(counted).length > 0 ? { dropped: counted } : {}) };
   const problem = validationProblem(full);
   if (problem === undefined) return { report: full, dropped: counted };

@@ -14,7 +14,7 @@
  */
 import { constants as cryptoConstants } from 'node:crypto';
 import https from 'node:https';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
@@ -23,6 +23,7 @@ import { errorMessage, ignoreError } from '../tunnel/errors.js';
 import { identityFromPeerCertificate, type ConnectionId } from '../tunnel/identity.js';
 import { capText, DEFAULT_LIMITS, type LimitName, type Limits } from '../tunnel/limits.js';
 import { listenOn } from '../tunnel/listen.js';
+import { issuerIdIn, pemCertificates } from '../tunnel/pki.js';
 import { ownerSlot } from '../tunnel/owner.js';
 import type { TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { acceptWebSocket, WebSocketStream } from '../tunnel/transport/websocket.js';
@@ -34,6 +35,8 @@ export interface AcceptedConnector {
   connector: string;
   peer: string;
   certificateSerial: string;
+  /** The id of the CA in tls.ca that issued the connector's certificate. */
+  certificateIssuer: string | undefined;
 }
 
 export interface Denial {
@@ -57,6 +60,8 @@ export interface TunnelServerOptions {
   accepting: () => boolean;
   /** Why an authenticated connector may not attach now (403 with that code), e.g. CONNECTOR_NOT_ALLOWED. */
   admit?: (c: { connector: string; certificateSerial: string }) => { code: string; message: string } | undefined;
+  /** Plain HTTPS requests (not upgrades) it serves itself, e.g. the enrollment endpoint; true = handled. */
+  onRequest?: (req: IncomingMessage, res: ServerResponse) => boolean;
   /** The session and unauthenticated-connection caps; DEFAULT_LIMITS where absent. */
   limits?: Partial<TunnelServerLimits>;
 }
@@ -77,10 +82,13 @@ export class TunnelServer {
   readonly #pendingSource = new WeakMap<Socket, string>();
   readonly #opts: TunnelServerOptions;
   readonly #limits: TunnelServerLimits;
+  /** The CA certificates in tls.ca (several while the connection's CA rotates). */
+  #cas: string[];
 
   constructor(opts: TunnelServerOptions) {
     this.#opts = opts;
     this.#limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.#cas = pemCertificates(opts.tls.ca.toString());
     this.#server = https.createServer({
       ...secureOptions(opts.tls),
       requestCert: true,
@@ -103,6 +111,7 @@ export class TunnelServer {
     this.#server.prependListener('connection', TunnelServer.#onConnection);
     this.#server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.#onUpgrade(req, socket, head));
     this.#server.on('request', (req, res) => {
+      if (opts.onRequest?.(req, res)) return;
       const upgradeNeeded = req.url?.split('?')[0] === TUNNEL_PATH;
       res.writeHead(upgradeNeeded ? 426 : 404, { 'content-type': 'text/plain', connection: 'close' });
       res.end(upgradeNeeded ? 'this endpoint takes WebSocket upgrades from Underpass connectors\n' : 'not found\n');
@@ -129,6 +138,7 @@ export class TunnelServer {
   /** Renewed certificates apply to new handshakes; established sessions are untouched. */
   reloadTls(tls: TlsMaterial): void {
     this.#server.setSecureContext(secureOptions(tls));
+    this.#cas = pemCertificates(tls.ca.toString());
   }
 
   /** Stops accepting new connections (established WebSockets stay up). */
@@ -250,7 +260,13 @@ export class TunnelServer {
     this.#sessionsOf.set(connector, ofName + 1);
     servers.set(accepted, this);
     accepted.once('close', TunnelServer.#forgetStream);
-    this.#opts.onConnector({ stream: accepted, connector, peer, certificateSerial: cert.serialNumber });
+    let issuer: string | undefined;
+    try {
+      issuer = issuerIdIn(cert.raw, this.#cas);
+    } catch {
+      issuer = undefined;
+    }
+    this.#opts.onConnector({ stream: accepted, connector, peer, certificateSerial: cert.serialNumber, certificateIssuer: issuer });
   }
 
   #reject(socket: Socket, peer: string, status: number, reason: string, message: string, limit?: LimitName): void {

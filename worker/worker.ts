@@ -15,9 +15,9 @@ import { MappingListeners } from '../tunnel/listeners.js';
 import { diffMappings, isEmptyDiff } from '../tunnel/mapping-diff.js';
 import type { Mapping } from '../tunnel/mapping.js';
 import { admissionFromList } from '../tunnel/admission.js';
-import { reportText, type WorkerReport } from '../tunnel/operator-channel.js';
+import { reportText, type SignAnswer, type SignRequest, type WorkerReport } from '../tunnel/operator-channel.js';
 import { TunnelMetrics } from '../tunnel/metrics.js';
-import { certificateInfo } from '../tunnel/pki.js';
+import { caId, certificateInfo, issuerIdIn, pemCertificates } from '../tunnel/pki.js';
 import { carryClient, sourceAllowed, type FlowEnv, type Resolution } from '../tunnel/stream-flow.js';
 import type { OpenRequest } from '../tunnel/open.js';
 import { readTlsFiles, TlsFileWatcher, type TlsMaterial } from '../tunnel/transport/tls-files.js';
@@ -29,6 +29,8 @@ import { ConfigWatcher } from './config-watcher.js';
 import { ConnectorSession } from './connector-session.js';
 import { ReportMetrics } from './report-metrics.js';
 import { OperatorReporter, type AppliedAnswer } from './reporter.js';
+import { RenewalForwarder } from './renewals.js';
+import { EnrollmentEndpoint } from './enrollment-endpoint.js';
 import { sessionDenied, wireSession, type SessionHost } from './session-events.js';
 import { SessionRegistry } from './session-registry.js';
 import { statusDocument, workerReport, type ListenerFailure, type WorkerSnapshot } from './status.js';
@@ -65,6 +67,12 @@ export class Worker {
   readonly #sessionHost: SessionHost;
   readonly #admission: AdmissionGate;
   readonly #reportMetrics: ReportMetrics;
+  readonly #renewals: RenewalForwarder;
+  readonly #enrollment: EnrollmentEndpoint;
+  /** The CA certificates in tls.ca, pushed to connectors (they change while the CA rotates). */
+  #trustPem: string | undefined;
+  /** What the operator hears about them: CA ids, and the one that issued this worker's certificate. */
+  #trustIds: { cas: string[]; issuer: string | undefined } | undefined;
   /** The last reason a built report did not validate (logged once per reason). */
   #reportProblem: string | undefined;
   #mappings = new Map<string, Mapping>();
@@ -98,6 +106,16 @@ export class Worker {
       log: this.#log, audit: this.#audit, registry: this.metrics.registry,
     });
     this.#reportMetrics = new ReportMetrics(this.metrics.registry);
+    this.#enrollment = new EnrollmentEndpoint({
+      connection: this.#connection, instance: config.instance, log: this.#log, audit: this.#audit,
+      trust: () => this.#trustPem,
+      enroll: config.operator ? (req) => (this.#reporter ? this.#reporter.enroll(req) : Promise.reject(new UnderpassError('NOT_READY', 'this worker is not connected to the operator yet'))) : undefined,
+      limitHit: (limit) => this.metrics.limitHit(limit),
+    });
+    this.#renewals = new RenewalForwarder({
+      connection: this.#connection, instance: config.instance, log: this.#log, audit: this.#audit,
+      sign: config.operator ? (req) => this.#signer(req) : undefined,
+    });
     this.#env = { connection: this.#connection, audit: this.#audit, metrics: this.metrics, log: this.#log };
     this.#sessionHost = {
       connection: this.#connection,
@@ -108,6 +126,8 @@ export class Worker {
       registry: this.#registry,
       env: this.#env,
       configMessage: () => this.#configMessage(),
+      trustMessage: () => (this.#trustPem ? { type: 'trust' as const, ca: this.#trustPem } : undefined),
+      renew: (session, msg) => this.#renewals.handle(session, msg),
       reportChanged: () => this.#reporter?.trigger(),
       resolveClusterTarget: (req) => this.#resolveClusterTarget(req),
     };
@@ -124,6 +144,7 @@ export class Worker {
   async start(): Promise<WorkerAddresses> {
     const tls = await readTlsFiles(this.#config.tls);
     this.#recordCertificate(tls);
+    this.#trustPem = tls.ca.toString();
     this.#server = new TunnelServer({
       connection: this.#config.connection,
       tls,
@@ -133,6 +154,7 @@ export class Worker {
       onConnector: (c) => this.#onConnector(c),
       onDenied: (d) => sessionDenied(this.#sessionHost, d),
       admit: (c) => this.#admission.check(c),
+      onRequest: (req, res) => this.#enrollment.handle(req, res),
     });
     const tunnel = await this.#server.listen(this.#config.listen);
     this.#tlsWatcher = new TlsFileWatcher(this.#config.tls, tls, this.#tlsReloadIntervalMs, (m) => this.#reloadTls(m), (err) =>
@@ -313,6 +335,7 @@ export class Worker {
       sessions: this.#registry.all,
       mappings: this.mappings,
       listenerFailures: this.#listenerFailures,
+      ...(this.#trustIds ? { trust: this.#trustIds } : {}),
     };
   }
 
@@ -341,13 +364,31 @@ export class Worker {
     return { ok: true, mapping, dial: mapping.target, target: formatHostPort(mapping.target) };
   }
 
+  /** The reporter exists once started; a renewal before that is told to retry. */
+  #signer(req: SignRequest): Promise<SignAnswer> {
+    if (!this.#reporter) return Promise.reject(new UnderpassError('NOT_READY', 'this worker is not reporting to the operator yet; retry shortly'));
+    return this.#reporter.sign(req);
+  }
+
   #reloadTls(m: TlsMaterial): void {
     this.#server?.reloadTls(m); // throws on a cert/key mismatch; the watcher retries
     this.#recordCertificate(m);
+    const trust = m.ca.toString();
+    if (trust !== this.#trustPem) {
+      this.#trustPem = trust;
+      for (const s of this.#registry.all) s.sendControl({ type: 'trust', ca: trust });
+      this.#reporter?.trigger(); // the operator waits for this while the connection's CA rotates
+    }
     this.#log.info('reloaded TLS certificate; new connector handshakes use it, established sessions continue');
   }
 
   #recordCertificate(m: TlsMaterial): void {
+    try {
+      const cas = pemCertificates(m.ca.toString());
+      this.#trustIds = { cas: cas.map(caId), issuer: issuerIdIn(m.cert, cas) };
+    } catch (err) {
+      this.#log.warn({ err: errorMessage(err) }, 'cannot read the CA certificates in tls.ca');
+    }
     try {
       const info = certificateInfo(m.cert.toString());
       this.metrics.certExpiry.set({ certificate: 'worker' }, info.notAfter.getTime() / 1000);

@@ -10,6 +10,7 @@
  * RSS settles for a few seconds before each reading (no forced GC: these are
  * the processes as deployed).
  */
+import { readTlsFiles } from '../../tunnel/transport/tls-files.js';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -254,7 +255,7 @@ async function openSession(url: string, c: { name: string; cert: string; key: st
   const abort = new AbortController();
   const link = new WorkerLink(new URL(url), {
     name: c.name,
-    tls: { cert: c.cert, key: c.key, ca: c.ca },
+    credentials: () => readTlsFiles({ cert: c.cert, key: c.key, ca: c.ca }),
     mux: {},
     reconnect: { initialDelayMs: 200, maxDelayMs: 2_000 },
     logger: quiet,

@@ -48,6 +48,11 @@ const CASES: Case[] = [
     args: ['-f', path.join(VALUES, 'connector-max.yaml')],
     kinds: ['Secret', 'Deployment', 'Service', 'PodDisruptionBudget', 'NetworkPolicy', 'Pod'],
   },
+  {
+    name: 'underpass-connector, enrolling with a token', chart: CONNECTOR_CHART, release: 'site-c', namespace: 'underpass-connector',
+    args: ['-f', path.join(VALUES, 'connector-enroll.yaml')],
+    kinds: ['Secret', 'ServiceAccount', 'Role', 'RoleBinding', 'Deployment', 'PodDisruptionBudget', 'NetworkPolicy', 'Pod'],
+  },
 ];
 
 let env: TestEnv;
@@ -84,6 +89,7 @@ describe('helm lint --strict', () => {
     ['underpass-operator, every value set', OPERATOR_CHART, ['-f', path.join(VALUES, 'operator-max.yaml'), '--set', 'serviceMonitor.enabled=false']],
     ['underpass-connector, default values', CONNECTOR_CHART, []],
     ['underpass-connector, every value set', CONNECTOR_CHART, ['-f', path.join(VALUES, 'connector-max.yaml')]],
+    ['underpass-connector, enrolling with a token', CONNECTOR_CHART, ['-f', path.join(VALUES, 'connector-enroll.yaml')]],
   ])('%s is clean', async (_name, chart, args) => {
     const r = await helm(['lint', '--strict', chart, ...args]);
     expect(r.stderr).toBe('');

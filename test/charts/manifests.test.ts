@@ -17,6 +17,7 @@ describe('generated install manifests', () => {
     expect([...files.keys()].sort()).toEqual([
       'charts/underpass-operator/crds/underpass.dev_applicationmappings.yaml',
       'charts/underpass-operator/crds/underpass.dev_tunnelconnections.yaml',
+      'charts/underpass-operator/crds/underpass.dev_tunnelconnectors.yaml',
       'operator/deploy/operator.yaml',
       'operator/rbac/rbac.yaml',
     ]);

@@ -84,7 +84,8 @@ describe('spec.connectors on the cluster path', () => {
 
   it('refuses a connector that is not listed, even with a valid certificate of the connection', async () => {
     // A certificate made straight from the connection CA (connector bundle would refuse the name).
-    const secret = JSON.parse(await env.kubectlOk(['get', 'secret', 'dc1-ca', '-n', NS, '-o', 'json']));
+    const uid = await env.kubectlOk(['get', 'tc', 'dc1', '-n', NS, '-o', 'jsonpath={.metadata.uid}']);
+    const secret = JSON.parse(await env.kubectlOk(['get', 'secret', `ca.${NS}.dc1.${uid}`, '-n', 'underpass-system', '-o', 'json']));
     const pem = (k: string): string => Buffer.from(secret.data[k], 'base64').toString();
     const b = await issueConnectorCert(await loadCA(pem('ca.crt'), pem('ca.key')), { connector: 'site-b' });
     const ws = new WebSocket(`wss://localhost:${ports.tunnel}/v1/tunnel`, { cert: b.certPem, key: b.keyPem, ca: pem('ca.crt') });

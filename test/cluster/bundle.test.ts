@@ -30,9 +30,17 @@ async function bundle(...args: string[]): Promise<CliResult> {
 const apply = (objects: object[]): Promise<string> =>
   env.kubectlOk(['apply', '-f', '-'], { input: objects.map((o) => JSON.stringify(o)).join('\n') });
 
-function caSecret(connection: string, pems: PemKeyPair): object {
+const OPERATOR_NS = 'underpass-system';
+
+/** Where the operator keeps a connection's CA: its own namespace, named by the connection's uid. */
+async function caSecretName(connection: string): Promise<string> {
+  const uid = await env.kubectlOk(['get', 'tunnelconnection', connection, '-n', NS, '-o', 'jsonpath={.metadata.uid}']);
+  return `ca.${NS}.${connection}.${uid}`;
+}
+
+async function caSecret(connection: string, pems: PemKeyPair): Promise<object> {
   const b64 = (s: string) => Buffer.from(s).toString('base64');
-  return { apiVersion: 'v1', kind: 'Secret', metadata: { name: `${connection}-ca`, namespace: NS }, data: { 'ca.crt': b64(pems.certPem), 'ca.key': b64(pems.keyPem) } };
+  return { apiVersion: 'v1', kind: 'Secret', metadata: { name: await caSecretName(connection), namespace: OPERATOR_NS }, data: { 'ca.crt': b64(pems.certPem), 'ca.key': b64(pems.keyPem) } };
 }
 
 function tunnelConnection(name: string, spec: object): object {
@@ -53,9 +61,9 @@ beforeAll(async () => {
   await env.kubectlOk(['apply', '-f', path.join(ROOT, 'crds')]);
   await env.waitForCrds(['tunnelconnections.underpass.dev', 'applicationmappings.underpass.dev']);
   await env.kubectlOk(['create', 'namespace', NS]);
+  await env.kubectlOk(['create', 'namespace', OPERATOR_NS]);
   caPems = await createCA({ connection: { namespace: NS, name: 'dc1' } });
   await apply([
-    caSecret('dc1', caPems),
     tunnelConnection('dc1', { endpoint: { hosts: ['dc1.tunnel.example.com'] }, connectors: ['site-a', 'site-b', 'site-c'] }),
     // dc2: created, but the operator has not made its CA yet.
     tunnelConnection('dc2', { endpoint: { hosts: ['dc2.tunnel.example.com'] } }),
@@ -64,6 +72,7 @@ beforeAll(async () => {
     mapping('api', 'dc1', 'Cluster', 'api.default.svc', 443, 18443),
     mapping('elsewhere', 'dc2', 'Connector', '10.9.9.9', 22, 10022),
   ]);
+  await apply([await caSecret('dc1', caPems)]);
 }, TESTENV_START_TIMEOUT_MS);
 
 afterAll(async () => {
@@ -174,7 +183,7 @@ describe('underpass connector bundle --secret', () => {
     await env.kubectlOk(['patch', 'tunnelconnection', 'dc2', '-n', NS, '--subresource=status', '--type=merge',
       '-p', JSON.stringify({ status: { endpoint: 'wss://203.0.113.9:31443/v1/tunnel' } })]);
     const dc2 = await createCA({ connection: { namespace: NS, name: 'dc2' } });
-    await apply([caSecret('dc2', dc2)]);
+    await apply([await caSecret('dc2', dc2)]);
     try {
       const r = await bundle('--connection', `${NS}/dc2`, '--name', 'edge', '--secret', '--secret-namespace', 'edge-ns');
       expect(r.code).toBe(0);
@@ -183,7 +192,7 @@ describe('underpass connector bundle --secret', () => {
       const config = YAML.parse(Buffer.from(secret.data['connector.yaml']!, 'base64').toString()) as { worker: string };
       expect(config.worker).toBe('wss://203.0.113.9:31443/v1/tunnel');
     } finally {
-      await env.kubectlOk(['delete', 'secret', '-n', NS, 'dc2-ca']);
+      await env.kubectlOk(['delete', 'secret', '-n', OPERATOR_NS, await caSecretName('dc2')]);
     }
   });
 });
@@ -194,7 +203,8 @@ describe('underpass connector bundle refusals', () => {
     expect(r).toEqual({
       code: 1,
       stdout: '',
-      stderr: 'underpass: connection team-a/dc2 has no CA Secret team-a/dc2-ca; is the operator running and the TunnelConnection created?\n',
+      stderr: `underpass: connection team-a/dc2 has no CA Secret underpass-system/${await caSecretName('dc2')}; is the operator running `
+        + '(in namespace underpass-system: --operator-namespace) and the TunnelConnection created?\n',
     });
   });
 
@@ -217,12 +227,13 @@ describe('underpass connector bundle refusals', () => {
     expect(r.stderr).toContain('underpass: no TunnelConnection team-a/dc9 (404 tunnelconnections.underpass.dev "dc9" not found)');
   });
 
-  it('a user whose Role lacks secrets: exit 1 naming the missing permission; granting it is enough', async () => {
+  it('a tenant user who may read every Secret of the connection\'s namespace still cannot bundle: the CA is in the operator\'s namespace', async () => {
     const kubeconfig = path.join(tmp, 'alice.kubeconfig');
     const made = await run('bash', [path.join(ROOT, 'test/env/user-kubeconfig.sh'), '--out', kubeconfig, env.dir, 'alice']);
     expect(made.code).toBe(0);
-    // The Role docs/connector-bundle.md documents, first without its secrets rule.
+    // Everything in the tenant namespace, Secrets included: the CA key is not there (issue 15, finding 10).
     const rules = [
+      { apiGroups: [''], resources: ['secrets'], verbs: ['get', 'list'] },
       { apiGroups: ['underpass.dev'], resources: ['tunnelconnections'], resourceNames: ['dc1'], verbs: ['get'] },
       { apiGroups: ['underpass.dev'], resources: ['applicationmappings'], verbs: ['list'] },
     ];
@@ -233,11 +244,18 @@ describe('underpass connector bundle refusals', () => {
 
     const denied = await retryUntil(args, (r) => r.stderr.includes('CA Secret'));
     expect([denied.code, denied.stdout]).toEqual([1, '']);
-    expect(denied.stderr).toContain('underpass: not allowed to get the CA Secret team-a/dc1-ca: 403 secrets "dc1-ca" is forbidden: '
-      + 'User "alice" cannot get resource "secrets" in API group "" in the namespace "team-a"');
-    expect(denied.stderr).toContain('it needs "get" on secrets in namespace team-a');
+    const name = await caSecretName('dc1');
+    expect(denied.stderr).toContain(`underpass: not allowed to get the CA Secret underpass-system/${name}: 403 secrets "${name}" is forbidden: `
+      + 'User "alice" cannot get resource "secrets" in API group "" in the namespace "underpass-system"');
+    expect(denied.stderr).toContain('Enroll the connector with a one-time token instead: underpass connector token --connection team-a/dc1 --name <name>');
+    const listed = await run(path.join(env.bin, 'kubectl'), ['--kubeconfig', kubeconfig, 'get', 'secrets', '-n', NS, '-o', 'json']);
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).not.toContain('ca.key');
 
-    await apply([role([...rules, { apiGroups: [''], resources: ['secrets'], resourceNames: ['dc1-ca'], verbs: ['get'] }])]);
+    // A cluster admin grants it in the operator's namespace: then it works (bundle is the admins' path).
+    await apply([{ apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'ca-reader', namespace: OPERATOR_NS },
+      rules: [{ apiGroups: [''], resources: ['secrets'], resourceNames: [name], verbs: ['get'] }] }]);
+    await env.kubectlOk(['create', 'rolebinding', 'alice-ca-reader', '-n', OPERATOR_NS, '--role=ca-reader', '--user=alice']);
     const allowed = await retryUntil(args, (r) => r.code === 0);
     expect(allowed.code).toBe(0);
     expect(allowed.stderr).toContain('issued underpass://team-a/dc1/connector/site-a');

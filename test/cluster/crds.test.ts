@@ -13,7 +13,7 @@ import { CRD_DIR, loadCrds, type Schema } from './crd-reference.js';
 import { REPO_ROOT, startTestEnv, TESTENV_START_TIMEOUT_MS, type CommandResult, type TestEnv } from './testenv.js';
 
 const EXAMPLES_DIR = path.join(REPO_ROOT, 'docs', 'examples');
-const CRD_NAMES = ['tunnelconnections.underpass.dev', 'applicationmappings.underpass.dev'];
+const CRD_NAMES = ['tunnelconnections.underpass.dev', 'applicationmappings.underpass.dev', 'tunnelconnectors.underpass.dev'];
 const NS = 'team-a';
 const BAD_NS = 'refused';
 
@@ -46,12 +46,11 @@ function schemaAt(kind: string, fieldPath: string): Schema {
 }
 
 describe('installing', () => {
-  it('kubectl apply -f crds/ creates both CRDs, and applying again changes nothing', async () => {
-    expect(crdApply.stdout).toContain('customresourcedefinition.apiextensions.k8s.io/tunnelconnections.underpass.dev created');
-    expect(crdApply.stdout).toContain('customresourcedefinition.apiextensions.k8s.io/applicationmappings.underpass.dev created');
+  it('kubectl apply -f crds/ creates every CRD, and applying again changes nothing', async () => {
+    for (const name of CRD_NAMES) expect(crdApply.stdout).toContain(`customresourcedefinition.apiextensions.k8s.io/${name} created`);
     expect(crdApply.stderr).toBe('');
     const again = await env.kubectlOk(['apply', '-f', CRD_DIR]);
-    expect(again.match(/unchanged/g)).toHaveLength(2);
+    expect(again.match(/unchanged/g)).toHaveLength(CRD_NAMES.length);
   });
 
   it.each(CRD_NAMES)('%s is Established with its short name and category accepted', async (name) => {
@@ -59,7 +58,7 @@ describe('installing', () => {
     const conds = Object.fromEntries((crd['status']['conditions'] as Obj[]).map((c) => [c['type'], c['status']]));
     expect(conds).toMatchObject({ NamesAccepted: 'True', Established: 'True' });
     expect(conds['NonStructuralSchema']).toBeUndefined();
-    expect(crd['status']['acceptedNames']['shortNames']).toEqual([name.startsWith('tunnel') ? 'tc' : 'am']);
+    expect(crd['status']['acceptedNames']['shortNames']).toEqual([{ tunnelconnections: 'tc', applicationmappings: 'am', tunnelconnectors: 'tcn' }[name.split('.')[0]!]]);
     expect(crd['status']['acceptedNames']['categories']).toEqual(['underpass']);
   });
 });
@@ -135,7 +134,7 @@ describe('docs/examples', () => {
     expect(dc1['spec']).toEqual({
       replicas: 2,
       endpoint: { service: { type: 'LoadBalancer', port: 443 }, hosts: ['tunnel.dc1.example.com'] },
-      certificates: { duration: '720h', renewBefore: '240h' },
+      certificates: { duration: '720h', renewBefore: '240h', caDuration: '8760h' },
       worker: { drainTimeout: '30s' },
     });
     const edge = json(await env.kubectlOk(['get', '-n', NS, 'tc', 'edge', '-o', 'json']));
@@ -152,7 +151,7 @@ describe('docs/examples', () => {
     expect(json(out)['spec']).toEqual({
       replicas: 2,
       endpoint: { service: { type: 'LoadBalancer', port: 443 } },
-      certificates: { duration: '720h', renewBefore: '240h' },
+      certificates: { duration: '720h', renewBefore: '240h', caDuration: '8760h' },
       worker: { drainTimeout: '30s' },
     });
     await env.kubectlOk(['delete', '-n', NS, 'tc', 'bare']);
@@ -323,7 +322,7 @@ const refusals: Refusal[] = [
   { what: 'renewBefore longer than the default duration', obj: tc({ certificates: { renewBefore: '1000h' } }),
     expect: ['spec.certificates.renewBefore', 'renewBefore (1000h) must be shorter than duration (720h)'] },
   { what: 'duration in days', obj: tc({ certificates: { duration: '30d' } }),
-    expect: ['spec.certificates.duration', '"30d" is not a duration between 1h and 87600h'] },
+    expect: ['spec.certificates.duration', '"30d" is not a duration between 1m and 87600h'] },
   { what: 'drainTimeout over 1h', obj: tc({ worker: { drainTimeout: '2h' } }),
     expect: ['spec.worker.drainTimeout', '"2h" is not a duration of at most 1h'] },
   { what: 'service.type External', obj: tc({ endpoint: { service: { type: 'External' } } }),

@@ -8,7 +8,7 @@ import YAML from 'yaml';
 import { Operator } from '../../operator/operator.js';
 import { parseWorkerConfig } from '../../worker/config.js';
 import { freePort, waitFor, sleep } from '../e2e/harness.js';
-import { applicationMapping, installCrds, operatorKubeconfig, startTestOperator, tunnelConnection } from './operator-fixtures.js';
+import { applicationMapping, installCrds, OPERATOR_NAMESPACE, operatorKubeconfig, startTestOperator, tunnelConnection } from './operator-fixtures.js';
 import { startTestEnv, type TestEnv } from './testenv.js';
 
 const NS = 'team-a';
@@ -21,7 +21,7 @@ let reportPort = 0;
 /** A stable report URL across restarts, as a Service gives in a cluster (it is part of the worker config). */
 async function startOperator(identity = 'op-1'): Promise<Operator> {
   reportPort ||= await freePort();
-  return startTestOperator(opKubeconfig, identity, { reportPort, reportGraceMs: 2_000 });
+  return startTestOperator(opKubeconfig, identity, { reportPort, reportGraceMs: 2_000, pkiDriftCheckMs: 2_000 });
 }
 
 /** Writes other than the leader renewing its Lease. */
@@ -57,7 +57,7 @@ describe('operator reconciles a TunnelConnection (real kube-apiserver, non-admin
       const t = await getJson<any>(['get', 'tc', 'dc1', '-n', NS]);
       return t.metadata.finalizers?.includes('underpass.dev/cleanup') && t.status?.conditions ? t : undefined;
     }, 20_000);
-    const names = ['secret/dc1-ca', 'secret/dc1-worker-tls', 'configmap/dc1-worker', 'serviceaccount/dc1-worker', 'deployment/dc1-worker', 'service/dc1-tunnel', 'service/dc1-apps', 'networkpolicy/dc1-worker'];
+    const names = ['secret/dc1-worker-tls', 'configmap/dc1-worker', 'serviceaccount/dc1-worker', 'deployment/dc1-worker', 'service/dc1-tunnel', 'service/dc1-apps', 'networkpolicy/dc1-worker'];
     for (const n of names) {
       const obj = await waitFor(n, async () => {
         const r = await env.kubectl(['get', n, '-n', NS, '-o', 'json']);
@@ -93,6 +93,52 @@ describe('operator reconciles a TunnelConnection (real kube-apiserver, non-admin
     expect(cert.subjectAltName).toMatch(/dc1\.tunnel\.example\.com/);
     expect(tc.status.conditions.find((c: any) => c.type === 'CertificatesReady').status).toBe('True');
   }, 60_000);
+
+  it('keeps the connection CA key in its own namespace: the tenant namespace holds only what workers need (finding 10)', async () => {
+    const tc = await getJson<any>(['get', 'tc', 'dc1', '-n', NS]);
+    const caSecret = await waitFor('the CA Secret in underpass-system', async () => {
+      const r = await env.kubectl(['get', 'secret', `ca.${NS}.dc1.${tc.metadata.uid}`, '-n', OPERATOR_NAMESPACE, '-o', 'json']);
+      return r.code === 0 ? JSON.parse(r.stdout) : undefined;
+    }, 10_000);
+    expect(Object.keys(caSecret.data).sort()).toEqual(['ca.crt', 'ca.key', 'worker-ca.crt', 'worker.crt']);
+    expect(caSecret.metadata.labels).toMatchObject({ 'underpass.dev/connection-namespace': NS, 'underpass.dev/connection': 'dc1', 'underpass.dev/connection-uid': tc.metadata.uid });
+    // Everything a tenant who can read Secrets in team-a sees: no private key but the worker's.
+    const secrets = await getJson<{ items: k8s.V1Secret[] }>(['get', 'secrets', '-n', NS]);
+    const keys = secrets.items.flatMap((s) => Object.entries(s.data ?? {}).filter(([, v]) => Buffer.from(v, 'base64').toString().includes('PRIVATE KEY')).map(([k]) => `${s.metadata!.name}/${k}`));
+    expect(keys).toEqual(['dc1-worker-tls/tls.key']);
+    const tls = await getJson<any>(['get', 'secret', 'dc1-worker-tls', '-n', NS]);
+    expect(Object.keys(tls.data).sort()).toEqual(['ca.crt', 'tls.crt', 'tls.key']);
+    expect(tls.data['ca.crt']).toBe(caSecret.data['ca.crt']);
+  });
+
+  it('adopts the CA an older operator kept in the tenant namespace, deletes it there and records an event', async () => {
+    const { createCA } = await import('../../tunnel/pki.js');
+    const legacy = await createCA({ connection: { namespace: NS, name: 'old1' } });
+    const b64 = (x: string): string => Buffer.from(x).toString('base64');
+    // What an older operator left: <tc>-ca in the tenant namespace, holding the CA key.
+    await env.kubectlOk(['apply', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'old1-ca', namespace: NS, labels: { 'app.kubernetes.io/managed-by': 'underpass-operator' } }, data: { 'ca.crt': b64(legacy.certPem), 'ca.key': b64(legacy.keyPem) } }) });
+    await env.kubectlOk(['apply', '-f', '-'], { input: tunnelConnection('old1', NS) });
+    await waitFor('the old CA Secret deleted', async () => (await env.kubectl(['get', 'secret', 'old1-ca', '-n', NS])).code !== 0, 15_000);
+    const tc = await getJson<any>(['get', 'tc', 'old1', '-n', NS]);
+    const moved = await getJson<any>(['get', 'secret', `ca.${NS}.old1.${tc.metadata.uid}`, '-n', OPERATOR_NAMESPACE]);
+    expect(Buffer.from(moved.data['ca.crt'], 'base64').toString()).toBe(legacy.certPem);
+    expect(Buffer.from(moved.data['ca.key'], 'base64').toString()).toBe(legacy.keyPem);
+    const tls = await waitFor('worker Secret', async () => {
+      const r = await env.kubectl(['get', 'secret', 'old1-worker-tls', '-n', NS, '-o', 'json']);
+      return r.code === 0 ? JSON.parse(r.stdout) : undefined;
+    }, 10_000);
+    // Connectors enrolled under the old CA keep working: the workers still trust it.
+    expect(Buffer.from(tls.data['ca.crt'], 'base64').toString()).toBe(legacy.certPem);
+    const events = await getJson<{ items: Array<{ reason: string; message: string; involvedObject: { name: string } }> }>(['get', 'events', '-n', NS]);
+    expect(events.items.find((e) => e.involvedObject.name === 'old1' && e.reason === 'CAMigrated')?.message).toContain('old1-ca');
+    await env.kubectlOk(['delete', 'tc', 'old1', '-n', NS]);
+    await waitFor('its CA Secret removed with it', async () => (await env.kubectl(['get', 'secret', `ca.${NS}.old1.${tc.metadata.uid}`, '-n', OPERATOR_NAMESPACE])).code !== 0, 15_000);
+  }, 40_000);
+
+  it('repairs a worker Secret someone deleted, without listing tenant Secrets', async () => {
+    await env.kubectlOk(['delete', 'secret', 'dc1-worker-tls', '-n', NS]);
+    await waitFor('dc1-worker-tls written again', async () => (await env.kubectl(['get', 'secret', 'dc1-worker-tls', '-n', NS])).code === 0, 20_000);
+  }, 30_000);
 
   it('follows changes to replicas and mappings', async () => {
     await env.kubectlOk(['patch', 'tc', 'dc1', '-n', NS, '--type=merge', '-p', '{"spec":{"replicas":3}}']);

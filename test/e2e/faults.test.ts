@@ -11,14 +11,17 @@ import {
   type App, type ConnectorSetup, type WorkerSetup,
 } from './harness.js';
 
-/** Streams `size` bytes to an echo mapping; calls `onProgress` as echoed bytes come back. */
-function echoTransfer(port: number, size: number, onProgress: (received: number) => void): Promise<{ receivedBytes: number; error?: NodeJS.ErrnoException; ended: boolean }> {
+/**
+ * Streams `size` bytes to an echo mapping; calls `onProgress` as echoed bytes come back. `client`
+ * is the address the worker sees (its audit line names it).
+ */
+function echoTransfer(port: number, size: number, onProgress: (received: number) => void): Promise<{ receivedBytes: number; error?: NodeJS.ErrnoException; client: string }> {
   return new Promise((resolve) => {
     const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    let client = '';
     const block = randomBytes(1 << 20);
     let sent = 0;
     let receivedBytes = 0;
-    let ended = false;
     let error: NodeJS.ErrnoException | undefined;
     const pump = (): void => {
       while (sent < size && !socket.destroyed) {
@@ -27,19 +30,24 @@ function echoTransfer(port: number, size: number, onProgress: (received: number)
       }
       if (!socket.destroyed) socket.end();
     };
-    socket.on('connect', pump);
+    socket.on('connect', () => {
+      client = `${socket.localAddress}:${socket.localPort}`;
+      pump();
+    });
     socket.on('data', (d: Buffer) => {
       receivedBytes += d.length;
       onProgress(receivedBytes);
     });
-    socket.on('end', () => (ended = true));
     socket.on('error', (err) => (error ??= err));
-    socket.on('close', () => resolve({ receivedBytes, ended, ...(error ? { error } : {}) }));
+    socket.on('close', () => resolve({ receivedBytes, client, ...(error ? { error } : {}) }));
   });
 }
 
-/** A client that writes `chunks` pieces `gapMs` apart, then half-closes and reads the echo. */
-function slowExchange(port: number, chunks: Buffer[], gapMs: number): Promise<{ received: Buffer; error?: Error }> {
+/**
+ * A client that writes `chunks` pieces `gapMs` apart — the last one only once `last` resolves —
+ * then half-closes and reads the echo.
+ */
+function slowExchange(port: number, chunks: Buffer[], gapMs: number, last: Promise<void>): Promise<{ received: Buffer; error?: Error }> {
   return new Promise((resolve) => {
     const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
     const parts: Buffer[] = [];
@@ -48,7 +56,8 @@ function slowExchange(port: number, chunks: Buffer[], gapMs: number): Promise<{ 
     socket.on('error', (err) => (error ??= err));
     socket.on('close', () => resolve({ received: Buffer.concat(parts), ...(error ? { error } : {}) }));
     socket.on('connect', async () => {
-      for (const chunk of chunks) {
+      for (const [i, chunk] of chunks.entries()) {
+        if (i === chunks.length - 1) await last;
         if (socket.destroyed) return;
         socket.write(chunk);
         await sleep(gapMs);
@@ -111,13 +120,12 @@ describe('faults: one worker, one connector (kill -9, restart, SIGSTOP, SIGTERM)
     });
     expect(killed).toBe(true);
     expect(result.receivedBytes).toBeLessThan(size);
-    // Reset (the worker resets the client socket when the stream dies), never a clean end.
+    // Reset (the worker resets the client socket when the stream dies), never a clean end. The
+    // error is what tells them apart, not the absence of 'end': a Node client that still has
+    // unread bytes when the RST arrives is told 'end' first (libuv reports the hang-up as EOF after
+    // a partial read) and gets the error on its next write — as this busy client did now and then
+    // under load (a plain Node client against a server that resets: 168 times in 200).
     expect(result.error?.code ?? 'a clean end').toMatch(/^(ECONNRESET|EPIPE)$/);
-    if (result.ended) {
-      // Seen once in a full-suite run and never reproduced since: say what the worker recorded.
-      await sleep(500);
-      throw new Error(`the client saw a clean end before the error; the worker's last stream audit lines: ${JSON.stringify(worker.proc.streams().slice(-2))}; its log: ${worker.proc.logs.slice(-3000)}`);
-    }
     expect(await connector.proc.exited).toBeNull();
 
     expect(worker.proc.alive).toBe(true);
@@ -127,7 +135,8 @@ describe('faults: one worker, one connector (kill -9, restart, SIGSTOP, SIGTERM)
       return r.status === 503 && r;
     });
     expect(ready.body).toMatch(/no connector/);
-    const line = await waitFor('worker audit line of the broken stream', () => worker.proc.streams({ mapping: 'echo' }).find((l) => l.outcome !== 'closed'));
+    // This client's line (another process that connects to the port by mistake must not be taken for it).
+    const line = await waitFor('worker audit line of the broken stream', () => worker.proc.streams({ mapping: 'echo', client: result.client })[0]);
     expect(line).toMatchObject({ outcome: 'failed', reason: 'ABORTED', connector: 'dc1-a' });
     await waitFor('session-closed audit line', () => worker.proc.audit.find((a) => a.event === 'session-closed' && a.connector === 'dc1-a'));
 
@@ -177,7 +186,9 @@ describe('faults: one worker, one connector (kill -9, restart, SIGSTOP, SIGTERM)
       const detectedMs = Date.now() - stopped;
       expect(detectedMs).toBeLessThan(15_000);
       expect(detectedMs).toBeGreaterThanOrEqual(1_000); // by the 3 s keepalive timeout (counted from the last inbound frame), not by anything sooner
-      expect(r.body).toMatch(/considered dead|keepalive/i);
+      // Seen once (Node 24, 1 run in 10, not again in 20 more): the connector's session had ended with
+      // "transport failed: read ECONNRESET" instead. Say what the connector logged, for the next diagnosis.
+      if (!/considered dead|keepalive/i.test(r.body)) throw new Error(`connector /readyz says "${r.body.trim()}", not the keepalive timeout; its log since SIGSTOP: ${connector.proc.logs.slice(logsBefore).slice(-3000)}`);
       expect(connector.proc.logs.slice(logsBefore)).toMatch(/nothing received from the peer for \d+ ms; the connection is considered dead/);
     } finally {
       worker.proc.child.kill('SIGCONT');
@@ -190,7 +201,10 @@ describe('faults: one worker, one connector (kill -9, restart, SIGSTOP, SIGTERM)
   it('SIGTERM to the worker drains: an in-flight slow stream completes intact, new clients are refused, exit 0 within drainTimeout', async () => {
     await ensureUp();
     const chunks = Array.from({ length: 10 }, () => randomBytes(1000));
-    const inFlight = slowExchange(echoPort, chunks, 100);
+    // The stream's last chunk waits for the checks below: under load they may take longer than
+    // the stream's ~1 s, and the worker would have drained and exited before they ran.
+    let checked!: () => void;
+    const inFlight = slowExchange(echoPort, chunks, 100, new Promise<void>((r) => (checked = r)));
     await waitFor('the slow stream to be open on the worker', async () =>
       (await metricValue(worker.adminPort, 'underpass_streams_open', { mapping: 'echo' })) === 1, 2_000);
     const signalled = Date.now();
@@ -201,7 +215,8 @@ describe('faults: one worker, one connector (kill -9, restart, SIGSTOP, SIGTERM)
     expect(during).toBe('refused');
     const tunnelDuring = await tcpProbe('127.0.0.1', worker.tunnelPort);
     expect(tunnelDuring).toBe('refused');
-    expect(worker.proc.alive).toBe(true); // still draining: the slow stream has ~1 s to go
+    expect(worker.proc.alive).toBe(true); // still draining: the slow stream has not finished
+    checked();
 
     const r = await inFlight;
     expect(r.error).toBeUndefined();

@@ -8,6 +8,7 @@ import { nodeFlagsOf } from '../../tunnel/node-flags.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -29,12 +30,122 @@ export async function removeDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
 }
 
-export async function freePort(host = '127.0.0.1'): Promise<number> {
-  const s = net.createServer().listen(0, host);
-  await once(s, 'listening');
-  const { port } = s.address() as net.AddressInfo;
+/**
+ * Ports freePort picks from: above the kernel's ephemeral range (Linux default 32768–60999), which
+ * every port-0 listen and every outgoing connection on the machine draws from, and away from
+ * test/env's ports (below that range). Falls back to the kernel's choice when there is no room.
+ */
+function pickRange(): [number, number] | undefined {
+  let high = 60_999;
+  try {
+    high = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[1]);
+  } catch {
+    // not Linux: assume the default
+  }
+  return Number.isInteger(high) && 65_535 - high >= 1_000 ? [high + 1, 65_535] : undefined;
+}
+
+/**
+ * Reservations shared by every process on the machine that uses this harness (other test files,
+ * other checkouts): a file per port holding its owner's pid, created exclusively. A reservation
+ * lasts as long as its process (a Jest worker runs many files); one whose owner is gone is stale,
+ * taken over when met and swept once per process.
+ */
+const RESERVATIONS = path.join(os.tmpdir(), `underpass-test-ports-${process.getuid?.() ?? 0}`);
+const reservedHere = new Set<number>();
+let swept = false;
+
+function reserve(port: number): boolean {
+  if (!swept) {
+    swept = true;
+    sweepStale();
+  }
+  const file = path.join(RESERVATIONS, String(port));
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(file, String(process.pid), { flag: 'wx' });
+      reservedHere.add(port);
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        mkdirSync(RESERVATIONS, { recursive: true });
+        continue;
+      }
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) return false;
+      let owner = NaN;
+      try {
+        owner = Number(readFileSync(file, 'utf8'));
+      } catch {
+        // removed meanwhile
+      }
+      if (owner === process.pid || alive(owner)) return false;
+      rmSync(file, { force: true }); // stale: its owner is gone
+    }
+  }
+  return false;
+}
+
+function alive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function sweepStale(): void {
+  let names: string[] = [];
+  try {
+    names = readdirSync(RESERVATIONS);
+  } catch {
+    return; // none yet
+  }
+  for (const name of names) {
+    const file = path.join(RESERVATIONS, name);
+    try {
+      if (!alive(Number(readFileSync(file, 'utf8')))) rmSync(file, { force: true });
+    } catch {
+      // removed meanwhile
+    }
+  }
+}
+
+/** Listens on `port` (0: any) and closes again; the port, or undefined if it is taken. */
+async function probePort(host: string, port: number): Promise<number | undefined> {
+  const s = net.createServer();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      s.once('error', reject);
+      s.listen(port, host, () => resolve());
+    });
+  } catch {
+    return undefined;
+  }
+  const got = (s.address() as net.AddressInfo).port;
   await new Promise((r) => s.close(r));
-  return port;
+  return got;
+}
+
+/**
+ * A TCP port that is free on `host` now, for a process the test starts to listen on a little
+ * later (seconds, under load). Picked above the kernel's ephemeral range and reserved machine-wide
+ * (see pickRange, reserve): a port the kernel had chosen (port 0) could be chosen again for
+ * another listener before ours bound it — a worker's tunnel port equal to its mapping's port, or
+ * another test's echo server answering on a connector's listener port — which failed a test now
+ * and then under load.
+ */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const range = pickRange();
+  for (let attempt = 0; attempt < 500; attempt++) {
+    const candidate = range ? range[0] + Math.floor(Math.random() * (range[1] - range[0] + 1)) : 0;
+    if (reservedHere.has(candidate)) continue;
+    const port = await probePort(host, candidate);
+    if (port === undefined || reservedHere.has(port) || !reserve(port)) continue;
+    return port;
+  }
+  throw new Error(`no free port on ${host} after 500 attempts`);
 }
 
 export interface Pki {

@@ -15,6 +15,7 @@ import type { Channel, ChannelSink } from '../../tunnel/mux/channel.js';
 import { encodeHeader, Flag, FrameType } from '../../tunnel/mux/frame.js';
 import { Session } from '../../tunnel/mux/session.js';
 import type { Mapping } from '../../tunnel/mapping.js';
+import { encodeOpenRequest } from '../../tunnel/open.js';
 import { acceptWebSocket, connectWebSocket, WebSocketStream } from '../../tunnel/transport/websocket.js';
 import { encodeControlFrame, encodeFrameHeader, Opcode } from '../../tunnel/transport/ws-frame.js';
 
@@ -81,6 +82,20 @@ export class HostileConnector {
   /** Raw bytes to the TLS socket (whole WebSocket frames), past the session; false when the socket is full. */
   write(bytes: Buffer): boolean {
     return this.socket.write(bytes);
+  }
+
+  /**
+   * Runs `write` — raw bytes that make up one WebSocket frame over several socket writes — while the
+   * session's own frames wait (its answers to the worker's keepalive pings would land inside the raw
+   * frame and corrupt the stream: the worker then read "unsupported yamux version 66").
+   */
+  async withSessionHeld<T>(write: () => Promise<T>): Promise<T> {
+    this.ws.cork();
+    try {
+      return await write();
+    } finally {
+      this.ws.uncork();
+    }
   }
 
   /** yamux bytes as one binary WebSocket frame, past the session. */
@@ -151,10 +166,59 @@ export class HostileConnector {
     return Math.min(at, bytes.length);
   }
 
+  /** fillStream on this connector's session. */
+  fillStream(mapping: string, stallMs?: number): Promise<{ written: number; reset: boolean }> {
+    return fillStream(this.session, this.ws, mapping, stallMs);
+  }
+
   close(): void {
     this.session.close();
     this.socket.destroy();
   }
+}
+
+/**
+ * Opens a stream on `session` for `mapping`, waits for the answer, then sends as much as the other
+ * end's window lets it until nothing more is let through for `stallMs` (the target does not read),
+ * and ends its side with a raw FIN written past the channel (which would wait for window first):
+ * a peer that moves on to the next stream this way keeps the other end's count of receiving
+ * streams low, so each stream gets a full window. Resolves with the payload bytes sent and
+ * whether the other end reset the stream.
+ */
+export async function fillStream(session: Session, ws: WebSocketStream, mapping: string, stallMs = 300, block = Buffer.alloc(64 * 1024, 0x66)): Promise<{ written: number; reset: boolean }> {
+  const channel = session.openChannel();
+  let wake: ((progress: boolean) => void) | undefined;
+  let answered = false;
+  let reset = false;
+  const sink: ChannelSink = {
+    onData: (chunk) => {
+      answered = true;
+      channel.consumed(chunk.length);
+      wake?.(true);
+    },
+    onEnd: () => undefined,
+    onAbort: () => {
+      reset = true;
+      wake?.(false);
+    },
+    onWritable: () => wake?.(true),
+  };
+  channel.attach(sink);
+  const progress = (): Promise<boolean> => new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), stallMs);
+    wake = (p) => {
+      clearTimeout(timer);
+      wake = undefined;
+      resolve(p);
+    };
+  });
+  channel.write(encodeOpenRequest({ mapping, source: '192.0.2.1:1' }));
+  while (!answered && !reset && (await progress()));
+  while (answered && !reset && !session.isClosed) {
+    if (!channel.write(block) && !(await progress())) break;
+  }
+  if (!reset && !session.isClosed) ws.write(encodeHeader(FrameType.WindowUpdate, Flag.FIN, channel.id, 0));
+  return { written: channel.bytesWritten, reset };
 }
 
 /** Resident memory of a process (VmRSS), bytes. */

@@ -17,8 +17,8 @@ import type { Session } from '../../tunnel/mux/session.js';
 import { readOpenResponse } from '../../tunnel/open.js';
 import { connectWebSocket, WebSocketRefused } from '../../tunnel/transport/websocket.js';
 import { encodeFrameHeader, Opcode } from '../../tunnel/transport/ws-frame.js';
-import { echoServer, makePki, metricValue, removeDir, startConnector, startWorker, tempDir, waitFor, type App, type Pki, type WorkerSetup } from './harness.js';
-import { credsOf, expectLimit, fakeWorker, HostileConnector, MiB, wsFrame, yamux, type Creds } from './hostile.js';
+import { echoServer, makePki, metricValue, removeDir, startConnector, startWorker, tcpServer, tempDir, waitFor, type App, type Pki, type WorkerSetup } from './harness.js';
+import { credsOf, expectLimit, fakeWorker, fillStream, HostileConnector, MiB, wsFrame, yamux, type Creds } from './hostile.js';
 
 // The production defaults (tunnel/limits.ts), pinned.
 const WS_MAX_FRAME = 16 * MiB;
@@ -30,6 +30,7 @@ const SESSIONS_PER_CONNECTOR = 3;
 const SESSIONS = 64;
 const UNAUTHENTICATED = 256;
 const UNAUTHENTICATED_PER_SOURCE = 32;
+const STREAM_BUFFER_BYTES = 32 * MiB;
 
 /** An open request whose JSON, padded with whitespace, is exactly `n` bytes long (after its u16 length). */
 function openHeaderOf(n: number, mapping = 'nope'): Buffer {
@@ -91,9 +92,11 @@ describe('limits a worker enforces on one session (production defaults)', () => 
       for (let at = 0; at + 12 <= payload.length; at += 12) ignored.copy(payload, at);
       const tail = WS_MAX_FRAME % 12;
       ignored.copy(payload, WS_MAX_FRAME - tail, 0, tail);
-      c.write(wsFrame.header(WS_MAX_FRAME));
-      for (let at = 0; at < payload.length; at += MiB) if (!c.write(payload.subarray(at, at + MiB))) await once(c.socket, 'drain');
-      c.sendYamux(ignored.subarray(tail));
+      await c.withSessionHeld(async () => {
+        c.write(wsFrame.header(WS_MAX_FRAME));
+        for (let at = 0; at < payload.length; at += MiB) if (!c.write(payload.subarray(at, at + MiB))) await once(c.socket, 'drain');
+        c.sendYamux(ignored.subarray(tail));
+      });
       const rtt = await c.session.ping(10_000).catch((e: Error) => e);
       expectLimit('ws_frame_bytes', typeof rtt === 'number', `a frame of exactly 16 MiB must be accepted, the ping after it got: ${String(rtt)}`);
     } finally {
@@ -212,20 +215,31 @@ describe('limits a worker enforces on sessions and unauthenticated connections (
   });
 
   const dial = (name: string) => connectWebSocket(new URL(`wss://127.0.0.1:${worker.tunnelPort}/v1/tunnel`), { ...creds[name]!, timeoutMs: 10_000 });
+  /**
+   * A session that stays: hello answered, and the worker's keepalive pings answered. (A bare
+   * WebSocket says nothing after the upgrade: the worker closes it after keepalive.timeout, 3 s
+   * here — and 64 of them, dialled one after the other under load, took longer than that, so the
+   * first had gone when the 65th came and it was let in.)
+   */
+  const session = async (name: string): Promise<{ destroy(): void }> => {
+    const c = await HostileConnector.connect(`wss://127.0.0.1:${worker.tunnelPort}`, name, creds[name]!);
+    return { destroy: () => c.close() };
+  };
+  const describeAnswer = (x: unknown): string => (x instanceof Error ? x.message : 'the session was accepted');
 
   it(`sessions_per_connector and sessions: ${SESSIONS_PER_CONNECTOR} sessions per connector name, ${SESSIONS} per worker, then 429 TOO_MANY_SESSIONS`, async () => {
     const open: Array<{ destroy(): void }> = [];
     try {
-      for (let i = 0; i < SESSIONS_PER_CONNECTOR; i++) open.push(await dial('s0'));
+      for (let i = 0; i < SESSIONS_PER_CONNECTOR; i++) open.push(await session('s0'));
       const fourth = await dial('s0').catch((e: unknown) => e);
       expectLimit('sessions_per_connector', fourth instanceof WebSocketRefused && fourth.status === 429 && fourth.reason === 'TOO_MANY_SESSIONS',
-        `session ${SESSIONS_PER_CONNECTOR + 1} of one connector name must be refused (429 TOO_MANY_SESSIONS): ${String(fourth)}`);
+        `session ${SESSIONS_PER_CONNECTOR + 1} of one connector name must be refused (429 TOO_MANY_SESSIONS): ${describeAnswer(fourth)}`);
       for (let n = 1; open.length < SESSIONS; n++) {
-        for (let i = 0; i < SESSIONS_PER_CONNECTOR && open.length < SESSIONS; i++) open.push(await dial(`s${n}`));
+        for (let i = 0; i < SESSIONS_PER_CONNECTOR && open.length < SESSIONS; i++) open.push(await session(`s${n}`));
       }
       const over = await dial('s21').catch((e: unknown) => e);
       expectLimit('sessions', over instanceof WebSocketRefused && over.status === 429 && /holds 64 sessions/.test(over.body),
-        `session ${SESSIONS + 1} of a worker must be refused (429 TOO_MANY_SESSIONS): ${String(over)}`);
+        `session ${SESSIONS + 1} of a worker must be refused (429 TOO_MANY_SESSIONS): ${describeAnswer(over)}`);
       expect(await metricValue(worker.adminPort, 'underpass_limit_refusals_total', { limit: 'sessions' })).toBe(1);
       expect(await metricValue(worker.adminPort, 'underpass_limit_refusals_total', { limit: 'sessions_per_connector' })).toBe(1);
     } finally {
@@ -342,6 +356,86 @@ describe('limits a connector enforces on what a worker sends (production default
       await waitFor('the connector to close it', () => last.session.isClosed, 10_000);
       await waitFor('the connector to say why', () => /frame of 16777217 bytes exceeds the 16777216-byte limit/.test(connector.proc.logs), 5_000).catch(() => undefined);
       expectLimit('ws_frame_bytes', (await metric('ws_frame_bytes')) >= 1, 'the connector must refuse (and count) a frame of 16 MiB + 1');
+    } finally {
+      await connector.proc.stop();
+      fake.close();
+    }
+  }, 120_000);
+});
+
+/**
+ * stream_buffer_bytes, at its smallest setting (8Mi) so that a few streams reach it: the default
+ * (32 MiB, pinned below) takes four times the traffic, each stream first filling the ~4 MB the
+ * kernel's socket buffers take before a target that never reads. Set in the `limits:` section, it
+ * also shows that the field reaches the sessions of both.
+ */
+describe('stream_buffer_bytes: what a session holds for targets that do not read (limits.streamBufferBytes: 8Mi)', () => {
+  let dir: string;
+  let pki: Pki;
+  /** A target that accepts and never reads. */
+  let sink: App;
+  const limit = 8 * MiB;
+
+  beforeAll(async () => {
+    dir = await tempDir('underpass-limits-buffer-');
+    pki = await makePki(dir);
+    await Promise.all([pki.connector('filler'), pki.connector('dc1-a')]);
+    sink = await tcpServer((socket) => {
+      socket.on('error', () => undefined);
+      socket.pause();
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    await sink?.close();
+    await removeDir(dir);
+  });
+
+  it(`the default is ${STREAM_BUFFER_BYTES} bytes`, async () => {
+    const { DEFAULT_LIMITS } = await import('../../tunnel/limits.js');
+    expect(DEFAULT_LIMITS.streamBufferBytes).toBe(STREAM_BUFFER_BYTES);
+  });
+
+  /** Fills streams one after another until the far end resets one; the streams filled and whether it did. */
+  async function fillUntilReset(fill: () => Promise<{ reset: boolean }>, closed: () => boolean): Promise<{ streams: number; reset: boolean }> {
+    for (let i = 1; i <= 40 && !closed(); i++) if ((await fill()).reset) return { streams: i, reset: true };
+    return { streams: 40, reset: false };
+  }
+
+  it('a worker resets the stream that would hold more, counts it, audits it LIMIT_EXCEEDED, and keeps the session', async () => {
+    const worker = await startWorker(dir, {
+      limits: { streamBufferBytes: '8Mi' },
+      mappings: [{ name: 'sink', target: { side: 'Cluster', host: '127.0.0.1', port: sink.port }, listen: { port: 1, address: '127.0.0.1' } }],
+    });
+    const c = await HostileConnector.connect(worker.url, 'filler', await credsOf(dir, 'filler'));
+    try {
+      const r = await fillUntilReset(() => c.fillStream('sink'), () => c.session.isClosed);
+      expectLimit('stream_buffer_bytes', r.reset, `the worker must reset a stream once its session holds more than 8 MiB for targets that do not read (filled ${r.streams} streams)`);
+      expect(await metricValue(worker.adminPort, 'underpass_limit_refusals_total', { limit: 'stream_buffer_bytes' })).toBeGreaterThanOrEqual(1);
+      expect(await metricValue(worker.adminPort, 'underpass_stream_buffer_bytes')).toBeLessThanOrEqual(limit);
+      const line = await waitFor('the audit line', () => worker.proc.streams({ connector: 'filler', reason: 'LIMIT_EXCEEDED' })[0]);
+      expect(line).toMatchObject({ outcome: 'failed', mapping: 'sink' });
+      expect(String(line.message)).toMatch(/not yet taken by their targets or clients, over the 8388608-byte limit/);
+      expect(c.session.isClosed).toBe(false);
+    } finally {
+      c.close();
+      await worker.proc.stop();
+    }
+  }, 120_000);
+
+  it('a connector does the same against a worker that fills streams towards a target of its side', async () => {
+    const mappings = [{ name: 'sink', protocol: 'TCP' as const, target: { side: 'Connector' as const, host: '127.0.0.1', port: sink.port }, listen: { port: 1, address: '127.0.0.1' }, allowedSources: [] }];
+    const fake = await fakeWorker(dir, mappings);
+    const first = fake.next();
+    const connector = await startConnector(dir, 'dc1-a', fake.url, { allow: [`127.0.0.1:${sink.port}`], limits: { streamBufferBytes: '8Mi' } });
+    try {
+      const s = await first;
+      const r = await fillUntilReset(() => fillStream(s.session, s.ws, 'sink'), () => s.session.isClosed);
+      expectLimit('stream_buffer_bytes', r.reset, `the connector must reset a stream once its session holds more than 8 MiB for targets that do not read (filled ${r.streams} streams)`);
+      expect(await metricValue(connector.adminPort, 'underpass_limit_refusals_total', { limit: 'stream_buffer_bytes' })).toBeGreaterThanOrEqual(1);
+      expect(await metricValue(connector.adminPort, 'underpass_stream_buffer_bytes')).toBeLessThanOrEqual(limit);
+      await waitFor('the audit line', () => connector.proc.streams({ reason: 'LIMIT_EXCEEDED' })[0]);
+      expect(s.session.isClosed).toBe(false);
     } finally {
       await connector.proc.stop();
       fake.close();

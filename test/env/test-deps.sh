@@ -2,10 +2,13 @@
 # Debian packages the test suite uses, installed only when missing (idempotent, never fatal):
 #   - nftables: the network-namespace e2e test drops every NEW inbound connection on the
 #     connector's veth with it (without it, that test runs its route-only part and says so).
+#   - systemd: cli/install.test.ts checks the connector's unit with `systemd-analyze verify`
+#     (offline; PID 1 need not be systemd).
 set -uo pipefail
 
 missing=()
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 SUDO=""

@@ -39,7 +39,16 @@ class Host implements StreamHost {
   windowTarget(): number {
     return INITIAL_WINDOW;
   }
+  openWindowTarget(): number {
+    return INITIAL_WINDOW;
+  }
   receiverCount(): void {}
+  openingCount(): void {}
+  readonly buffered = { held: 0, limit: 1 << 20 };
+  bufferLimits: string[] = [];
+  bufferLimitHit(message: string): void {
+    this.bufferLimits.push(message);
+  }
   waitForDrain(channel: Channel): void {
     this.waiting.push(channel);
   }
@@ -275,5 +284,58 @@ describe('Channel', () => {
       expect(host.inPlace).toBe(0);
       expect(host.data().length).toBe(0);
     });
+  });
+});
+
+describe('Channel: what it holds counts in its session (limits.streamBufferBytes)', () => {
+  const chunk = (n: number): Buffer => Buffer.alloc(n, 1);
+
+  it.each([
+    ['consumed', (c: Channel) => c.consumed(100), false],
+    ['reset by its consumer', (c: Channel) => c.reset(), true],
+    ['reset by the peer', (c: Channel) => c._applyFlags(Flag.RST), true],
+    ['aborted with its session', (c: Channel) => c._abort(new Error('gone')), true],
+  ])('counts bytes delivered and not consumed, and gives them back once %s', (_how, drop, dropped) => {
+    const { host, channel } = opened();
+    channel._reserve(100);
+    channel._receive(chunk(100));
+    expect(host.buffered.held).toBe(100);
+    drop(channel);
+    expect(host.buffered.held).toBe(0);
+    // A consumer that credits a dropped channel late (a relay at its socket's drain or close) counts nothing twice.
+    if (dropped) channel.consumed(100);
+    expect(host.buffered.held).toBe(0);
+  });
+
+  it('keeps counting a cleanly finished channel until its consumer took the bytes', () => {
+    const { host, channel } = opened();
+    channel._reserve(100);
+    channel._receive(chunk(100));
+    channel.end();
+    channel._applyFlags(Flag.FIN);
+    expect(host.finished).toEqual([channel]);
+    expect(host.buffered.held).toBe(100);
+    channel.consumed(100);
+    expect(host.buffered.held).toBe(0);
+  });
+
+  it('over the limit, resets the channel that keeps bytes (RST, ERR_STREAM_BUFFER_LIMIT), and not one whose consumer takes them at once', () => {
+    const host = new Host();
+    (host.buffered as { held: number }).held = host.buffered.limit; // the other streams hold the whole limit
+    const keeper = new Channel(host, 1);
+    const keeperSink = new Sink();
+    keeper.attach(keeperSink);
+    const taker = new Channel(host, 3);
+    taker.attach({ onData: (d) => taker.consumed(d.length), onEnd() {}, onAbort() {}, onWritable() {} });
+    taker._reserve(1000);
+    taker._receive(chunk(1000));
+    expect(taker.isReset).toBe(false);
+    keeper._reserve(1000);
+    keeper._receive(chunk(1000));
+    expect(keeper.isReset).toBe(true);
+    expect(keeperSink.events).toEqual(['data:1000', 'abort:ERR_STREAM_BUFFER_LIMIT']);
+    expect(host.sent.filter((f) => f.flags & Flag.RST)).toHaveLength(1);
+    expect(host.bufferLimits[0]).toMatch(/over the 1048576-byte limit; stream 1 holds 1000 of them and is reset/);
+    expect(host.buffered.held).toBe(host.buffered.limit); // what it held was given back
   });
 });

@@ -12,13 +12,25 @@
  * (`consumed(n)`), never on arrival: a slow consumer stops its writer once one
  * window is outstanding, and a channel never holds more than its window of
  * unconsumed bytes. And the window is the session's to size
- * (StreamHost.windowTarget): the SYN/ACK raises it to the share a new receiver
- * would get (the full maxStreamWindow while it is alone); once the channel has
- * consumed half the initial window it counts as a receiver, and each later
- * grant tops it up to its current share of maxSessionWindow. (Raising at open
- * rather than on first consumption keeps a lone transfer's start exactly as
- * with a fixed window; measured, the slower start tipped some worker processes
- * into a full-GC mode for the rest of the transfer.)
+ * (StreamHost.windowTarget): the SYN/ACK raises it to the share a new stream
+ * would get (the full maxStreamWindow while it is alone), counting the streams
+ * raised at open that are not receiving yet, so a burst of opens does not hand
+ * out one full window each; once the channel has consumed half the initial
+ * window it counts as a receiver, and each later grant tops it up to its
+ * current share of maxSessionWindow. (Raising at open rather than on first
+ * consumption keeps a lone transfer's start exactly as with a fixed window;
+ * measured, the slower start tipped some worker processes into a full-GC mode
+ * for the rest of the transfer.)
+ *
+ * What the session's channels hold together is bounded too (StreamHost.buffered,
+ * limits.streamBufferBytes): every byte delivered counts until its consumer says
+ * it consumed it (or the channel is dropped). Windows alone cannot bound it — a
+ * peer may send the initial 256 KiB on every new stream without any grant — so
+ * a channel whose consumer keeps bytes while the session holds more than the
+ * limit is reset (ERR_STREAM_BUFFER_LIMIT), and past half the limit new streams
+ * get no raise and grants shrink to the initial window. Two counter updates per
+ * chunk; no pausing of the transport, which could deadlock streams whose
+ * consumers wait for window updates behind it.
  */
 import { UnderpassError } from '../errors.js';
 import type { MuxConfig } from './config.js';
@@ -43,8 +55,16 @@ export interface StreamHost {
   streamFinished(channel: Channel): void;
   /** The receive window a channel should have now; `receiving`: it is counted as a receiver already. */
   windowTarget(receiving: boolean): number;
+  /** The window a new channel is raised to at its SYN/ACK. */
+  openWindowTarget(): number;
   /** A channel became a receiver (+1: its window was raised) or stopped being one (-1). */
   receiverCount(delta: 1 | -1): void;
+  /** A channel was raised at open and is not a receiver yet (+1), or no longer (-1). */
+  openingCount(delta: 1 | -1): void;
+  /** The bytes all channels of the session hold for their consumers, and the limit on them. */
+  readonly buffered: BufferedBytes;
+  /** A channel is reset for holding bytes while the session is over `buffered.limit` (for metrics). */
+  bufferLimitHit(message: string): void;
   /** The transport is full: writers should wait. */
   readonly congested: boolean;
   /** Call `channel`'s sink's onWritable once the transport has drained. */
@@ -72,6 +92,23 @@ export interface ChannelSink {
 
 export type StreamState = 'open' | 'local-closed' | 'remote-closed' | 'closed' | 'reset';
 
+/**
+ * Bytes the channels of one session hold that the peer sent and their consumers have not reported
+ * consumed (MuxConfig.streamBufferBytes is the limit). One object per session, updated in place.
+ */
+export interface BufferedBytes {
+  held: number;
+  readonly limit: number;
+}
+
+/** Where a channel stands in the session's window sharing. */
+enum Share {
+  None,
+  /** Its window was raised at open; it has not consumed enough to count as a receiver yet. */
+  Opening,
+  Receiving,
+}
+
 /** Events that arrived before a sink was attached (an accepted channel's first frames). */
 interface Early {
   data: Buffer[];
@@ -82,6 +119,7 @@ interface Early {
 export class Channel {
   readonly id: number;
   readonly #host: StreamHost;
+  readonly #buffered: BufferedBytes;
   #sink: ChannelSink | undefined;
   #early: Early | undefined;
   #sendWindow = INITIAL_WINDOW;
@@ -93,8 +131,9 @@ export class Channel {
   #granted = INITIAL_WINDOW;
   /** Bytes consumed when credit was last given. */
   #consumedAtGrant = 0;
-  /** Counted among the session's receivers (window raised above the initial one). */
-  #receiving = false;
+  #share = Share.None;
+  /** What this channel held of `#buffered` was given back (it was reset or aborted; its consumer drops it). */
+  #released = false;
   #localFin = false;
   #remoteFin = false;
   #reset = false;
@@ -117,6 +156,7 @@ export class Channel {
   constructor(host: StreamHost, id: number) {
     this.id = id;
     this.#host = host;
+    this.#buffered = host.buffered;
   }
 
   get state(): StreamState {
@@ -229,7 +269,10 @@ export class Channel {
     this.#sendFin(cb);
   }
 
-  /** Abandons the channel both ways: RST to the peer (unless it closed cleanly already); pending writes fail with `err`. */
+  /**
+   * Abandons the channel both ways: RST to the peer (unless it closed cleanly already); pending
+   * writes fail with `err`. The consumer drops what it holds: it no longer counts as buffered.
+   */
   reset(err?: Error): void {
     this.#ackPending = false; // an RST needs no ACK before it
     if (!this.#reset && !(this.#localFin && this.#remoteFin)) {
@@ -238,6 +281,7 @@ export class Channel {
     }
     if (this.#pendingCb || this.#finAfterPending) this.#failPending(err ?? new UnderpassError('ERR_STREAM_DESTROYED', `stream ${this.id} was destroyed`));
     else this.#pending = undefined;
+    this.#release();
     this.#finish();
   }
 
@@ -254,17 +298,26 @@ export class Channel {
     this.#host.releaseOpenBytes(n);
   }
 
-  /** The consumer is done with `n` more bytes of what onData delivered: the peer may get credit. */
+  /**
+   * The consumer is done with `n` more bytes of what onData delivered (written on, or dropped): the
+   * peer may get credit, and the session's buffered bytes go down. Also after the channel finished:
+   * a relay credits bytes its socket took late.
+   */
   consumed(n: number): void {
     this.#consumed += n;
+    if (!this.#released) this.#buffered.held -= n;
     this.#maybeGrant();
   }
 
   /** @internal Send the opening frame: SYN (we opened) or ACK (we accepted), raising the window. */
   _announce(flag: Flag.SYN | Flag.ACK): void {
-    const delta = this.#host.windowTarget(false) - INITIAL_WINDOW;
-    this.#granted += delta;
-    this.#recvWindow += delta;
+    const delta = this.#host.openWindowTarget() - INITIAL_WINDOW;
+    if (delta > 0) {
+      this.#granted += delta;
+      this.#recvWindow += delta;
+      this.#share = Share.Opening;
+      this.#host.openingCount(1);
+    }
     this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, flag, this.id, delta), undefined);
   }
 
@@ -291,9 +344,12 @@ export class Channel {
   _receive(chunk: Buffer): void {
     if (this.#remoteFin || this.#reset) return;
     this.bytesRead += chunk.length;
+    const buffered = this.#buffered;
+    buffered.held += chunk.length;
     const sink = this.#sink;
     if (sink) sink.onData(chunk);
     else this.#earlyEvents().data.push(Buffer.from(chunk)); // a view would pin the transport buffer
+    if (buffered.held > buffered.limit && !this.#reset && this.bytesRead > this.#consumed) this.#overBuffered();
   }
 
   /** @internal Window update from the peer. */
@@ -345,10 +401,31 @@ export class Channel {
     if (this.#reset) return;
     this.#reset = true;
     this.#failPending(err);
+    this.#release();
     this.#finish();
     const sink = this.#sink;
     if (sink) sink.onAbort(err);
     else this.#earlyEvents().abort = err;
+  }
+
+  /**
+   * The session's streams hold more than the limit and this one keeps bytes: reset it (RST), so
+   * its consumer drops what it holds (a relay destroys its socket and the bytes queued there).
+   */
+  #overBuffered(): void {
+    const { held, limit } = this.#buffered;
+    const message = `the session's streams hold ${held} bytes not yet taken by their targets or clients, over the ${limit}-byte limit; stream ${this.id} holds ${this.bytesRead - this.#consumed} of them and is reset`;
+    this.#host.bufferLimitHit(message);
+    this.#ackPending = false;
+    this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, Flag.RST, this.id, 0), undefined);
+    this.#abort(new UnderpassError('ERR_STREAM_BUFFER_LIMIT', message));
+  }
+
+  /** What this channel holds no longer counts: its consumer is dropping it. */
+  #release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#buffered.held -= this.bytesRead - this.#consumed;
   }
 
   /** Where events wait until a sink is attached. */
@@ -412,23 +489,26 @@ export class Channel {
     if (this.#ackPending) this.#ack(); // the ACK's window raise first; the grant below tops up from there
     // Credit the peer has not used yet, plus bytes received and not yet consumed.
     const outstanding = this.#granted - consumed;
-    const target = this.#host.windowTarget(this.#receiving);
+    const target = this.#host.windowTarget(this.#share === Share.Receiving);
     if (outstanding > target / 2) return;
     const delta = target - outstanding;
     this.#granted += delta;
     this.#consumedAtGrant = consumed;
     this.#recvWindow += delta;
-    if (!this.#receiving && target > INITIAL_WINDOW) {
-      this.#receiving = true;
+    if (this.#share !== Share.Receiving && target > INITIAL_WINDOW) {
+      if (this.#share === Share.Opening) this.#host.openingCount(-1);
+      this.#share = Share.Receiving;
       this.#host.receiverCount(1);
     }
     this.#host.sendFrame(encodeHeader(FrameType.WindowUpdate, 0, this.id, delta), undefined, undefined, true);
   }
 
   #stopReceiving(): void {
-    if (!this.#receiving) return;
-    this.#receiving = false;
-    this.#host.receiverCount(-1);
+    const share = this.#share;
+    if (share === Share.None) return;
+    this.#share = Share.None;
+    if (share === Share.Receiving) this.#host.receiverCount(-1);
+    else this.#host.openingCount(-1);
   }
 
   #finish(): void {

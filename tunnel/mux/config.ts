@@ -32,6 +32,12 @@ export interface MuxConfig {
   openBufferBytes: number;
   /** Bytes written and not yet read by the peer past which the session stops reading (limits.unreadOutputBytes). */
   unreadOutputBytes: number;
+  /**
+   * Bytes the session's streams may hold that the peer sent and their consumers have not taken yet
+   * (limits.streamBufferBytes): past it, a stream that keeps more is reset; past half of it, new
+   * streams get no window above the initial one and grants shrink to it.
+   */
+  streamBufferBytes: number;
 }
 
 export const DEFAULT_MUX_CONFIG: Readonly<MuxConfig> = Object.freeze({
@@ -44,6 +50,7 @@ export const DEFAULT_MUX_CONFIG: Readonly<MuxConfig> = Object.freeze({
   writeQueueHighWater: 1024 * 1024,
   openBufferBytes: DEFAULT_LIMITS.openBufferBytes,
   unreadOutputBytes: DEFAULT_LIMITS.unreadOutputBytes,
+  streamBufferBytes: DEFAULT_LIMITS.streamBufferBytes,
 });
 
 export function muxConfig(overrides: Partial<MuxConfig> = {}): MuxConfig {
@@ -66,4 +73,5 @@ export function verifyMuxConfig(c: MuxConfig): void {
   if (c.writeQueueHighWater < 1) fail('writeQueueHighWater', 'must be positive');
   if (!Number.isInteger(c.openBufferBytes) || c.openBufferBytes < 1) fail('openBufferBytes', 'must be a positive integer');
   if (!Number.isInteger(c.unreadOutputBytes) || c.unreadOutputBytes < 1) fail('unreadOutputBytes', 'must be a positive integer');
+  if (!Number.isInteger(c.streamBufferBytes) || c.streamBufferBytes < 1) fail('streamBufferBytes', 'must be a positive integer');
 }

@@ -657,3 +657,156 @@ describe('Session against a peer that never reads (finding 4)', () => {
     expect(limits).toEqual(['open_buffer_bytes']);
   });
 });
+
+/** The frames a session wrote to a RecordingTransport: headers decoded, Data payloads skipped. */
+function sentFrames(t: RecordingTransport): Array<{ type: FrameType; flags: number; streamId: number; length: number }> {
+  const bytes = Buffer.concat(t.batches.flat());
+  const frames = [];
+  for (let at = 0; at + 12 <= bytes.length;) {
+    const h = { type: bytes[at + 1]! as FrameType, flags: bytes.readUInt16BE(at + 2), streamId: bytes.readUInt32BE(at + 4), length: bytes.readUInt32BE(at + 8) };
+    frames.push(h);
+    at += 12 + (h.type === FrameType.Data ? h.length : 0);
+  }
+  return frames;
+}
+
+describe('Session stream buffer: what its streams hold that their consumers have not taken (limits.streamBufferBytes)', () => {
+  const KiB = 1024;
+  const MiB = 1024 * KiB;
+
+  /** A session fed raw frames by the test (the peer), whose streams' consumers never take anything. */
+  function stalled(client: boolean, config: Partial<MuxConfig>, as: 'channel' | 'stream' = 'channel') {
+    const transport = new RecordingTransport();
+    const session = new Session(transport, { client, config: { keepaliveIntervalMs: 0, ...config } });
+    sessions.push(session);
+    const limits: string[] = [];
+    session.on('limit', (l, m) => limits.push(`${l}: ${m}`));
+    const aborted: string[] = [];
+    if (as === 'channel') {
+      session.on('channel', (ch) => ch.attach({ onData() {}, onEnd() {}, onAbort: (e) => void aborted.push(String((e as { code?: string }).code)), onWritable() {} }));
+    } else {
+      session.on('stream', (s) => s.on('error', (e) => aborted.push(String((e as { code?: string }).code))));
+    }
+    // The peer opens streams with the other parity.
+    let id = client ? 0 : -1;
+    const nextId = (): number => (id += 2);
+    return { transport, session, limits, aborted, nextId };
+  }
+
+  const dataFrame = (id: number, n: number, flags = 0): Buffer => Buffer.concat([encodeHeader(FrameType.Data, flags, id, n), Buffer.alloc(n, 0x61)]);
+
+  it.each([['a worker', false], ['a connector', true]])('%s holds at most the limit however many streams the peer fills with their initial 256 KiB, and resets the streams past it', async (_who, client) => {
+    const limit = 4 * MiB;
+    const { transport, session, limits, aborted, nextId } = stalled(client, { streamBufferBytes: limit });
+    let most = 0;
+    for (let i = 0; i < 64; i++) {
+      // SYN and the whole initial window in one Data frame: the spec lets a peer send it before any answer.
+      transport.push(dataFrame(nextId(), 256 * KiB, Flag.SYN));
+      await new Promise((r) => setImmediate(r));
+      most = Math.max(most, session.streamBytesHeld);
+    }
+    // 64 × 256 KiB = 16 MiB offered; held at most the limit plus the frame that went past it.
+    expect(most).toBeLessThanOrEqual(limit + 256 * KiB);
+    expect(session.streamBytesHeld).toBeLessThanOrEqual(limit);
+    expect(aborted.length).toBeGreaterThanOrEqual(64 - limit / (256 * KiB));
+    expect(new Set(aborted)).toEqual(new Set(['ERR_STREAM_BUFFER_LIMIT']));
+    expect(sentFrames(transport).filter((f) => f.flags & Flag.RST)).toHaveLength(aborted.length);
+    expect(limits[0]).toMatch(/^stream_buffer_bytes: the session's streams hold \d+ bytes not yet taken by their targets or clients, over the 4194304-byte limit; stream \d+ holds 262144 of them and is reset$/);
+    expect(session.isClosed).toBe(false);
+  });
+
+  /** A few event-loop turns: the transport delivers, the session answers, its batch is flushed. */
+  const settle = async (): Promise<void> => {
+    for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+  };
+
+  it('raises a burst of new streams by a share of the session window each, not a full stream window each', async () => {
+    const { transport, nextId } = stalled(false, {}, 'stream');
+    for (let i = 0; i < 16; i++) transport.push(encodeHeader(FrameType.WindowUpdate, Flag.SYN, nextId(), 0));
+    await settle();
+    const raises = sentFrames(transport).filter((f) => f.flags & Flag.ACK).map((f) => f.length);
+    expect(raises).toHaveLength(16);
+    // The first alone gets the full 4 MiB window, as before; the burst shares 8 MiB over the streams opening.
+    expect(raises[0]).toBe(4 * MiB - 256 * KiB);
+    expect(raises.reduce((a, b) => a + b, 0)).toBeLessThan(24 * MiB); // 16 full raises would be 60 MiB
+  });
+
+  it('raises no new stream, and grants no more than the initial window, while the streams hold more than half the limit', async () => {
+    const { transport, session, nextId } = stalled(false, { streamBufferBytes: 1 * MiB }, 'stream');
+    for (let i = 0; i < 3; i++) transport.push(dataFrame(nextId(), 256 * KiB, Flag.SYN));
+    await settle();
+    expect(session.streamBytesHeld).toBe(768 * KiB);
+    transport.batches.length = 0;
+    transport.push(encodeHeader(FrameType.WindowUpdate, Flag.SYN, nextId(), 0));
+    await settle();
+    expect(sentFrames(transport).filter((f) => f.flags & Flag.ACK).map((f) => f.length)).toEqual([0]);
+    expect(session.windowTarget(true)).toBe(256 * KiB);
+  });
+
+  it('resets streams whose readers stall past the limit, while a stream read as it arrives carries 8 MiB', async () => {
+    const limit = 3 * MiB;
+    const { client, server } = pair({}, { maxStreamWindow: 1 * MiB, maxSessionWindow: 2 * MiB, streamBufferBytes: limit });
+    const serverErrors: string[] = [];
+    const hash = createHash('sha256');
+    let got = 0;
+    let n = 0;
+    server.on('stream', (s) => {
+      s.on('error', (e) => serverErrors.push(String((e as { code?: string }).code)));
+      if (n++ < 8) return; // the first eight are never read
+      s.on('data', (d: Buffer) => ((got += d.length), hash.update(d)));
+    });
+    // Eight opened at once: their raises at open (1 MiB, 1 MiB, 683 KiB, ...) add up to more than the limit.
+    const stalledStreams = Array.from({ length: 8 }, () => client.open());
+    for (const s of stalledStreams) {
+      s.on('error', () => undefined);
+      s.write(randomBytes(2 * MiB));
+    }
+    const data = randomBytes(8 * MiB);
+    const s = client.open();
+    s.on('error', () => undefined);
+    s.end(data);
+    let most = 0;
+    await until(() => ((most = Math.max(most, server.streamBytesHeld)), got === data.length), 15_000);
+    expect(hash.digest('hex')).toBe(sha(data));
+    expect(serverErrors.length).toBeGreaterThan(0);
+    expect(new Set(serverErrors)).toEqual(new Set(['ERR_STREAM_BUFFER_LIMIT']));
+    expect(most).toBeLessThanOrEqual(limit + 256 * KiB);
+    for (const x of stalledStreams) x.destroy();
+  }, 20_000);
+
+  it('gives every byte back: after streams read to the end, destroyed with unread data, and reset by the peer, both ends hold 0', async () => {
+    const { client, server } = pair();
+    const kept: MuxStream[] = [];
+    let n = 0;
+    server.on('stream', (s) => {
+      s.on('error', () => undefined);
+      const kind = n++ % 3;
+      if (kind === 0) s.pipe(s); // echoed to the end
+      else if (kind === 1) s.once('readable', () => setTimeout(() => s.destroy(), 10)); // dropped with unread bytes
+      else kept.push(s); // never read; the peer resets it
+    });
+    const done: Array<Promise<unknown>> = [];
+    for (let i = 0; i < 30; i++) {
+      const s = client.open();
+      s.on('error', () => undefined);
+      const size = 1 + Math.floor(Math.random() * 600 * KiB);
+      if (i % 3 === 0) {
+        s.end(randomBytes(size));
+        done.push(readAll(s));
+      } else if (i % 3 === 1) {
+        s.write(randomBytes(size));
+        done.push(new Promise((r) => s.once('close', r)));
+        s.resume();
+      } else {
+        s.write(randomBytes(size));
+        setTimeout(() => s.destroy(), 50);
+        done.push(new Promise((r) => s.once('close', r)));
+      }
+    }
+    await Promise.all(done);
+    await until(() => server.streamCount === 0 && client.streamCount === 0, 5_000);
+    expect(kept.length).toBe(10);
+    expect(server.streamBytesHeld).toBe(0);
+    expect(client.streamBytesHeld).toBe(0);
+  }, 20_000);
+});

@@ -23,7 +23,7 @@ import {
   type FrameHandler,
   type FrameHeader,
 } from './frame.js';
-import { BULK_PAYLOAD, Channel, type StreamHost } from './channel.js';
+import { BULK_PAYLOAD, Channel, type BufferedBytes, type StreamHost } from './channel.js';
 import { MuxStream } from './stream.js';
 
 export interface SessionOptions {
@@ -61,6 +61,9 @@ const SMALL_FRAME_AVERAGE = 128;
 export const IN_PLACE_HEADROOM = HEADER_SIZE + 14;
 
 const owner = ownerSlot<Session>('underpass.mux.session');
+
+/** What every open session of this process buffers for its streams (for the underpass_stream_buffer_bytes gauge). */
+const liveBuffers = new Set<BufferedBytes>();
 
 interface PendingPing {
   resolve: (rttMs: number) => void;
@@ -109,6 +112,10 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
   #nextId: number;
   /** Streams that have consumed data and hold a window above the initial one (they share maxSessionWindow). */
   #receivers = 0;
+  /** Streams whose window was raised at open and that are not receivers yet (a new stream's share counts them). */
+  #opening = 0;
+  /** Bytes the streams hold for their consumers (limited by config.streamBufferBytes). */
+  readonly buffered: BufferedBytes;
   #out: Buffer[] = [];
   #outCallbacks: Callback[] = [];
   #heldCallbacks: Callback[] = [];
@@ -146,6 +153,8 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     this.#inPlace = typeof (transport as Partial<InPlaceTransport>).writeInPlace === 'function' ? (transport as Duplex & InPlaceTransport) : undefined;
     this.#outputLimited = typeof (transport as Partial<OutputLimitedTransport>).limitUnreadOutput === 'function' ? (transport as Duplex & OutputLimitedTransport) : undefined;
     this.#outputLimited?.limitUnreadOutput(this.config.unreadOutputBytes);
+    this.buffered = { held: 0, limit: this.config.streamBufferBytes };
+    liveBuffers.add(this.buffered);
     this.#now = options.now ?? Date.now;
     this.#nextId = options.client ? 1 : 2;
     this.#reader = new FrameReader(this);
@@ -361,14 +370,54 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     this.#waitingForDrain.add(channel);
   }
 
+  /**
+   * A receiving stream's share of maxSessionWindow, between the initial window and maxStreamWindow.
+   * While the streams hold more than half of config.streamBufferBytes, only the initial window:
+   * streams whose targets keep up go on, those that stall hold less.
+   */
   windowTarget(receiving: boolean): number {
+    if (this.#underPressure()) return INITIAL_WINDOW;
     const receivers = this.#receivers + (receiving ? 0 : 1);
     const share = Math.floor(this.config.maxSessionWindow / receivers);
     return Math.max(INITIAL_WINDOW, Math.min(this.config.maxStreamWindow, share));
   }
 
+  /**
+   * A new stream's share, counting the streams raised at open that have not started receiving: a
+   * burst of opens (honest uploads, or a peer's flood) is not handed a full window each.
+   */
+  openWindowTarget(): number {
+    if (this.#underPressure()) return INITIAL_WINDOW;
+    const share = Math.floor(this.config.maxSessionWindow / (this.#receivers + this.#opening + 1));
+    return Math.max(INITIAL_WINDOW, Math.min(this.config.maxStreamWindow, share));
+  }
+
+  #underPressure(): boolean {
+    return this.buffered.held > this.buffered.limit / 2;
+  }
+
   receiverCount(delta: 1 | -1): void {
     this.#receivers += delta;
+  }
+
+  openingCount(delta: 1 | -1): void {
+    this.#opening += delta;
+  }
+
+  bufferLimitHit(message: string): void {
+    this.emit('limit', 'stream_buffer_bytes', message);
+  }
+
+  /** Bytes the session's streams hold for their consumers now. */
+  get streamBytesHeld(): number {
+    return this.buffered.held;
+  }
+
+  /** The same, summed over every open session of this process. */
+  static get streamBytesHeldTotal(): number {
+    let total = 0;
+    for (const b of liveBuffers) total += b.held;
+    return total;
   }
 
   // ---- FrameHandler (reader side) -----------------------------------------
@@ -617,6 +666,7 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     this.#isClosed = true;
     this.#closeError = err;
     clearInterval(this.#keepaliveTimer);
+    liveBuffers.delete(this.buffered);
     const streamErr = new UnderpassError('ERR_MUX_SESSION_CLOSED', `session closed${err ? `: ${err.message}` : ''}`, { cause: err });
     for (const channel of [...this.#streams.values()]) channel._abort(streamErr);
     this.#streams.clear();

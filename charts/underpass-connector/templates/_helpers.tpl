@@ -112,3 +112,23 @@ fsGroup: 65532
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+
+{{/* Enrollment with a one-time token: enrollment.token or enrollment.existingTokenSecret is set. */}}
+{{- define "underpass-connector.enrolling" -}}
+{{- if or .Values.enrollment.token .Values.enrollment.existingTokenSecret -}}true{{- end -}}
+{{- end -}}
+
+{{/* connector.yaml when enrolling: state in an emptyDir, kept in the Secret <fullname>-state. */}}
+{{- define "underpass-connector.enrollConfig" -}}
+{{- $config := include "underpass-connector.config" . -}}
+{{- $config = replace "tls:\n  cert: /etc/underpass/tls.crt\n  key: /etc/underpass/tls.key\n  ca: /etc/underpass/ca.crt\n" "" $config -}}
+{{ $config }}
+# Enrolled with a one-time token: the key is made in the pod; key, certificate and CA are kept in the
+# Secret below (only this pod's Role may read and update it), so a restart does not enroll again.
+state: /var/lib/underpass/state
+stateSecret:
+  name: {{ printf "%s-state" (include "underpass-connector.fullname" .) | quote }}
+enroll:
+  tokenFile: /etc/underpass-token/token
+{{- end -}}

@@ -1,0 +1,91 @@
+/**
+ * A connector pod's state (key, certificate, CA certificates) kept in a Secret
+ * of its own, so a restart does not enroll again (docs/connector-lifecycle.md,
+ * "In a peer cluster"). The state directory (an emptyDir) is the working copy;
+ * the Secret is the durable one: restored into the directory at start, saved
+ * after enrollment and after every renewal. The pod's ServiceAccount may only
+ * get and update that one Secret (the chart's Role, by name); the chart
+ * creates it empty, since RBAC cannot limit create by name.
+ */
+import { access, mkdir, readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import * as k8s from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { errorMessage, UnderpassError } from '../tunnel/errors.js';
+import type { TlsFiles } from '../tunnel/transport/tls-files.js';
+import { replaceFile } from './credentials.js';
+
+const KEYS = { cert: 'tls.crt', key: 'tls.key', ca: 'ca.crt' } as const;
+
+export interface StateSecretOptions {
+  name: string;
+  /** Default: the pod's own namespace. */
+  namespace?: string;
+  /** Default: the in-cluster ServiceAccount. */
+  kubeconfig?: string;
+  files: TlsFiles;
+  log: Logger;
+}
+
+export class StateSecret {
+  readonly #o: StateSecretOptions;
+  readonly #core: k8s.CoreV1Api;
+  readonly #namespace: Promise<string>;
+
+  constructor(o: StateSecretOptions) {
+    this.#o = o;
+    const kc = new k8s.KubeConfig();
+    if (o.kubeconfig) kc.loadFromFile(o.kubeconfig);
+    else kc.loadFromCluster();
+    this.#core = kc.makeApiClient(k8s.CoreV1Api);
+    this.#namespace = o.namespace ? Promise.resolve(o.namespace)
+      : readFile('/var/run/secrets/kubernetes.io/serviceaccount/namespace', 'utf8').then((s) => s.trim());
+  }
+
+  get where(): string {
+    return `Secret ${this.#o.namespace ?? '(own namespace)'}/${this.#o.name}`;
+  }
+
+  /** Fills the state directory from the Secret when it holds a pair and the directory does not. True when a certificate is there now. */
+  async restore(): Promise<boolean> {
+    if (await exists(this.#o.files.cert)) return true;
+    const data = (await this.#read()).data ?? {};
+    if (!data[KEYS.cert] || !data[KEYS.key] || !data[KEYS.ca]) return false;
+    const text = (k: string): string => Buffer.from(data[k]!, 'base64').toString('utf8');
+    await mkdir(dirname(this.#o.files.key), { recursive: true, mode: 0o700 });
+    await replaceFile(this.#o.files.key, text(KEYS.key), 0o600);
+    await replaceFile(this.#o.files.cert, text(KEYS.cert), 0o644);
+    await replaceFile(this.#o.files.ca, text(KEYS.ca), 0o644);
+    this.#o.log.info({ secret: this.#o.name }, `restored this connector's certificate from ${this.where}`);
+    return true;
+  }
+
+  /** Saves the state directory into the Secret (after enrollment, renewal, a new trust bundle). */
+  async save(): Promise<void> {
+    const [cert, key, ca] = await Promise.all([readFile(this.#o.files.cert), readFile(this.#o.files.key), readFile(this.#o.files.ca)]);
+    for (let attempt = 1; ; attempt++) {
+      const secret = await this.#read();
+      const body: k8s.V1Secret = { ...secret, data: { ...secret.data, [KEYS.cert]: cert.toString('base64'), [KEYS.key]: key.toString('base64'), [KEYS.ca]: ca.toString('base64') } };
+      try {
+        await this.#core.replaceNamespacedSecret({ name: this.#o.name, namespace: await this.#namespace, body });
+        return;
+      } catch (err) {
+        if ((err as { code?: number }).code !== 409 || attempt >= 5) {
+          throw new UnderpassError('ERR_STATE_SECRET', `cannot update ${this.where}: ${errorMessage(err)}`, { cause: err });
+        }
+      }
+    }
+  }
+
+  async #read(): Promise<k8s.V1Secret> {
+    try {
+      return await this.#core.readNamespacedSecret({ name: this.#o.name, namespace: await this.#namespace });
+    } catch (err) {
+      throw new UnderpassError('ERR_STATE_SECRET', `cannot read ${this.where}: ${errorMessage(err)} (the chart creates it; the pod's Role allows get and update on it only)`, { cause: err });
+    }
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  return access(file).then(() => true, () => false);
+}
