@@ -33,7 +33,8 @@ function quickStart(readme: string): { commands: string[]; withoutHelm: string }
   if (!section) throw new Error('README.md has no "## Quick start on Kubernetes" section');
   const block = /```sh\n([\s\S]*?)```/.exec(section)?.[1];
   if (!block) throw new Error('the Kubernetes quick start has no ```sh block');
-  const lines = block.split('\n');
+  // A command continued with a trailing backslash is one command.
+  const lines = block.replace(/\\\n\s*/g, ' ').split('\n');
   const commands = lines.filter((l) => l.trim() && !l.trim().startsWith('#')).map((l) => l.replace(/\s+#.*$/, '').trim());
   const alt = lines.map((l) => /^#\s+or, without Helm:\s+(.+?)(?:\s{2,}\(.*\))?$/.exec(l)?.[1]).find(Boolean);
   if (!alt) throw new Error('the quick start block has no "#   or, without Helm: <command>" line');
@@ -78,7 +79,9 @@ suite('README quick start on Kubernetes, as written', () => {
   it('has the commands this test expects to run', () => {
     expect(commands[0]).toMatch(/^helm install underpass-operator /);
     expect(withoutHelm).toMatch(/^kubectl apply -f crds\//);
-    expect(commands.at(-1)).toMatch(/^underpass connector --config /);
+    expect(commands).toContainEqual(expect.stringMatching(/^underpass connector token --connection team-a\/dc1 --name site-a /));
+    expect(commands).toContainEqual(expect.stringMatching(/^underpass connector --token-file site-a\.token --worker wss:\/\/tunnel\.dc1\.example\.com:443 /));
+    expect(commands.at(-1)).toMatch(/^kubectl get tcn /);
   });
 
   /** A scratch directory like a checkout (charts, crds, operator, docs linked), PATH with the tools. */
@@ -131,20 +134,30 @@ suite('README quick start on Kubernetes, as written', () => {
       try {
         const cmds = [first ?? commands[0]!, ...commands.slice(1)].map((c) => (tool === 'oc' ? c.replace(/^kubectl /, 'oc ') : c));
         const t0 = Date.now();
-        for (const cmd of cmds.slice(0, -1)) {
+        // Cluster side up to the connector; the connector on "a host in the private network"; then the rest.
+        const at = cmds.findIndex((c) => /^underpass connector --token-file /.test(c));
+        expect(at).toBeGreaterThan(0);
+        const shOk = async (cmd: string): Promise<string> => {
           const r = await sh(cmd, dir, env);
           if (r.code !== 0) throw new Error(`README command failed (exit ${r.code}): ${cmd}\n${r.stderr}${r.stdout}`);
-          if (/ get tc,am /.test(cmd)) expect(r.stdout).toMatch(/tunnelconnection\.underpass\.dev\/dc1[\s\S]*applicationmapping\.underpass\.dev\/payroll-db/);
+          return r.stdout;
+        };
+        for (const cmd of cmds.slice(0, at)) {
+          const out = await shOk(cmd);
+          if (/ get tc,am /.test(cmd)) expect(out).toMatch(/tunnelconnection\.underpass\.dev\/dc1[\s\S]*applicationmapping\.underpass\.dev\/payroll-db/);
+          if (/\{\.status\.endpoint\}/.test(cmd)) expect(out.trim()).toBe('wss://tunnel.dc1.example.com:443');
         }
-        expect(fs.existsSync(path.join(dir, 'site-a', 'connector.yaml'))).toBe(true);
-        // The DNS records for the README's example names: the tunnel Service (port 443, as in the
-        // URL the bundle wrote) and the database.
+        expect(fs.readFileSync(path.join(dir, 'site-a.token'), 'utf8')).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+\s*$/);
+        // The host's view, in a mount namespace of the connector's own: DNS records for the README's
+        // example names (the tunnel Service, the database pod) in /etc/hosts, and /var/lib (where
+        // --state-dir points) a scratch directory, so the host's own is never written.
         const ip = (await cluster.kubectlOk(['get', 'service', 'dc1-tunnel', '-n', 'team-a', '-o', 'jsonpath={.spec.clusterIP}'])).trim();
         const hosts = path.join(dir, 'hosts');
         fs.writeFileSync(hosts, `127.0.0.1 localhost\n${ip} tunnel.dc1.example.com\n${dbIp} db.internal\n`);
-        const last = cmds.at(-1)!;
+        const varLib = path.join(dir, 'var-lib');
+        fs.mkdirSync(varLib);
         connector = spawn('unshare', ['--mount', '--propagation', 'private', '--', 'bash', '-c',
-          'mount --bind "$1" /etc/hosts && cd "$2" && exec bash -c "$3"', '_', hosts, dir, last], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+          'mount --bind "$1" /etc/hosts && mount --bind "$2" /var/lib && cd "$3" && exec bash -c "$4"', '_', hosts, varLib, dir, cmds[at]!], { env, stdio: ['ignore', 'pipe', 'pipe'] });
         connectorLog = '';
         connector.stdout!.on('data', (d: Buffer) => { connectorLog += d.toString(); });
         connector.stderr!.on('data', (d: Buffer) => { connectorLog += d.toString(); });
@@ -157,6 +170,11 @@ suite('README quick start on Kubernetes, as written', () => {
           }, 180_000, 1_000),
           exited.then((code) => { throw new Error(`the connector exited (${code})`); }),
         ]).catch((err: Error) => { throw new Error(`${err.message}\n----- connector output -----\n${connectorLog.slice(-6000)}`); });
+        expect(fs.existsSync(path.join(varLib, 'underpass', 'tls.crt'))).toBe(true); // its state, on the host
+        for (const cmd of cmds.slice(at + 1)) {
+          const out = await shOk(cmd);
+          if (/ get tcn /.test(cmd)) expect(out).toMatch(/dc1\.site-a/);
+        }
         console.log(`README quick start ${name}: Ready ${Date.now() - t0} ms after its first command`);
       } finally {
         connector?.kill('SIGTERM');

@@ -451,10 +451,11 @@ suite('Underpass in the local cluster: Helm charts, restricted pods, both direct
       // Ours: the charts' releases, their names, our API group (the cluster's own "underpass:..." roles are not).
       .filter((l) => /underpass-operator|underpass-connector|underpass\.dev| (underpass-operator|site-a)$/.test(l));
     // Helm installs the chart's crds/ but never deletes them (it would delete every
-    // TunnelConnection with them): only the two CRDs may remain.
+    // TunnelConnection with them): only the three CRDs may remain.
     expect(clusterScoped.map((l) => l.trim()).sort()).toEqual([
       'CustomResourceDefinition/applicationmappings.underpass.dev',
       'CustomResourceDefinition/tunnelconnections.underpass.dev',
+      'CustomResourceDefinition/tunnelconnectors.underpass.dev',
     ]);
   }), 300_000);
 });
