@@ -109,6 +109,12 @@ describe('the worker Deployment', () => {
     expect(pod.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 65532, seccompProfile: { type: 'RuntimeDefault' } });
     expect(pod.containers[0]!.securityContext).toEqual({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
   });
+
+  it('probes liveness only after /healthz first answered (a startup probe of up to 2 minutes: slow starts on a busy node)', () => {
+    const c = desired.deployment(tc(), [], opts).spec!.template.spec!.containers[0]!;
+    expect(c.startupProbe?.httpGet).toEqual(c.livenessProbe?.httpGet);
+    expect(c.startupProbe!.periodSeconds! * c.startupProbe!.failureThreshold!).toBeGreaterThanOrEqual(120);
+  });
 });
 
 describe('the apps Service', () => {

@@ -165,6 +165,8 @@ export function deployment(tc: TunnelConnection, _mappings: readonly Mapping[], 
               { containerPort: ADMIN_PORT, name: 'admin', protocol: 'TCP' },
             ],
             readinessProbe: { httpGet: { path: '/readyz', port: 'admin' }, periodSeconds: 5, failureThreshold: 2 },
+            // Liveness starts once /healthz has answered (up to 2 minutes: Node starts slowly on a busy node).
+            startupProbe: { httpGet: { path: '/healthz', port: 'admin' }, periodSeconds: 2, failureThreshold: 60 },
             livenessProbe: { httpGet: { path: '/healthz', port: 'admin' }, periodSeconds: 10, failureThreshold: 3 },
             resources: w.resources ?? { requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '512Mi' } },
             securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
