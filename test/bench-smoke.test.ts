@@ -167,12 +167,12 @@ describe('tunnel benchmark smoke run', () => {
     expect(both.stderr).toContain('--open and --channel measure different paths');
   }, 60_000);
 
-  it('node-read-churn measures the relay in both read modes', async () => {
+  it('node-read-churn measures the relay in every read mode, dialled and accepted', async () => {
     const { code, stdout, stderr } = await runBench(['--round-trips', '1000'], CHURN);
     if (code !== 0) throw new Error(`node-read-churn exited ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr.slice(-4000)}`);
     expect(stderr).toContain(`relay on ${process.version}`);
-    for (const mode of ['default', 'onread']) {
-      expect(stderr).toMatch(new RegExp(`${mode} *: \\d+ µs per round trip; relay arrayBuffers [\\d.]+–[\\d.]+ MB over [1-9]\\d* samples; \\d+ mark-compacts`));
+    for (const mode of ['default', 'onread', 'accepted', 'adopted']) {
+      expect(stderr).toMatch(new RegExp(`${mode} *: \\d+ µs per round trip; relay arrayBuffers [\\d.]+–[\\d.]+ MB over [1-9]\\d* samples; at most [\\d.]+ MB more per 100 ms; \\d+ mark-compacts`));
     }
     const bad = await runBench(['--round-trips', 'many'], CHURN);
     expect(bad.code).toBe(1);
