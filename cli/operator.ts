@@ -11,6 +11,7 @@ import { ConfigError } from '../tunnel/errors.js';
 import { createLogger } from '../tunnel/log.js';
 import { LOG_LEVELS } from '../tunnel/config-load.js';
 import { VERSION } from '../tunnel/version.js';
+import { parseClusterTargetPolicy, parseOverridePolicy, parseWorkerNetwork, POLICY_DEFAULTS, type PolicyFlags } from './operator-policy-flags.js';
 
 interface OperatorFlags {
   kubeconfig?: string;
@@ -29,6 +30,8 @@ interface OperatorFlags {
   logLevel: string;
 }
 
+type Flags = OperatorFlags & PolicyFlags;
+
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 
 export function registerOperatorCommand(program: Command): void {
@@ -37,7 +40,7 @@ export function registerOperatorCommand(program: Command): void {
     .description('run the operator: reconcile TunnelConnection and ApplicationMapping resources into worker Deployments, Services, Secrets and status')
     .option('--kubeconfig <file>', 'kubeconfig file (default: in-cluster service account, then $KUBECONFIG, then ~/.kube/config)')
     .option('--namespace <ns>', 'watch only this namespace (default: all namespaces)')
-    .option('--worker-image <image>', 'container image for worker pods (a TunnelConnection may override it)', `ghcr.io/underpass/underpass:${VERSION}`)
+    .option('--worker-image <image>', 'container image for worker pods (spec.worker.image overrides it only where --worker-image-prefix allows)', `ghcr.io/underpass/underpass:${VERSION}`)
     .option('--admin <host:port>', 'address for /healthz, /readyz (503 with the reason while something is wrong) and /metrics', '0.0.0.0:8080')
     .option('--report-listen <host:port>', 'address of the HTTPS endpoint workers report to (mutual TLS with their connection certificate)')
     .option('--report-url <url>', 'the URL workers use to reach --report-listen, written into their config (e.g. https://underpass-operator.underpass-system.svc:8443)')
@@ -49,6 +52,17 @@ export function registerOperatorCommand(program: Command): void {
     .option('--lease-name <name>', 'name of the leader-election Lease', 'underpass-operator')
     .option('--identity <id>', 'this replica\'s identity in the Lease (default: the pod/host name)')
     .option('--log-level <level>', `log level (${LOG_LEVELS.join(', ')})`, 'info')
+    .option('--cluster-target-namespace <ns>', 'a namespace Cluster-side targets may be in besides the mapping\'s own (repeatable or comma list; * = any namespace, IP or outside name)', collect, [])
+    .option('--cluster-target-cidr <cidr>', 'a block Cluster-side targets given as IP addresses may be in (repeatable)', collect, [])
+    .option('--cluster-domain <domain>', 'the cluster\'s DNS domain (where Service names end)', POLICY_DEFAULTS.clusterDomain)
+    .option('--metrics-namespace-selector <labels>', 'namespaces (key=value,...) whose pods may reach the workers\' admin port besides the operator\'s; "" = none', POLICY_DEFAULTS.metricsNamespaceSelector)
+    .option('--no-worker-egress', 'do not restrict worker egress (default: DNS, the report port and the mappings\' Cluster-side targets only)')
+    .option('--worker-dns-namespace-selector <labels>', 'namespace of the cluster DNS pods (key=value,...)', POLICY_DEFAULTS.workerDnsNamespaceSelector)
+    .option('--worker-dns-pod-selector <labels>', 'labels of the cluster DNS pods (key=value,...; "" with the namespace selector "" = use --worker-dns-cidr only)', POLICY_DEFAULTS.workerDnsPodSelector)
+    .option('--worker-dns-cidr <cidr>', 'address block of DNS servers that are not pods (repeatable)', collect, [])
+    .option('--worker-dns-port <port>', 'DNS port of the DNS pods (after the Service: 53, 5353 on OpenShift; repeatable)', collect)
+    .option('--worker-overrides <fields>', 'spec.worker fields a TunnelConnection may set (comma list of resources, nodeSelector, tolerations; none)', POLICY_DEFAULTS.workerOverrides)
+    .option('--worker-image-prefix <prefix>', 'spec.worker.image is honoured when it starts with this (repeatable; * = any image; default: never)', collect, [])
     .addHelpText('after', `
 Several replicas may run; one holds the Lease and reconciles, the others wait as standby (/readyz says
 which). With --report-service the leader points that Service's EndpointSlice at itself, so worker
@@ -58,8 +72,11 @@ RBAC that forbids what it needs) are logged once with the fix, and /readyz answe
 Example (outside a cluster, against a kubeconfig):
   $ underpass operator --kubeconfig ~/.kube/config --admin 127.0.0.1:8080 \\
       --report-listen 0.0.0.0:8443 --report-url https://underpass-operator.underpass-system.svc:8443`)
-    .action(async (flags: OperatorFlags) => {
+    .action(async (flags: Flags) => {
       if (!(LOG_LEVELS as readonly string[]).includes(flags.logLevel)) throw new ConfigError(`must be one of ${LOG_LEVELS.join(', ')}`, { field: '--log-level' });
+      const clusterTargets = parseClusterTargetPolicy(flags);
+      const workerNetwork = parseWorkerNetwork({ ...flags, workerDnsPort: flags.workerDnsPort ?? [...POLICY_DEFAULTS.workerDnsPort] });
+      const overrides = parseOverridePolicy(flags);
       const admin = parseHostPort(flags.admin, '--admin');
       if (Boolean(flags.reportListen) !== Boolean(flags.reportUrl)) {
         throw new ConfigError('give both --report-listen and --report-url, or neither', { field: flags.reportListen ? '--report-url' : '--report-listen' });
@@ -92,6 +109,9 @@ Example (outside a cluster, against a kubeconfig):
         lease: { namespace: flags.podNamespace, name: flags.leaseName },
         workerImage: flags.workerImage,
         admin,
+        clusterTargets,
+        workerNetwork,
+        overrides,
         ...(report ? { report } : {}),
       });
       await operator.start();

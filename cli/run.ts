@@ -6,6 +6,7 @@
 import type { Command } from 'commander';
 import { X509Certificate } from 'node:crypto';
 import { access, readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { loadConnectorConfig, parseConnectorConfig, type ConnectorConfig } from '../connector/config.js';
 import { enroll } from '../connector/enroll.js';
 import { StateSecret } from '../connector/state-secret.js';
@@ -27,6 +28,16 @@ interface RunFlags {
   listen?: string;
   admin?: string;
   instance?: string;
+}
+
+/**
+ * The API server's ClusterIP, which the kubelet puts into every pod's environment: never a
+ * Cluster-side target (the operator also writes it into clusterTargets.refuse; this holds
+ * when it could not read it).
+ */
+function apiServerFromEnv(): string[] {
+  const host = process.env['KUBERNETES_SERVICE_HOST'];
+  return host && isIP(host) !== 0 ? [host] : [];
 }
 
 interface Runnable {
@@ -60,7 +71,7 @@ Example:
       const config = { ...(await loadWorkerConfig(flags.config!)), ...overrides };
       const logger = createLogger('worker', { level: level(flags, config.log.level) });
       const audit = AuditLog.open(config.audit?.file);
-      const worker = new Worker(config, { logger, audit, overrides });
+      const worker = new Worker(config, { logger, audit, overrides, refuseTargets: apiServerFromEnv() });
       await worker.start();
       await untilSignal(worker, config.drainTimeoutMs, logger);
       flushLineLimiters(); // summaries of lines a peer provoked in the last interval

@@ -18,8 +18,9 @@ import * as desired from './desired.js';
 import type { EventRecorder } from './events.js';
 import type { Informer } from './informer.js';
 import { GROUP, isConflict, VERSION, type Kube, type ObjectRef } from './kube.js';
+import { DEFAULT_CLUSTER_TARGET_POLICY, type ClusterTargetPolicy } from './cluster-targets.js';
 import { connectorRecordStatus } from './connector-status.js';
-import { resolveMappings, type MappingVerdict } from './mapping-resolution.js';
+import { resolveMappings, servedMappings, type MappingVerdict } from './mapping-resolution.js';
 import { FINALIZER, namesFor } from './names.js';
 import { ConnectionPki, workerSans, type PkiResult } from './pki-secrets.js';
 import type { ProcessResult } from './queue.js';
@@ -28,6 +29,7 @@ import { instanceLimit, type ReportStore } from './report-store.js';
 import { mappingStatus, tunnelConnectionStatus } from './status.js';
 import { APPLICATION_MAPPINGS, TUNNEL_CONNECTIONS, TUNNEL_CONNECTORS, type ApplicationMapping, type TunnelConnection, type TunnelConnector } from './types.js';
 import { ConnectorRecords } from './connector-records.js';
+import { DEFAULT_OVERRIDE_POLICY, effectiveWorker, withEffectiveWorker, type OverridePolicy } from './worker-overrides.js';
 
 export interface Caches {
   tcs: Informer<TunnelConnection>;
@@ -51,6 +53,14 @@ export interface ControllerOptions {
   reportMaxAgeMs: number;
   /** After start-up, how long missing reports do not yet mean "no connectors". */
   reportGraceMs: number;
+  /** Where Cluster-side targets may be (default: the mapping's namespace only). */
+  clusterTargets?: ClusterTargetPolicy;
+  /** The worker NetworkPolicy's settings besides the API server (default: desired.DEFAULT_WORKER_NETWORK's). */
+  workerNetwork?: Omit<desired.WorkerNetwork, 'apiServer'>;
+  /** Which spec.worker settings are honoured (default: resources only). */
+  overrides?: OverridePolicy;
+  /** The Kubernetes API server's addresses as last read (operator/api-server.ts); default none known. */
+  apiServer?: () => readonly string[];
   /** The operator's namespace: connection CAs live there, never in tenant namespaces. */
   pkiNamespace: string;
   /** How often the worker Secret is read back for drift (default DRIFT_CHECK_MS). */
@@ -166,7 +176,6 @@ export class TunnelController {
     const names = namesFor(tc.metadata.name);
     const ns = tc.metadata.namespace;
     const verdicts = this.#verdicts(tc);
-    const mappings = this.#served(verdicts);
 
     const tunnelSvc = caches.services.get(names.tunnelService, ns);
     const lbNames = (tunnelSvc?.status?.loadBalancer?.ingress ?? []).flatMap((i) => [i.hostname, i.ip].filter((x): x is string => Boolean(x)));
@@ -196,13 +205,16 @@ export class TunnelController {
       this.#d.logger.error({ connection: `${ns}/${tc.metadata.name}`, err: pkiError }, `certificates: ${pkiError}`);
     }
 
-    await this.#applyOwned(tc, mappings);
+    const overrides = effectiveWorker(tc, this.#d.options.overrides ?? DEFAULT_OVERRIDE_POLICY);
+    if (overrides.ignored.length > 0) this.#d.logger.warn({ connection: `${ns}/${tc.metadata.name}`, ignored: overrides.ignored }, `TunnelConnection ${ns}/${tc.metadata.name}: ignoring ${overrides.ignored.join(', ')} (not allowed by the cluster admin)`);
+    await this.#applyOwned(withEffectiveWorker(tc, overrides), verdicts);
 
     const live = reports.live(`${ns}/${tc.metadata.name}`, this.#d.options.reportMaxAgeMs);
     const reportsKnown = reports.hasReported(`${ns}/${tc.metadata.name}`) || now.getTime() - this.#startedAt > this.#d.options.reportGraceMs;
     const status = tunnelConnectionStatus({
       tc, verdicts, deployment: caches.deployments.get(names.deployment, ns), tunnelService: tunnelSvc, reports: live, reportsKnown,
       pki: pki ? { ok: true, notAfter: pki.notAfter, renewalTime: pki.renewalTime } : { ok: false, message: pkiError ?? 'unknown' },
+      ignoredOverrides: overrides.ignored,
       now,
     });
     await this.#writeTcStatus(tc, status);
@@ -225,23 +237,34 @@ export class TunnelController {
   }
 
   #verdicts(tc: TunnelConnection): MappingVerdict[] {
-    return resolveMappings(this.#d.caches.ams.list(tc.metadata.namespace).filter((am) => am.spec.connection === tc.metadata.name));
+    return resolveMappings(this.#d.caches.ams.list(tc.metadata.namespace).filter((am) => am.spec.connection === tc.metadata.name), {
+      clusterTargets: this.#d.options.clusterTargets ?? DEFAULT_CLUSTER_TARGET_POLICY,
+      apiServer: this.#apiServer(),
+    });
+  }
+
+  #apiServer(): readonly string[] {
+    return this.#d.options.apiServer?.() ?? [];
   }
 
   #served(verdicts: MappingVerdict[]): Mapping[] {
     return verdicts.filter((v) => v.mapping).map((v) => v.mapping!);
   }
 
-  async #applyOwned(tc: TunnelConnection, mappings: Mapping[]): Promise<void> {
+  async #applyOwned(tc: TunnelConnection, verdicts: MappingVerdict[]): Promise<void> {
     const { applier, caches, options } = this.#d;
     const names = namesFor(tc.metadata.name);
     const ns = tc.metadata.namespace;
+    const served = servedMappings(verdicts);
+    const mappings = served.map((s) => s.mapping);
+    const apiServer = this.#apiServer();
     const before = caches.deployments.get(names.deployment, ns);
     await applier.apply(desired.serviceAccount(tc), caches.serviceAccounts.get(names.serviceAccount, ns), 'serviceaccounts');
-    await applier.apply(desired.configMap(tc, mappings, options.channel), caches.configMaps.get(names.configMap, ns), 'configmaps');
+    await applier.apply(desired.configMap(tc, mappings, options.channel, apiServer), caches.configMaps.get(names.configMap, ns), 'configmaps');
     const dep = await applier.apply(desired.deployment(tc, mappings, { workerImage: options.workerImage, ...(options.channel ? { channel: options.channel } : {}) }), before, 'deployments');
     await applier.apply(desired.tunnelService(tc), caches.services.get(names.tunnelService, ns), 'services');
-    await applier.apply(desired.networkPolicy(tc, mappings), caches.networkPolicies.get(names.networkPolicy, ns), 'networkpolicies');
+    const network = { ...(options.workerNetwork ?? desired.DEFAULT_WORKER_NETWORK), apiServer };
+    await applier.apply(desired.networkPolicy(tc, served, network), caches.networkPolicies.get(names.networkPolicy, ns), 'networkpolicies');
     const apps = desired.appsService(tc, mappings);
     if (apps) await applier.apply(apps, caches.services.get(names.appsService, ns), 'services');
     else if (caches.services.get(names.appsService, ns)) await applier.remove({ apiVersion: 'v1', kind: 'Service', metadata: { name: names.appsService, namespace: ns } }, 'services');
@@ -277,6 +300,10 @@ export class TunnelController {
     const readyAfter = findCondition(after.conditions, 'Ready');
     if (readyAfter && readyBefore?.status !== readyAfter.status) {
       await this.#d.events.record(tc, readyAfter.status === 'True' ? 'Normal' : 'Warning', readyAfter.status === 'True' ? 'Ready' : `NotReady${readyAfter.reason}`, readyAfter.message);
+    }
+    const overridesAfter = findCondition(after.conditions, 'OverridesAccepted');
+    if (overridesAfter?.status === 'False' && findCondition(before.conditions, 'OverridesAccepted')?.status !== 'False') {
+      await this.#d.events.record(tc, 'Warning', 'OverrideIgnored', overridesAfter.message);
     }
   }
 

@@ -8,6 +8,7 @@ import { describe, expect, it } from '@jest/globals';
 import YAML from 'yaml';
 import type { Mapping } from '../tunnel/mapping.js';
 import * as desired from './desired.js';
+import type { ServedMapping } from './mapping-resolution.js';
 import { ADMIN_PORT, TUNNEL_PORT } from './names.js';
 import type { TunnelConnection, TunnelConnectionSpec } from './types.js';
 
@@ -144,32 +145,116 @@ describe('the tunnel Service', () => {
 });
 
 describe('the worker NetworkPolicy', () => {
-  const inCluster = [{ namespaceSelector: {} }];
+  const served = (m: Mapping, more: Omit<ServedMapping, 'mapping'> = {}): ServedMapping => ({ mapping: m, ...more });
+  const tunnel = { ports: [{ port: TUNNEL_PORT, protocol: 'TCP' }] };
+  const operatorNs = { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'underpass-system' } } };
+  const scrapers = { namespaceSelector: { matchLabels: { 'underpass.dev/metrics-scraper': 'true' } } };
+  const admin = { ports: [{ port: ADMIN_PORT, protocol: 'TCP' }], _from: [operatorNs, scrapers] };
+  const port = (p: number) => ({ ports: [{ port: p, protocol: 'TCP' }] });
+  const ingressOf = (list: ServedMapping[], net?: desired.WorkerNetwork) => desired.networkPolicy(tc(), list, net).spec!.ingress;
+
   it.each([
-    ['no mappings: tunnel from anywhere, admin from the cluster', [], [
-      { ports: [{ port: TUNNEL_PORT, protocol: 'TCP' }] },
-      { ports: [{ port: ADMIN_PORT, protocol: 'TCP' }], _from: inCluster },
+    ['no mappings: tunnel from anywhere, admin from the operator\'s namespace and metrics scrapers only', [], [tunnel, admin]],
+    ['a mapping with neither allowedSources nor allowedNamespaces: its port from its own namespace\'s pods only', [served(db, { sources: { cidrs: [] } })], [
+      tunnel, admin, { ...port(15432), _from: [{ podSelector: {} }] },
     ]],
-    ['a mapping without allowedSources: its port from the cluster', [db], [
-      { ports: [{ port: TUNNEL_PORT, protocol: 'TCP' }] },
-      { ports: [{ port: ADMIN_PORT, protocol: 'TCP' }], _from: inCluster },
-      { ports: [{ port: 15432, protocol: 'TCP' }], _from: inCluster },
+    ['a mapping with allowedSources: its port from those blocks only', [served(db, { sources: { cidrs: ['10.0.0.0/8', 'fd00::/8'] } })], [
+      tunnel, admin, { ...port(15432), _from: [{ ipBlock: { cidr: '10.0.0.0/8' } }, { ipBlock: { cidr: 'fd00::/8' } }] },
     ]],
-    ['a mapping with allowedSources: its port from those blocks only', [{ ...db, allowedSources: ['10.0.0.0/8', 'fd00::/8'] }], [
-      { ports: [{ port: TUNNEL_PORT, protocol: 'TCP' }] },
-      { ports: [{ port: ADMIN_PORT, protocol: 'TCP' }], _from: inCluster },
-      { ports: [{ port: 15432, protocol: 'TCP' }], _from: [{ ipBlock: { cidr: '10.0.0.0/8' } }, { ipBlock: { cidr: 'fd00::/8' } }] },
+    ['a mapping with allowedNamespaces names: those namespaces (sorted, once each)', [served(db, { sources: { cidrs: [], namespaces: { names: ['team-c', 'team-b', 'team-c'] } } })], [
+      tunnel, admin, { ...port(15432), _from: [{ namespaceSelector: { matchExpressions: [{ key: 'kubernetes.io/metadata.name', operator: 'In', values: ['team-b', 'team-c'] }] } }] },
     ]],
-    ['a Cluster-side mapping: nothing opened on the worker', [api], [
-      { ports: [{ port: TUNNEL_PORT, protocol: 'TCP' }] },
-      { ports: [{ port: ADMIN_PORT, protocol: 'TCP' }], _from: inCluster },
+    ['a mapping with an allowedNamespaces selector: the namespaces it selects', [served(db, { sources: { cidrs: [], namespaces: { selector: { matchLabels: { team: 'payroll' } } } } })], [
+      tunnel, admin, { ...port(15432), _from: [{ namespaceSelector: { matchLabels: { team: 'payroll' } } }] },
     ]],
-  ] as Array<[string, Mapping[], unknown]>)('%s', (_name, mappings, ingress) => {
-    expect(desired.networkPolicy(tc(), mappings).spec).toEqual({
-      podSelector: { matchLabels: { 'app.kubernetes.io/name': 'underpass-worker', 'app.kubernetes.io/instance': 'dc1' } },
-      policyTypes: ['Ingress'],
-      ingress,
-    });
+    ['a mapping with selector {}: every namespace (the explicit opt-in)', [served(db, { sources: { cidrs: [], namespaces: { selector: {} } } })], [
+      tunnel, admin, { ...port(15432), _from: [{ namespaceSelector: {} }] },
+    ]],
+    ['a mapping with names, a selector and blocks: any of them', [served(db, { sources: { cidrs: ['192.0.2.0/24'], namespaces: { names: ['team-b'], selector: { matchLabels: { team: 'x' } } } } })], [
+      tunnel, admin, { ...port(15432), _from: [
+        { namespaceSelector: { matchExpressions: [{ key: 'kubernetes.io/metadata.name', operator: 'In', values: ['team-b'] }] } },
+        { namespaceSelector: { matchLabels: { team: 'x' } } },
+        { ipBlock: { cidr: '192.0.2.0/24' } },
+      ] },
+    ]],
+    ['a mapping served without its sources (the worker-side list only): its allowedSources', [served({ ...db, allowedSources: ['10.0.0.0/8'] })], [
+      tunnel, admin, { ...port(15432), _from: [{ ipBlock: { cidr: '10.0.0.0/8' } }] },
+    ]],
+    ['a Cluster-side mapping: nothing opened on the worker', [served(api, { clusterTarget: { kind: 'namespace', namespace: 'team-a' } })], [tunnel, admin]],
+  ] as Array<[string, ServedMapping[], unknown]>)('ingress, %s', (_name, list, ingress) => {
+    expect(ingressOf(list)).toEqual(ingress);
+  });
+
+  it.each([
+    ['the operator\'s namespace only when no scraper selector is set', { ...desired.DEFAULT_WORKER_NETWORK, metricsNamespaces: undefined }, [operatorNs]],
+    ['the operator\'s own namespace, whatever it is called', { ...desired.DEFAULT_WORKER_NETWORK, operatorNamespace: 'ops' }, [
+      { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'ops' } } }, scrapers,
+    ]],
+    ['a scraper selector of the cluster admin\'s choice', { ...desired.DEFAULT_WORKER_NETWORK, metricsNamespaces: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }, [
+      operatorNs, { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } },
+    ]],
+  ] as Array<[string, desired.WorkerNetwork, unknown]>)('the admin port admits %s', (_name, net, from) => {
+    expect(ingressOf([], net)![1]).toEqual({ ports: [{ port: ADMIN_PORT, protocol: 'TCP' }], _from: from });
+  });
+
+  const dnsRule = { to: desired.DEFAULT_DNS_PEERS, ports: [{ port: 53, protocol: 'UDP' }, { port: 53, protocol: 'TCP' }] };
+  const reportRule = {
+    to: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'underpass-system' } }, podSelector: { matchLabels: { 'app.kubernetes.io/name': 'underpass-operator' } } }],
+    ports: [{ port: 9443, protocol: 'TCP' }],
+  };
+  const withReport: desired.WorkerNetwork = { ...desired.DEFAULT_WORKER_NETWORK, egress: { ...desired.DEFAULT_WORKER_NETWORK.egress!, report: { podSelector: desired.OPERATOR_POD_SELECTOR, port: 9443 } }, apiServer: ['10.96.0.1', '192.0.2.10'] };
+  const cluster = (host: string, p: number, target: ServedMapping['clusterTarget']): ServedMapping =>
+    served({ ...api, name: host.replace(/[^a-z0-9]/g, '-'), target: { side: 'Cluster', host, port: p } }, target ? { clusterTarget: target } : {});
+
+  it.each([
+    ['no Cluster-side mapping: DNS and the operator\'s report port only', [served(db, { sources: { cidrs: [] } })], [dnsRule, reportRule]],
+    ['a Service of the mapping\'s namespace: every pod of that namespace, any port (after DNAT the pod\'s targetPort counts)', [cluster('payroll', 8080, { kind: 'namespace', namespace: 'team-a' })], [
+      dnsRule, reportRule, { to: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'team-a' } } }] },
+    ]],
+    ['two targets in one namespace: one rule', [cluster('a', 80, { kind: 'namespace', namespace: 'team-b' }), cluster('b.team-b', 81, { kind: 'namespace', namespace: 'team-b' })], [
+      dnsRule, reportRule, { to: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'team-b' } } }] },
+    ]],
+    ['an IP target: that address, on the mapping\'s port', [cluster('10.20.0.5', 5432, { kind: 'ip', ip: '10.20.0.5' })], [
+      dnsRule, reportRule, { to: [{ ipBlock: { cidr: '10.20.0.5/32' } }], ports: [{ port: 5432, protocol: 'TCP' }] },
+    ]],
+    ['an IPv6 target: that address', [cluster('fd00::5', 5432, { kind: 'ip', ip: 'fd00::5' })], [
+      dnsRule, reportRule, { to: [{ ipBlock: { cidr: 'fd00::5/128' } }], ports: [{ port: 5432, protocol: 'TCP' }] },
+    ]],
+    ['a name outside the cluster (allowed with *): anywhere but link-local, metadata, loopback and the API server, on the mapping\'s port', [cluster('db.example.com', 5432, { kind: 'external' })], [
+      dnsRule, reportRule, {
+        to: [
+          { ipBlock: { cidr: '0.0.0.0/0', except: ['0.0.0.0/8', '127.0.0.0/8', '169.254.0.0/16', '100.100.100.200/32', '10.96.0.1/32', '192.0.2.10/32'] } },
+          { ipBlock: { cidr: '::/0', except: ['::/128', '::1/128', 'fe80::/10', 'fd00:ec2::254/128', '64:ff9b::7f00:0/104', '64:ff9b::a9fe:0/112'] } },
+        ],
+        ports: [{ port: 5432, protocol: 'TCP' }],
+      },
+    ]],
+    ['a Cluster-side mapping the operator did not place (never served so): no rule, so no egress to it', [cluster('x', 80, undefined)], [dnsRule, reportRule]],
+  ] as Array<[string, ServedMapping[], unknown]>)('egress, %s', (_name, list, egress) => {
+    const spec = desired.networkPolicy(tc(), list, withReport).spec!;
+    expect(spec.policyTypes).toEqual(['Ingress', 'Egress']);
+    expect(spec.egress).toEqual(egress);
+  });
+
+  it('egress names no tunnel port: connectors dial in, workers never dial out to them', () => {
+    const ports = desired.networkPolicy(tc(), [cluster('a', 80, { kind: 'namespace', namespace: 'team-a' })], withReport).spec!.egress!.flatMap((r) => r.ports ?? []);
+    expect(ports.map((p) => p.port)).not.toContain(TUNNEL_PORT);
+  });
+
+  it('without the report channel there is no report rule', () => {
+    expect(desired.networkPolicy(tc(), []).spec!.egress).toEqual([dnsRule]);
+  });
+
+  it('with egress turned off by the cluster admin the policy is ingress-only', () => {
+    const spec = desired.networkPolicy(tc(), [cluster('a', 80, { kind: 'namespace', namespace: 'team-a' })], { ...desired.DEFAULT_WORKER_NETWORK, egress: undefined }).spec!;
+    expect(spec.policyTypes).toEqual(['Ingress']);
+    expect(spec.egress).toBeUndefined();
+  });
+
+  it('every port names its protocol (some enforcers, kube-network-policies among them, need it)', () => {
+    const spec = desired.networkPolicy(tc(), [served(db, { sources: { cidrs: [] } }), cluster('10.0.0.1', 80, { kind: 'ip', ip: '10.0.0.1' })], withReport).spec!;
+    const ports = [...spec.ingress!.flatMap((r) => r.ports ?? []), ...spec.egress!.flatMap((r) => r.ports ?? [])];
+    expect(ports.every((p) => p.protocol === 'TCP' || p.protocol === 'UDP')).toBe(true);
   });
 });
 
@@ -190,8 +275,16 @@ describe('the worker config', () => {
         { name: 'web', protocol: 'TCP', target: web.target, listen: web.listen, allowedSources: ['10.0.0.0/8'] },
       ],
       ...(operator ? { operator } : {}),
+      clusterTargets: { loopback: false, refuse: [] },
     });
     expect(desired.configMap(tc(), [], channel).data?.['operator-ca.crt']).toBe(channel?.caPem);
+  });
+});
+
+describe('the worker config\'s clusterTargets', () => {
+  it('refuses loopback and every address of the API server, sorted and once each', () => {
+    const config = YAML.parse(desired.workerConfigYaml(tc(), [api], undefined, ['192.0.2.10', '10.96.0.1', '192.0.2.10']));
+    expect(config.clusterTargets).toEqual({ loopback: false, refuse: ['10.96.0.1', '192.0.2.10'] });
   });
 });
 

@@ -7,6 +7,8 @@ import type * as k8s from '@kubernetes/client-node';
 import YAML from 'yaml';
 import { parseDuration } from '../tunnel/duration.js';
 import type { Mapping } from '../tunnel/mapping.js';
+import { egressRuleFor, NAMESPACE_NAME_LABEL } from './cluster-targets.js';
+import type { MappingSources, ServedMapping } from './mapping-resolution.js';
 import { ADMIN_PORT, namesFor, ownedLabels, selectorLabels, TUNNEL_PORT } from './names.js';
 import type { TunnelConnection } from './types.js';
 
@@ -20,6 +22,45 @@ export interface BuildOptions {
   channel?: OperatorChannel;
 }
 
+/**
+ * What the worker NetworkPolicy needs besides the mappings: who may reach the
+ * admin port, and where workers may connect to (the cluster admin's settings,
+ * operator flags; docs/operator.md).
+ */
+export interface WorkerNetwork {
+  /** The operator's namespace: its pods reach the workers' admin port; workers reach its report port. */
+  operatorNamespace: string;
+  /** Namespaces (besides the operator's) whose pods may reach the admin port: metrics scrapers. Unset: none. */
+  metricsNamespaces?: k8s.V1LabelSelector;
+  /** Worker egress; unset: not restricted (the policy has no Egress type). */
+  egress?: WorkerEgress;
+  /** Addresses of the Kubernetes API server (kept out of any wide egress rule; written into the worker config). */
+  apiServer: readonly string[];
+}
+
+export interface WorkerEgress {
+  /** Where cluster DNS answers (peers after DNAT: the DNS pods, or their addresses) and on which ports (UDP and TCP). */
+  dns: { to: k8s.V1NetworkPolicyPeer[]; ports: number[] };
+  /** The operator pods' report port (the channel); unset without the channel. */
+  report?: { podSelector: k8s.V1LabelSelector; port: number };
+}
+
+/** The label every operator pod carries (the chart's selector). */
+export const OPERATOR_POD_SELECTOR: k8s.V1LabelSelector = { matchLabels: { 'app.kubernetes.io/name': 'underpass-operator' } };
+
+/** Upstream kube-dns / CoreDNS: pods labelled k8s-app=kube-dns in kube-system, port 53. */
+export const DEFAULT_DNS_PEERS: k8s.V1NetworkPolicyPeer[] = [{
+  namespaceSelector: { matchLabels: { [NAMESPACE_NAME_LABEL]: 'kube-system' } },
+  podSelector: { matchLabels: { 'k8s-app': 'kube-dns' } },
+}];
+
+export const DEFAULT_WORKER_NETWORK: WorkerNetwork = {
+  operatorNamespace: 'underpass-system',
+  metricsNamespaces: { matchLabels: { 'underpass.dev/metrics-scraper': 'true' } },
+  egress: { dns: { to: DEFAULT_DNS_PEERS, ports: [53] } },
+  apiServer: [],
+};
+
 /** Where the pod mounts things; the worker config uses paths relative to its own folder. */
 const CONFIG_DIR = '/etc/underpass/config';
 const TLS_DIR = '/etc/underpass/tls';
@@ -32,7 +73,7 @@ function meta(tc: TunnelConnection, name: string, extra: Partial<k8s.V1ObjectMet
   return { name, namespace: tc.metadata.namespace, labels: ownedLabels(tc.metadata.name), ownerReferences: [ownerReference(tc)], ...extra };
 }
 
-export function workerConfigYaml(tc: TunnelConnection, mappings: readonly Mapping[], channel?: OperatorChannel): string {
+export function workerConfigYaml(tc: TunnelConnection, mappings: readonly Mapping[], channel?: OperatorChannel, apiServer: readonly string[] = []): string {
   const config: Record<string, unknown> = {
     connection: `${tc.metadata.namespace}/${tc.metadata.name}`,
     listen: `0.0.0.0:${TUNNEL_PORT}`,
@@ -50,11 +91,13 @@ export function workerConfigYaml(tc: TunnelConnection, mappings: readonly Mappin
   if (channel) config.operator = { url: channel.url, ca: 'operator-ca.crt' };
   // The start-up admission list; with the channel, the operator's answers keep it current.
   if (tc.spec.connectors !== undefined) config.connectors = [...new Set(tc.spec.connectors)].sort();
+  // Tenants write these mappings: the pod's own loopback and the API server are never targets.
+  config.clusterTargets = { loopback: false, refuse: [...new Set(apiServer)].sort() };
   return `# Written by the Underpass operator for TunnelConnection ${tc.metadata.namespace}/${tc.metadata.name}; do not edit.\n${YAML.stringify(config)}`;
 }
 
-export function configMap(tc: TunnelConnection, mappings: readonly Mapping[], channel?: OperatorChannel): k8s.V1ConfigMap {
-  const data: Record<string, string> = { 'worker.yaml': workerConfigYaml(tc, mappings, channel) };
+export function configMap(tc: TunnelConnection, mappings: readonly Mapping[], channel?: OperatorChannel, apiServer: readonly string[] = []): k8s.V1ConfigMap {
+  const data: Record<string, string> = { 'worker.yaml': workerConfigYaml(tc, mappings, channel, apiServer) };
   if (channel) data['operator-ca.crt'] = channel.caPem;
   return { apiVersion: 'v1', kind: 'ConfigMap', metadata: meta(tc, namesFor(tc.metadata.name).configMap), data };
 }
@@ -160,28 +203,66 @@ export function appsService(tc: TunnelConnection, mappings: readonly Mapping[]):
 }
 
 /**
- * Worker pods accept: the tunnel port from anywhere (connectors are outside),
- * the admin port from inside the cluster, each mapping port from its
- * allowedSources (or the cluster when none). Everything else is dropped.
+ * The worker pods' NetworkPolicy. Ingress: the tunnel port from anywhere
+ * (connectors are outside the cluster); the admin port (/healthz, /readyz,
+ * /metrics) from the operator's namespace and the metrics namespaces only
+ * (kubelet probes come from the node, which NetworkPolicy never blocks); each
+ * Connector-side mapping port from its sources (mappingPeers). Egress, unless
+ * the cluster admin turned it off: DNS, the operator's report port, and the
+ * Cluster-side targets of the served mappings (cluster-targets.ts
+ * egressRuleFor). Everything else is dropped. The tunnel port is ingress only:
+ * connectors dial in, workers never dial out to them.
  */
-export function networkPolicy(tc: TunnelConnection, mappings: readonly Mapping[]): k8s.V1NetworkPolicy {
-  const inCluster: k8s.V1NetworkPolicyPeer[] = [{ namespaceSelector: {} }];
+export function networkPolicy(tc: TunnelConnection, served: readonly ServedMapping[], net: WorkerNetwork = DEFAULT_WORKER_NETWORK): k8s.V1NetworkPolicy {
+  const operatorNs: k8s.V1NetworkPolicyPeer = { namespaceSelector: { matchLabels: { [NAMESPACE_NAME_LABEL]: net.operatorNamespace } } };
   const ingress: k8s.V1NetworkPolicyIngressRule[] = [
     { ports: [{ port: TUNNEL_PORT, protocol: 'TCP' }] },
-    { ports: [{ port: ADMIN_PORT, protocol: 'TCP' }], _from: inCluster },
+    { ports: [{ port: ADMIN_PORT, protocol: 'TCP' }], _from: [operatorNs, ...(net.metricsNamespaces ? [{ namespaceSelector: net.metricsNamespaces }] : [])] },
   ];
-  for (const m of mappings.filter((x) => x.target.side === 'Connector')) {
-    ingress.push({
-      ports: [{ port: m.listen.port, protocol: 'TCP' }],
-      _from: m.allowedSources.length > 0 ? m.allowedSources.map((cidr) => ({ ipBlock: { cidr } })) : inCluster,
+  for (const s of served.filter((x) => x.mapping.target.side === 'Connector')) {
+    ingress.push({ ports: [{ port: s.mapping.listen.port, protocol: 'TCP' }], _from: mappingPeers(s.sources ?? { cidrs: s.mapping.allowedSources }) });
+  }
+  const spec: k8s.V1NetworkPolicySpec = { podSelector: { matchLabels: selectorLabels(tc.metadata.name) }, policyTypes: ['Ingress'], ingress };
+  if (net.egress) {
+    spec.policyTypes = ['Ingress', 'Egress'];
+    spec.egress = egressRules(served, net, net.egress);
+  }
+  return { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: meta(tc, namesFor(tc.metadata.name).networkPolicy), spec };
+}
+
+/**
+ * Who may reach a Connector-side listener: the listed and selected
+ * namespaces and the allowedSources blocks together; with neither, the pods
+ * of the mapping's own namespace (the policy's namespace) only.
+ */
+export function mappingPeers(sources: MappingSources): k8s.V1NetworkPolicyPeer[] {
+  const peers: k8s.V1NetworkPolicyPeer[] = [];
+  const names = [...new Set(sources.namespaces?.names ?? [])].sort();
+  if (names.length > 0) peers.push({ namespaceSelector: { matchExpressions: [{ key: NAMESPACE_NAME_LABEL, operator: 'In', values: names }] } });
+  if (sources.namespaces?.selector) peers.push({ namespaceSelector: sources.namespaces.selector });
+  for (const cidr of sources.cidrs) peers.push({ ipBlock: { cidr } });
+  return peers.length > 0 ? peers : [{ podSelector: {} }];
+}
+
+function egressRules(served: readonly ServedMapping[], net: WorkerNetwork, egress: WorkerEgress): k8s.V1NetworkPolicyEgressRule[] {
+  const rules: k8s.V1NetworkPolicyEgressRule[] = [
+    { to: egress.dns.to, ports: egress.dns.ports.flatMap((port) => [{ port, protocol: 'UDP' }, { port, protocol: 'TCP' }]) },
+  ];
+  if (egress.report) {
+    rules.push({
+      to: [{ namespaceSelector: { matchLabels: { [NAMESPACE_NAME_LABEL]: net.operatorNamespace } }, podSelector: egress.report.podSelector }],
+      ports: [{ port: egress.report.port, protocol: 'TCP' }],
     });
   }
-  return {
-    apiVersion: 'networking.k8s.io/v1',
-    kind: 'NetworkPolicy',
-    metadata: meta(tc, namesFor(tc.metadata.name).networkPolicy),
-    spec: { podSelector: { matchLabels: selectorLabels(tc.metadata.name) }, policyTypes: ['Ingress'], ingress },
-  };
+  const seen = new Set<string>();
+  for (const s of served) {
+    if (s.mapping.target.side !== 'Cluster' || !s.clusterTarget) continue;
+    const rule = egressRuleFor(s.clusterTarget, s.mapping.target.port, net.apiServer);
+    const key = JSON.stringify(rule);
+    if (!seen.has(key)) rules.push(rule);
+    seen.add(key);
+  }
+  return rules;
 }
 
 /** OpenShift Route with TLS passthrough: the worker terminates mutual TLS itself. */

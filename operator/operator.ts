@@ -16,8 +16,11 @@ import { formatHostPort, type HostPort } from '../tunnel/address.js';
 import { Backoff, sleep } from '../tunnel/backoff.js';
 import { errorMessage } from '../tunnel/errors.js';
 import { closeNow } from '../tunnel/listen.js';
+import { ApiServerAddresses } from './api-server.js';
 import { Applier } from './apply.js';
+import type { ClusterTargetPolicy } from './cluster-targets.js';
 import { TunnelController, type Caches } from './controller.js';
+import { DEFAULT_WORKER_NETWORK, OPERATOR_POD_SELECTOR, type WorkerEgress, type WorkerNetwork } from './desired.js';
 import { EventRecorder } from './events.js';
 import { Informer } from './informer.js';
 import { apiErrorMessage, GROUP, Kube, keyOf, refOf, VERSION } from './kube.js';
@@ -33,6 +36,7 @@ import { WorkQueue } from './queue.js';
 import { ReportServer } from './report-server.js';
 import { ReportStore } from './report-store.js';
 import { APPLICATION_MAPPINGS, TUNNEL_CONNECTIONS, TUNNEL_CONNECTORS, type ApplicationMapping, type TunnelConnection, type TunnelConnector } from './types.js';
+import type { OverridePolicy } from './worker-overrides.js';
 
 function kindOfKey(key: string): string {
   return key.startsWith('tc:') ? 'TunnelConnection' : key.startsWith('tcn:') ? 'TunnelConnector' : 'ApplicationMapping';
@@ -62,6 +66,16 @@ export interface OperatorOptions {
   pkiDriftCheckMs?: number;
   /** Delays between start-up retries (report TLS, permission check); default 1 s growing to 30 s. */
   retry?: { initialMs: number; maxMs: number };
+  /** Where Cluster-side targets may be (--cluster-target-*); default: the mapping's namespace only. */
+  clusterTargets?: ClusterTargetPolicy;
+  /**
+   * The worker NetworkPolicy (--metrics-namespace-selector, --worker-egress, --worker-dns-*):
+   * who besides the operator's namespace reaches the admin port, and egress (false: unrestricted).
+   * Default: desired.DEFAULT_WORKER_NETWORK's.
+   */
+  workerNetwork?: { metricsNamespaces?: k8s.V1LabelSelector; egress: false | Pick<WorkerEgress, 'dns'> };
+  /** Which spec.worker settings are honoured (--worker-overrides, --worker-image-prefix); default resources only. */
+  overrides?: OverridePolicy;
 }
 
 export class Operator {
@@ -84,6 +98,8 @@ export class Operator {
   #admin: http.Server | undefined;
   #synced = false;
   readonly #amConnection = new Map<string, string>();
+  readonly #apiServer: ApiServerAddresses;
+  #apiServerRun: Promise<void> | undefined;
 
   constructor(o: OperatorOptions) {
     this.#o = o;
@@ -101,6 +117,11 @@ export class Operator {
         const fix = /^403 /.test(apiErrorMessage(err)) ? ` (${RBAC_FIX})` : '';
         this.#log.warn({ key, err: apiErrorMessage(err), retryInMs }, `reconcile ${key.slice(3)} failed: ${apiErrorMessage(err)}${fix}; retrying in ${retryInMs} ms`);
       },
+    });
+    this.#apiServer = new ApiServerAddresses({
+      kube: this.kube,
+      logger: o.logger,
+      onChange: () => { for (const tc of this.#caches.tcs.list()) this.#queue.add(`tc:${keyOf(tc.metadata)}`); },
     });
     this.store.on('report', (connection: string) => this.#queue.add(`tc:${connection}`));
     this.store.on('evicted', (_connection: string, reason: string) => this.metrics.reportStoreEvictions.inc({ reason }));
@@ -135,6 +156,10 @@ export class Operator {
     await Promise.all(caches.map((c) => c.start()));
     const routes = await this.#hasRoutes();
     void this.#checkPermissions(routes, signal);
+    // Before the first reconcile: worker configs and NetworkPolicies name these addresses, and a
+    // restarted operator must write what the previous one wrote (no churn).
+    await this.#apiServer.refresh();
+    this.#apiServerRun = this.#apiServer.run(signal);
     const report = this.#o.report;
     const channel = report
       ? await this.#retry('report-tls', { verb: 'get/create/update', resource: 'secrets', namespace: report.secretNamespace }, () => this.#prepareReportTls(), signal)
@@ -153,6 +178,10 @@ export class Operator {
         routes,
         reportMaxAgeMs: this.#o.reportMaxAgeMs ?? 15_000,
         reportGraceMs: this.#o.reportGraceMs ?? 10_000,
+        ...(this.#o.clusterTargets ? { clusterTargets: this.#o.clusterTargets } : {}),
+        ...(this.#o.overrides ? { overrides: this.#o.overrides } : {}),
+        workerNetwork: this.#workerNetwork(),
+        apiServer: () => this.#apiServer.addresses,
         pkiNamespace: this.#o.lease.namespace,
         ...(this.#o.pkiDriftCheckMs !== undefined ? { pkiDriftCheckMs: this.#o.pkiDriftCheckMs } : {}),
       },
@@ -176,6 +205,18 @@ export class Operator {
       onProblem: (p) => this.problems.set('lease', p),
     });
     this.#electing = this.#elector.run(signal);
+  }
+
+  /** The worker NetworkPolicy's settings: the operator's namespace and report port, and the flags'. */
+  #workerNetwork(): Omit<WorkerNetwork, 'apiServer'> {
+    const o = this.#o.workerNetwork;
+    const egress = o ? o.egress : DEFAULT_WORKER_NETWORK.egress!;
+    const metricsNamespaces = o ? o.metricsNamespaces : DEFAULT_WORKER_NETWORK.metricsNamespaces;
+    return {
+      operatorNamespace: this.#o.lease.namespace,
+      ...(metricsNamespaces ? { metricsNamespaces } : {}),
+      ...(egress ? { egress: { dns: egress.dns, ...(this.#o.report ? { report: { podSelector: OPERATOR_POD_SELECTOR, port: this.#o.report.listen.port } } : {}) } } : {}),
+    };
   }
 
   /** Runs `step` until it succeeds (or the operator stops), its failures on the problem board. */
@@ -219,6 +260,7 @@ export class Operator {
   async stop(): Promise<void> {
     this.#abort.abort();
     await this.#starting;
+    await this.#apiServerRun;
     await this.#electing;
     await this.#queue.stop();
     await this.#reportServer?.close();

@@ -8,6 +8,7 @@
  */
 import type * as k8s from '@kubernetes/client-node';
 import type { Kube } from './kube.js';
+import { API_SERVER_NAME, API_SERVER_NAMESPACE } from './api-server.js';
 import { sliceName } from './leader-endpoint.js';
 import { problemOf, forbidden, type Problem, type Request } from './problems.js';
 
@@ -15,14 +16,17 @@ export interface Permission {
   group: string;
   resources: readonly string[];
   verbs: readonly string[];
-  /** 'watched': where TunnelConnections are watched (all namespaces or --namespace); 'own': the operator's namespace. */
-  scope: 'watched' | 'own';
+  /**
+   * 'watched': where TunnelConnections are watched (all namespaces or --namespace); 'own': the
+   * operator's namespace; 'apiServer': `default`, where the API server's Service and EndpointSlice are.
+   */
+  scope: 'watched' | 'own' | 'apiServer';
   /** Only checked where the OpenShift Route API exists. */
   routesOnly?: boolean;
   /** Only checked when the leader publishes the report endpoint (--report-service). */
   reportServiceOnly?: boolean;
-  /** Granted for one object only: the report Service, or its EndpointSlice. */
-  resourceName?: 'reportService' | 'reportSlice';
+  /** Granted for one object only: the report Service, its EndpointSlice, or the API server's Service and EndpointSlice. */
+  resourceName?: 'reportService' | 'reportSlice' | 'apiServer';
 }
 
 const OBJECT_VERBS = ['get', 'list', 'watch', 'create', 'patch', 'delete'] as const;
@@ -44,6 +48,9 @@ export const PERMISSIONS: readonly Permission[] = [
   { group: '', resources: ['services'], verbs: ['get'], scope: 'own', reportServiceOnly: true, resourceName: 'reportService' },
   { group: 'discovery.k8s.io', resources: ['endpointslices'], verbs: ['create'], scope: 'own', reportServiceOnly: true },
   { group: 'discovery.k8s.io', resources: ['endpointslices'], verbs: ['get', 'update'], scope: 'own', reportServiceOnly: true, resourceName: 'reportSlice' },
+  // The API server's addresses, never Cluster-side targets (operator/api-server.ts).
+  { group: '', resources: ['services'], verbs: ['get'], scope: 'apiServer', resourceName: 'apiServer' },
+  { group: 'discovery.k8s.io', resources: ['endpointslices'], verbs: ['get'], scope: 'apiServer', resourceName: 'apiServer' },
 ];
 
 export interface CheckScope {
@@ -70,8 +77,10 @@ export function accessChecks(scope: CheckScope): AccessCheck[] {
   const checks: AccessCheck[] = [];
   for (const p of PERMISSIONS) {
     if ((p.routesOnly && !scope.routes) || (p.reportServiceOnly && !scope.reportService)) continue;
-    const namespace = p.scope === 'own' ? scope.own : scope.watched;
-    const name = p.resourceName === 'reportService' ? scope.reportService : p.resourceName === 'reportSlice' ? sliceName(scope.reportService!) : undefined;
+    const namespace = p.scope === 'own' ? scope.own : p.scope === 'apiServer' ? API_SERVER_NAMESPACE : scope.watched;
+    const name = p.resourceName === 'reportService' ? scope.reportService
+      : p.resourceName === 'reportSlice' ? sliceName(scope.reportService!)
+        : p.resourceName === 'apiServer' ? API_SERVER_NAME : undefined;
     for (const full of p.resources) {
       const [resource, subresource] = full.split('/') as [string, string | undefined];
       for (const verb of p.verbs) {

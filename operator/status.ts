@@ -21,6 +21,8 @@ export interface Observed {
   /** False right after the operator started, before workers had a chance to report. */
   reportsKnown: boolean;
   pki: { ok: true; notAfter: Date; renewalTime: Date } | { ok: false; message: string };
+  /** spec.worker settings the operator ignores (operator/worker-overrides.ts); none when absent. */
+  ignoredOverrides?: readonly string[];
   now: Date;
 }
 
@@ -83,10 +85,16 @@ export function tunnelConnectionStatus(o: Observed): TunnelConnectionStatus {
     ? { type: 'Ready', status: 'False', reason: failed.reason, message: failed.message }
     : { type: 'Ready', status: 'True', reason: 'Ready', message: `tunnel up: ${connected.message}` };
 
+  // Not in Ready's chain: ignored overrides leave the workers on the operator's defaults, which work.
+  const ignored = o.ignoredOverrides ?? [];
+  const overrides: ConditionInput = ignored.length === 0
+    ? { type: 'OverridesAccepted', status: 'True', reason: 'Accepted', message: 'every spec.worker setting is in use' }
+    : { type: 'OverridesAccepted', status: 'False', reason: 'OverrideNotAllowed', message: `ignored, not allowed by the cluster admin: ${ignored.join(', ')}; the workers run with the operator's defaults for them` };
+
   const generation = tc.metadata.generation ?? 0;
   return {
     observedGeneration: generation,
-    conditions: setConditions(previous.conditions, [ready, certs, workers, connected], generation, o.now),
+    conditions: setConditions(previous.conditions, [ready, certs, workers, connected, overrides], generation, o.now),
     readyConnectors: new Set(connectors.map((c) => c.name)).size,
     connectors,
     workers: { desired, ready: available },

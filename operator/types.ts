@@ -52,7 +52,14 @@ export interface ApplicationMappingSpec {
   listen: { port: number; address?: string };
   protocol?: 'TCP' | 'UDP';
   allowedSources?: string[];
+  allowedNamespaces?: AllowedNamespaces;
   description?: string;
+}
+
+/** Namespaces whose pods may reach a Connector-side mapping's listener (the NetworkPolicy); crds/ has the rules. */
+export interface AllowedNamespaces {
+  names?: string[];
+  selector?: k8s.V1LabelSelector;
 }
 
 export interface ApplicationMappingStatus {

@@ -1,9 +1,16 @@
 /**
  * The admin endpoint of a worker or connector: liveness, readiness (with the
  * reason when not ready), Prometheus metrics and a JSON status document.
+ *
+ * /status names peers, their addresses, host names and every target: it is
+ * answered to loopback clients only (in a pod: `kubectl port-forward` or
+ * `kubectl exec`, which need rights on the pod), never to the network the
+ * admin port listens on, where kubelet probes and metrics scrapers come from.
+ * A packet from another host cannot carry a loopback source: the kernel drops
+ * it as martian before any socket sees it.
  */
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { isIPv4, type AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { HostPort } from './address.js';
@@ -41,6 +48,13 @@ export class AdminServer {
   }
 }
 
+/** 127.0.0.0/8, ::1, and their IPv4-mapped form (a dual-stack listener on ::). */
+export function isLoopback(address: string | undefined): boolean {
+  if (!address) return false;
+  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return address === '::1' || (isIPv4(v4) && v4.startsWith('127.'));
+}
+
 async function route(h: AdminHandlers, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   const path = (req.url ?? '/').split('?')[0];
   if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -60,6 +74,11 @@ async function route(h: AdminHandlers, req: http.IncomingMessage, res: http.Serv
       res.writeHead(200, { 'content-type': h.registry.contentType }).end(await h.registry.metrics());
       return;
     case '/status':
+      if (!isLoopback(req.socket.remoteAddress)) {
+        res.writeHead(403, { 'content-type': 'text/plain' })
+          .end('forbidden: /status is served to loopback clients only (kubectl port-forward, or curl inside the pod); /healthz, /readyz and /metrics answer here\n');
+        return;
+      }
       res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(h.status(), null, 2)}\n`);
       return;
     default:

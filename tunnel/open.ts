@@ -13,7 +13,7 @@ import { OPEN_HEADER_MAX } from './limits.js';
 export const REFUSAL_CODES = [
   'UNKNOWN_MAPPING',      // no mapping of that name on the accepting side
   'WRONG_SIDE',           // the mapping's target is not on the accepting side
-  'NOT_ALLOWED',          // the connector's local allow-list refuses the target
+  'NOT_ALLOWED',          // this side's policy refuses the target (connector allow-list; worker: guarded/API server address)
   'SOURCE_NOT_ALLOWED',   // the client address is outside allowedSources
   'DIAL_FAILED',          // the target did not accept the connection
   'NO_SESSION',           // no tunnel session to carry the stream

@@ -34,6 +34,8 @@ describe('parseWorkerConfig', () => {
       drainTimeoutMs: 30000,
       log: { level: 'info' },
       limits: DEFAULT_LIMITS,
+      // The file is the only source of mappings: its author owns the host, loopback included.
+      clusterTargets: { loopback: true, refuse: [] },
     });
   });
 
@@ -95,6 +97,11 @@ describe('the operator section', () => {
   it('resolves the CA next to the file and defaults the interval to 2s', () => {
     const config = parseWorkerConfig({ ...minimal, operator }, FILE);
     expect(config.operator).toEqual({ url: new URL(operator.url), ca: '/etc/underpass/operator-ca.crt', intervalMs: 2000 });
+  });
+
+  it('refuses loopback Cluster-side targets by default: tenants write the mappings', () => {
+    expect(parseWorkerConfig({ ...minimal, operator }, FILE).clusterTargets).toEqual({ loopback: false, refuse: [] });
+    expect(parseWorkerConfig({ ...minimal, operator, clusterTargets: { loopback: true } }, FILE).clusterTargets.loopback).toBe(true);
   });
 
   it('reads an interval', () => {

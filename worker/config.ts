@@ -7,6 +7,7 @@
  *   mappings: [...]
  *   operator: {url: "https://underpass-operator.underpass-system.svc:9443", ca: operator-ca.crt}
  *   connectors: [site-a, site-b]     # optional: only these connectors may attach
+ *   clusterTargets: {loopback: false, refuse: [10.96.0.1]}   # optional: see cluster-target-guard.ts
  *
  * Parsed once into a WorkerConfig; unknown fields at any level are errors.
  */
@@ -23,6 +24,8 @@ import {
   parseConfig, parsedString, resolveFrom, resolveTlsFiles, strictObject, tlsSchema, type LogLevel,
 } from '../tunnel/config-load.js';
 import { workerLimitsSchema, type Limits } from '../tunnel/limits.js';
+import { formatCidr, parseCidr } from '../tunnel/cidr.js';
+import type { ClusterTargetRules } from './cluster-target-guard.js';
 
 export interface TlsFiles {
   cert: string;
@@ -52,6 +55,8 @@ export interface WorkerConfig {
   connectors?: string[];
   /** What a peer may cost (tunnel/limits.ts, docs/security.md). */
   limits: Limits;
+  /** What Cluster-side mappings may dial (worker/cluster-target-guard.ts). */
+  clusterTargets: ClusterTargetRules;
 }
 
 /** "team-a/dc1" → {namespace: "team-a", name: "dc1"}. */
@@ -87,6 +92,17 @@ const operatorSchema = strictObject({
     .refine((ms) => ms >= MIN_REPORT_INTERVAL_MS, `must be at least ${MIN_REPORT_INTERVAL_MS}ms`),
 });
 
+/** Addresses the operator (or a person) forbids Cluster-side dials to; the API server's are a handful. */
+export const MAX_REFUSED_TARGETS = 64;
+
+const clusterTargetsSchema = strictObject({
+  // Default: allowed only when the file is the only source of mappings (no operator:); see parseWorkerConfig.
+  loopback: z.boolean().optional(),
+  refuse: z.array(parsedString((s) => formatCidr(parseCidr(s))))
+    .max(MAX_REFUSED_TARGETS, `must have at most ${MAX_REFUSED_TARGETS} entries`).default([])
+    .transform((list) => [...new Set(list)]),
+});
+
 const instanceSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/,
   'must be 1 to 253 letters, digits, ".", "_" or "-", starting with a letter or digit');
 
@@ -107,6 +123,7 @@ const workerSchema = strictObject({
   audit: auditSchema.optional(),
   operator: operatorSchema.optional(),
   limits: workerLimitsSchema,
+  clusterTargets: clusterTargetsSchema.optional(),
 }).superRefine((c, ctx) => {
   const problem = findWorkerMappingProblem(c.mappings, c);
   if (problem) ctx.addIssue({ code: 'custom', path: ['mappings', ...problem.path], message: problem.message });
@@ -154,6 +171,8 @@ export function parseWorkerConfig(raw: unknown, file: string): WorkerConfig {
     drainTimeoutMs: c.drainTimeout,
     log: c.log,
     limits: c.limits,
+    // Mappings from an operator are written by tenants: their loopback is the worker pod itself.
+    clusterTargets: { loopback: c.clusterTargets?.loopback ?? !c.operator, refuse: c.clusterTargets?.refuse ?? [] },
   };
   if (c.admin) config.admin = c.admin;
   if (c.audit) config.audit = { file: resolveFrom(file, c.audit.file) };

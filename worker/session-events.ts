@@ -44,7 +44,7 @@ export interface SessionHost {
   renew(session: ConnectorSession, msg: RenewMessage): void;
   /** Something the operator report shows has changed. */
   reportChanged(): void;
-  resolveClusterTarget(req: OpenRequest): Resolution;
+  resolveClusterTarget(req: OpenRequest): Resolution | Promise<Resolution>;
 }
 
 const hosts = ownerSlot<SessionHost>('underpass.session-host');

@@ -5,11 +5,13 @@
  * `operator` configured it also reports to the operator, and the mapping set
  * comes from the operator's answers (the file's mappings only start it up).
  */
+import dns from 'node:dns/promises';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { AdminServer } from '../tunnel/admin.js';
 import type { AuditLog } from '../tunnel/audit.js';
 import { formatHostPort } from '../tunnel/address.js';
+import { ipFamily } from '../tunnel/cidr.js';
 import { errorMessage, UnderpassError } from '../tunnel/errors.js';
 import { MappingListeners } from '../tunnel/listeners.js';
 import { diffMappings, isEmptyDiff } from '../tunnel/mapping-diff.js';
@@ -24,6 +26,7 @@ import { readTlsFiles, TlsFileWatcher, type TlsMaterial } from '../tunnel/transp
 import { VERSION } from '../tunnel/version.js';
 import { muxLimits } from '../tunnel/limits.js';
 import { AdmissionGate } from './admission-gate.js';
+import { ClusterTargetGuard } from './cluster-target-guard.js';
 import { findWorkerMappingProblem, type WorkerConfig } from './config.js';
 import { ConfigWatcher } from './config-watcher.js';
 import { ConnectorSession } from './connector-session.js';
@@ -48,6 +51,17 @@ export interface WorkerDeps {
   tlsReloadIntervalMs?: number;
   /** How often the config file is checked for changes (0 = never). */
   configReloadIntervalMs?: number;
+  /**
+   * Addresses never dialled on top of the config's clusterTargets.refuse: main passes the
+   * KUBERNETES_SERVICE_HOST of the pod (the API server's ClusterIP).
+   */
+  refuseTargets?: string[];
+  /** How a Cluster-side target name becomes the one address checked and dialled (default: the system resolver, first address). */
+  lookup?: (host: string) => Promise<string>;
+}
+
+async function systemLookup(host: string): Promise<string> {
+  return (await dns.lookup(host)).address;
 }
 
 export interface WorkerAddresses {
@@ -67,6 +81,9 @@ export class Worker {
   readonly #sessionHost: SessionHost;
   readonly #admission: AdmissionGate;
   readonly #reportMetrics: ReportMetrics;
+  readonly #lookup: (host: string) => Promise<string>;
+  readonly #refuseTargets: readonly string[];
+  #targetGuard: ClusterTargetGuard;
   readonly #renewals: RenewalForwarder;
   readonly #enrollment: EnrollmentEndpoint;
   /** The CA certificates in tls.ca, pushed to connectors (they change while the CA rotates). */
@@ -100,6 +117,9 @@ export class Worker {
     this.#tlsReloadIntervalMs = deps.tlsReloadIntervalMs ?? 10_000;
     this.#configReloadIntervalMs = deps.configReloadIntervalMs ?? 1_000;
     this.#overrides = deps.overrides ?? {};
+    this.#lookup = deps.lookup ?? systemLookup;
+    this.#refuseTargets = deps.refuseTargets ?? [];
+    this.#targetGuard = this.#guardFor(config);
     this.#registry = new SessionRegistry(config.instance);
     this.#admission = new AdmissionGate({
       connection: this.#connection, instance: config.instance, initial: admissionFromList(config.connectors),
@@ -270,6 +290,11 @@ export class Worker {
     if (needRestart.length > 0) {
       this.#log.warn({ fields: needRestart }, `config file changed ${needRestart.join(', ')}; those take effect after a restart (mappings apply now)`);
     }
+    // Which targets may be dialled applies at once, also under an operator (which writes it).
+    if (JSON.stringify(next.clusterTargets) !== JSON.stringify(this.#targetGuard.rules)) {
+      this.#targetGuard = this.#guardFor(next);
+      this.#log.info({ clusterTargets: next.clusterTargets }, 'config file changed clusterTargets; Cluster-side dials follow it now');
+    }
     if (this.#reporter) {
       if (!this.#ignoredFileMappingsLogged) {
         this.#ignoredFileMappingsLogged = true;
@@ -350,7 +375,16 @@ export class Worker {
     wireSession(this.#sessionHost, session);
   }
 
-  #resolveClusterTarget(req: OpenRequest): Resolution {
+  #guardFor(config: WorkerConfig): ClusterTargetGuard {
+    return new ClusterTargetGuard({ loopback: config.clusterTargets.loopback, refuse: [...config.clusterTargets.refuse, ...this.#refuseTargets] });
+  }
+
+  /**
+   * A stream a connector opens for a Cluster-side mapping: the mapping's own
+   * checks, then the target's address (resolved here, once) against the
+   * guard; the address checked is the address dialled.
+   */
+  #resolveClusterTarget(req: OpenRequest): Resolution | Promise<Resolution> {
     const mapping = this.#mappings.get(req.mapping);
     if (!mapping) return { ok: false, code: 'UNKNOWN_MAPPING', message: `this worker has no mapping "${req.mapping}"` };
     if (mapping.target.side !== 'Cluster') {
@@ -361,7 +395,21 @@ export class Worker {
     if (!sourceAllowed(mapping, sourceHost)) {
       return { ok: false, code: 'SOURCE_NOT_ALLOWED', message: `${req.source} is outside allowedSources of mapping "${mapping.name}"`, mapping };
     }
-    return { ok: true, mapping, dial: mapping.target, target: formatHostPort(mapping.target) };
+    const { host, port } = mapping.target;
+    // An IP target is checked as it stands (no lookup, no promise); a name is resolved once.
+    if (ipFamily(host) !== 0) return this.#checkedDial(mapping, host, this.#targetGuard);
+    const guard = this.#targetGuard;
+    return this.#lookup(host).then(
+      (address) => this.#checkedDial(mapping, address, guard),
+      (err: unknown): Resolution => ({ ok: false, code: 'DIAL_FAILED', message: `cannot resolve ${formatHostPort({ host, port })}: ${errorMessage(err)}`, mapping }),
+    );
+  }
+
+  /** The address checked is the address dialled (no second lookup that could answer differently). */
+  #checkedDial(mapping: Mapping, address: string, guard: ClusterTargetGuard): Resolution {
+    const refused = guard.whyNot(address, mapping.target.host, mapping.target.port);
+    if (refused) return { ok: false, code: 'NOT_ALLOWED', message: refused, mapping };
+    return { ok: true, mapping, dial: { host: address, port: mapping.target.port }, target: formatHostPort(mapping.target) };
   }
 
   /** The reporter exists once started; a renewal before that is told to retry. */

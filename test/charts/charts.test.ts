@@ -32,12 +32,14 @@ interface Case {
 const CASES: Case[] = [
   {
     name: 'underpass-operator, default values', chart: OPERATOR_CHART, release: 'underpass-operator', namespace: 'underpass-system', args: ['--include-crds'],
-    kinds: ['CustomResourceDefinition', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding', 'Deployment', 'Service', 'PodDisruptionBudget', 'NetworkPolicy', 'Pod'],
+    kinds: ['CustomResourceDefinition', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding', 'Deployment', 'Service', 'PodDisruptionBudget', 'NetworkPolicy', 'Pod',
+      'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding'],
   },
   {
     name: 'underpass-operator, every value set', chart: OPERATOR_CHART, release: 'ops', namespace: 'underpass-system',
     args: ['-f', path.join(VALUES, 'operator-max.yaml'), ...SERVICE_MONITOR_API],
-    kinds: ['ServiceAccount', 'Role', 'RoleBinding', 'Deployment', 'Service', 'PodDisruptionBudget', 'NetworkPolicy', 'ServiceMonitor', 'Pod'],
+    kinds: ['ServiceAccount', 'Role', 'RoleBinding', 'Deployment', 'Service', 'PodDisruptionBudget', 'NetworkPolicy', 'ServiceMonitor', 'Pod',
+      'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding'],
   },
   {
     name: 'underpass-connector, default values', chart: CONNECTOR_CHART, release: 'site-a', namespace: 'underpass-connector', args: [],
@@ -157,6 +159,12 @@ describe('values.schema.json refuses bad values, naming the field', () => {
     ['underpass-operator', 'serviceMonitor.interval=soon', '/serviceMonitor/interval'],
     ['underpass-operator', 'replicas=2', 'additional properties \'replicas\' not allowed'],
     ['underpass-operator', 'networkPolicy.from=x', 'additional properties \'from\' not allowed'],
+    ['underpass-operator', 'clusterTargets.namespaces[0]=Team_B', '/clusterTargets/namespaces/0'],
+    ['underpass-operator', 'clusterTargets.cidrs[0]=ten', '/clusterTargets/cidrs/0'],
+    ['underpass-operator', 'workerNetworkPolicy.metricsNamespaceSelector=team in (a)', '/workerNetworkPolicy/metricsNamespaceSelector'],
+    ['underpass-operator', 'workerNetworkPolicy.egress.dns.ports[0]=0', '/workerNetworkPolicy/egress/dns/ports/0'],
+    ['underpass-operator', 'workerOverrides.image=true', 'additional properties \'image\' not allowed'],
+    ['underpass-operator', 'workerOverrides.imagePrefixes[0]=a b', '/workerOverrides/imagePrefixes/0'],
     ['underpass-connector', 'networkPolicy.workers[0].cidr=10.0.0.0/33,networkPolicy.workers[0].ports[0]=443', '/networkPolicy/workers/0/cidr'],
     ['underpass-connector', 'networkPolicy.targets[0].ports[0]=5432', '/networkPolicy/targets/0'],
     ['underpass-connector', 'config.workers[0]=https://tunnel.example.test', '/config/workers/0'],

@@ -117,14 +117,16 @@ describe('what the operator checks at start-up', () => {
       `${verb} ${describeResource({ group, resource, ...(subresource ? { subresource } : {}), ...(name ? { name } : {}) })}`));
   }))).sort();
 
-  it('is exactly what the chart grants: cluster-wide in the ClusterRole, in its namespace in the Role', async () => {
+  it('is exactly what the chart grants: cluster-wide in the ClusterRole, in each namespace in its Roles (its own; default for the API server)', async () => {
     const docs = await render();
     const clusterRole = docs.find((d) => d.kind === 'ClusterRole')!.obj.rules as Rule[];
-    const role = docs.find((d) => d.kind === 'Role')!.obj.rules as Rule[];
+    const roles = (ns: string): Rule[] => docs.filter((d) => d.kind === 'Role' && d.obj.metadata.namespace === ns).flatMap((d) => d.obj.rules as Rule[]);
     const checks = accessChecks({ own: NAMESPACE, routes: true, reportService: RELEASE });
-    const checked = (namespaced: boolean): string[] => checks.filter((c) => (c.namespace !== undefined) === namespaced)
+    const checked = (namespace: string | undefined): string[] => checks.filter((c) => c.namespace === namespace)
       .map((c) => `${c.verb} ${describeResource(c)}`).sort();
-    expect(checked(false)).toEqual(granted(clusterRole));
-    expect(checked(true)).toEqual(granted(role));
+    expect(checked(undefined)).toEqual(granted(clusterRole));
+    expect(checked(NAMESPACE)).toEqual(granted(roles(NAMESPACE)));
+    expect(checked('default')).toEqual(granted(roles('default')));
+    expect(checks.every((c) => [undefined, NAMESPACE, 'default'].includes(c.namespace))).toBe(true);
   });
 });

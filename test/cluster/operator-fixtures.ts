@@ -50,7 +50,7 @@ export function applicationMapping(name: string, namespace: string, spec: Record
  * An in-process operator with the test lease timings (4 s lease) that waits
  * until it leads. `report` opens the worker report channel on that port.
  */
-export async function startTestOperator(kubeconfig: string, identity: string, opts: { reportPort?: number; reportGraceMs?: number; pkiDriftCheckMs?: number } = {}): Promise<Operator> {
+export async function startTestOperator(kubeconfig: string, identity: string, opts: { reportPort?: number; reportGraceMs?: number; pkiDriftCheckMs?: number; extra?: Partial<OperatorOptions> } = {}): Promise<Operator> {
   const options: OperatorOptions = {
     kc: loadKubeConfig(kubeconfig),
     logger: silentLogger(),
@@ -61,6 +61,7 @@ export async function startTestOperator(kubeconfig: string, identity: string, op
     ...(opts.reportPort ? { report: { listen: { host: '127.0.0.1', port: opts.reportPort }, url: `https://127.0.0.1:${opts.reportPort}`, secretNamespace: OPERATOR_NAMESPACE, secretName: 'underpass-operator-report-tls', sans: [] } } : {}),
     ...(opts.reportGraceMs !== undefined ? { reportGraceMs: opts.reportGraceMs } : {}),
     ...(opts.pkiDriftCheckMs !== undefined ? { pkiDriftCheckMs: opts.pkiDriftCheckMs } : {}),
+    ...opts.extra,
   };
   const op = new Operator(options);
   await op.start();

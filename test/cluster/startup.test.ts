@@ -107,16 +107,20 @@ describe('operator start-up problems (real kube-apiserver)', () => {
     // The chart's RBAC, with create taken out of the deployments rule, bound to a certificate user.
     const rbac = YAML.parseAllDocuments(await readFile(path.join(REPO_ROOT, 'operator/rbac/rbac.yaml'), 'utf8')).map((d) => d.toJS() as Record<string, any>);
     const clusterRole = rbac.find((d) => d.kind === 'ClusterRole')!;
-    const leaderRole = rbac.find((d) => d.kind === 'Role')!;
+    // Every Role as the chart grants it: the Lease Role and the API server Role in default.
+    const roles = rbac.filter((d) => d.kind === 'Role');
     const partial = structuredClone(clusterRole);
     partial.metadata = { name: user };
     const deployments = (partial.rules as Array<{ resources: string[]; verbs: string[] }>).find((r) => r.resources.includes('deployments'))!;
     deployments.verbs = deployments.verbs.filter((v) => v !== 'create');
     const bindings = [
       { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: { name: user }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: user }, subjects: [{ kind: 'User', apiGroup: 'rbac.authorization.k8s.io', name: user }] },
-      { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: user, namespace: OPERATOR_NAMESPACE }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: leaderRole.metadata.name }, subjects: [{ kind: 'User', apiGroup: 'rbac.authorization.k8s.io', name: user }] },
+      ...roles.map((role) => ({
+        apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: user, namespace: role.metadata.namespace },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: role.metadata.name }, subjects: [{ kind: 'User', apiGroup: 'rbac.authorization.k8s.io', name: user }],
+      })),
     ];
-    await env.kubectlOk(['apply', '-f', '-'], { input: [leaderRole, partial, ...bindings].map((d) => YAML.stringify(d)).join('---\n') });
+    await env.kubectlOk(['apply', '-f', '-'], { input: [...roles, partial, ...bindings].map((d) => YAML.stringify(d)).join('---\n') });
     const kubeconfig = path.join(env.dir, `${user}.kubeconfig`);
     const made = await run('bash', [path.join(REPO_ROOT, 'test/env/user-kubeconfig.sh'), '--out', kubeconfig, env.dir, user]);
     expect(made.code).toBe(0);

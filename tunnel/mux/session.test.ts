@@ -431,13 +431,15 @@ describe('Session writer', () => {
 
   it('writes the small frames of several callbacks in one event-loop turn as one batch', async () => {
     const { session, t } = recorded();
-    // Two timers due together run in one timers phase, each its own callback (as two socket reads in one poll).
+    // Two immediates queued together run in one check phase, each its own callback (as two socket
+    // reads in one poll). Not two setTimeout(0): each takes the loop's clock when it is set, so a
+    // millisecond tick between the two calls (a loaded machine) puts them in different turns.
     await new Promise<void>((resolve) => {
-      setTimeout(() => opened(session).write('a'), 0);
-      setTimeout(() => {
+      setImmediate(() => opened(session).write('a'));
+      setImmediate(() => {
         opened(session).write('b');
         resolve();
-      }, 0);
+      });
     });
     await new Promise((r) => setTimeout(r, 20));
     expect(t.batches).toHaveLength(1);

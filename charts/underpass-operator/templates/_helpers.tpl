@@ -55,3 +55,12 @@ fsGroup: 65532
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* The spec.worker fields the operator honours besides image (--worker-overrides). */}}
+{{- define "underpass-operator.workerOverrides" -}}
+{{- $fields := list -}}
+{{- range $f := list "resources" "nodeSelector" "tolerations" -}}
+{{- if index $.Values.workerOverrides $f -}}{{- $fields = append $fields $f -}}{{- end -}}
+{{- end -}}
+{{- $fields | join "," | default "none" -}}
+{{- end -}}
