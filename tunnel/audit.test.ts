@@ -1,4 +1,4 @@
-import { describe, expect, test } from '@jest/globals';
+import { describe, expect, jest, test } from '@jest/globals';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -22,23 +22,32 @@ const event = (i: number): StreamAuditEvent => ({
 
 describe('AuditLog', () => {
   test('lines of the same few milliseconds leave in one write, in order, one JSON object per line', async () => {
-    const out = new Capture();
-    let now = Date.parse('2026-12-01T00:00:00Z');
-    const audit = new AuditLog(out, () => new Date(now++));
-    for (let i = 0; i < 3; i++) audit.write(event(i));
-    await new Promise((r) => setImmediate(r));
-    for (let i = 3; i < 5; i++) audit.write(event(i)); // a later turn, before AUDIT_FLUSH_MS
-    expect(out.writes).toHaveLength(0);
-    await new Promise((r) => setTimeout(r, AUDIT_FLUSH_MS + 20));
-    expect(out.writes).toHaveLength(1);
-    const lines = out.writes[0]!.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-    expect(lines.map((l) => l.bytesIn)).toEqual([0, 1, 2, 3, 4]);
-    expect(lines.map((l) => l.time)).toEqual([0, 1, 2, 3, 4].map((i) => `2026-12-01T00:00:00.00${i}Z`));
-    expect(lines[0]).toMatchObject({ audit: true, event: 'stream', mapping: 'db' });
-    audit.write(event(5));
-    await new Promise((r) => setTimeout(r, AUDIT_FLUSH_MS + 20));
-    expect(out.writes).toHaveLength(2);
-    await audit.close();
+    // Fake timers: with real ones, a loaded machine that stalls this process for AUDIT_FLUSH_MS
+    // between two writes flushes in between (the test failed so, without a bug).
+    jest.useFakeTimers();
+    try {
+      const out = new Capture();
+      let now = Date.parse('2026-12-01T00:00:00Z');
+      const audit = new AuditLog(out, () => new Date(now++));
+      for (let i = 0; i < 3; i++) audit.write(event(i));
+      jest.advanceTimersByTime(AUDIT_FLUSH_MS - 1);
+      for (let i = 3; i < 5; i++) audit.write(event(i)); // later, before AUDIT_FLUSH_MS
+      expect(out.writes).toHaveLength(0);
+      jest.advanceTimersByTime(1);
+      expect(out.writes).toHaveLength(1);
+      const lines = out.writes[0]!.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(lines.map((l) => l.bytesIn)).toEqual([0, 1, 2, 3, 4]);
+      expect(lines.map((l) => l.time)).toEqual([0, 1, 2, 3, 4].map((i) => `2026-12-01T00:00:00.00${i}Z`));
+      expect(lines[0]).toMatchObject({ audit: true, event: 'stream', mapping: 'db' });
+      audit.write(event(5));
+      jest.advanceTimersByTime(AUDIT_FLUSH_MS - 1);
+      expect(out.writes).toHaveLength(1);
+      jest.advanceTimersByTime(1);
+      expect(out.writes).toHaveLength(2);
+      await audit.close();
+    } finally {
+      jest.useRealTimers();
+    }
   });
 
   test('lines sharing a millisecond share its time; a full batch leaves at once', () => {

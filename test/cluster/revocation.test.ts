@@ -87,12 +87,16 @@ describe('revocation', () => {
     await waitHttp(`http://127.0.0.1:${a.admin}/readyz`, a.proc, 30_000);
     await waitFor('site-a on both workers', () => onEveryWorker('site-a'), 15_000);
 
-    const started = Date.now();
+    // The 5 s run from when the revocation is in the API (the CLI has returned): the CLI's own
+    // start-up (Node, the client library) is not part of how fast revocation reaches workers,
+    // and on a loaded machine it alone took 8 s once. Both times are printed.
+    const cliStarted = Date.now();
     const r = await run(process.execPath, [BIN, 'connector', 'revoke', '--kubeconfig', env.kubeconfig, '--connection', `${NS}/dc1`, '--name', 'site-a']);
     expect([r.code, r.stderr]).toEqual([0, expect.stringContaining('revoked connector site-a of team-a/dc1')]);
+    const started = Date.now();
     await waitFor('site-a cut everywhere', () => onNoWorker('site-a'), 5_000);
     const ms = Date.now() - started;
-    process.stderr.write(`[revocation] revoke: last session closed ${ms} ms after the API call started, on 2 workers\n`);
+    process.stderr.write(`[revocation] revoke: the CLI took ${started - cliStarted} ms; last session closed ${ms} ms after it returned, on 2 workers\n`);
     expect(ms).toBeLessThan(5_000);
     for (const w of workers) {
       const closed = await waitFor('session-closed audit', () => w.proc.audit.find((x) => x.event === 'session-closed' && x.connector === 'site-a'), 5_000);

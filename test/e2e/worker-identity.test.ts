@@ -11,7 +11,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { craftLeaf, type LeafSpec } from './certs.js';
 import { startFakeWorker, type FakeWorker } from './fake-worker.js';
-import { makePki, removeDir, startConnector, tempDir, waitFor, type Pki } from './harness.js';
+import { makePki, removeDir, startConnector, tempDir, waitFor, waitHttp, type Pki } from './harness.js';
 
 const SERVER_USAGES = ['1.3.6.1.5.5.7.3.1', '1.3.6.1.5.5.7.3.2']; // serverAuth, clientAuth
 const HOST_NAMES: LeafSpec = { dnsNames: ['localhost'], ips: ['127.0.0.1'], usages: SERVER_USAGES };
@@ -44,6 +44,9 @@ describe('a connector checks the worker it dialled (real processes)', () => {
   async function refusedBy(worker: FakeWorker, expected: RegExp): Promise<string> {
     const c = await startConnector(dir, 'dc1-a', worker.url, { allow: ['127.0.0.1:1'] }, { waitReady: false });
     try {
+      // Up first (its admin endpoint answers), with the harness's start-up budget: the 10 s below
+      // are for the refusal, not for starting Node on a loaded machine (that took most of them once).
+      await waitHttp(`http://127.0.0.1:${c.adminPort}/healthz`, c.proc, 20_000);
       await waitFor(`the connector to log ${expected}`, () => expected.test(c.proc.logs), 10_000);
       // It keeps retrying (backoff 100 ms → 1 s) and keeps refusing: give it a few attempts.
       await waitFor('three refused attempts', () => worker.connections >= 3, 10_000);
@@ -99,7 +102,7 @@ describe('a connector checks the worker it dialled (real processes)', () => {
     await writeFile(path.join(dir, 'connector-dc1-x.key'), await readFile(path.join(dir, 'connector-dc1-a.key')));
     const c = await startConnector(dir, 'dc1-x', worker.url, {}, { waitReady: false });
     try {
-      await waitFor('the connector to log the mismatch', () => c.proc.logs.includes('tls.cert is for connector \\"dc1-a\\" (underpass://team-a/dc1/connector/dc1-a), but this connector\'s name is \\"dc1-x\\"'), 10_000);
+      await waitFor('the connector to log the mismatch', () => c.proc.logs.includes('tls.cert is for connector \\"dc1-a\\" (underpass://team-a/dc1/connector/dc1-a), but this connector\'s name is \\"dc1-x\\"'), 30_000); // Node's start-up included
       expect(worker.connections).toBe(0);
     } finally {
       await c.proc.stop();
