@@ -13,7 +13,7 @@ export PATH := $(NODE_DIR)/bin:$(PATH)
 TS_SOURCES := $(shell find tunnel worker connector operator cli bench -name '*.ts' -not -name '*.test.ts' 2>/dev/null)
 
 .PHONY: help node deps build typecheck demo test test-unit test-deps interop-peer testenv-bins testenv testenv-stop manifests fuzz clean \
-	cluster cluster-stop cluster-status
+	cluster cluster-stop cluster-status cluster-demo test-cluster
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -65,11 +65,18 @@ cluster-stop: ## stop `make cluster`, remove all it put on the host, list any le
 cluster-status: ## is the local cluster running: components, memory, node, pods
 	bash test/env/cluster-status.sh $(CURDIR)/.cluster
 
+cluster-demo: build ## Underpass in the local cluster (root): operator + connector by Helm, traffic both ways
+	bash test/env/cluster-demo.sh
+
 test-deps: ## Debian packages some tests use (nftables), installed when missing
 	@bash test/env/test-deps.sh
 
-test: build typecheck test-deps interop-peer testenv-bins ## everything: unit, interop, end-to-end and cluster tests
+test: build typecheck test-deps interop-peer testenv-bins ## everything: unit, interop, end-to-end, API server and real-cluster tests
 	npm test
+	bash test/cluster-real/run.sh
+
+test-cluster: build test-deps testenv-bins ## the real-cluster suite only (root): pods, Services, Helm, the image (test/cluster-real)
+	bash test/cluster-real/run.sh
 
 test-unit: build ## unit tests only (no Go, no cluster)
 	@# Anchored: a bare `tunnel` would also pick test/cluster/tunnel.test.ts, which needs the cluster binaries.

@@ -11,7 +11,9 @@ export default {
   },
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
   testMatch: ['<rootDir>/{tunnel,worker,connector,operator,cli,test}/**/*.test.ts'],
-  testPathIgnorePatterns: ['/node_modules/', '/dist/'],
+  // The real-cluster suite (root, one cluster per machine) runs on its own: `make test-cluster`,
+  // with jest.cluster.config.js (one cluster start for all its files, in band).
+  testPathIgnorePatterns: ['/node_modules/', '/dist/', '<rootDir>/test/cluster-real/'],
   // Trees with package.json files of their own (one named underpass), not part of the module
   // graph: make image's staging tree, and the local cluster's state (make cluster) with image
   // filesystems.

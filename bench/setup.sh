@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what `make bench` compares against, only what is missing (idempotent):
-#   - OpenSSH server and client, iperf3 and wrk from Debian;
+#   - OpenSSH server and client, iperf3, wrk, redis-server and redis-tools (redis-benchmark) from Debian;
 #   - chisel built from its Go module into $CACHE/bench-bin/ (skipped with a note if the
 #     build fails: the bench then runs without chisel).
 # Prints one line per tool. Never fails because chisel cannot be built.
@@ -17,6 +17,8 @@ command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
 command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-benchmark >/dev/null 2>&1 || missing+=(redis-tools)
 
 if [ ${#missing[@]} -gt 0 ]; then
   # shellcheck disable=SC2207
@@ -29,10 +31,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   if ! $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
     echo "bench/setup: apt-get install ${missing[*]} failed; contenders that need them will be skipped"
   fi
-  # Debian's postinst may start an sshd on port 22; the bench runs its own and needs none.
+  # Debian's postinst may start an sshd on port 22 and a redis-server on 6379; the bench runs its own
+  # on free ports and needs neither.
 fi
 
-for tool in /usr/sbin/sshd ssh iperf3 wrk; do
+for tool in /usr/sbin/sshd ssh iperf3 wrk redis-server redis-benchmark; do
   if command -v "$tool" >/dev/null 2>&1; then echo "bench/setup: $(basename "$tool"): $(command -v "$tool")"; else echo "bench/setup: $(basename "$tool"): MISSING"; fi
 done
 

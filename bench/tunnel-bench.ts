@@ -19,6 +19,7 @@ import { CONTENDER_IDS, inRoundOrder, ROOT, log, type Contender, type ContenderI
 import { directContender } from './tunnel/direct.js';
 import { loadAvg, machine, raiseOpenFileLimit } from './tunnel/env.js';
 import { httpTool } from './tunnel/http.js';
+import { redisMissing, startRedisServer } from './tunnel/redis.js';
 import { applies, FULL, MEASUREMENTS, measure, QUICK, Results, ROUNDED, rowKeys, type Ctx, type MeasurementKey } from './tunnel/plan.js';
 import { cpuTable, renderTable, resultsTable, soakSection, verdict, writeDocs, writeSoakDocs } from './tunnel/report.js';
 import { soak, type SoakResult } from './tunnel/soak.js';
@@ -30,7 +31,7 @@ const HELP = `usage: node dist/bench/tunnel-bench.js [options]
   --quick              tiny sizes, direct + Underpass only, Node-based clients (the test suite's smoke run)
   --only a,b           measurements: ${MEASUREMENTS.join(', ')} (default: all but soak)
   --contenders a,b     ${CONTENDER_IDS.join(', ')} (default: all that are installed)
-  --rounds N           rounds of bulk, bulk8, rtt and connrate, median reported (default 3; 1 with --quick)
+  --rounds N           rounds of bulk, bulk8, rtt, connrate and redis, median reported (default 3; 1 with --quick)
   --no-docs            do not write docs/benchmarks.md
   --soak-seconds N     soak duration (default 600; 3 with --quick)
   --keep               keep the temp dir with every process's log`;
@@ -82,7 +83,10 @@ function fail(msg: string): never {
 async function main(): Promise<void> {
   const flags = parseFlags(process.argv.slice(2));
   const sizes = { ...(flags.quick ? QUICK : FULL), ...(flags.rounds ? { rounds: flags.rounds } : {}) };
-  const measurements: MeasurementKey[] = flags.only ?? (flags.quick ? [...MEASUREMENTS] : MEASUREMENTS.filter((m) => m !== 'soak'));
+  let measurements: MeasurementKey[] = flags.only ?? (flags.quick ? [...MEASUREMENTS] : MEASUREMENTS.filter((m) => m !== 'soak'));
+  const noRedis = measurements.includes('redis') ? redisMissing() : undefined;
+  if (noRedis && flags.only) fail(`--only redis: ${noRedis}`);
+  if (noRedis) measurements = measurements.filter((x) => x !== 'redis');
   const wanted: ContenderId[] = flags.contenders ?? (flags.quick ? ['direct', 'underpass'] : CONTENDER_IDS);
   // Only the contenders some selected measurement applies to (a soak-only run starts no sshd).
   const needed = wanted.filter((id) => measurements.some((m) => applies(m, id) === true));
@@ -104,12 +108,16 @@ async function main(): Promise<void> {
     const iperf = flags.quick ? undefined : await startIperfServer(dir);
     if (iperf) cleanup.push(() => iperf.stop());
     else if (!flags.quick) skipped.push('iperf3 not installed: bulk transfers use the Node client');
+    if (noRedis) skipped.push(`redis rows: ${noRedis}`);
+    const redis = measurements.includes('redis') ? await startRedisServer(dir) : undefined;
+    if (redis) cleanup.push(() => redis.stop());
     const pki = needed.includes('underpass') && measurements.includes('idle-sessions') ? await makePki(path.join(dir, 'sessions')) : undefined;
     const ctx: Ctx = {
       sizes,
       bulkTool: iperf ? 'iperf3' : 'node',
       httpTool: httpTool(flags.quick),
-      ports: { echo: apps.echo, bulk: apps.bulk, http: apps.http, ...(iperf ? { iperf: iperf.port } : {}) },
+      ports: { echo: apps.echo, bulk: apps.bulk, http: apps.http, ...(iperf ? { iperf: iperf.port } : {}), ...(redis ? { redis: redis.port } : {}) },
+      ...(redis ? { redisPid: redis.pid } : {}),
       pki,
       logDir: dir,
       appsPid: apps.pid,
@@ -186,6 +194,7 @@ async function main(): Promise<void> {
       `date: ${m.date}`,
       `cpu: ${m.cpu}, ${m.cores} cores; memory ${m.memory}; kernel ${m.kernel}; Node ${m.node}`,
       `load average (1, 5, 15 min): ${loadBefore} before, ${loadAfter} after`,
+      ...(redis ? [`redis: redis-server ${redis.version} (no persistence) as the target of the redis-benchmark rows`] : []),
       ...contenders.filter((c) => Object.keys(c.info).length).map((c) => `${c.label}: ${Object.entries(c.info).map(([k, v]) => `${k} ${v}`).join('; ')}`),
       ...skipped.map((s) => `skipped: ${s}`),
     ];
@@ -233,7 +242,7 @@ function docsMain(facts: string[]): string {
     '',
     'Underpass against direct TCP, OpenSSH `ssh -L` and chisel, on one machine over loopback, every',
     'contender in the same run, with a bare Node forwarder of our design beside them as the floor (round',
-    'trips and connections; "How it is measured"). Bulk, RTT and connection-rate rows are the median of three rounds (every',
+    'trips and connections; "How it is measured"). Bulk, RTT, connection-rate and redis-benchmark rows are the median of three rounds (every',
     'contender once per round, the order reversed every other round; each round\'s value is in the',
     'details); the rest are one run. A shared 2-core machine: read the numbers next to the load average.',
     '',
@@ -279,12 +288,19 @@ const METHOD = `
   closed first — a worker that has served connectors before — cold and half-way readings as above).
   The floor row holds the same number of mutual-TLS connections, after the same warm-up, on a bare
   Node TLS server with the worker's TLS settings and Node options and nothing else.
-- Rounds: bulk, 8-stream bulk, RTT and connection rate run three times (\`--rounds N\`), every
+- Rounds: bulk, 8-stream bulk, RTT, connection rate and redis-benchmark run three times (\`--rounds N\`), every
   contender once per round with a fresh forward, the order reversed every other round so no
   contender always runs first; a cell is the median round (its CPU row and per-connection detail
   are that round's), and every round's value is listed in the details. Memory and HTTP rows run once.
 - Underpass processes start with the Node flags of \`bin/underpass\`'s first line (as the CLI and
   the image run them); the header lists them.
+- redis-benchmark: \`redis-benchmark -c 50 -n 200000 -P 1\` (50 clients on persistent connections, not
+  pipelined, 3-byte values), \`-t set\` and \`-t get\` as two runs, against a \`redis-server\` the
+  bench starts (no persistence; both from Debian's redis-server and redis-tools) after an untimed
+  20,000 requests of each on the fresh forward; requests per second as redis-benchmark reports
+  them. A client nobody here wrote, many small exchanges in flight at once: what a tunnel mostly
+  carries. The details give redis-benchmark's p50/p99 and the CPU time per request of every
+  forwarder process and of redis-server.
 - HTTP: \`wrk -t2 -c32 -d10s\` against a Node \`http\` server answering 32 bytes, after an untimed
   \`-d2s\` on the fresh forward.
 - CPU: utime + stime from /proc/PID/stat of the forwarder's processes over each transfer; system calls

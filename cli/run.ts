@@ -205,7 +205,7 @@ async function ensureEnrolled(config: ConnectorConfig, token: string | undefined
   if (enrolled) return;
   if (!token) throw new ConfigError(`${config.state} holds no certificate yet and no enrollment token was given (--token, --token-file or enroll: in the config)`, { field: 'state' });
   try {
-    await enroll({ token, workers: config.workers, files: config.tls, name: config.name, log: logger });
+    await enroll({ token, workers: config.workers, files: config.tls, name: config.name, log: logger, retry: config.reconnect });
   } catch (err) {
     // Another replica of the same connector enrolled with this token first: take what it saved.
     if (!secret || !/^TOKEN_(USED|UNKNOWN)$/.test(errorCode(err) ?? '')) throw err;

@@ -21,6 +21,7 @@ import { enrollAnswerSchema } from '../tunnel/operator-channel.js';
 import { createKeyAndCsr } from '../tunnel/pki-csr.js';
 import { pemCertificates, writePemFiles } from '../tunnel/pki.js';
 import type { TlsFiles } from '../tunnel/transport/tls-files.js';
+import { Backoff, sleep as sleepFor } from '../tunnel/backoff.js';
 import { workerOfConnection } from './worker-identity.js';
 
 const TIMEOUT_MS = 15_000;
@@ -38,6 +39,13 @@ export interface EnrollOptions {
   name?: string;
   log: Logger;
   now?: () => Date;
+  /**
+   * When no worker could enroll it for a reason another attempt may change (refused, timed out,
+   * busy, rate-limited, no name yet), try again after a jittered backoff from initialDelayMs up to
+   * maxDelayMs, until the token would expire first. Default 1 s .. 30 s (the reconnect defaults).
+   */
+  retry?: { initialDelayMs: number; maxDelayMs: number };
+  sleep?: (ms: number) => Promise<void>;
 }
 
 /** Enrolls and writes the files; returns the token's claims (connection, connector). */
@@ -50,23 +58,36 @@ export async function enroll(o: EnrollOptions): Promise<TokenClaims> {
     throw new UnderpassError('TOKEN_EXPIRED', `the token expired at ${claims.expiresAt.toISOString()}; ask for a new one (underpass connector token)`);
   }
   const { keyPem, csrPem } = await createKeyAndCsr(claims.connector);
-  let last: Error | undefined;
-  for (const url of o.workers) {
-    try {
-      const answer = await enrollAt(url, claims, o.token, csrPem);
-      checkAnswer(answer, keyPem, claims);
-      await writePemFiles(dirOf(o.files), {}, {}); // the directory, mode 0700
-      await writeFiles(o.files, { cert: answer.certificate, key: keyPem, ca: answer.ca });
-      o.log.info({ connector: claims.connector, connection: `${claims.connection.namespace}/${claims.connection.name}`, worker: url.href, serial: new X509Certificate(answer.certificate).serialNumber },
-        `enrolled as connector "${claims.connector}" of ${claims.connection.namespace}/${claims.connection.name} through ${url.href}`);
-      return claims;
-    } catch (err) {
-      last = err as Error;
-      o.log.warn({ worker: url.href, code: errorCode(err) }, `enrollment through ${url.href} failed (${errorCode(err) ?? 'ERROR'}): ${errorMessage(err)}`);
-      if (FINAL.test(errorCode(err) ?? '')) throw err;
+  if (o.workers.length === 0) throw new UnderpassError('ERR_ENROLL', 'no worker URL to enroll through');
+  // A connector is often started before its workers answer (installed with the cluster side, the
+  // pods still starting): it waits for them, as its sessions do, instead of exiting.
+  const backoff = new Backoff({ initialMs: o.retry?.initialDelayMs ?? 1_000, maxMs: o.retry?.maxDelayMs ?? 30_000 });
+  const now = (): number => (o.now?.() ?? new Date()).getTime();
+  for (;;) {
+    let last: Error | undefined;
+    for (const url of o.workers) {
+      try {
+        const answer = await enrollAt(url, claims, o.token, csrPem);
+        checkAnswer(answer, keyPem, claims);
+        await writePemFiles(dirOf(o.files), {}, {}); // the directory, mode 0700
+        await writeFiles(o.files, { cert: answer.certificate, key: keyPem, ca: answer.ca });
+        o.log.info({ connector: claims.connector, connection: `${claims.connection.namespace}/${claims.connection.name}`, worker: url.href, serial: new X509Certificate(answer.certificate).serialNumber },
+          `enrolled as connector "${claims.connector}" of ${claims.connection.namespace}/${claims.connection.name} through ${url.href}`);
+        return claims;
+      } catch (err) {
+        last = err as Error;
+        o.log.warn({ worker: url.href, code: errorCode(err) }, `enrollment through ${url.href} failed (${errorCode(err) ?? 'ERROR'}): ${errorMessage(err)}`);
+        if (FINAL.test(errorCode(err) ?? '')) throw err;
+      }
     }
+    const wait = backoff.next();
+    if (now() + wait >= claims.expiresAt.getTime()) {
+      throw new UnderpassError('TOKEN_EXPIRED', `no worker enrolled this connector before the token expired at ${claims.expiresAt.toISOString()}; ` +
+        `last error: ${errorMessage(last)}; ask for a new token (underpass connector token)`, { cause: last });
+    }
+    o.log.info({ attempt: backoff.attempt, retryInMs: wait }, `no worker could enroll this connector yet; trying again in ${(wait / 1000).toFixed(1)} s (until the token expires at ${claims.expiresAt.toISOString()})`);
+    await (o.sleep ?? sleepFor)(wait);
   }
-  throw last ?? new UnderpassError('ERR_ENROLL', 'no worker URL to enroll through');
 }
 
 async function enrollAt(wss: URL, claims: TokenClaims, token: string, csr: string): Promise<unknown> {

@@ -6,7 +6,15 @@
  * after enrollment and after every renewal. The pod's ServiceAccount may only
  * get and update that one Secret (the chart's Role, by name); the chart
  * creates it empty, since RBAC cannot limit create by name.
+ *
+ * Replicas of one connector share the Secret. Each renews on its own (its own
+ * key), so each save compares: the Secret keeps the pair that expires later,
+ * and a replica that has not renewed yet (or saves a new trust bundle) never
+ * puts its older pair over one another replica renewed; `ca.crt`, the same
+ * for every replica, follows the latest save. The read and the write are one
+ * step under the Secret's resourceVersion (409: read again, compare again).
  */
+import { X509Certificate } from 'node:crypto';
 import { access, mkdir, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
@@ -65,7 +73,11 @@ export class StateSecret {
     const [cert, key, ca] = await Promise.all([readFile(this.#o.files.cert), readFile(this.#o.files.key), readFile(this.#o.files.ca)]);
     for (let attempt = 1; ; attempt++) {
       const secret = await this.#read();
-      const body: k8s.V1Secret = { ...secret, data: { ...secret.data, [KEYS.cert]: cert.toString('base64'), [KEYS.key]: key.toString('base64'), [KEYS.ca]: ca.toString('base64') } };
+      const stored = secret.data?.[KEYS.cert] && secret.data[KEYS.key] ? Buffer.from(secret.data[KEYS.cert], 'base64').toString('utf8') : undefined;
+      const keep = laterPair(stored, cert.toString('utf8')) === 'stored';
+      if (keep) this.#o.log.info({ secret: this.#o.name }, `${this.where} holds a certificate that expires later (another replica renewed): keeping it, saving only the CA certificates`);
+      const pair: Record<string, string> = keep ? {} : { [KEYS.cert]: cert.toString('base64'), [KEYS.key]: key.toString('base64') };
+      const body: k8s.V1Secret = { ...secret, data: { ...secret.data, ...pair, [KEYS.ca]: ca.toString('base64') } };
       try {
         await this.#core.replaceNamespacedSecret({ name: this.#o.name, namespace: await this.#namespace, body });
         return;
@@ -88,4 +100,20 @@ export class StateSecret {
 
 async function exists(file: string): Promise<boolean> {
   return access(file).then(() => true, () => false);
+}
+
+/**
+ * Which certificate (and so which key) the shared Secret keeps: the stored
+ * one when it expires later than ours, else ours (also when nothing, or
+ * nothing readable, is stored).
+ */
+export function laterPair(storedPem: string | undefined, oursPem: string): 'stored' | 'ours' {
+  if (!storedPem) return 'ours';
+  let stored: number;
+  try {
+    stored = new X509Certificate(storedPem).validToDate.getTime();
+  } catch {
+    return 'ours';
+  }
+  return stored > new X509Certificate(oursPem).validToDate.getTime() ? 'stored' : 'ours';
 }

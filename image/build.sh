@@ -32,7 +32,7 @@ engine and no registry:
 
 ENTRYPOINT node <flags of bin/underpass's first line> /opt/underpass/bin/underpass,
 USER ${UID_GID}, WORKDIR /opt/underpass. No shell, no package manager. Two layers (runtime,
-application), assembled with umoci (installed from Debian when missing); file times and the
+application), packed by image/oci-image.sh (tar, gzip, sha256sum); file times and the
 creation time are fixed (SOURCE_DATE_EPOCH, default 0), so the same inputs give the same digest.
 
 Writes DIR/underpass-<version>.oci.tar (default DIR: image/out), reference
@@ -43,7 +43,7 @@ archive's .inputs file, nothing is rebuilt (--force rebuilds). Prints the archiv
 last line. Import it with image/import.sh (make image does when the local cluster runs).
 
 Requires: npm dependencies installed (make deps), apt-get with package lists, dpkg-deb, tar,
-gzip, sha256sum, flock; umoci (installed when missing, needs root or sudo).
+gzip, sha256sum, flock.
 EOF
 }
 
@@ -65,7 +65,7 @@ done
 PATH="$(bash "$HERE/node.sh"):$PATH"
 export PATH
 NODE_VERSION="$(bash "$HERE/node.sh" --version)"
-bash "$HERE/deps.sh" umoci dpkg-deb apt-get
+bash "$HERE/deps.sh" dpkg-deb apt-get
 [[ -x "$ROOT/node_modules/.bin/tsc" ]] || die "node_modules/.bin/tsc missing: run make deps first"
 
 VERSION="$(node -p 'require(process.argv[1]).version' "$ROOT/package.json")"
@@ -107,11 +107,11 @@ done
 
 inputs_hash() {
   {
-    printf 'recipe=%s epoch=%s node=%s arch=%s umoci=%s\n' "$RECIPE" "$EPOCH" "$NODE_VERSION" "$DEB_ARCH" "$(umoci --version)"
+    printf 'recipe=%s epoch=%s node=%s arch=%s\n' "$RECIPE" "$EPOCH" "$NODE_VERSION" "$DEB_ARCH"
     for p in "${DEBS[@]}"; do printf 'deb %s=%s\n' "$p" "${DEB_VERSION[$p]}"; done
     (cd "$ROOT" && find tunnel worker connector operator cli -name '*.ts' -not -name '*.test.ts' -print0 &&
       find bin -type f -print0 &&
-      printf '%s\0' image/build.sh image/node.sh image/tsconfig.json package.json package-lock.json tsconfig.json tsconfig.build.json) |
+      printf '%s\0' image/build.sh image/oci-image.sh image/node.sh image/tsconfig.json package.json package-lock.json tsconfig.json tsconfig.build.json) |
       sort -z | (cd "$ROOT" && xargs -0 sha256sum)
   } | sha256sum | cut -d' ' -f1
 }
@@ -234,66 +234,33 @@ in_image --input-type=commonjs -e "require('$OPT/node_modules/node-gyp-build')('
 
 # ------------------------------------------------------------------------ assemble
 
-# layer_tar DIR OUT: DIR's content as a tar owned by root, fixed times, sorted, no one but root
-# may write (the image must not be writable by its user even without a read-only root).
-layer_tar() {
-  local dir="$1" outf="$2" top
-  mapfile -t top < <(cd "$dir" && find . -mindepth 1 -maxdepth 1 -printf '%P\n' | LC_ALL=C sort)
-  tar -C "$dir" --sort=name --mtime="@$EPOCH" --owner=0 --group=0 --numeric-owner --format=gnu \
-    --mode='u+rwX,go+rX,go-w' -cf "$outf" "${top[@]}"
-}
-layer_tar "$RUNTIME" "$WORK/runtime.tar"
-layer_tar "$APP" "$WORK/app.tar"
-
-CREATED="$(date -u -d "@$EPOCH" +%Y-%m-%dT%H:%M:%SZ)"
-L="$WORK/layout"
-umoci init --layout "$L"
-umoci new --image "$L:$VERSION"
+# Only root may write anywhere in the image, even without a read-only root file system.
+# (node_modules are hard links into the cache: their modes change there too, which is harmless.)
+chmod -R u+rwX,go+rX,go-w "$RUNTIME" "$APP"
 deb_list="$(for p in "${DEBS[@]}"; do printf '%s=%s ' "$p" "${DEB_VERSION[$p]}"; done)"
-umoci raw add-layer --image "$L:$VERSION" --history.created="$CREATED" \
-  --history.created_by="image/build.sh: node v$NODE_VERSION (npm node-linux-$(node -p process.arch)), Debian ${deb_list% }, /etc" \
-  "$WORK/runtime.tar"
-umoci raw add-layer --image "$L:$VERSION" --history.created="$CREATED" \
-  --history.created_by="image/build.sh: /opt/underpass (package.json, bin/, dist/, production node_modules)" \
-  "$WORK/app.tar"
-entry=(--config.entrypoint=node)
-for f in "${NODE_FLAGS[@]}"; do entry+=("--config.entrypoint=$f"); done
-entry+=(--config.entrypoint=/opt/underpass/bin/underpass)
-umoci config --image "$L:$VERSION" --no-history --created="$CREATED" \
-  --config.user="$UID_GID" --config.workingdir=/opt/underpass \
-  --config.env=PATH=/usr/local/bin:/usr/bin:/bin \
-  "${entry[@]}" \
-  --config.label=org.opencontainers.image.title=underpass \
-  --config.label=org.opencontainers.image.version="$VERSION" \
-  --config.label=org.opencontainers.image.licenses=Apache-2.0 \
-  --config.label=org.opencontainers.image.description="Underpass: Kubernetes-native secure tunnel (operator, worker, connector)" \
-  --config.label=io.underpass.node.version="$NODE_VERSION"
-umoci gc --layout "$L"
-# The full reference for containerd (ctr images import reads io.containerd.image.name); the tag
-# stays in org.opencontainers.image.ref.name for tools that address oci-archive:FILE:TAG.
-node -e '
-  const fs = require("fs"); const [file, ref] = process.argv.slice(1);
-  const index = JSON.parse(fs.readFileSync(file, "utf8"));
-  if (index.manifests.length !== 1) throw new Error("expected one manifest, found " + index.manifests.length);
-  index.manifests[0].annotations["io.containerd.image.name"] = ref;
-  fs.writeFileSync(file, JSON.stringify(index));
-' "$L/index.json" "$REF"
-chmod -R u+rwX,go+rX "$L"
-tar -C "$L" --sort=name --mtime="@$EPOCH" --owner=0 --group=0 --numeric-owner --format=gnu \
-  -cf "$ARCHIVE.tmp" oci-layout index.json blobs
-mv -f "$ARCHIVE.tmp" "$ARCHIVE"
+entry=(--entrypoint node)
+for f in "${NODE_FLAGS[@]}"; do entry+=(--entrypoint "$f"); done
+entry+=(--entrypoint /opt/underpass/bin/underpass)
+manifest="$(bash "$HERE/oci-image.sh" --ref "$REF" --out "$ARCHIVE" --epoch "$EPOCH" \
+  --layer "$RUNTIME" --history "image/build.sh: node v$NODE_VERSION (npm node-linux-$(node -p process.arch)), Debian ${deb_list% }, /etc" \
+  --layer "$APP" --history "image/build.sh: /opt/underpass (package.json, bin/, dist/, production node_modules)" \
+  --user "$UID_GID" --workdir /opt/underpass --env PATH=/usr/local/bin:/usr/bin:/bin "${entry[@]}" \
+  --label org.opencontainers.image.title=underpass \
+  --label org.opencontainers.image.version="$VERSION" \
+  --label org.opencontainers.image.licenses=Apache-2.0 \
+  --label org.opencontainers.image.description="Underpass: Kubernetes-native secure tunnel (operator, worker, connector)" \
+  --label io.underpass.node.version="$NODE_VERSION")"
 
 # ----------------------------------------------------------------------- report
 
-manifest="$(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).manifests[0].digest' "$L/index.json")"
-unpacked=$(( $(stat -c %s "$WORK/runtime.tar") + $(stat -c %s "$WORK/app.tar") ))
+unpacked=$(( $(du -sb --apparent-size "$RUNTIME" | cut -f1) + $(du -sb --apparent-size "$APP" | cut -f1) ))
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 {
   echo "$HASH"
   echo "image    $REF"
   echo "digest   $manifest"
   echo "archive  $(mib "$(stat -c %s "$ARCHIVE")") (compressed layers; $ARCHIVE)"
-  echo "unpacked $(mib "$unpacked") (layer tars: runtime $(mib "$(stat -c %s "$WORK/runtime.tar")"), app $(mib "$(stat -c %s "$WORK/app.tar")"))"
+  echo "unpacked $(mib "$unpacked") (files: runtime $(mib "$(du -sb --apparent-size "$RUNTIME" | cut -f1)"), app $(mib "$(du -sb --apparent-size "$APP" | cut -f1)"))"
   echo "node     v$NODE_VERSION; Debian ${deb_list% }"
 } >"$ARCHIVE.inputs"
 log "built in $((SECONDS - started)) s"

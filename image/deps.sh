@@ -10,7 +10,6 @@ Makes sure every COMMAND is on PATH, installing its Debian package with apt-get 
 missing (idempotent: nothing is installed or updated when all are there). Known commands and
 their packages:
 
-  umoci       umoci        (image/build.sh assembles the OCI image with it)
   dpkg-deb    dpkg         (unpacks the runtime libraries' .deb files)
   apt-get     apt          (downloads them; must be there already)
   containerd  containerd   (the image test runs the image under a private containerd)
@@ -28,7 +27,6 @@ die() { printf '[image/deps.sh] ERROR: %s\n' "$*" >&2; exit 1; }
 missing=() pkgs=()
 for cmd in "$@"; do
   case "$cmd" in
-    umoci) pkg=umoci ;;
     dpkg-deb) pkg=dpkg ;;
     apt-get) pkg=apt ;;
     containerd|ctr) pkg=containerd ;;

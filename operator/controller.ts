@@ -267,7 +267,8 @@ export class TunnelController {
     const apiServer = this.#apiServer();
     const before = caches.deployments.get(names.deployment, ns);
     await applier.apply(desired.serviceAccount(tc), caches.serviceAccounts.get(names.serviceAccount, ns), 'serviceaccounts');
-    await applier.apply(desired.configMap(tc, mappings, options.channel, apiServer), caches.configMaps.get(names.configMap, ns), 'configmaps');
+    // The admission list (revocations included) goes into the ConfigMap too: enforced from a worker's start.
+    await applier.apply(desired.configMap(tc, mappings, options.channel, apiServer, this.#admission(tc)), caches.configMaps.get(names.configMap, ns), 'configmaps');
     const dep = await applier.apply(desired.deployment(tc, mappings, { workerImage: options.workerImage, ...(options.channel ? { channel: options.channel } : {}) }), before, 'deployments');
     await applier.apply(desired.tunnelService(tc), caches.services.get(names.tunnelService, ns), 'services');
     const network = { ...(options.workerNetwork ?? desired.DEFAULT_WORKER_NETWORK), apiServer };

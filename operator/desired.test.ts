@@ -109,6 +109,12 @@ describe('the worker Deployment', () => {
     expect(pod.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 65532, seccompProfile: { type: 'RuntimeDefault' } });
     expect(pod.containers[0]!.securityContext).toEqual({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
   });
+
+  it('probes liveness only after /healthz first answered (a startup probe of up to 2 minutes: slow starts on a busy node)', () => {
+    const c = desired.deployment(tc(), [], opts).spec!.template.spec!.containers[0]!;
+    expect(c.startupProbe?.httpGet).toEqual(c.livenessProbe?.httpGet);
+    expect(c.startupProbe!.periodSeconds! * c.startupProbe!.failureThreshold!).toBeGreaterThanOrEqual(120);
+  });
 });
 
 describe('the apps Service', () => {
@@ -279,6 +285,16 @@ describe('the worker config', () => {
       clusterTargets: { loopback: false, refuse: [] },
     });
     expect(desired.configMap(tc(), [], channel).data?.['operator-ca.crt']).toBe(channel?.caPem);
+  });
+
+  it.each([
+    ['nothing revoked: no revoked field', {}, undefined],
+    ['revoked serials and names, deduplicated and sorted', { revokedSerials: ['B7', '5A0C', 'B7'], revokedConnectors: ['site-c'] }, { serials: ['5A0C', 'B7'], connectors: ['site-c'] }],
+    ['a revoked name alone', { revokedConnectors: ['site-c'] }, { serials: [], connectors: ['site-c'] }],
+  ])('carries what is revoked, so a worker refuses it from its start: %s', (_name, admission, revoked) => {
+    const config = YAML.parse(desired.workerConfigYaml(tc({ connectors: ['site-a'] }), [], undefined, [], admission));
+    expect(config.revoked).toEqual(revoked);
+    expect(config.connectors).toEqual(['site-a']);
   });
 });
 

@@ -5,6 +5,7 @@
  */
 import type * as k8s from '@kubernetes/client-node';
 import YAML from 'yaml';
+import type { Admission } from '../tunnel/admission.js';
 import { parseDuration } from '../tunnel/duration.js';
 import type { Mapping } from '../tunnel/mapping.js';
 import { egressRuleFor, NAMESPACE_NAME_LABEL } from './cluster-targets.js';
@@ -79,7 +80,15 @@ function meta(tc: TunnelConnection, name: string, extra: Partial<k8s.V1ObjectMet
   return { name, namespace: tc.metadata.namespace, labels: ownedLabels(tc.metadata.name), ownerReferences: [ownerReference(tc)], ...extra };
 }
 
-export function workerConfigYaml(tc: TunnelConnection, mappings: readonly Mapping[], channel?: OperatorChannel, apiServer: readonly string[] = []): string {
+/**
+ * The worker's config file. `apiServer`: addresses Cluster-side mappings may
+ * never dial. `admission` is what the operator's answers carry
+ * (spec.connectors and what is revoked): written here too, so a worker that
+ * starts while the operator is unreachable enforces it from its first
+ * connection. Without it, spec.connectors alone. The file lives in the
+ * ConfigMap, never in the pod template: a revocation rolls no worker.
+ */
+export function workerConfigYaml(tc: TunnelConnection, mappings: readonly Mapping[], channel?: OperatorChannel, apiServer: readonly string[] = [], admission?: Admission): string {
   const config: Record<string, unknown> = {
     connection: `${tc.metadata.namespace}/${tc.metadata.name}`,
     listen: `0.0.0.0:${TUNNEL_PORT}`,
@@ -98,13 +107,16 @@ export function workerConfigYaml(tc: TunnelConnection, mappings: readonly Mappin
   if (channel) config.operator = { url: channel.url, ca: 'operator-ca.crt' };
   // The start-up admission list; with the channel, the operator's answers keep it current.
   if (tc.spec.connectors !== undefined) config.connectors = [...new Set(tc.spec.connectors)].sort();
+  const serials = [...new Set(admission?.revokedSerials ?? [])].sort();
+  const names = [...new Set(admission?.revokedConnectors ?? [])].sort();
+  if (serials.length > 0 || names.length > 0) config.revoked = { serials, connectors: names };
   // Tenants write these mappings: the pod's own loopback and the API server are never targets.
   config.clusterTargets = { loopback: false, refuse: [...new Set(apiServer)].sort() };
   return `# Written by the Underpass operator for TunnelConnection ${tc.metadata.namespace}/${tc.metadata.name}; do not edit.\n${YAML.stringify(config)}`;
 }
 
-export function configMap(tc: TunnelConnection, mappings: readonly Mapping[], channel?: OperatorChannel, apiServer: readonly string[] = []): k8s.V1ConfigMap {
-  const data: Record<string, string> = { 'worker.yaml': workerConfigYaml(tc, mappings, channel, apiServer) };
+export function configMap(tc: TunnelConnection, mappings: readonly Mapping[], channel?: OperatorChannel, apiServer: readonly string[] = [], admission?: Admission): k8s.V1ConfigMap {
+  const data: Record<string, string> = { 'worker.yaml': workerConfigYaml(tc, mappings, channel, apiServer, admission) };
   if (channel) data['operator-ca.crt'] = channel.caPem;
   return { apiVersion: 'v1', kind: 'ConfigMap', metadata: meta(tc, namesFor(tc.metadata.name).configMap), data };
 }
@@ -176,6 +188,8 @@ export function deployment(tc: TunnelConnection, _mappings: readonly Mapping[], 
               { containerPort: ADMIN_PORT, name: 'admin', protocol: 'TCP' },
             ],
             readinessProbe: { httpGet: { path: '/readyz', port: 'admin' }, periodSeconds: 5, failureThreshold: 2 },
+            // Liveness starts once /healthz has answered (up to 2 minutes: Node starts slowly on a busy node).
+            startupProbe: { httpGet: { path: '/healthz', port: 'admin' }, periodSeconds: 2, failureThreshold: 60 },
             livenessProbe: { httpGet: { path: '/healthz', port: 'admin' }, periodSeconds: 10, failureThreshold: 3 },
             resources: w.resources ?? { requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '512Mi' } },
             securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },

@@ -5,6 +5,10 @@
  * replicas can be Ready — which a PodDisruptionBudget needs to let a node
  * drain — while reports still reach the leader. A new leader overwrites the
  * slice; it is owned by the Service, so it goes when the Service goes.
+ *
+ * The same Service owns the other objects the operator creates in its own
+ * namespace (the leader Lease, the report TLS Secret): they belong to the
+ * install, and `helm uninstall` (which deletes the Service) takes them along.
  */
 import { isIP } from 'node:net';
 import type * as k8s from '@kubernetes/client-node';
@@ -26,6 +30,20 @@ export const PORT_NAME = 'report';
 
 export function sliceName(service: string): string {
   return `${service}-leader`;
+}
+
+/**
+ * An owner reference to the report Service, for what the operator creates in its own namespace;
+ * undefined when the Service does not exist (nothing to hang them on). Throws other API errors.
+ */
+export async function reportServiceOwner(kube: Kube, namespace: string, service: string): Promise<k8s.V1OwnerReference | undefined> {
+  try {
+    const svc = await kube.core.readNamespacedService({ name: service, namespace });
+    return svc.metadata?.uid ? { apiVersion: 'v1', kind: 'Service', name: service, uid: svc.metadata.uid } : undefined;
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
 }
 
 /** The EndpointSlice naming this replica as the Service's only endpoint. */

@@ -28,6 +28,8 @@ export interface LeaderOptions {
   onStoppedLeading: () => void;
   /** Why the last lease request failed (undefined: it worked, or only lost a race). */
   onProblem?: (problem: Problem | undefined) => void;
+  /** Owner of the Lease when this replica creates it (the report Service: uninstalling removes it). */
+  owner?: k8s.V1OwnerReference;
   now?: () => Date;
 }
 
@@ -37,7 +39,7 @@ export function microTime(d: Date): string {
 }
 
 export class LeaderElector {
-  readonly #o: Required<Omit<LeaderOptions, 'now' | 'onProblem'>> & { now: () => Date; onProblem: (problem: Problem | undefined) => void };
+  readonly #o: Required<Omit<LeaderOptions, 'now' | 'onProblem' | 'owner'>> & { now: () => Date; onProblem: (problem: Problem | undefined) => void; owner?: k8s.V1OwnerReference };
   #leader = false;
   #lastRenew = 0;
 
@@ -98,7 +100,7 @@ export class LeaderElector {
       return this.#write('create', {
         apiVersion: 'coordination.k8s.io/v1',
         kind: 'Lease',
-        metadata: { name: o.name, namespace: o.namespace },
+        metadata: { name: o.name, namespace: o.namespace, ...(o.owner ? { ownerReferences: [o.owner] } : {}) },
         spec: this.#spec(now, now, 0),
       });
     }

@@ -32,6 +32,8 @@ export interface OperatorTlsOptions {
   /** DNS names and IPs workers use to reach the operator (e.g. its Service's names). */
   sans: string[];
   logger: Logger;
+  /** Owner of the Secret when it is created (the report Service: uninstalling removes it). */
+  owner?: k8s.V1OwnerReference;
   /** The clock; default `new Date()`. */
   now?: () => Date;
 }
@@ -144,7 +146,10 @@ async function writeSecret(opts: OperatorTlsOptions, existing: k8s.V1Secret | un
   if (!existing) {
     const body: k8s.V1Secret = {
       apiVersion: 'v1', kind: 'Secret', type: 'kubernetes.io/tls',
-      metadata: { name, namespace, labels: { 'app.kubernetes.io/name': 'underpass-operator', 'app.kubernetes.io/managed-by': MANAGED_BY } },
+      metadata: {
+        name, namespace, labels: { 'app.kubernetes.io/name': 'underpass-operator', 'app.kubernetes.io/managed-by': MANAGED_BY },
+        ...(opts.owner ? { ownerReferences: [opts.owner] } : {}),
+      },
       data,
     };
     await kube.write('create', 'secrets', () => kube.core.createNamespacedSecret({ namespace, body }));

@@ -25,7 +25,7 @@ import { EventRecorder } from './events.js';
 import { Informer } from './informer.js';
 import { apiErrorMessage, GROUP, Kube, keyOf, refOf, VERSION } from './kube.js';
 import { LeaderElector } from './leader.js';
-import { publishLeaderEndpoint } from './leader-endpoint.js';
+import { publishLeaderEndpoint, reportServiceOwner } from './leader-endpoint.js';
 import { OperatorMetrics } from './metrics.js';
 import { CA_SECRET_SELECTOR, connectionOfCASecret } from './connection-ca.js';
 import { MANAGED_BY } from './names.js';
@@ -161,8 +161,14 @@ export class Operator {
     await this.#apiServer.refresh();
     this.#apiServerRun = this.#apiServer.run(signal);
     const report = this.#o.report;
+    // What the operator creates in its own namespace hangs on the report Service (see leader-endpoint.ts).
+    const service = report?.endpoint?.service;
+    const owner = report && service
+      ? await this.#retry('report-service', { verb: 'get', resource: 'services', namespace: report.secretNamespace },
+        () => reportServiceOwner(this.kube, report.secretNamespace, service), signal)
+      : undefined;
     const channel = report
-      ? await this.#retry('report-tls', { verb: 'get/create/update', resource: 'secrets', namespace: report.secretNamespace }, () => this.#prepareReportTls(), signal)
+      ? await this.#retry('report-tls', { verb: 'get/create/update', resource: 'secrets', namespace: report.secretNamespace }, () => this.#prepareReportTls(owner), signal)
       : undefined;
     if (signal.aborted) return;
     this.#controller = new TunnelController({
@@ -203,6 +209,7 @@ export class Operator {
       onStartedLeading: () => void this.#lead(channel),
       onStoppedLeading: () => void this.#follow(),
       onProblem: (p) => this.problems.set('lease', p),
+      ...(owner && this.#o.lease.namespace === report?.secretNamespace ? { owner } : {}),
     });
     this.#electing = this.#elector.run(signal);
   }
@@ -411,10 +418,13 @@ export class Operator {
     }
   }
 
-  async #prepareReportTls(): Promise<{ caPem: string; certPem: string; keyPem: string }> {
+  async #prepareReportTls(owner: k8s.V1OwnerReference | undefined): Promise<{ caPem: string; certPem: string; keyPem: string }> {
     const r = this.#o.report!;
     const host = new URL(r.url).hostname.replace(/^\[|\]$/g, '');
-    return ensureOperatorTls({ kube: this.kube, namespace: r.secretNamespace, secretName: r.secretName, sans: [...new Set([host, ...r.sans])], logger: this.#log });
+    return ensureOperatorTls({
+      kube: this.kube, namespace: r.secretNamespace, secretName: r.secretName, sans: [...new Set([host, ...r.sans])], logger: this.#log,
+      ...(owner ? { owner } : {}),
+    });
   }
 
   /**

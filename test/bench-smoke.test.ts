@@ -1,13 +1,15 @@
 /**
  * Smoke run of the tunnel benchmark (bench/tunnel-bench.ts) so it cannot rot:
  * `--quick` (a few MiB, direct TCP + Underpass, Node clients only; no sshd,
- * chisel, iperf3 or wrk needed). Asserts that it exits 0 and prints a results
+ * chisel, iperf3 or wrk needed; the redis-benchmark rows run when redis-server and
+ * redis-benchmark are installed, and are skipped, saying why, when not). Asserts that it exits 0 and prints a results
  * table whose Underpass cells are positive numbers — never how fast they are.
  * Requires `make build` (dist/).
  */
 import { describe, expect, it } from '@jest/globals';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { redisMissing } from '../bench/tunnel/redis.js';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -17,6 +19,9 @@ const SWEEP = path.join(ROOT, 'dist/bench/connrate-sweep.js');
 const FLOOR = path.join(ROOT, 'dist/bench/node-floor.js');
 const MICRO = path.join(ROOT, 'dist/bench/stream-open-micro.js');
 const CHURN = path.join(ROOT, 'dist/bench/node-read-churn.js');
+/** Why the redis rows cannot run here (redis-server or redis-benchmark missing), or undefined. */
+const NO_REDIS = redisMissing();
+if (NO_REDIS) console.log(`tunnel benchmark smoke run: redis-benchmark rows skipped: ${NO_REDIS}`);
 
 function runBench(args: string[], script = SCRIPT, env: NodeJS.ProcessEnv = process.env): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -50,7 +55,10 @@ describe('tunnel benchmark smoke run', () => {
     expect(col).toBeGreaterThan(0);
     expect(rows.length).toBeGreaterThanOrEqual(8);
     const labels = rows.map((r) => r[0] ?? '');
-    for (const want of ['1 stream', '8 streams', 'RTT p50', 'new connections', 'idle streams', 'idle connector sessions', 'HTTP']) {
+    const wanted = ['1 stream', '8 streams', 'RTT p50', 'new connections', 'idle streams', 'idle connector sessions', 'HTTP'];
+    if (!NO_REDIS) wanted.push('redis-benchmark SET', 'redis-benchmark GET');
+    else expect(stdout).toContain(`skipped: redis rows: ${NO_REDIS}`);
+    for (const want of wanted) {
       expect(labels.some((l) => l.includes(want))).toBe(true);
     }
     for (const row of rows) {
@@ -93,6 +101,32 @@ describe('tunnel benchmark smoke run', () => {
     expect(stdout).not.toContain('## Problems');
   }, 120_000);
 
+  (NO_REDIS ? it.skip : it)(`--only redis runs redis-benchmark SET and GET through direct TCP and Underpass${NO_REDIS ? ` (skipped: ${NO_REDIS})` : ''}`, async () => {
+    const { code, stdout, stderr } = await runBench(['--quick', '--no-docs', '--only', 'redis']);
+    if (code !== 0) throw new Error(`tunnel-bench exited ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr.slice(-4000)}`);
+    const { header, rows } = tableAfter(stdout, '## Results');
+    expect(rows.map((r) => r[0])).toEqual([
+      'redis-benchmark SET, 50 clients, not pipelined, 5,000 requests [req/s]',
+      'redis-benchmark GET, 50 clients, not pipelined, 5,000 requests [req/s]',
+    ]);
+    for (const row of rows) {
+      for (const label of ['direct TCP', 'Underpass']) expect(Number(row[header.indexOf(label)]!.replace(/,/g, ''))).toBeGreaterThan(0);
+    }
+    expect(stdout).toMatch(/^- redis: redis-server \S+ \(no persistence\)/m);
+    // The forwarder's CPU per request, the number to improve (issue 20), is in the details.
+    for (const test of ['SET', 'GET']) {
+      expect(stdout).toMatch(new RegExp(`^- Underpass, redis-benchmark ${test} \\d+ req/s: p50 [\\d.]+ ms, p99 [\\d.]+ ms \\(redis-benchmark's\\); CPU time per request worker \\d+ µs, connector \\d+ µs, redis-server \\d+ µs \\(forwarder \\d+ µs in all\\)`, 'm'));
+    }
+    expect(stdout).not.toContain('## Problems');
+  }, 120_000);
+
+  it('--only redis without redis-benchmark installed stops before anything runs and says what to install', async () => {
+    // A PATH with node only: neither redis-server nor redis-benchmark is found.
+    const { code, stderr } = await runBench(['--quick', '--no-docs', '--only', 'redis'], SCRIPT, { ...process.env, PATH: path.dirname(process.execPath) });
+    expect(code).toBe(2);
+    expect(stderr).toContain('--only redis: redis-server and redis-benchmark not installed (bench/setup.sh installs the Debian packages redis-server and redis-tools)');
+  }, 30_000);
+
   it('refuses a bad --rounds with a clear error', async () => {
     const { code, stderr } = await runBench(['--quick', '--rounds', '0']);
     expect(code).toBe(2);
@@ -133,12 +167,12 @@ describe('tunnel benchmark smoke run', () => {
     expect(both.stderr).toContain('--open and --channel measure different paths');
   }, 60_000);
 
-  it('node-read-churn measures the relay in both read modes', async () => {
+  it('node-read-churn measures the relay in every read mode, dialled and accepted', async () => {
     const { code, stdout, stderr } = await runBench(['--round-trips', '1000'], CHURN);
     if (code !== 0) throw new Error(`node-read-churn exited ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr.slice(-4000)}`);
     expect(stderr).toContain(`relay on ${process.version}`);
-    for (const mode of ['default', 'onread']) {
-      expect(stderr).toMatch(new RegExp(`${mode} *: \\d+ µs per round trip; relay arrayBuffers [\\d.]+–[\\d.]+ MB over [1-9]\\d* samples; \\d+ mark-compacts`));
+    for (const mode of ['default', 'onread', 'accepted', 'adopted']) {
+      expect(stderr).toMatch(new RegExp(`${mode} *: \\d+ µs per round trip; relay arrayBuffers [\\d.]+–[\\d.]+ MB over [1-9]\\d* samples; at most [\\d.]+ MB more per 100 ms; \\d+ mark-compacts`));
     }
     const bad = await runBench(['--round-trips', 'many'], CHURN);
     expect(bad.code).toBe(1);

@@ -1,5 +1,5 @@
 import { describe, it, expect } from '@jest/globals';
-import { admissionFromList, admissionRefusal, sameAdmission, type Admission } from './admission.js';
+import { admissionFromList, admissionInForce, admissionRefusal, sameAdmission, type Admission } from './admission.js';
 
 const candidate = (connector: string) => ({ connector, certificateSerial: '4F00' });
 
@@ -45,5 +45,21 @@ describe('admission', () => {
     ['a revoked name', { revokedConnectors: ['a'] }, { connector: 'a', certificateSerial: '1' }, 'CONNECTOR_REVOKED'],
   ])('revocation: %s', (_name, admission, candidate, code) => {
     expect(admissionRefusal(admission, candidate)?.code).toBe(code);
+  });
+
+  it.each<[string, Admission, Admission | undefined, Admission]>([
+    ['before the first operator answer the file decides alone, revocations included',
+      { connectors: ['a'], revokedSerials: ['5A0C'] }, undefined, { connectors: ['a'], revokedSerials: ['5A0C'] }],
+    ['the answer says who may attach, the file\'s list no longer counts',
+      { connectors: ['a'] }, { connectors: ['b'] }, { connectors: ['b'] }],
+    ['an answer that admits any connector replaces the file\'s list',
+      { connectors: ['a'] }, {}, {}],
+    ['a serial revoked only in the file stays refused after an answer without it',
+      { revokedSerials: ['5A0C'] }, { connectors: ['a'] }, { connectors: ['a'], revokedSerials: ['5A0C'] }],
+    ['revocations of both are joined, spelled once',
+      { revokedSerials: ['05a0c'], revokedConnectors: ['c'] }, { revokedSerials: ['5A0C', 'B7'], revokedConnectors: ['d'] },
+      { revokedSerials: ['5A0C', 'B7'], revokedConnectors: ['c', 'd'] }],
+  ])('admissionInForce: %s', (_name, file, operator, expected) => {
+    expect(admissionInForce(file, operator)).toEqual(expected);
   });
 });

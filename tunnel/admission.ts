@@ -13,7 +13,10 @@
  *   {revokedConnectors: ["site-b"]} names refused while their TunnelConnector says revoked
  *
  * New kinds of refusal are new optional fields here, each checked by
- * `admissionRefusal`; a worker that does not know a field ignores it.
+ * `admissionRefusal`; a worker that does not know a field ignores it. The
+ * operator writes the same list into the worker's ConfigMap (`connectors:`,
+ * `revoked:`), so a worker enforces revocations from start-up; see
+ * `admissionInForce` for how the two sources combine.
  */
 import { z } from 'zod';
 import { dnsLabelSchema } from './control.js';
@@ -84,6 +87,31 @@ export function admissionRefusal(admission: Admission, candidate: AdmissionCandi
 /** spec.connectors as an Admission: unset admits any connector, a list (even empty) only its names. */
 export function admissionFromList(connectors: readonly string[] | undefined): Admission {
   return connectors === undefined ? ANY_CONNECTOR : { connectors: [...new Set(connectors)].sort() };
+}
+
+/**
+ * What a worker enforces from its two sources: the operator's last answer
+ * (undefined before the first one) and its config file (the ConfigMap the
+ * operator also writes). Who may attach comes from the answer once there is
+ * one; revocations from both, because a revocation only ever adds refusals
+ * until the certificate expires: it takes effect from start-up, before the
+ * first answer, and still reaches a worker that cannot reach the operator but
+ * sees its ConfigMap change.
+ */
+export function admissionInForce(file: Admission, operator: Admission | undefined): Admission {
+  if (!operator) return file;
+  const serials = union(operator.revokedSerials?.map(normalizeSerial), file.revokedSerials?.map(normalizeSerial));
+  const names = union(operator.revokedConnectors, file.revokedConnectors);
+  return {
+    ...(operator.connectors !== undefined ? { connectors: operator.connectors } : {}),
+    ...(serials ? { revokedSerials: serials.slice(0, MAX_REVOKED_SERIALS) } : {}),
+    ...(names ? { revokedConnectors: names.slice(0, MAX_ADMITTED_CONNECTORS) } : {}),
+  };
+}
+
+function union(a: readonly string[] | undefined, b: readonly string[] | undefined): string[] | undefined {
+  if (!a?.length && !b?.length) return undefined;
+  return [...new Set([...(a ?? []), ...(b ?? [])])].sort();
 }
 
 export function sameAdmission(a: Admission, b: Admission): boolean {

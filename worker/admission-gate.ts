@@ -3,18 +3,38 @@
  * connector upgrades to WebSocket, and for every session each time the list
  * changes, so a connector removed from spec.connectors loses its sessions as
  * soon as this worker hears of it (its next operator answer).
+ *
+ * Two sources feed it: the config file (the ConfigMap the operator writes:
+ * `connectors:` and `revoked:`), read at start and on every change, and the
+ * operator's answers. Before the first answer the file decides alone, so a
+ * worker that starts while the operator is unreachable already refuses
+ * revoked certificates; afterwards the answer says who may attach and the
+ * revocations of both apply (`admissionInForce`).
  */
 import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
 import {
-  admissionRefusal, ANY_CONNECTOR, describeAdmission, sameAdmission, type Admission, type AdmissionCandidate, type AdmissionRefusal,
+  admissionFromList, admissionInForce, admissionRefusal, ANY_CONNECTOR, describeAdmission, sameAdmission,
+  type Admission, type AdmissionCandidate, type AdmissionRefusal,
 } from '../tunnel/admission.js';
 import type { AuditLog } from '../tunnel/audit.js';
 import type { ConnectorSession } from './connector-session.js';
 
+/** The admission part of a worker config file (worker/config.ts). */
+export function admissionOfConfig(config: { connectors?: readonly string[] | undefined; revoked?: { serials: readonly string[]; connectors: readonly string[] } | undefined }): Admission {
+  const serials = config.revoked?.serials ?? [];
+  const names = config.revoked?.connectors ?? [];
+  return {
+    ...admissionFromList(config.connectors),
+    ...(serials.length > 0 ? { revokedSerials: [...serials] } : {}),
+    ...(names.length > 0 ? { revokedConnectors: [...names] } : {}),
+  };
+}
+
 export interface AdmissionGateOptions {
   connection: string;
   instance: string;
+  /** What the config file says at start-up. */
   initial: Admission;
   log: Logger;
   audit: AuditLog;
@@ -25,10 +45,13 @@ export class AdmissionGate {
   readonly #o: AdmissionGateOptions;
   readonly #closed: Counter;
   #current: Admission;
+  #file: Admission;
+  #operator: Admission | undefined;
 
   constructor(o: AdmissionGateOptions) {
     this.#o = o;
-    this.#current = o.initial ?? ANY_CONNECTOR;
+    this.#file = o.initial ?? ANY_CONNECTOR;
+    this.#current = this.#file;
     const name = 'underpass_admission_sessions_closed_total';
     this.#closed = (o.registry.getSingleMetric(name) as Counter | undefined) ?? new Counter({
       name, help: 'Connector sessions closed because the connector was removed from the admission list (spec.connectors).', registers: [o.registry],
@@ -44,11 +67,23 @@ export class AdmissionGate {
     return admissionRefusal(this.#current, candidate);
   }
 
+  /** The config file changed (or was read again): its list and revocations. */
+  fromFile(admission: Admission, sessions: readonly ConnectorSession[]): number {
+    this.#file = admission;
+    return this.#apply(admissionInForce(this.#file, this.#operator), sessions, 'config file');
+  }
+
+  /** An operator answer's list. */
+  fromOperator(admission: Admission, sessions: readonly ConnectorSession[]): number {
+    this.#operator = admission;
+    return this.#apply(admissionInForce(this.#file, this.#operator), sessions, 'operator');
+  }
+
   /**
    * Puts `next` in force and closes every session it no longer admits, each
-   * told why (CONNECTOR_NOT_ALLOWED). Returns how many were closed.
+   * told why (CONNECTOR_NOT_ALLOWED, CERTIFICATE_REVOKED, …). Returns how many were closed.
    */
-  apply(next: Admission, sessions: readonly ConnectorSession[], source: string): number {
+  #apply(next: Admission, sessions: readonly ConnectorSession[], source: string): number {
     if (sameAdmission(next, this.#current)) return 0;
     const before = this.#current;
     this.#current = next;

@@ -40,6 +40,11 @@ describe('parseWorkerConfig', () => {
     });
   });
 
+  it('reads revoked serials in one spelling (uppercase, no leading zeros), as the admission list compares them', () => {
+    const config = parseWorkerConfig({ ...minimal, revoked: { serials: ['0b7e', '5A0C'] } }, FILE);
+    expect(config.revoked).toEqual({ serials: ['B7E', '5A0C'], connectors: [] });
+  });
+
   it('reads every optional field', () => {
     const config = parseWorkerConfig({
       ...minimal,

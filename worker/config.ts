@@ -7,13 +7,14 @@
  *   mappings: [...]
  *   operator: {url: "https://underpass-operator.underpass-system.svc:9443", ca: operator-ca.crt}
  *   connectors: [site-a, site-b]     # optional: only these connectors may attach
+ *   revoked: {serials: [5A0C…], connectors: [site-c]}   # optional: refused whatever else admits them
  *   clusterTargets: {loopback: false, refuse: [10.96.0.1]}   # optional: see cluster-target-guard.ts
  *
  * Parsed once into a WorkerConfig; unknown fields at any level are errors.
  */
 import os from 'node:os';
 import { z } from 'zod';
-import { MAX_ADMITTED_CONNECTORS } from '../tunnel/admission.js';
+import { MAX_ADMITTED_CONNECTORS, MAX_REVOKED_SERIALS, normalizeSerial } from '../tunnel/admission.js';
 import { CONTROL_LIMITS } from '../tunnel/control.js';
 import { ConfigError, errorMessage } from '../tunnel/errors.js';
 import { isDns1123Label, parseConnectionId as parseIdentityConnectionId } from '../tunnel/identity.js';
@@ -55,6 +56,12 @@ export interface WorkerConfig {
    * start-up list: the operator's answers replace it.
    */
   connectors?: string[];
+  /**
+   * Certificates (by serial) and connector names refused whatever else admits
+   * them (revocation). The operator writes them with `connectors`, so a worker
+   * enforces them from start-up; its answers add to them, never remove.
+   */
+  revoked?: { serials: string[]; connectors: string[] };
   /** What a peer may cost (tunnel/limits.ts, docs/security.md). */
   limits: Limits;
   /** `--bind-address`: Connector-side listeners on 0.0.0.0 or :: bind this address instead (several workers on one host). */
@@ -121,6 +128,12 @@ const workerSchema = strictObject({
     .max(MAX_ADMITTED_CONNECTORS, `must have at most ${MAX_ADMITTED_CONNECTORS} entries`)
     .refine((list) => new Set(list).size === list.length, 'must not name a connector twice')
     .optional(),
+  revoked: strictObject({
+    serials: z.array(z.string().regex(/^[0-9A-Fa-f]{1,64}$/, 'must be a certificate serial number in hex'))
+      .max(MAX_REVOKED_SERIALS, `must have at most ${MAX_REVOKED_SERIALS} entries`).default([]),
+    connectors: z.array(z.string().refine(isDns1123Label, 'must be a connector name (a DNS-1123 label such as site-a)'))
+      .max(MAX_ADMITTED_CONNECTORS, `must have at most ${MAX_ADMITTED_CONNECTORS} entries`).default([]),
+  }).optional(),
   keepalive: keepaliveSchema,
   drainDelay: durationSchema.default(0),
   drainTimeout: durationSchema.default(30_000),
@@ -184,6 +197,7 @@ export function parseWorkerConfig(raw: unknown, file: string): WorkerConfig {
   if (c.audit) config.audit = { file: resolveFrom(file, c.audit.file) };
   if (c.operator) config.operator = { url: c.operator.url, ca: resolveFrom(file, c.operator.ca), intervalMs: c.operator.interval };
   if (c.connectors) config.connectors = c.connectors;
+  if (c.revoked) config.revoked = { serials: c.revoked.serials.map(normalizeSerial), connectors: c.revoked.connectors };
   return config;
 }
 

@@ -50,6 +50,8 @@ export interface AcceptedConnector {
   certificateSerial: string;
   /** The id of the CA in tls.ca that issued the connector's certificate. */
   certificateIssuer: string | undefined;
+  /** When the connector's certificate expires: the session ends then (worker/session-expiry.ts). */
+  certificateNotAfter: Date;
 }
 
 export interface Denial {
@@ -290,7 +292,7 @@ export class TunnelServer {
     } catch {
       issuer = undefined;
     }
-    this.#opts.onConnector({ stream: accepted, connector, peer, certificateSerial: cert.serialNumber, certificateIssuer: issuer });
+    this.#opts.onConnector({ stream: accepted, connector, peer, certificateSerial: cert.serialNumber, certificateIssuer: issuer, certificateNotAfter: new Date(cert.valid_to) });
   }
 
   #reject(socket: Socket, peer: string, status: number, reason: string, message: string, limit?: LimitName, headers: Record<string, string> = {}): void {

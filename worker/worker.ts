@@ -16,7 +16,6 @@ import { errorMessage, UnderpassError } from '../tunnel/errors.js';
 import { MappingListeners } from '../tunnel/listeners.js';
 import { diffMappings, isEmptyDiff } from '../tunnel/mapping-diff.js';
 import { boundTo, type Mapping } from '../tunnel/mapping.js';
-import { admissionFromList } from '../tunnel/admission.js';
 import { reportText, type SignAnswer, type SignRequest, type WorkerReport } from '../tunnel/operator-channel.js';
 import { TunnelMetrics } from '../tunnel/metrics.js';
 import { caId, certificateInfo, issuerIdIn, pemCertificates } from '../tunnel/pki.js';
@@ -26,7 +25,7 @@ import { readTlsFiles, TlsFileWatcher, type TlsMaterial } from '../tunnel/transp
 import { VERSION } from '../tunnel/version.js';
 import { muxLimits } from '../tunnel/limits.js';
 import { sleep } from '../tunnel/backoff.js';
-import { AdmissionGate } from './admission-gate.js';
+import { AdmissionGate, admissionOfConfig } from './admission-gate.js';
 import { ClusterTargetGuard } from './cluster-target-guard.js';
 import { findWorkerMappingProblem, type WorkerConfig } from './config.js';
 import { ConfigWatcher } from './config-watcher.js';
@@ -36,6 +35,7 @@ import { OperatorReporter, type AppliedAnswer } from './reporter.js';
 import { RenewalForwarder } from './renewals.js';
 import { EnrollmentEndpoint } from './enrollment-endpoint.js';
 import { sessionDenied, wireSession, type SessionHost } from './session-events.js';
+import { SessionExpiry } from './session-expiry.js';
 import { SessionRegistry } from './session-registry.js';
 import { statusDocument, workerReport, type ListenerFailure, type WorkerSnapshot } from './status.js';
 import { TunnelServer, type AcceptedConnector } from './tunnel-server.js';
@@ -100,6 +100,7 @@ export class Worker {
   #targetGuard: ClusterTargetGuard;
   readonly #renewals: RenewalForwarder;
   readonly #enrollment: EnrollmentEndpoint;
+  readonly #expiry: SessionExpiry;
   /** The CA certificates in tls.ca, pushed to connectors (they change while the CA rotates). */
   #trustPem: string | undefined;
   /** What the operator hears about them: CA ids, and the one that issued this worker's certificate. */
@@ -138,10 +139,11 @@ export class Worker {
     this.#workerSet = new WorkerSet(config.instance);
     this.#meshMetrics = new MeshMetrics(this.metrics.registry);
     this.#admission = new AdmissionGate({
-      connection: this.#connection, instance: config.instance, initial: admissionFromList(config.connectors),
+      connection: this.#connection, instance: config.instance, initial: admissionOfConfig(config),
       log: this.#log, audit: this.#audit, registry: this.metrics.registry,
     });
     this.#reportMetrics = new ReportMetrics(this.metrics.registry);
+    this.#expiry = new SessionExpiry({ registry: this.metrics.registry });
     this.#enrollment = new EnrollmentEndpoint({
       connection: this.#connection, instance: config.instance, log: this.#log, audit: this.#audit,
       trust: () => this.#trustPem,
@@ -334,6 +336,8 @@ export class Worker {
     if (needRestart.length > 0) {
       this.#log.warn({ fields: needRestart }, `config file changed ${needRestart.join(', ')}; those take effect after a restart (mappings apply now)`);
     }
+    // Revocations in the file apply whatever else the operator says (worker/admission-gate.ts).
+    this.#admission.fromFile(admissionOfConfig(next), this.#registry.all);
     // Which targets may be dialled applies at once, also under an operator (which writes it).
     if (JSON.stringify(next.clusterTargets) !== JSON.stringify(this.#targetGuard.rules)) {
       this.#targetGuard = this.#guardFor(next);
@@ -348,7 +352,6 @@ export class Worker {
       return;
     }
     this.#log.info({ file: next.file }, 'config file changed; applying mappings');
-    this.#admission.apply(admissionFromList(next.connectors), this.#registry.all, 'config file');
     await this.applyMappings(next.mappings);
   }
 
@@ -376,7 +379,7 @@ export class Worker {
    * while draining.
    */
   async #applyAnswer(answer: AppliedAnswer): Promise<void> {
-    if (answer.admission) this.#admission.apply(answer.admission, this.#registry.all, 'operator');
+    if (answer.admission) this.#admission.fromOperator(answer.admission, this.#registry.all);
     if (answer.workers && !this.#draining) this.#applyWorkers(answer.workers);
     if (answer.mappings) await this.#applyDesired(answer.mappings);
   }
@@ -428,6 +431,7 @@ export class Worker {
     });
     this.#registry.add(session);
     wireSession(this.#sessionHost, session);
+    this.#expiry.watch(session, accepted.certificateNotAfter);
   }
 
   #guardFor(config: WorkerConfig): ClusterTargetGuard {

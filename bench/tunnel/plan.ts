@@ -9,11 +9,12 @@ import { log, withDeadline } from './common.js';
 import { httpLoad, type HttpTool } from './http.js';
 import { idleSessions, idleStreams, tlsFloor, warmUpCount } from './memory.js';
 import type { CpuRow, Row } from './report.js';
+import { REDIS_CLIENTS, redisBench, REDIS_TESTS } from './redis.js';
 import { rtt } from './rtt.js';
 import { bulk, type BulkTool } from './throughput.js';
 import type { UnderpassPki } from './underpass.js';
 
-export const MEASUREMENTS = ['bulk', 'bulk8', 'rtt', 'connrate', 'idle-streams', 'idle-sessions', 'http', 'soak'] as const;
+export const MEASUREMENTS = ['bulk', 'bulk8', 'rtt', 'connrate', 'redis', 'idle-streams', 'idle-sessions', 'http', 'soak'] as const;
 export type MeasurementKey = (typeof MEASUREMENTS)[number];
 
 export interface Sizes {
@@ -37,6 +38,8 @@ export interface Sizes {
    */
   warmupSeconds: number;
   httpSeconds: number;
+  /** Requests per redis-benchmark test (SET, GET), after an untimed run of a tenth of them on the fresh forward. */
+  redisRequests: number;
   /** Seconds RSS may settle before each memory reading. */
   settleSeconds: number;
   /**
@@ -48,16 +51,18 @@ export interface Sizes {
 }
 
 /** The measurements repeated `rounds` times (the others are slow, or steady from run to run). */
-export const ROUNDED: ReadonlySet<MeasurementKey> = new Set(['bulk', 'bulk8', 'rtt', 'connrate']);
+export const ROUNDED: ReadonlySet<MeasurementKey> = new Set(['bulk', 'bulk8', 'rtt', 'connrate', 'redis']);
 
-export const FULL: Sizes = { bulkBytes: 2 ** 30, bulkWarmupBytes: 128 * 2 ** 20, idleStreams: 10_000, idleSessions: 1_000, rttWarmup: 1_000, rttSamples: 20_000, loopSeconds: 5, warmupSeconds: 2, httpSeconds: 10, settleSeconds: 3, rounds: 3 };
-export const QUICK: Sizes = { bulkBytes: 8 * 2 ** 20, bulkWarmupBytes: 2 ** 20, idleStreams: 200, idleSessions: 20, rttWarmup: 200, rttSamples: 2_000, loopSeconds: 2, warmupSeconds: 0.5, httpSeconds: 2, settleSeconds: 0.5, rounds: 1 };
+export const FULL: Sizes = { bulkBytes: 2 ** 30, bulkWarmupBytes: 128 * 2 ** 20, idleStreams: 10_000, idleSessions: 1_000, rttWarmup: 1_000, rttSamples: 20_000, loopSeconds: 5, warmupSeconds: 2, httpSeconds: 10, redisRequests: 200_000, settleSeconds: 3, rounds: 3 };
+export const QUICK: Sizes = { bulkBytes: 8 * 2 ** 20, bulkWarmupBytes: 2 ** 20, idleStreams: 200, idleSessions: 20, rttWarmup: 200, rttSamples: 2_000, loopSeconds: 2, warmupSeconds: 0.5, httpSeconds: 2, redisRequests: 5_000, settleSeconds: 0.5, rounds: 1 };
 
 export interface Ctx {
   sizes: Sizes;
   bulkTool: BulkTool;
   httpTool: HttpTool;
-  ports: { echo: number; bulk: number; http: number; iperf?: number };
+  ports: { echo: number; bulk: number; http: number; iperf?: number; redis?: number };
+  /** The redis-server process (its CPU per request is reported beside the forwarder's). */
+  redisPid?: number;
   pki: UnderpassPki | undefined;
   /** The target apps' process (its CPU is reported for the connection rate). */
   appsPid: number;
@@ -96,6 +101,9 @@ export class Results {
     this.add('idle-streams', { label: `${s.idleStreams.toLocaleString('en-US')} idle streams: RSS per stream, all processes`, unit: 'KiB', decimals: 1, values: {}, target: { kind: 'abs', max: 16, text: '≤ 16 KiB' } });
     this.add('idle-sessions', { label: `${s.idleSessions.toLocaleString('en-US')} idle connector sessions: worker RSS per session`, unit: 'KiB', decimals: 1, values: {}, target: { kind: 'abs', max: 64, text: '≤ 64 KiB' } });
     this.add('idle-tls', { label: `floor under a session: ${s.idleSessions.toLocaleString('en-US')} idle mTLS connections on a bare Node TLS server, RSS per connection`, unit: 'KiB', decimals: 1, values: {} });
+    for (const test of REDIS_TESTS) {
+      this.add(`redis-${test.toLowerCase()}`, { label: `redis-benchmark ${test}, ${REDIS_CLIENTS} clients, not pipelined, ${s.redisRequests.toLocaleString('en-US')} requests`, unit: 'req/s', decimals: 0, values: {}, target: even });
+    }
     this.add('http', { label: `HTTP GET, 32 keep-alive connections, ${s.httpSeconds} s (${ctx.httpTool === 'wrk' ? 'wrk -t2 -c32' : 'Node client'})`, unit: 'req/s', decimals: 0, values: {} });
   }
 
@@ -157,6 +165,7 @@ export function rowKeys(m: MeasurementKey): string[] {
     case 'bulk': return ['bulk-up', 'bulk-down'];
     case 'bulk8': return ['bulk8-up', 'bulk8-down'];
     case 'rtt': return ['rtt-p50', 'rtt-p99'];
+    case 'redis': return REDIS_TESTS.map((t) => `redis-${t.toLowerCase()}`);
     case 'idle-sessions': return ['idle-sessions', 'idle-tls'];
     case 'soak': return [];
     default: return [m];
@@ -175,6 +184,7 @@ export function applies(m: MeasurementKey, id: ContenderId): true | string {
 function targetPort(m: MeasurementKey, ctx: Ctx): number {
   if (m === 'bulk' || m === 'bulk8') return ctx.bulkTool === 'iperf3' ? ctx.ports.iperf! : ctx.ports.bulk;
   if (m === 'http') return ctx.ports.http;
+  if (m === 'redis') return ctx.ports.redis!;
   return ctx.ports.echo;
 }
 
@@ -243,6 +253,25 @@ async function run(m: MeasurementKey, c: Contender, ctx: Ctx, r: Results, fwd: F
       log(`  ${c.label} connrate: ${res.perSecond.toFixed(0)} conn/s (${res.errors} errors); CPU ${fmtCpu(res.cpu)}`);
       const per = Object.entries(res.cpuPerConnUs).map(([role, us]) => `${role} ${us.toFixed(0)} µs`).join(', ');
       r.set('connrate', c.id, res.perSecond, { detail: `${c.label}, connection rate ${res.perSecond.toFixed(0)}/s${s.rounds > 1 ? ' (the median round)' : ''}: CPU time per connection ${per}; machine ${res.cpu.machine?.toFixed(0)}% of ${os.availableParallelism() * 100}%` });
+      return;
+    }
+    case 'redis': {
+      const warmup = Math.max(1_000, Math.round(s.redisRequests / 10));
+      const warm: string[] = [];
+      for (const test of REDIS_TESTS) {
+        const w = await redisBench(fwd, { test, requests: warmup, timeoutMs: ctx.deadlineMs });
+        warm.push(`${test} ${w.perSecond.toFixed(0)} req/s`);
+      }
+      if (round === 0) r.details.push(`${c.label}, redis-benchmark: untimed warm-up of ${warmup.toLocaleString('en-US')} requests per test on the fresh forward${s.rounds > 1 ? ' (first round; every round warms up its own forward)' : ''}: ${warm.join(', ')}`);
+      for (const test of REDIS_TESTS) {
+        const res = await redisBench(fwd, { test, requests: s.redisRequests, timeoutMs: ctx.deadlineMs, ...(ctx.redisPid ? { extraRoles: { 'redis-server': ctx.redisPid } } : {}) });
+        const per = Object.entries(res.cpuPerRequestUs).map(([role, us]) => `${role} ${us.toFixed(0)} µs`).join(', ');
+        const forwarder = Object.entries(res.cpuPerRequestUs).filter(([role]) => role !== 'redis-server');
+        const detail = `${c.label}, redis-benchmark ${test} ${res.perSecond.toFixed(0)} req/s${s.rounds > 1 ? ' (the median round)' : ''}: p50 ${res.p50Ms} ms, p99 ${res.p99Ms} ms (redis-benchmark's); CPU time per request ${per}` +
+          `${forwarder.length > 1 ? ` (forwarder ${forwarder.reduce((a, [, us]) => a + us, 0).toFixed(0)} µs in all)` : ''}; machine ${res.cpu.machine?.toFixed(0)}% of ${os.availableParallelism() * 100}%`;
+        r.set(`redis-${test.toLowerCase()}`, c.id, res.perSecond, { detail });
+        log(`  ${c.label} redis ${test}: ${res.perSecond.toFixed(0)} req/s, p50 ${res.p50Ms} ms; CPU ${fmtCpu(res.cpu)}`);
+      }
       return;
     }
     case 'idle-streams': {

@@ -126,6 +126,22 @@ describe('helm template | kubectl apply --dry-run=server (namespaces enforce Pod
   });
 });
 
+describe('probes', () => {
+  // Without a startup probe, liveness (10 s × 3) killed operator pods that were still starting on a
+  // busy node (the real-cluster suite at load 15): every long-running container waits for /healthz first.
+  it.each(CASES.map((c) => [c.name, c] as const))('%s: every container with a liveness probe has a startup probe on the same endpoint', async (_name, c) => {
+    const docs = splitDocs(await template(c)).filter((d) => d.kind === 'Deployment');
+    expect(docs.length).toBeGreaterThan(0);
+    for (const d of docs) {
+      for (const ctr of d.obj.spec.template.spec.containers) {
+        if (!ctr.livenessProbe) continue;
+        expect([d.name, ctr.startupProbe?.httpGet]).toEqual([d.name, ctr.livenessProbe.httpGet]);
+        expect(ctr.startupProbe.periodSeconds * ctr.startupProbe.failureThreshold).toBeGreaterThanOrEqual(60);
+      }
+    }
+  }, 60_000);
+});
+
 describe('helm install, helm test hooks, helm uninstall (real API server; no kubelet, so pods stay Pending)', () => {
   it('installs both charts with NOTES that give the next step, and uninstalling leaves nothing but the CRDs', async () => {
     const kc = ['--kubeconfig', env.kubeconfig];

@@ -18,6 +18,7 @@
  * test-started cluster running too (stop it with `make cluster-stop`).
  */
 import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -122,7 +123,11 @@ function tryConnect(host: string, port: number, timeoutMs: number): Promise<stri
   });
 }
 
-/** Users of a cluster: one file per process in DIR/users, the marker says a test started it. */
+/**
+ * Users of a cluster: one file per useCluster() handle in DIR/users, named PID-RANDOM (a jest
+ * run that is in band holds several in one process: its global setup's and each test file's);
+ * the marker says a test started it.
+ */
 function usersDir(dir: string): string {
   return path.join(dir, 'users');
 }
@@ -136,7 +141,7 @@ function liveUsers(dir: string): number[] {
   }
   const live: number[] = [];
   for (const name of names) {
-    const pid = Number(name);
+    const pid = Number(name.split('-')[0]);
     if (!Number.isInteger(pid) || pid <= 0) continue;
     try {
       process.kill(pid, 0);
@@ -162,7 +167,8 @@ export async function useCluster(opts: { readyTimeoutSec?: number } = {}): Promi
     process.stderr.write(`${tail(started.stderr, 5)}\n`);
   }
   fs.mkdirSync(usersDir(dir), { recursive: true });
-  fs.writeFileSync(path.join(usersDir(dir), String(process.pid)), '');
+  const userFile = path.join(usersDir(dir), `${process.pid}-${randomBytes(4).toString('hex')}`);
+  fs.writeFileSync(userFile, '');
 
   const vars = readEnvFile(path.join(dir, 'env'));
   const need = (k: string): string => {
@@ -173,7 +179,7 @@ export async function useCluster(opts: { readyTimeoutSec?: number } = {}): Promi
   const kubeconfig = need('KUBECONFIG');
   const nodeIp = need('UNDERPASS_CLUSTER_NODE_IP');
   const bin = need('UNDERPASS_TESTENV_BIN');
-  const cacheDir = path.join(dir, `kubectl-cache-${process.pid}`);
+  const cacheDir = path.join(dir, `kubectl-cache-${path.basename(userFile)}`);
   const clusterDir = dir;
 
   const kubectl = (args: string[], kopts: KubectlOptions = {}): Promise<CommandResult> => {
@@ -227,7 +233,7 @@ export async function useCluster(opts: { readyTimeoutSec?: number } = {}): Promi
   // release() (a crash, a forgotten afterAll).
   let released = false;
   const stopArgsIfLast = (): string[] | undefined => {
-    fs.rmSync(path.join(usersDir(clusterDir), String(process.pid)), { force: true });
+    fs.rmSync(userFile, { force: true });
     fs.rmSync(cacheDir, { recursive: true, force: true });
     const marker = path.join(clusterDir, 'started-by-test');
     if (process.env['UNDERPASS_CLUSTER_KEEP'] === '1' || !fs.existsSync(marker) || liveUsers(clusterDir).length > 0) return undefined;

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import https from 'node:https';
+import net from 'node:net';
 import path from 'node:path';
 import { Kube, loadKubeConfig } from '../../operator/kube.js';
 import type { Operator } from '../../operator/operator.js';
@@ -84,7 +85,7 @@ beforeAll(async () => {
   opKubeconfig = await operatorKubeconfig(env);
   operator = await startTestOperator(opKubeconfig, 'op-enroll-1', { reportPort: ports.report, reportGraceMs: 1_000 });
   await env.kubectlOk(['apply', '-f', '-'], {
-    input: `${tunnelConnection('dc1', NS, { endpoint: { service: { type: 'ClusterIP' }, hosts: ['localhost'] }, connectors: ['site-a', 'site-b', 'site-c', 'site-d'] })}---\n`
+    input: `${tunnelConnection('dc1', NS, { endpoint: { service: { type: 'ClusterIP' }, hosts: ['localhost'] }, connectors: ['site-a', 'site-b', 'site-c', 'site-d', 'site-e'] })}---\n`
       + `${tunnelConnection('dc2', NS, { endpoint: { service: { type: 'ClusterIP' }, hosts: ['localhost'] } })}---\n`
       + applicationMapping('app1', NS, { connection: 'dc1', target: { side: 'Connector', host: '127.0.0.1', port: app.port }, listen: { port: ports.app1 } }),
   });
@@ -257,4 +258,30 @@ describe('enrollment with a one-time token (host)', () => {
     expect(answers).toContain('TOO_MANY_ENROLLMENTS');
     await writeFile(path.join(dir, 'done'), '');
   }, 30_000);
+
+  it('a connector started before any worker answers keeps trying (backoff) and enrolls once one does', async () => {
+    // The workers' address refuses connections at first (pods still starting): a forwarder to the
+    // worker starts listening there only after the connector has failed and said it tries again.
+    const early = await freePort();
+    const admin = await freePort();
+    const p = new Proc(['connector', '--worker', `wss://localhost:${early}`, '--state-dir', path.join(dir, 'state-early'), '--allow', `127.0.0.1:${app.port}`,
+      '--admin', `127.0.0.1:${admin}`, '--token', await token('site-e')]);
+    procs.push(p);
+    await waitFor('a refused enrollment and a retry announced', () => /ECONNREFUSED[\s\S]*trying again in/.test(p.logs), 20_000);
+    expect(p.alive).toBe(true);
+    const forwarder = net.createServer((c) => {
+      const up = net.connect(ports.tunnel, '127.0.0.1');
+      c.pipe(up).pipe(c);
+      c.on('error', () => up.destroy());
+      up.on('error', () => c.destroy());
+    });
+    await new Promise<void>((resolve) => forwarder.listen(early, '127.0.0.1', resolve));
+    try {
+      await waitHttp(`http://127.0.0.1:${admin}/readyz`, p, 60_000);
+      expect(p.logs).toContain('enrolled as connector \\"site-e\\" of team-a/dc1'); // JSON-escaped quotes
+    } finally {
+      await p.stop();
+      forwarder.close();
+    }
+  }, 90_000);
 });

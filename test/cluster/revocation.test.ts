@@ -5,12 +5,15 @@
  * a TunnelConnector, cuts the connector's sessions on every worker within 5 s
  * of the API call (measured), and its certificate is refused by serial
  * afterwards, also when the name enrolls again and a copy of the old key
- * comes back.
+ * comes back. A worker that starts while the operator is down refuses revoked
+ * certificates from its first connection: the ConfigMap carries them.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { cp } from 'node:fs/promises';
+import { X509Certificate } from 'node:crypto';
+import { cp, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Kube, loadKubeConfig } from '../../operator/kube.js';
+import { normalizeSerial } from '../../tunnel/admission.js';
 import type { Operator } from '../../operator/operator.js';
 import { BIN, freePort, getJson, Proc, removeDir, tempDir, waitFor, waitHttp } from '../e2e/harness.js';
 import { installCrds, operatorKubeconfig, startTestOperator, tunnelConnection } from './operator-fixtures.js';
@@ -20,6 +23,7 @@ import { run, startTestEnv, type TestEnv } from './testenv.js';
 const NS = 'team-a';
 let env: TestEnv;
 let operator: Operator;
+let operatorStopped = false;
 let dir: string;
 let pod: PodFiles;
 const workers: Array<{ proc: Proc; admin: number; tunnel: number }> = [];
@@ -32,9 +36,9 @@ async function token(name: string): Promise<string> {
   return r.stdout.trim();
 }
 
-async function connector(stateDir: string, tok?: string): Promise<{ proc: Proc; admin: number }> {
+async function connector(stateDir: string, tok?: string, to: ReadonlyArray<{ tunnel: number }> = workers): Promise<{ proc: Proc; admin: number }> {
   const admin = await freePort();
-  const proc = new Proc(['connector', ...workers.flatMap((w) => ['--worker', `wss://localhost:${w.tunnel}`]), '--state-dir', stateDir, '--admin', `127.0.0.1:${admin}`, ...(tok ? ['--token', tok] : [])]);
+  const proc = new Proc(['connector', ...to.flatMap((w) => ['--worker', `wss://localhost:${w.tunnel}`]), '--state-dir', stateDir, '--admin', `127.0.0.1:${admin}`, ...(tok ? ['--token', tok] : [])]);
   procs.push(proc);
   return { proc, admin };
 }
@@ -76,7 +80,7 @@ afterAll(async () => {
   pod?.stop();
   await Promise.all(procs.map((p) => p.stop()));
   await Promise.all(workers.map((w) => w.proc.stop()));
-  await operator?.stop();
+  if (!operatorStopped) await operator?.stop();
   await env?.stop();
   if (dir) await removeDir(dir);
 }, 90_000);
@@ -138,5 +142,37 @@ describe('revocation', () => {
         .workers.every((w) => (w.lastError ?? '').includes('CERTIFICATE_REVOKED'));
     }, 15_000);
     expect(await onEveryWorker('site-b')).toBe(true); // the fresh one is still attached
+  }, 90_000);
+
+  it('a worker that starts while the operator is down refuses a revoked certificate from its first connection (its ConfigMap carries the serial)', async () => {
+    // The serial of the copied certificate, revoked when its TunnelConnector was deleted (previous test).
+    const serial = normalizeSerial(new X509Certificate(await readFile(path.join(dir, 'b-copy', 'tls.crt'))).serialNumber);
+    await waitFor('the revoked serial in the worker ConfigMap', async () => (await readFile(pod.configFile, 'utf8')).includes(serial), 15_000);
+    operatorStopped = true;
+    await operator.stop();
+
+    const tunnel = await freePort();
+    const admin = await freePort();
+    const proc = new Proc(['worker', '--config', pod.configFile, '--listen', `127.0.0.1:${tunnel}`, '--admin', `127.0.0.1:${admin}`, '--instance', 'dc1-worker-late']);
+    const late = { proc, admin, tunnel };
+    procs.push(proc);
+    await waitHttp(`http://127.0.0.1:${admin}/healthz`, proc);
+
+    // The copy of the revoked key is refused by the new worker, which never heard from the operator…
+    const copy = await connector(path.join(dir, 'b-copy'), undefined, [late]);
+    await waitFor('the copy refused by the late worker', async () => {
+      if (!copy.proc.alive) throw new Error(`the copy exited: ${copy.proc.logs}`);
+      return (await getJson<{ workers: Array<{ lastError?: string }> }>(`http://127.0.0.1:${copy.admin}/status`).catch(() => ({ workers: [{ lastError: '' }] })))
+        .workers.every((w) => (w.lastError ?? '').includes('CERTIFICATE_REVOKED'));
+    }, 15_000);
+    const denied = await waitFor('the session-denied audit line', () => proc.audit.find((x) => x.event === 'session-denied' && x.reason === 'CERTIFICATE_REVOKED'), 5_000);
+    expect(denied.message).toContain(serial);
+    // … while the connector enrolled again with a new key attaches to it.
+    await cp(path.join(dir, 'b2'), path.join(dir, 'b2-copy'), { recursive: true });
+    const fresh = await connector(path.join(dir, 'b2-copy'), undefined, [late]);
+    await waitFor('the fresh site-b on the late worker', async () => (await attachedTo(late, 'site-b')) === 1, 15_000);
+    expect(proc.logs).not.toContain('reported to the operator');
+    await fresh.proc.stop();
+    await copy.proc.stop();
   }, 90_000);
 });

@@ -12,12 +12,13 @@ usage() {
 Usage: test/env/cluster-images.sh [--force]
 
 Builds two static Go programs from test/env/images/ (standard library only, CGO_ENABLED=0)
-and packs each into a one-layer OCI image archive with test/env/oci-image.sh:
+and packs each into a one-layer OCI image archive with image/oci-image.sh (the packer of the
+Underpass image too):
 
   pause.tar    ${UNDERPASS_CLUSTER_PAUSE_IMAGE}    containerd's sandbox image; user 65535
   testbox.tar  ${UNDERPASS_CLUSTER_TESTBOX_IMAGE}  HTTP/echo server + clients; user 65532
 
-into \${UNDERPASS_TESTENV_CACHE}/images/KEY/ (KEY: hash of the sources, this script, oci-image.sh
+into \${UNDERPASS_TESTENV_CACHE}/images/KEY/ (KEY: hash of the sources, this script, image/oci-image.sh
 and the Go version), next to the binaries (testbox also runs on the host as a DNS/HTTP probe).
 A cached KEY is reused as is (~0.1 s); a cold build takes ~20 s. Prints the directory.
 cluster-start.sh runs this and imports both archives at every start.
@@ -40,10 +41,11 @@ done
 command -v go >/dev/null 2>&1 || cluster_die "go is not on PATH"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOWORK=off GOFLAGS=-buildvcs=false
 SRC="$HERE/images"
+PACK="$HERE/../../image/oci-image.sh"
 key="$(
   {
     find "$SRC" -type f \( -name '*.go' -o -name go.mod \) -print0 | sort -z | xargs -0 cat
-    cat "${BASH_SOURCE[0]}" "$HERE/oci-image.sh"
+    cat "${BASH_SOURCE[0]}" "$PACK"
     go version
     echo "$UNDERPASS_CLUSTER_PAUSE_IMAGE $UNDERPASS_CLUSTER_TESTBOX_IMAGE"
   } | sha256sum | cut -c1-12
@@ -76,10 +78,10 @@ for img in pause testbox; do
   chmod 1777 "$r/tmp"
   install -m 0755 "$work/bin/$img" "$r/$img"
 done
-"$HERE/oci-image.sh" --ref "$UNDERPASS_CLUSTER_PAUSE_IMAGE" --entrypoint /pause --user 65535:65535 \
-  --out "$work/pause.tar" "$work/rootfs-pause" >/dev/null
-"$HERE/oci-image.sh" --ref "$UNDERPASS_CLUSTER_TESTBOX_IMAGE" --entrypoint /testbox --user 65532:65532 \
-  --out "$work/testbox.tar" "$work/rootfs-testbox" >/dev/null
+bash "$PACK" --ref "$UNDERPASS_CLUSTER_PAUSE_IMAGE" --entrypoint /pause --user 65535:65535 \
+  --out "$work/pause.tar" --layer "$work/rootfs-pause" --history "test/env/cluster-images.sh: /pause" >/dev/null
+bash "$PACK" --ref "$UNDERPASS_CLUSTER_TESTBOX_IMAGE" --entrypoint /testbox --user 65532:65532 \
+  --out "$work/testbox.tar" --layer "$work/rootfs-testbox" --history "test/env/cluster-images.sh: /testbox" >/dev/null
 install -m 0755 "$work/bin/testbox" "$OUT/testbox.tmp"
 mv -f "$OUT/testbox.tmp" "$OUT/testbox"
 mv -f "$work/pause.tar" "$OUT/pause.tar"

@@ -10,7 +10,7 @@ usage() {
   cat <<EOF
 Usage: test/env/cluster-import.sh [--dir DIR] FILE.tar...
 
-Imports OCI or Docker image archives (e.g. from test/env/oci-image.sh, make image, docker save)
+Imports OCI or Docker image archives (e.g. from image/oci-image.sh, make image, docker save)
 into the containerd of the running local cluster (namespace k8s.io, the one kubelet uses), so
 pods with imagePullPolicy IfNotPresent or Never run them without a registry. The image name
 comes from the archive (io.containerd.image.name / org.opencontainers.image.ref.name

@@ -59,14 +59,17 @@ if ((shared)); then
     ip -4 route show table all 2>/dev/null | grep -F -e "${UNDERPASS_CLUSTER_POD_CIDR%.*}." -e "${UNDERPASS_CLUSTER_SERVICE_CIDR%.*}." || true)
   while read -r fam name; do
     case "$name" in
-      "$UNDERPASS_CLUSTER_NFT_TABLE"|kube-proxy) left "nftables table: $fam $name" ;;
+      "$UNDERPASS_CLUSTER_NFT_TABLE"|kube-proxy|"$UNDERPASS_CLUSTER_KNP_TABLE") left "nftables table: $fam $name" ;;
     esac
   done < <(nft list tables 2>/dev/null | awk '$1 == "table" { print $2, $3 }')
   for ipt in iptables-save ip6tables-save; do
     command -v "$ipt" >/dev/null 2>&1 || continue
     while read -r rule; do [[ -n "$rule" ]] && left "$ipt: $rule"; done < <(
-      "$ipt" 2>/dev/null | grep -E -e 'KUBE-' -e "$BR" -e "${UNDERPASS_CLUSTER_CNI_NETWORK}" | grep -v '^#' || true)
+      "$ipt" 2>/dev/null | grep -E -e 'KUBE-' -e "$BR" -e "${UNDERPASS_CLUSTER_CNI_NETWORK}" -e "$UNDERPASS_CLUSTER_NETPOL_CHAIN" | grep -v '^#' || true)
   done
+  if [[ -f "$dir/host/nft-tables" ]] && ! grep -qx 'table ip mangle' "$dir/host/nft-tables" && nft list table ip mangle >/dev/null 2>&1; then
+    left "nftables table: ip mangle (created by the start for the NetworkPolicy queue rules)"
+  fi
 
   # Host state recorded at the start.
   HOST="$dir/host"

@@ -37,7 +37,33 @@ UNDERPASS_CLUSTER_LOCK="${UNDERPASS_TESTENV_CACHE}/cluster.lock"
 UNDERPASS_CLUSTER_POINTER="${UNDERPASS_TESTENV_CACHE}/cluster.dir"
 
 # Components in start order; stop goes in reverse. The control plane ones come from start.sh.
-UNDERPASS_CLUSTER_COMPONENTS=(etcd kube-apiserver kube-controller-manager containerd kube-scheduler coredns kubelet kube-proxy)
+UNDERPASS_CLUSTER_COMPONENTS=(etcd kube-apiserver kube-controller-manager containerd kube-scheduler coredns kubelet kube-proxy
+  kube-network-policies)
+# The nftables table kube-network-policies keeps (NFQUEUE rules for pods that policies select):
+# it removes it on a clean exit, cluster-stop.sh after a crash.
+UNDERPASS_CLUSTER_KNP_TABLE="kube-network-policies"
+# The chain of iptables' mangle table (iptables-nft) that sends new pod connections to
+# kube-network-policies' NFQUEUE (cluster-start.sh says why it is not the controller's own rules).
+UNDERPASS_CLUSTER_NETPOL_CHAIN="UNDERPASS-NETPOL"
+UNDERPASS_CLUSTER_NFQUEUE=100
+
+# cluster_netpol_rules_del: removes that chain and its jump; the mangle table too when the
+# start created it (DIR/host/nft-tables lists the tables from before) and nothing else uses it.
+cluster_netpol_rules_del() {
+  local host="$1" ipt=(iptables-nft -w 5 -t mangle) removed=0
+  command -v iptables-nft >/dev/null 2>&1 || return 0
+  nft list table ip mangle >/dev/null 2>&1 || return 0
+  while "${ipt[@]}" -D POSTROUTING -j "$UNDERPASS_CLUSTER_NETPOL_CHAIN" 2>/dev/null; do removed=1; done
+  if "${ipt[@]}" -S "$UNDERPASS_CLUSTER_NETPOL_CHAIN" >/dev/null 2>&1; then
+    "${ipt[@]}" -F "$UNDERPASS_CLUSTER_NETPOL_CHAIN" && "${ipt[@]}" -X "$UNDERPASS_CLUSTER_NETPOL_CHAIN" && removed=1
+  fi
+  if [[ -f "$host/nft-tables" ]] && ! grep -qx 'table ip mangle' "$host/nft-tables" &&
+     [[ -z "$("${ipt[@]}" -S | grep -v '^-P ')" ]]; then
+    nft delete table ip mangle && removed=1
+  fi
+  ((removed)) && cluster_log "removed the NetworkPolicy queue rules (iptables mangle chain $UNDERPASS_CLUSTER_NETPOL_CHAIN)"
+  return 0
+}
 
 # Sysctls kubelet and kube-proxy may change (kubelet's setupKernelTunables; kube-proxy's
 # conntrack settings are disabled in its config): saved at start, restored by cluster-stop.sh.

@@ -13,8 +13,9 @@ Usage: test/env/cluster-start.sh [--timeout SECONDS] [--no-build] [DIR]
 
 Starts a single-node Kubernetes ${UNDERPASS_K8S_VERSION} cluster with all state in DIR (default
 $UNDERPASS_CLUSTER_DEFAULT_DIR): etcd, kube-apiserver, kube-controller-manager (test/env/start.sh
---cluster), containerd + runc (Debian), kube-scheduler, kubelet, kube-proxy (nftables) and CoreDNS
-(a host process on the node IP), pods on the bridge ${UNDERPASS_CLUSTER_BRIDGE} (${UNDERPASS_CLUSTER_POD_CIDR}, nothing
+--cluster), containerd + runc (Debian), kube-scheduler, kubelet, kube-proxy (nftables), CoreDNS
+(a host process on the node IP) and kube-network-policies (NetworkPolicy enforcement, a host
+process), pods on the bridge ${UNDERPASS_CLUSTER_BRIDGE} (${UNDERPASS_CLUSTER_POD_CIDR}, nothing
 routed beyond it), Services in ${UNDERPASS_CLUSTER_SERVICE_CIDR}. Returns once the node is Ready and CoreDNS
 answers; prints the startup time and memory. Needs root.
 
@@ -62,6 +63,7 @@ install_debs() {
   command -v runc >/dev/null 2>&1 || missing+=(runc)
   for f in bridge host-local loopback; do [[ -x "/usr/lib/cni/$f" ]] || { missing+=(containernetworking-plugins); break; }; done
   command -v nft >/dev/null 2>&1 || missing+=(nftables)
+  command -v iptables-nft >/dev/null 2>&1 || missing+=(iptables)
   command -v ip >/dev/null 2>&1 || missing+=(iproute2)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
@@ -217,7 +219,7 @@ PKI="$dir/pki"
 kubectl() { "$BIN/kubectl" --kubeconfig "$dir/kubeconfig" "$@"; }
 
 testenv_pick_ports "$dir" KUBELET_PORT KUBELET_HEALTHZ_PORT SCHEDULER_PORT PROXY_HEALTHZ_PORT PROXY_METRICS_PORT \
-  COREDNS_HEALTH_PORT COREDNS_READY_PORT
+  COREDNS_HEALTH_PORT COREDNS_READY_PORT KNP_METRICS_PORT
 SOCK="$dir/containerd/containerd.sock"
 {
   echo "# Written by test/env/cluster-start.sh"
@@ -231,7 +233,8 @@ SOCK="$dir/containerd/containerd.sock"
            UNDERPASS_CLUSTER_TESTBOX_BIN="$IMAGES/testbox" \
            KUBELET_PORT="$KUBELET_PORT" KUBELET_HEALTHZ_PORT="$KUBELET_HEALTHZ_PORT" SCHEDULER_PORT="$SCHEDULER_PORT" \
            PROXY_HEALTHZ_PORT="$PROXY_HEALTHZ_PORT" PROXY_METRICS_PORT="$PROXY_METRICS_PORT" \
-           COREDNS_HEALTH_PORT="$COREDNS_HEALTH_PORT" COREDNS_READY_PORT="$COREDNS_READY_PORT"; do
+           COREDNS_HEALTH_PORT="$COREDNS_HEALTH_PORT" COREDNS_READY_PORT="$COREDNS_READY_PORT" \
+           KNP_METRICS_PORT="$KNP_METRICS_PORT"; do
     printf 'export %s=%q\n' "${v%%=*}" "${v#*=}"
   done
 } >>"$dir/env"
@@ -255,6 +258,7 @@ issue_client kubelet client "system:node:$NODE" system:nodes
 issue_client kube-scheduler client system:kube-scheduler
 issue_client kube-proxy client system:kube-proxy
 issue_client coredns client underpass:coredns
+issue_client kube-network-policies client underpass:network-policies
 # kubelet's serving cert, signed by the cluster CA: the apiserver verifies it (logs, exec).
 if [[ ! -f "$PKI/kubelet-serving.crt" || "$(cat "$PKI/kubelet-serving.sans" 2>/dev/null)" != "IP:$NODE_IP,DNS:$NODE" ]]; then
   TESTENV_EXTRA_SANS="IP:$NODE_IP,DNS:$NODE" testenv_issue_cert "$PKI" "$PKI" kubelet-serving server "$NODE"
@@ -281,6 +285,29 @@ metadata: {name: "underpass:coredns"}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "underpass:coredns"}
 subjects:
 - {apiGroup: rbac.authorization.k8s.io, kind: User, name: "underpass:coredns"}
+---
+# kube-network-policies: what its upstream DaemonSet's ClusterRole grants for NetworkPolicy (no
+# admin network policies here).
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "underpass:network-policies"}
+rules:
+- apiGroups: [""]
+  resources: [pods, namespaces]
+  verbs: [list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [list, watch]
+- apiGroups: ["", events.k8s.io]
+  resources: [events]
+  verbs: [create, patch, update]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "underpass:network-policies"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "underpass:network-policies"}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "underpass:network-policies"}
 EOF
 
 # ------------------------------------------------------------------------ containerd
@@ -487,6 +514,11 @@ testenv_launch "$dir" "$BIN/kubelet" kubelet --config="$dir/kubelet.yaml" \
   --kubeconfig="$dir/kubelet.kubeconfig" --root-dir="$dir/kubelet" --cert-dir="$PKI/kubelet-certs" \
   --hostname-override="$NODE" --node-ip="$NODE_IP"
 testenv_launch "$dir" "$BIN/kube-proxy" kube-proxy --config="$dir/kube-proxy.yaml"
+# NetworkPolicy enforcement (the bridge plugin has none): the first packet of each new connection
+# to or from a pod goes to NFQUEUE, where this process evaluates the policies and accepts or drops
+# it (then conntrack lets the rest of the connection through).
+testenv_launch "$dir" "$BIN/kube-network-policies" kube-network-policies -kubeconfig "$dir/kube-network-policies.kubeconfig" \
+  -hostname-override "$NODE" -metrics-bind-address "127.0.0.1:$KNP_METRICS_PORT" -nfqueue-id "$UNDERPASS_CLUSTER_NFQUEUE"
 
 node_ready() {
   [[ "$(kubectl get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" == True ]] &&
@@ -508,6 +540,26 @@ wait_for "kube-scheduler /healthz" kube-scheduler https_ok "https://127.0.0.1:$S
 wait_for "kubelet /healthz" kubelet http_ok "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz"
 wait_for "kube-proxy /healthz" kube-proxy curl -fs --max-time 3 "http://127.0.0.1:$PROXY_HEALTHZ_PORT/healthz"
 wait_for "CoreDNS /ready" coredns http_ok "http://127.0.0.1:$COREDNS_READY_PORT/ready"
+wait_for "kube-network-policies /readyz" kube-network-policies http_ok "http://127.0.0.1:$KNP_METRICS_PORT/readyz"
+# Which packets go to its queue. Its own nftables table (inet kube-network-policies, the pods that
+# policies select) uses nftables' queue expression, which kernels without CONFIG_NFT_QUEUE lack
+# (this machine's: the table is refused with ENOENT and it logs "syncing nftables rules" errors).
+# The xtables NFQUEUE target, through nft_compat, is in every kernel iptables runs on, so the
+# rules are ours, in iptables' mangle table (iptables-nft), postrouting (after kube-proxy's DNAT,
+# before SNAT, as upstream's chain): every new connection from or to a pod — also of pods no policy
+# selects, which it accepts — except what root processes of the host send (kubelet's probes,
+# tests), as upstream's "meta skuid 0 accept". Traffic to the node (CoreDNS, the apiserver) never
+# passes postrouting. No --queue-bypass: if the process dies, pod traffic stops instead of policies
+# silently no longer applying. Where the kernel has the queue expression its own table works too,
+# and such packets are judged twice, with the same verdict.
+cluster_netpol_rules_del "$HOST"
+ipt() { iptables-nft -w 5 -t mangle "$@"; }
+ipt -N "$UNDERPASS_CLUSTER_NETPOL_CHAIN"
+ipt -A "$UNDERPASS_CLUSTER_NETPOL_CHAIN" -m owner --uid-owner 0 -j RETURN
+for side in -s -d; do
+  ipt -A "$UNDERPASS_CLUSTER_NETPOL_CHAIN" "$side" "$POD_CIDR" -m conntrack --ctstate NEW -j NFQUEUE --queue-num "$UNDERPASS_CLUSTER_NFQUEUE"
+done
+ipt -A POSTROUTING -j "$UNDERPASS_CLUSTER_NETPOL_CHAIN"
 wait_for "the kubernetes Service's endpoint $NODE_IP" kube-apiserver kubernetes_endpoint
 wait_for "node $NODE Ready and untainted" kubelet node_ready
 wait_for "the kubernetes Service to answer through kube-proxy" kube-proxy kubernetes_svc_answers

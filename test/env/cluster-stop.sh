@@ -20,8 +20,8 @@ and removes what it created on the host, whatever state it is in (also after a c
   mounts      everything mounted under DIR (pod volumes, rootfs overlays, sandbox shm,
               network namespaces, kubelet's shared root), deepest first
   cgroups     /sys/fs/cgroup/*/$UNDERPASS_CLUSTER_CGROUP
-  network     the bridge and its veths, nftables tables inet $UNDERPASS_CLUSTER_NFT_TABLE and ip/ip6
-              kube-proxy, the pods' IP leases
+  network     the bridge and its veths, nftables tables inet $UNDERPASS_CLUSTER_NFT_TABLE, ip/ip6
+              kube-proxy and inet $UNDERPASS_CLUSTER_KNP_TABLE, the pods' IP leases
   host        sysctls kubelet changed (restored to their value before the start), kubelet's
               /var/log/containers links, CNI result cache entries, directories it created
 
@@ -91,6 +91,9 @@ stop_component() {
 # 1. Node components first, kubelet before all (nothing restarts containers any more).
 stop_component kubelet 10
 stop_component kube-proxy 5
+# Its queue rules first: without the process, pod traffic through them would stop.
+((shared)) && cluster_netpol_rules_del "$dir/host"
+stop_component kube-network-policies 8
 stop_component coredns 5
 stop_component kube-scheduler 5
 
@@ -163,14 +166,15 @@ if ((shared)); then
   fi
 
   # 6. Network: veths on the bridge (their namespaces are gone with the mounts), the bridge,
-  #    the nftables tables (ours and kube-proxy's; it leaves them on exit by design), leases.
+  #    the nftables tables (ours, kube-proxy's: it leaves them on exit by design, and
+#    kube-network-policies' if it died before removing its own), leases.
   if ip link show "$BR" >/dev/null 2>&1; then
     while read -r l; do ip link del "$l" 2>/dev/null || true; done < <(
       ip -o link show master "$BR" 2>/dev/null | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }')
     ip link del "$BR"
     cluster_log "removed bridge $BR"
   fi
-  for t in "inet $UNDERPASS_CLUSTER_NFT_TABLE" "ip kube-proxy" "ip6 kube-proxy"; do
+  for t in "inet $UNDERPASS_CLUSTER_NFT_TABLE" "ip kube-proxy" "ip6 kube-proxy" "inet $UNDERPASS_CLUSTER_KNP_TABLE"; do
     # shellcheck disable=SC2086
     nft list table $t >/dev/null 2>&1 && nft delete table $t && cluster_log "removed nftables table $t"
   done

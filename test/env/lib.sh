@@ -14,6 +14,13 @@ UNDERPASS_COREDNS_VERSION="v1.14.1"
 # The CoreDNS plugins compiled in (test/env/build.sh writes the main that imports them). Only
 # what the local cluster's Corefile uses: no forward, no cloud backends.
 UNDERPASS_COREDNS_PLUGINS=(bind cache errors health kubernetes log ready template)
+# sigs.k8s.io/kube-network-policies: NetworkPolicy enforcement (nftables + NFQUEUE, as kind runs it),
+# a host process of the local cluster (the bridge CNI enforces no policy).
+UNDERPASS_KNP_VERSION="v0.8.0"
+# github.com/openshift/oc, tried by `build.sh oc` (optional: the quick-start test runs with oc only
+# when it built). A pseudo-version, since oc's tags (openshift-clients-4.21.0-202601121715, the
+# commit below) are not semantic versions; its k8s.io modules are v0.34.1, this cluster's minor.
+UNDERPASS_OC_VERSION="v0.0.0-20251202105104-345800dc3c41"
 
 # Bump when the build recipe changes in a way that should invalidate cached binaries.
 UNDERPASS_TESTENV_RECIPE="1"
@@ -25,8 +32,10 @@ UNDERPASS_TESTENV_BIN="${UNDERPASS_TESTENV_PREFIX}/bin"
 # All binaries build.sh produces: the control plane of start.sh, then what the local cluster
 # (cluster-start.sh) adds to it.
 UNDERPASS_TESTENV_CONTROL_PLANE=(kube-apiserver kube-controller-manager kubectl etcd helm)
-UNDERPASS_CLUSTER_NODE_BINARIES=(kubelet kube-scheduler kube-proxy coredns)
+UNDERPASS_CLUSTER_NODE_BINARIES=(kubelet kube-scheduler kube-proxy coredns kube-network-policies)
 UNDERPASS_TESTENV_BINARIES=("${UNDERPASS_TESTENV_CONTROL_PLANE[@]}" "${UNDERPASS_CLUSTER_NODE_BINARIES[@]}")
+# Built only when asked by name (build.sh oc), never as part of "all"; may be unavailable.
+UNDERPASS_TESTENV_OPTIONAL_BINARIES=(oc)
 # The ones built from k8s.io/kubernetes, in one `go build`.
 UNDERPASS_K8S_BINARIES=(kube-apiserver kube-controller-manager kubectl kubelet kube-scheduler kube-proxy)
 
@@ -42,6 +51,8 @@ testenv_stamp_for() {
     etcd) ver="go.etcd.io/etcd/server/v3@${UNDERPASS_ETCD_VERSION}" ;;
     helm) ver="helm.sh/helm/v3@${UNDERPASS_HELM_VERSION} k8s=${UNDERPASS_K8S_VERSION}" ;;
     coredns) ver="github.com/coredns/coredns@${UNDERPASS_COREDNS_VERSION} plugins=$(IFS=,; echo "${UNDERPASS_COREDNS_PLUGINS[*]}")" ;;
+    kube-network-policies) ver="sigs.k8s.io/kube-network-policies@${UNDERPASS_KNP_VERSION} main=2" ;;
+    oc) ver="github.com/openshift/oc@${UNDERPASS_OC_VERSION}" ;;
     *) testenv_die "unknown binary: $name" ;;
   esac
   printf '%s %s recipe=%s\n' "$name" "$ver" "$UNDERPASS_TESTENV_RECIPE"
@@ -267,7 +278,7 @@ testenv_pick_ports() {
 }
 
 # Components other scripts (cluster-start.sh) run in a DIR, for the port-staleness check.
-UNDERPASS_TESTENV_EXTRA_COMPONENTS=(containerd kubelet kube-scheduler kube-proxy coredns)
+UNDERPASS_TESTENV_EXTRA_COMPONENTS=(containerd kubelet kube-scheduler kube-proxy coredns kube-network-policies)
 
 # testenv_launch DIR EXE NAME ARGS...: runs EXE detached (own session, stdio appended to
 #   DIR/NAME.log, lock fds 8 and 9 closed), its pid written to DIR/NAME.pid by the process
