@@ -204,6 +204,11 @@ describe('full mesh behind one load-balanced address (2 connectors × 3 workers,
   }, 60_000);
 
   it('a 4th worker is joined by both connectors within seconds and serves traffic, under steady load with no failure', async () => {
+    // The balancers learn readiness PROPAGATION_MS late (as kube-proxy does): the previous test can end
+    // before they send to every worker and connector, and a load started then finds no backend.
+    await waitFor('the balancers to send to every worker and connector', () => appsLb.eligible().length === workers.size && clusterLb.eligible().length === connectors.size, 5_000);
+    const eligibleAtStart = { apps: appsLb.eligible(), cluster: clusterLb.eligible() };
+    const refusedBefore = { apps: appsLb.refused, cluster: clusterLb.refused };
     const gen = load();
     gen.start();
     await sleep(2_000);
@@ -216,6 +221,7 @@ describe('full mesh behind one load-balanced address (2 connectors × 3 workers,
     const times = await served;
     await sleep(1_000);
     const s = await gen.stop();
+    noteLine(`4th worker joins: balancers eligible at start ${JSON.stringify(eligibleAtStart)}, reset by the balancers during the load: apps ${appsLb.refused - refusedBefore.apps}, cluster ${clusterLb.refused - refusedBefore.cluster}`);
     note('4th worker joins', s, `both connectors joined it ${joinMs} ms after its first /healthz; it became ready after ${times.readyMs} ms and carried a stream after ${times.servedMs} ms (from its first /healthz)`);
     // Up to one report interval (2 s) until the other workers announce it, then about 4 attempts each.
     expect(joinMs).toBeLessThan(8_000);
