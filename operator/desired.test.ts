@@ -242,6 +242,18 @@ describe('the worker NetworkPolicy', () => {
     expect(spec.egress).toEqual(egress);
   });
 
+  it('is the same object whatever order the mappings come in (an equal policy is never rewritten)', () => {
+    const list = [
+      cluster('b.team-b', 81, { kind: 'namespace', namespace: 'team-b' }), cluster('a', 80, { kind: 'namespace', namespace: 'team-a' }),
+      cluster('10.20.0.5', 5432, { kind: 'ip', ip: '10.20.0.5' }),
+      served({ ...db, name: 'db2', listen: { ...db.listen, port: 15433 } }, { sources: { cidrs: [] } }), served(db, { sources: { cidrs: [] } }),
+    ];
+    const one = desired.networkPolicy(tc(), list, withReport);
+    for (const order of [[...list].reverse(), [list[2]!, list[0]!, list[4]!, list[1]!, list[3]!]]) {
+      expect(desired.networkPolicy(tc(), order, withReport)).toEqual(one);
+    }
+  });
+
   it('egress names no tunnel port: connectors dial in, workers never dial out to them', () => {
     const ports = desired.networkPolicy(tc(), [cluster('a', 80, { kind: 'namespace', namespace: 'team-a' })], withReport).spec!.egress!.flatMap((r) => r.ports ?? []);
     expect(ports.map((p) => p.port)).not.toContain(TUNNEL_PORT);

@@ -272,7 +272,9 @@ export function networkPolicy(tc: TunnelConnection, served: readonly ServedMappi
     { ports: [{ port: TUNNEL_PORT, protocol: 'TCP' }] },
     { ports: [{ port: ADMIN_PORT, protocol: 'TCP' }], _from: [operatorNs, ...(net.metricsNamespaces ? [{ namespaceSelector: net.metricsNamespaces }] : [])] },
   ];
-  for (const s of served.filter((x) => x.mapping.target.side === 'Connector')) {
+  // Rules in a fixed order (listen port; egress by the rule itself), whatever order the informer
+  // lists mappings in: a reordered but equal policy would be rewritten on every reconcile.
+  for (const s of served.filter((x) => x.mapping.target.side === 'Connector').sort((a, b) => a.mapping.listen.port - b.mapping.listen.port)) {
     ingress.push({ ports: [{ port: s.mapping.listen.port, protocol: 'TCP' }], _from: mappingPeers(s.sources ?? { cidrs: s.mapping.allowedSources }) });
   }
   const spec: k8s.V1NetworkPolicySpec = { podSelector: { matchLabels: selectorLabels(tc.metadata.name) }, policyTypes: ['Ingress'], ingress };
@@ -307,14 +309,13 @@ function egressRules(served: readonly ServedMapping[], net: WorkerNetwork, egres
       ports: [{ port: egress.report.port, protocol: 'TCP' }],
     });
   }
-  const seen = new Set<string>();
+  const targets = new Map<string, k8s.V1NetworkPolicyEgressRule>();
   for (const s of served) {
     if (s.mapping.target.side !== 'Cluster' || !s.clusterTarget) continue;
     const rule = egressRuleFor(s.clusterTarget, s.mapping.target.port, net.apiServer);
-    const key = JSON.stringify(rule);
-    if (!seen.has(key)) rules.push(rule);
-    seen.add(key);
+    targets.set(JSON.stringify(rule), rule);
   }
+  for (const key of [...targets.keys()].sort()) rules.push(targets.get(key)!);
   return rules;
 }
 
