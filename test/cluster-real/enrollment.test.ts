@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import path from 'node:path';
 import { REPO_ROOT } from '../cluster/testenv.js';
 import { clusterUnavailable, type LocalCluster, useCluster } from './cluster.js';
-import { deleteNamespaces, helm, helmOk, list, pods, restrictedNamespace, step, underpassImage, underpassOk, waitFor, waitForReadyPods } from './kube.js';
+import { helmOk, list, pods, removeScenario, restrictedNamespace, step, underpassImage, underpassOk, waitFor, waitForReadyPods } from './kube.js';
 
 const why = await clusterUnavailable();
 if (why) console.log(`connector chart enrollment test skipped: ${why}`);
@@ -23,6 +23,7 @@ const EDGE = 'enroll-edge';
 const NAMESPACES = [OPERATOR_NS, TEAM, EDGE];
 const CONNECTOR = 'site-e';
 const SELECTOR = `app.kubernetes.io/instance=${CONNECTOR}`;
+const SCENARIO = { connectors: [{ release: CONNECTOR, namespace: EDGE }], tunnelNamespace: TEAM, namespaces: NAMESPACES };
 
 interface Condition { type: string; status: string }
 const connected = (t: { status?: { conditions?: Condition[] } }): boolean =>
@@ -34,9 +35,7 @@ suite('connector chart enrolling with a token (local cluster)', () => {
 
   beforeAll(async () => {
     cluster = await useCluster();
-    await helm(cluster, ['uninstall', CONNECTOR, '-n', EDGE, '--wait']);
-    await helm(cluster, ['uninstall', 'underpass-operator', '-n', OPERATOR_NS, '--wait']);
-    await deleteNamespaces(cluster, NAMESPACES);
+    await removeScenario(cluster, SCENARIO);
     await underpassImage(cluster);
     for (const ns of NAMESPACES) await restrictedNamespace(cluster, ns);
     await helmOk(cluster, ['install', 'underpass-operator', path.join(REPO_ROOT, 'charts', 'underpass-operator'), '-n', OPERATOR_NS, '--wait', '--timeout', '3m']);
@@ -44,10 +43,7 @@ suite('connector chart enrolling with a token (local cluster)', () => {
 
   afterAll(async () => {
     if (!cluster) return;
-    await helm(cluster, ['uninstall', CONNECTOR, '-n', EDGE, '--wait']);
-    await cluster.kubectl(['delete', 'tunnelconnection', '--all', '-n', TEAM, '--wait', '--timeout=60s'], { timeoutMs: 90_000 });
-    await helm(cluster, ['uninstall', 'underpass-operator', '-n', OPERATOR_NS, '--wait']);
-    await deleteNamespaces(cluster, NAMESPACES);
+    await removeScenario(cluster, SCENARIO);
     await cluster.release();
   }, 300_000);
 

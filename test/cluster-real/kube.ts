@@ -107,6 +107,21 @@ export async function deleteNamespaces(cluster: LocalCluster, namespaces: string
   }, timeoutMs, 500);
 }
 
+/**
+ * Removes what a scenario installed, in the order that leaves nothing behind: connector chart
+ * releases, every TunnelConnection of `tunnelNamespace` while the operator still runs (its
+ * finalizer needs it), the operator release in underpass-system, then the namespaces. Also used
+ * before a scenario, to clear what an interrupted run left.
+ */
+export async function removeScenario(cluster: LocalCluster, o: { connectors: Array<{ release: string; namespace: string }>; tunnelNamespace: string; namespaces: string[] }): Promise<void> {
+  for (const c of o.connectors) await helm(cluster, ['uninstall', c.release, '-n', c.namespace, '--wait']);
+  if ((await cluster.kubectl(['get', 'namespace', o.tunnelNamespace])).code === 0) {
+    await cluster.kubectl(['delete', 'tunnelconnection', '--all', '-n', o.tunnelNamespace, '--wait', '--timeout=60s'], { timeoutMs: 90_000 });
+  }
+  await helm(cluster, ['uninstall', 'underpass-operator', '-n', 'underpass-system', '--wait']);
+  await deleteNamespaces(cluster, o.namespaces);
+}
+
 /** Runs the pinned helm against the local cluster, with a private cache and config. */
 export function helm(cluster: LocalCluster, args: string[], timeoutMs = 240_000): Promise<CommandResult> {
   const home = path.join(REPO_ROOT, 'node_modules', '.cache', 'underpass-helm');
