@@ -108,42 +108,90 @@ suite('full mesh in the local cluster: 2 connector replicas x 3 worker pods', ()
     expect(tc.status.conditions.find((c) => c.type === 'Degraded')?.status).not.toBe('True');
   }), 10 * 60_000);
 
-  it('a worker pod deleted as a rollout deletes it, under steady load: 0 failed new connections, 0 broken streams; its replacement joins the mesh', () => inStep(async () => {
-    const load = {
-      apiVersion: 'v1', kind: 'Pod', metadata: { name: 'load', namespace: TEAM },
-      spec: {
-        restartPolicy: 'Never',
-        automountServiceAccountToken: false,
-        securityContext: { runAsNonRoot: true, runAsUser: 65532, seccompProfile: { type: 'RuntimeDefault' } },
-        containers: [{
-          name: 'load', image, imagePullPolicy: 'IfNotPresent',
-          args: ['loadtest', 'run', '--target', `peer=dc1-apps.${TEAM}.svc.cluster.local:${PORT},20`, '--duration', '40s', '--requests', '10', '--interval', '50ms'],
-          resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } },
-          securityContext: RESTRICTED_CONTAINER,
-        }],
-      },
-    };
-    await cluster.kubectlOk(['apply', '-f', '-'], { input: JSON.stringify(load) });
-    await cluster.kubectlOk(['wait', '-n', TEAM, '--for=jsonpath={.status.phase}=Running', 'pod/load', '--timeout=60s'], { timeoutMs: 70_000 });
-    await sleep(10_000); // steady load first
-    const before = await workerNames();
-    const victim = before[0]!;
+  /**
+   * Runs `underpass loadtest run` in a pod (20 clients, 10 round trips of 64 B per connection, new
+   * connections all the time) for `seconds`; after 8 s of steady load runs `event`; returns the
+   * summary and records a row of the table docs/ha.md shows.
+   */
+  let loads = 0;
+  const duringLoad = async (name: string, seconds: number, event: () => Promise<void>): Promise<Summary> => {
+    const pod = `load-${++loads}`;
+    await cluster.kubectlOk(['apply', '-f', '-'], {
+      input: JSON.stringify({
+        apiVersion: 'v1', kind: 'Pod', metadata: { name: pod, namespace: TEAM },
+        spec: {
+          restartPolicy: 'Never',
+          automountServiceAccountToken: false,
+          securityContext: { runAsNonRoot: true, runAsUser: 65532, seccompProfile: { type: 'RuntimeDefault' } },
+          containers: [{
+            name: 'load', image, imagePullPolicy: 'IfNotPresent',
+            args: ['loadtest', 'run', '--target', `peer=dc1-apps.${TEAM}.svc.cluster.local:${PORT},20`, '--duration', `${seconds}s`, '--requests', '10', '--interval', '50ms'],
+            resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } },
+            securityContext: RESTRICTED_CONTAINER,
+          }],
+        },
+      }),
+    });
+    await cluster.kubectlOk(['wait', '-n', TEAM, '--for=jsonpath={.status.phase}=Running', `pod/${pod}`, '--timeout=60s'], { timeoutMs: 70_000 });
+    await sleep(8_000); // steady load first
     const t0 = Date.now();
-    await cluster.kubectlOk(['delete', 'pod', '-n', TEAM, victim, '--wait=false']);
-    const names = await waitFor('a replacement worker', async () => {
-      const now = await workerNames();
-      return now.length === WORKERS && !now.includes(victim) ? now : undefined;
-    }, 120_000, 500);
-    await waitFor('the replacement in the full mesh', complete(names), 120_000, 1_000)
-      .catch(async (err: Error) => { throw new Error(`${err.message}; status.mesh: ${JSON.stringify(await mesh())}`); });
-    timings.push(`worker pod deleted -> replacement in the full mesh: ${Date.now() - t0} ms`);
-    await cluster.kubectlOk(['wait', '-n', TEAM, '--for=jsonpath={.status.phase}=Succeeded', 'pod/load', '--timeout=120s'], { timeoutMs: 130_000 });
-    const out = await cluster.kubectlOk(['logs', '-n', TEAM, 'load']);
+    await event();
+    const eventMs = Date.now() - t0;
+    await cluster.kubectlOk(['wait', '-n', TEAM, '--for=jsonpath={.status.phase}=Succeeded', `pod/${pod}`, `--timeout=${seconds + 60}s`], { timeoutMs: (seconds + 70) * 1000 });
+    const out = await cluster.kubectlOk(['logs', '-n', TEAM, pod]);
     const summary = JSON.parse(out.slice(out.indexOf('{\n'))) as Summary;
-    timings.push(`load during the deletion: ${summary.total.connections} connections, ${summary.total.requests} round trips, ` +
-      `${summary.total.failedNew} failed new, ${summary.total.broken} broken`);
+    table.push(`| ${name} | ${(eventMs / 1000).toFixed(1)} s | ${summary.total.connections} | ${summary.total.requests} | ${summary.total.failedNew} | ${summary.total.broken} |`);
+    return summary;
+  };
+  const table: string[] = [];
+  const expectNoFailures = (summary: Summary): void => {
     expect(summary.total.connections).toBeGreaterThan(100);
     expect({ failedNew: summary.total.failedNew, broken: summary.total.broken, failures: summary.failures.slice(0, 5) })
       .toEqual({ failedNew: 0, broken: 0, failures: [] });
+  };
+  /** Waits until the mesh is complete over the current worker pods (`count` of them). */
+  const meshOf = async (count: number, what: string): Promise<void> => {
+    const names = await waitFor(`${count} worker pods (${what})`, async () => {
+      const now = await workerNames();
+      return now.length === count ? now : undefined;
+    }, 180_000, 500);
+    await waitFor(`the full mesh over ${count} workers (${what})`, async () => {
+      const current = await workerNames();
+      return current.join() === names.join() ? complete(names)() : undefined;
+    }, 120_000, 1_000).catch(async (err: Error) => { throw new Error(`${err.message}; status.mesh: ${JSON.stringify(await mesh())}`); });
+  };
+
+  it('a worker pod deleted as a rollout deletes it, under steady load: 0 failed new connections, 0 broken streams; its replacement joins the mesh', () => inStep(async () => {
+    const victim = (await workerNames())[0]!;
+    expectNoFailures(await duringLoad('worker pod deleted (graceful, drained), replacement in the full mesh', 40, async () => {
+      await cluster.kubectlOk(['delete', 'pod', '-n', TEAM, victim, '--wait=false']);
+      await waitFor('the victim out of the worker set', async () => !(await workerNames()).includes(victim), 60_000, 500);
+      await meshOf(WORKERS, 'after the deletion');
+    }));
+  }), 10 * 60_000);
+
+  it('scaling the TunnelConnection 3 -> 5 -> 3 under steady load fails nothing; the mesh follows', () => inStep(async () => {
+    expectNoFailures(await duringLoad('replicas 3 -> 5 -> 3, the full mesh at each', 70, async () => {
+      await cluster.kubectlOk(['patch', 'tunnelconnection', 'dc1', '-n', TEAM, '--type=merge', '-p', '{"spec":{"replicas":5}}']);
+      await meshOf(5, 'scaled up');
+      await cluster.kubectlOk(['patch', 'tunnelconnection', 'dc1', '-n', TEAM, '--type=merge', '-p', `{"spec":{"replicas":${WORKERS}}}`]);
+      await meshOf(WORKERS, 'scaled down');
+    }));
+  }), 10 * 60_000);
+
+  it('a rollout of the connector Deployment under steady load fails nothing; the new replicas join every worker', () => inStep(async () => {
+    expectNoFailures(await duringLoad('connector Deployment rollout (2 replicas), the full mesh after', 70, async () => {
+      await cluster.kubectlOk(['rollout', 'restart', `deployment/underpass-connector-${CONNECTOR}`, '-n', PEER]);
+      await cluster.kubectlOk(['rollout', 'status', `deployment/underpass-connector-${CONNECTOR}`, '-n', PEER, '--timeout=180s'], { timeoutMs: 190_000 });
+      await meshOf(WORKERS, 'after the connector rollout');
+    }));
+  }), 10 * 60_000);
+
+  it('a rollout of the operator under steady load does not touch the data plane', () => inStep(async () => {
+    expectNoFailures(await duringLoad('operator rollout (2 replicas, the leader moves)', 40, async () => {
+      await cluster.kubectlOk(['rollout', 'restart', 'deployment/underpass-operator', '-n', OPERATOR_NS]);
+      await cluster.kubectlOk(['rollout', 'status', 'deployment/underpass-operator', '-n', OPERATOR_NS, '--timeout=180s'], { timeoutMs: 190_000 });
+    }));
+    console.log(`| event | event took | connections | round trips | failed new | broken |\n|---|---|---|---|---|---|\n${table.join('\n')}`);
   }), 10 * 60_000);
 });
