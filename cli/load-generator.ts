@@ -174,7 +174,13 @@ export class LoadGenerator {
       let sentAt = 0;
       /** Counted already (completed or failed): later events of this socket change nothing. */
       let over = false;
-      let timer: NodeJS.Timeout | undefined = setTimeout(() => fail(`no connection within ${timeoutMs} ms`), timeoutMs);
+      // Whether the name was resolved tells a lost DNS answer (the resolver retries after 5 s) from a
+      // TCP connect that got no answer.
+      let resolved: string | undefined;
+      socket.once('lookup', (err: Error | null, address: string) => { if (!err) resolved = address; });
+      const isIp = net.isIP(t.host) !== 0;
+      let timer: NodeJS.Timeout | undefined = setTimeout(() => fail(`no connection within ${timeoutMs} ms (${
+        isIp ? `TCP connect to ${t.host} not answered` : resolved === undefined ? `no answer to the name lookup of ${t.host}` : `${t.host} resolved to ${resolved}, TCP connect not answered`})`), timeoutMs);
       const finish = (): void => {
         clearTimeout(timer);
         timer = undefined;

@@ -68,11 +68,14 @@ export class ConnectorRecords {
     if (!tcn) return;
     const tc = this.#d.connection(tcn.metadata.namespace, tcn.spec.connection);
     if (tcn.metadata.deletionTimestamp) return this.#finalize(tcn, tc);
+    // Nothing to own it, sign with or revoke from yet (the TunnelConnection's arrival requeues us),
+    // or its connection is going and takes every certificate with it: no finalizer either then
+    // (releaseAll), so that none is left waiting for an operator that may be uninstalled next.
+    if (!tc || tc.metadata.deletionTimestamp) return;
     if (!tcn.metadata.finalizers?.includes(REVOKE_FINALIZER)) {
       await this.#patch(tcn, { metadata: { finalizers: [...(tcn.metadata.finalizers ?? []), REVOKE_FINALIZER], resourceVersion: tcn.metadata.resourceVersion } });
       return; // the update brings us back
     }
-    if (!tc || tc.metadata.deletionTimestamp) return; // nothing to own it or sign with yet; the TunnelConnection's arrival requeues us
     if (tcn.spec.revoked === true && !tcn.status?.revokedAt) {
       await this.#revoke(tc, tcn, 'spec.revoked');
       return;
@@ -105,6 +108,27 @@ export class ConnectorRecords {
     this.#d.logger.warn({ connection: `${tc.metadata.namespace}/${tc.metadata.name}`, connector: tcn.spec.connector, serials, why }, message);
     if (!tcn.metadata.deletionTimestamp) await this.#writeStatus(tcn, { ...tcn.status, revokedAt: this.#d.now().toISOString() });
     await this.#d.events.record(tcn.metadata.deletionTimestamp ? tc : tcn, 'Warning', 'Revoked', message);
+  }
+
+  /**
+   * The TunnelConnection is being deleted: its TunnelConnectors' revoke finalizers are released now,
+   * before the connection's own, rather than when the garbage collector deletes them after it. Their
+   * certificates die with the connection's CA, so there is nothing to revoke; and a finalizer left
+   * for later would wait for an operator that is often uninstalled right after its connections
+   * (the namespace would then hang in Terminating). Returns how many were released.
+   */
+  async releaseAll(tc: TunnelConnection): Promise<number> {
+    let released = 0;
+    for (const tcn of this.#d.connectors.list(tc.metadata.namespace)) {
+      if (tcn.spec.connection !== tc.metadata.name || !tcn.metadata.finalizers?.includes(REVOKE_FINALIZER)) continue;
+      try {
+        await this.#patch(tcn, { metadata: { finalizers: tcn.metadata.finalizers.filter((f) => f !== REVOKE_FINALIZER), resourceVersion: tcn.metadata.resourceVersion } });
+        released++;
+      } catch (err) {
+        if (!isNotFound(err)) throw err; // a conflict retries the connection's deletion
+      }
+    }
+    return released;
   }
 
   /** A deleted TunnelConnector: its certificates are revoked (so a copied key is useless), then it may go. */

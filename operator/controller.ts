@@ -397,6 +397,7 @@ export class TunnelController {
       if (cached[resource]!(name)) await this.#d.applier.remove({ apiVersion, kind, metadata: { name, namespace } }, resource);
     }
     if (this.#d.options.routes) await this.#d.applier.remove({ apiVersion: 'route.openshift.io/v1', kind: 'Route', metadata: { name: names.route, namespace } }, 'routes');
+    await this.records.releaseAll(tc);
     await this.#pki.remove(tc);
     this.#d.reports.forget(`${namespace}/${tc.metadata.name}`);
     await this.#patchFinalizers(tc, (tc.metadata.finalizers ?? []).filter((f) => f !== FINALIZER));

@@ -101,10 +101,20 @@ export async function restrictedNamespace(cluster: LocalCluster, ns: string, lab
 export async function deleteNamespaces(cluster: LocalCluster, namespaces: string[], timeoutMs = 120_000): Promise<void> {
   if (namespaces.length === 0) return;
   await cluster.kubectl(['delete', 'namespace', '--ignore-not-found', '--wait=false', ...namespaces]);
-  await waitFor(`namespaces ${namespaces.join(', ')} to be deleted`, async () => {
-    const r = await cluster.kubectl(['get', 'namespace', ...namespaces, '-o', 'name', '--ignore-not-found']);
-    return r.code === 0 && r.stdout.trim() === '';
-  }, timeoutMs, 500);
+  try {
+    await waitFor(`namespaces ${namespaces.join(', ')} to be deleted`, async () => {
+      const r = await cluster.kubectl(['get', 'namespace', ...namespaces, '-o', 'name', '--ignore-not-found']);
+      return r.code === 0 && r.stdout.trim() === '';
+    }, timeoutMs, 500);
+  } catch (err) {
+    // Say what holds them: the namespace controller lists remaining objects and finalizers in its conditions.
+    const held: string[] = [];
+    for (const ns of namespaces) {
+      const r = await cluster.kubectl(['get', 'namespace', ns, '--ignore-not-found', '-o', 'jsonpath={range .status.conditions[?(@.status=="True")]}{.message}; {end}']);
+      if (r.stdout.trim() !== '') held.push(`${ns}: ${r.stdout.trim()}`);
+    }
+    throw new Error(`${(err as Error).message}; what holds them: ${held.join(' | ') || 'nothing reported'}`);
+  }
 }
 
 /**

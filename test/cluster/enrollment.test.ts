@@ -284,4 +284,21 @@ describe('enrollment with a one-time token (host)', () => {
       forwarder.close();
     }
   }, 90_000);
+
+  // Last: it deletes the connection. The test API server runs no garbage collector, so the
+  // TunnelConnectors stay; what matters is that none still holds the revoke finalizer, which
+  // would wait for an operator that an uninstall removes next (a namespace stuck in Terminating).
+  it('deleting the TunnelConnection releases its TunnelConnectors\' revoke finalizers before its own', async () => {
+    const held = async (): Promise<string[]> => {
+      const list = JSON.parse(await env.kubectlOk(['get', 'tunnelconnectors', '-n', NS, '-o', 'json'])) as { items: Array<{ metadata: { name: string; finalizers?: string[] }; spec: { connection: string } }> };
+      return list.items.filter((t) => t.spec.connection === 'dc1' && t.metadata.finalizers?.includes('underpass.dev/revoke')).map((t) => t.metadata.name);
+    };
+    expect((await held()).length).toBeGreaterThanOrEqual(2); // site-a, site-e, ...
+    await env.kubectlOk(['delete', 'tunnelconnection', 'dc1', '-n', NS, '--wait', '--timeout=30s'], { timeoutMs: 40_000 });
+    expect(await held()).toEqual([]);
+    // Nor does the operator put it back on a TunnelConnector whose connection is gone.
+    await env.kubectlOk(['annotate', 'tunnelconnector', 'dc1.site-a', '-n', NS, 'touched=1']);
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(await held()).toEqual([]);
+  }, 60_000);
 });
