@@ -9,6 +9,8 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import { formatHostPort } from './address.js';
 import type { Mapping } from './mapping.js';
+import { adoptAccepted, adoptionProblem } from './accept.js';
+import { Relay } from './relay.js';
 
 export interface ListenResult {
   name: string;
@@ -26,6 +28,7 @@ export class MappingListeners {
   readonly #onConnection: (mapping: Mapping, socket: net.Socket) => void;
   readonly #log: Logger;
   readonly #where: string;
+  #warned = false;
 
   constructor(options: { onConnection: (mapping: Mapping, socket: net.Socket) => void; logger: Logger; where: string }) {
     this.#onConnection = options.onConnection;
@@ -82,8 +85,17 @@ export class MappingListeners {
   }
 
   #listen(mapping: Mapping): Promise<void> {
-    const entry: Entry = { mapping, server: net.createServer({ allowHalfOpen: true, noDelay: true }) };
-    entry.server.on('connection', (socket) => {
+    // Accepted paused, then moved onto a socket that reads into the relay's shared buffer (accept.ts).
+    const entry: Entry = { mapping, server: net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }) };
+    entry.server.on('connection', (accepted) => {
+      const socket = adoptAccepted(accepted, Relay.socketOptions.onread, true);
+      if (socket === accepted) {
+        if (!this.#warned) {
+          this.#warned = true;
+          this.#log.warn({ problem: adoptionProblem() }, `accepted sockets read by Node's default allocation (${adoptionProblem()}): more garbage collection per byte on Node 24+`);
+        }
+        // Still paused (pauseOnConnect): the relay's pipe resumes it, as it resumes an adopted one.
+      }
       socket.setKeepAlive(true, 30_000);
       this.#onConnection(entry.mapping, socket);
     });
