@@ -8,7 +8,7 @@ BENCH_ARGS ?=
 # 10,000 idle streams need about that many descriptors in each process on the path.
 BENCH_ULIMIT := ulimit -n 65535 2>/dev/null || ulimit -n $$(ulimit -Hn) 2>/dev/null || true
 
-.PHONY: bench bench-setup bench-soak bench-quick
+.PHONY: bench bench-setup bench-soak bench-quick bench-ha
 
 bench-setup: ## install what the tunnel benchmark compares against: OpenSSH, iperf3, wrk, redis (Debian), chisel (Go module)
 	bash bench/setup.sh
@@ -21,3 +21,6 @@ bench-soak: build ## 10 minutes of steady load through Underpass: RSS at start a
 
 bench-quick: build ## the tunnel benchmark at smoke-test sizes (direct TCP + Underpass only, under a minute)
 	node dist/bench/tunnel-bench.js --quick --no-docs $(BENCH_ARGS)
+
+bench-ha: build test-deps testenv-bins ## HA events under load in the local cluster (root, ~12 min): failed/broken per event, table into docs/ha.md
+	bash test/cluster-real/bench-ha.sh $(BENCH_ARGS)

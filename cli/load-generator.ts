@@ -31,6 +31,8 @@ export interface LoadOptions {
 export interface LoadFailure {
   /** Milliseconds since the start. */
   at: number;
+  /** When that connection was started (ms since the start): a failed new connection started before an event or after it. */
+  started: number;
   target: string;
   kind: 'new' | 'broken';
   /** Round trips done on that connection before it failed. */
@@ -163,6 +165,7 @@ export class LoadGenerator {
     counts.connections++;
     this.#bucket().connections++;
     const id = this.#nextId++;
+    const started = Date.now() - this.#started;
     const { requests, intervalMs, size, timeoutMs } = this.#o;
     return new Promise((resolve) => {
       const socket = net.connect({ host: t.host, port: t.port, allowHalfOpen: true });
@@ -199,7 +202,7 @@ export class LoadGenerator {
           counts.broken++;
           this.#bucket().broken++;
         }
-        if (this.#failures.length < MAX_FAILURES) this.#failures.push({ at: Date.now() - this.#started, target: t.name, kind, done, message });
+        if (this.#failures.length < MAX_FAILURES) this.#failures.push({ at: Date.now() - this.#started, started, target: t.name, kind, done, message });
         // A failed connection is retried after a short pause, as a client would, not in a tight loop.
         setTimeout(finish, Math.min(100, intervalMs));
       };
