@@ -224,7 +224,7 @@ export class Relay implements ChannelSink {
     // Between the header and run (the acceptor dials): keep a copy of a small view (a view would
     // pin its whole transport buffer), within the session's open buffer budget.
     if (!this.#take(chunk.length)) return this.#overBudget(chunk.length);
-    (this.#held ??= []).push(chunk.length * 2 >= chunk.buffer.byteLength ? chunk : Buffer.from(chunk));
+    (this.#held ??= []).push(this.channel!.keepAsView(chunk) ? chunk : Buffer.from(chunk));
   }
 
   onEnd(): void {
@@ -345,7 +345,7 @@ export class Relay implements ChannelSink {
       this.#corked = true;
       to.cork();
     }
-    if (this.#uncredited !== 0 && chunk.length * 2 < chunk.buffer.byteLength) {
+    if (this.#uncredited !== 0 && !this.channel!.keepAsView(chunk)) {
       // Queued behind bytes the target has not taken: a small view would pin its whole transport
       // buffer for as long as the target does not read (the session counts only the view's bytes).
       chunk = Buffer.from(chunk);

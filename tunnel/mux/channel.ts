@@ -35,6 +35,7 @@
 import { UnderpassError } from '../errors.js';
 import type { MuxConfig } from './config.js';
 import { encodeHeader, Flag, FrameType, INITIAL_WINDOW } from './frame.js';
+import { keepAsView } from '../views.js';
 
 type Callback = (err?: Error | null) => void;
 
@@ -338,6 +339,14 @@ export class Channel {
   /** @internal The session checked `length <= recvWindow` before the payload arrives. */
   _reserve(length: number): void {
     this.#recvWindow -= length;
+  }
+
+  /**
+   * Whether a consumer may hold `chunk` (a view of the transport's buffer, delivered by onData) as it
+   * is, or must copy it: how much a view may pin depends on what the session holds (views.ts).
+   */
+  keepAsView(chunk: Buffer): boolean {
+    return keepAsView(chunk, this.#buffered);
   }
 
   /** @internal Part of a Data frame's payload. `chunk` is a view into the transport's buffer. */

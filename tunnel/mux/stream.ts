@@ -52,7 +52,7 @@ export class MuxStream extends Duplex implements ChannelSink {
     if (this.destroyed) return;
     this.#delivered += chunk.length;
     const direct = this.readableFlowing === true && this.readableLength === 0;
-    const keepView = direct || chunk.length * 2 >= chunk.buffer.byteLength;
+    const keepView = direct || this.channel.keepAsView(chunk);
     this.push(keepView ? chunk : Buffer.from(chunk));
     if (this.readableLength === 0) this.#report();
   }
