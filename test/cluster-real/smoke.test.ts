@@ -14,6 +14,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import { REPO_ROOT, run } from '../cluster/testenv.js';
 import { CLUSTER_START_TIMEOUT_MS, clusterUnavailable, type LocalCluster, useCluster } from './cluster.js';
@@ -135,6 +136,27 @@ suite('local cluster (make cluster)', () => {
     expect(nodePort).toBeGreaterThan(0);
     expect(await httpGet(`http://${cluster.nodeIp}:${nodePort}/`)).toMatch(/^server host=server /);
   });
+
+  it('keeps the pods\' gateway MAC while pods come and go (a bridge with no MAC of its own takes its lowest port\'s)', async () => {
+    const bridge = cluster.vars['UNDERPASS_CLUSTER_BRIDGE']!;
+    const sys = (f: string): string => fs.readFileSync(`/sys/class/net/${bridge}/${f}`, 'utf8').trim();
+    expect(sys('addr_assign_type')).toBe('3'); // NET_ADDR_SET: Linux never recomputes it from the ports
+    const mac = sys('address');
+    const ports = (): number => fs.readdirSync(`/sys/class/net/${bridge}/brif`).length;
+    const portsBefore = ports();
+    const extras = ['a', 'b', 'c', 'd', 'e', 'f'].map((n) => `extra-${n}`);
+    await cluster.kubectlOk(['apply', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: extras.map((n) => pod(ns, n, cluster.testboxImage, ['sleep'])) }) });
+    await cluster.kubectlOk(['wait', '-n', ns, '--for=condition=Ready', ...extras.map((n) => `pod/${n}`), '--timeout=120s'], { timeoutMs: 130_000 });
+    expect(sys('address')).toBe(mac);
+    await cluster.kubectlOk(['delete', 'pod', '-n', ns, ...extras, '--grace-period=0', '--force', '--wait'], { timeoutMs: 60_000 });
+    // The API object goes first; the sandbox and its veth follow when kubelet gets to them.
+    for (const deadline = Date.now() + 60_000; ports() > portsBefore; await new Promise((r) => setTimeout(r, 200))) {
+      if (Date.now() > deadline) throw new Error(`the extra pods' veths are still on ${bridge} after 60 s`);
+    }
+    expect(sys('address')).toBe(mac);
+    // What a changed MAC broke: the other pods' traffic to the node (and to every Service) for 10-30 s.
+    expect(await inClient(['get', '-timeout', '3s', `http://${cluster.nodeIp}:${nodePort}/`])).toMatch(/^server host=server /);
+  }, 180_000);
 
   it('stops without leftovers and starts again (when this run started the cluster)', async () => {
     // test/cluster-real/run.sh (make test-cluster) says when it started the cluster for this run.

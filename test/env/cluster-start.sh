@@ -191,7 +191,13 @@ wait_for() {
 # it is), so a Service hop between two pods is routed; our nftables table drops whatever would
 # be forwarded between the bridge and any other interface.
 cluster_log "network: bridge $BR $NODE_IP/${UNDERPASS_CLUSTER_POD_PREFIX}, pods $POD_CIDR, Services $SVC_CIDR"
-ip link add "$BR" type bridge nf_call_iptables 1 nf_call_ip6tables 1
+# The bridge gets a MAC address of its own (locally administered, from the node IP). Without one,
+# Linux gives a bridge the lowest MAC of its ports, so deleting the pod whose veth had it changes
+# the gateway's MAC under every other pod: their neighbour entries point at a MAC that is gone and
+# their traffic to the node and to Services stops for 10-30 s (measured), until the entries
+# expire. That made new connections fail during rollouts (test/cluster-real/smoke.test.ts pins it).
+BR_MAC="$(printf '02:00:%02x:%02x:%02x:%02x' ${NODE_IP//./ })"
+ip link add "$BR" address "$BR_MAC" type bridge nf_call_iptables 1 nf_call_ip6tables 1
 ip addr add "$NODE_IP/$UNDERPASS_CLUSTER_POD_PREFIX" dev "$BR"
 ip link set "$BR" up
 # The Service range goes to the bridge too: a ClusterIP kube-proxy has not programmed (yet) is
