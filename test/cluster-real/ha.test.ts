@@ -178,6 +178,7 @@ suite('full mesh in the local cluster: 2 connector replicas x 3 worker pods', ()
       `${summary.total.failedNew} | ${summary.total.broken} | ${side('connector-side')} | ${side('cluster-side')} | ${p ? `${p.p50.toFixed(1)} / ${p.p99.toFixed(1)} ms` : '-'} | ${note ?? ''} |`);
     return { summary, eventAt, eventMs };
   };
+  const took = (since: number): string => `${((Date.now() - since) / 1000).toFixed(1)} s`;
   const table: string[] = [];
   const TABLE_HEAD = '| event | event took | connections | round trips | failed new | broken | Connector-side failed new / broken | Cluster-side failed new / broken | round trip p50 / p99 | |\n|---|---|---|---|---|---|---|---|---|---|';
   const expectNoFailures = ({ summary }: LoadRun): void => {
@@ -217,18 +218,23 @@ suite('full mesh in the local cluster: 2 connector replicas x 3 worker pods', ()
   it('a worker pod deleted as a rollout deletes it, under steady load: 0 failed new connections, 0 broken streams; its replacement joins the mesh', () => inStep(async () => {
     const victim = (await workerNames())[0]!;
     expectNoFailures(await duringLoad('worker pod deleted (graceful, drained), replacement in the full mesh', 40, async () => {
+      const t0 = Date.now();
       await cluster.kubectlOk(['delete', 'pod', '-n', TEAM, victim, '--wait=false']);
       await waitFor('the victim out of the worker set', async () => !(await workerNames()).includes(victim), 60_000, 500);
       await meshOf(WORKERS, 'after the deletion');
+      return `the replacement serves (in the full mesh) ${took(t0)} after the delete`;
     }));
   }), 10 * 60_000);
 
   it('scaling the TunnelConnection 3 -> 5 -> 3 under steady load fails nothing; the mesh follows', () => inStep(async () => {
     expectNoFailures(await duringLoad('replicas 3 -> 5 -> 3, the full mesh at each', 70, async () => {
+      const t0 = Date.now();
       await cluster.kubectlOk(['patch', 'tunnelconnection', 'dc1', '-n', TEAM, '--type=merge', '-p', '{"spec":{"replicas":5}}']);
       await meshOf(5, 'scaled up');
+      const up = took(t0);
       await cluster.kubectlOk(['patch', 'tunnelconnection', 'dc1', '-n', TEAM, '--type=merge', '-p', `{"spec":{"replicas":${WORKERS}}}`]);
       await meshOf(WORKERS, 'scaled down');
+      return `the 2 new workers serve (in the full mesh) ${up} after the patch`;
     }));
   }), 10 * 60_000);
 
@@ -281,6 +287,7 @@ suite('full mesh in the local cluster: 2 connector replicas x 3 worker pods', ()
         return ps.length === WORKERS && ps.every((p) => p.spec.containers[0]!.image === next && isReady(p));
       }, 240_000, 1_000);
       await meshOf(WORKERS, 'after the image change');
+      return 'every new worker serves (in the full mesh) when the event ends';
     }));
     const after = await workerNames();
     expect(after.filter((n) => before.includes(n))).toEqual([]);
