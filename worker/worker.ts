@@ -118,6 +118,8 @@ export class Worker {
   #listenerFailures: ListenerFailure[] = [];
   #ignoredFileMappingsLogged = false;
   #draining = false;
+  /** GoAway sent (or being sent) to every session: no new stream is taken. */
+  #goingAway = false;
   #stopped: Promise<void> | undefined;
   readonly #tlsReloadIntervalMs: number;
   readonly #configReloadIntervalMs: number;
@@ -321,6 +323,7 @@ export class Worker {
       await sleep(toldAt + grace - Date.now(), this.#hurry.signal);
     }
     const sessions = this.#registry.all;
+    this.#goingAway = true;
     await Promise.all(sessions.map((s) => s.drain(deadlineMs)));
     this.#server?.closeAll();
     // A peer that never answers the close must not hold the exit.
@@ -449,7 +452,9 @@ export class Worker {
     if (mapping.target.side !== 'Cluster') {
       return { ok: false, code: 'WRONG_SIDE', message: `mapping "${mapping.name}" targets the Connector side; the worker does not dial it`, mapping };
     }
-    if (this.#draining) return { ok: false, code: 'SHUTTING_DOWN', message: 'this worker is draining', mapping };
+    // A draining worker still carries what connectors open until its GoAway: they open here when
+    // they have no other worker, or before they have heard `draining` (docs/ha.md, Drain).
+    if (this.#goingAway) return { ok: false, code: 'SHUTTING_DOWN', message: 'this worker is shutting down', mapping };
     const sourceHost = req.source.startsWith('[') ? req.source.slice(1, req.source.indexOf(']')) : req.source.split(':')[0];
     if (!sourceAllowed(mapping, sourceHost)) {
       return { ok: false, code: 'SOURCE_NOT_ALLOWED', message: `${req.source} is outside allowedSources of mapping "${mapping.name}"`, mapping };
