@@ -22,6 +22,7 @@ import { Relay } from '../../../tunnel/relay.js';
 import { cutsArb, edgeLengths, mutated, randomBytes, split, type Cuts } from '../bytes.js';
 import { assert, assertEqual, attempt, coded, type SeenError } from '../expect.js';
 import { parsing, type FuzzTarget } from '../harness.js';
+import { keepAsView } from '../../../tunnel/views.js';
 
 /** The open buffer budget the stand-in channel grants (a session's limits.openBufferBytes is shared by its streams). */
 const BUDGET = 256 * 1024;
@@ -54,6 +55,9 @@ class StandInChannel {
   releaseOpen(n: number): void {
     this.held -= n;
     assert(this.held >= 0, 'more open-buffer bytes given back than taken');
+  }
+  keepAsView(chunk: Buffer): boolean {
+    return keepAsView(chunk, { held: this.held, limit: BUDGET });
   }
   reset(): void {
     this.resets++;
