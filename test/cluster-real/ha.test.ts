@@ -162,7 +162,7 @@ suite('full mesh in the local cluster: 2 connector replicas x 3 worker pods', ()
     await cluster.kubectlOk(['wait', '-n', TEAM, '--for=jsonpath={.status.phase}=Running', `pod/${pod}`, '--timeout=60s'], { timeoutMs: 70_000 });
     await sleep(8_000); // steady load first
     const t0 = Date.now();
-    const note = await event();
+    let note = await event();
     const eventMs = Date.now() - t0;
     await cluster.kubectlOk(['wait', '-n', TEAM, '--for=jsonpath={.status.phase}=Succeeded', `pod/${pod}`, `--timeout=${seconds + 60}s`], { timeoutMs: (seconds + 70) * 1000 });
     const out = await cluster.kubectlOk(['logs', '-n', TEAM, pod]);
@@ -174,6 +174,9 @@ suite('full mesh in the local cluster: 2 connector replicas x 3 worker pods', ()
     }
     const side = (n: string): string => { const c = summary.targets[n]; return c ? `${c.failedNew} / ${c.broken}` : '-'; };
     const p = summary.total.latencyMs;
+    // What failed, in the row itself: CI prints the table whole but may cut the assertion's message.
+    const failed = summary.failures.slice(0, 3).map((f) => `${f.target} ${f.kind} (started ${f.started - eventAt} ms after the event began, ${f.done} round trips): ${f.message}`);
+    if (failed.length) note = `${note ? `${note}; ` : ''}FAILED: ${failed.join('; ')}`;
     table.push(`| ${name} | ${(eventMs / 1000).toFixed(1)} s | ${summary.total.connections.toLocaleString('en-US')} | ${summary.total.requests.toLocaleString('en-US')} | ` +
       `${summary.total.failedNew} | ${summary.total.broken} | ${side('connector-side')} | ${side('cluster-side')} | ${p ? `${p.p50.toFixed(1)} / ${p.p99.toFixed(1)} ms` : '-'} | ${note ?? ''} |`);
     return { summary, eventAt, eventMs };
