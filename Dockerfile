@@ -36,4 +36,4 @@ WORKDIR /opt/underpass
 # 65532 is distroless's "nonroot" (image/build.sh writes the same passwd/group entries).
 USER 65532:65532
 # The Node flags of bin/underpass's first line (why: there); image/build.sh reads them from it.
-ENTRYPOINT ["node", "--min-semi-space-size=16", "--max-semi-space-size=16", "/opt/underpass/bin/underpass"]
+ENTRYPOINT ["node", "--min-semi-space-size=16", "--max-semi-space-size=16", "--scavenger-max-new-space-capacity-mb=8", "/opt/underpass/bin/underpass"]

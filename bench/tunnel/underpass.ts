@@ -15,6 +15,7 @@
  * forwarders), to compare Node versions; the benchmark's own clients and target
  * apps stay on the Node that runs the benchmark.
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import tls from 'node:tls';
 import path from 'node:path';
@@ -126,9 +127,21 @@ export function forwarderNodeVersion(): string {
   return v;
 }
 
-/** bin/underpass's own Node flags (its first line, as the CLI and the image run it), then UNDERPASS_BENCH_NODE_ARGS. */
+/**
+ * bin/underpass's own Node flags (its first line, as the CLI and the image run it), then
+ * UNDERPASS_BENCH_NODE_ARGS — less those of its flags that forwarderNode() refuses (Node 20 has no
+ * --scavenger-max-new-space-capacity-mb: its default is already the value we set), so that the
+ * same code can be compared on an older Node; droppedNodeFlags() names them.
+ */
 export function nodeArgs(): string[] {
-  return [...nodeFlagsOf(BIN), ...extraNodeArgs()];
+  return [...nodeFlagsOf(BIN).filter((f) => !droppedNodeFlags().includes(f)), ...extraNodeArgs()];
+}
+
+let dropped: string[] | undefined;
+
+/** The flags of bin/underpass's first line that forwarderNode() refuses (`node FLAG -e 0` fails). */
+export function droppedNodeFlags(): string[] {
+  return (dropped ??= nodeFlagsOf(BIN).filter((f) => spawnSync(forwarderNode(), [f, '-e', '0'], { stdio: 'ignore', timeout: 10_000 }).status !== 0));
 }
 
 function extraNodeArgs(): string[] {
@@ -152,7 +165,7 @@ export async function underpassContender(dir: string): Promise<Contender> {
   const pki = await makePki(path.join(dir, 'tb'));
   const running = new Set<Child>();
   const info: Record<string, string> = { version: VERSION, transport: 'yamux over WebSocket over mutual TLS' };
-  info['node options'] = nodeArgs().join(' ');
+  info['node options'] = nodeArgs().join(' ') + (droppedNodeFlags().length ? ` (not ${droppedNodeFlags().join(' ')}: ${forwarderNodeVersion()} refuses it)` : '');
   return {
     id: 'underpass',
     label: 'Underpass',
