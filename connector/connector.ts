@@ -9,9 +9,10 @@
 import { X509Certificate } from 'node:crypto';
 import dns from 'node:dns/promises';
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { AdminServer } from '../tunnel/admin.js';
-import { sleep } from '../tunnel/backoff.js';
+import { closeWhenQuiet } from '../tunnel/drain-listeners.js';
 import type { AuditLog } from '../tunnel/audit.js';
 import { formatHostPort } from '../tunnel/address.js';
 import type { ConfigMessage, MappingStatusEntry } from '../tunnel/control.js';
@@ -193,10 +194,10 @@ export class Connector {
   async #stop(deadlineMs: number): Promise<void> {
     this.#abort.abort();
     this.#mesh.tellDraining();
+    const drainStart = { startedAt: performance.now(), acceptedAtStart: this.#listeners.accepted };
     const delayMs = this.#hurry.signal.aborted ? 0 : this.#config.drainDelayMs;
-    this.#log.info({ delayMs, deadlineMs }, `draining: not ready; listeners close in ${delayMs} ms, then up to ${deadlineMs} ms for open streams`);
-    if (delayMs > 0) await sleep(delayMs, this.#hurry.signal);
-    await this.#listeners.close();
+    this.#log.info({ delayMs, deadlineMs }, `draining: not ready; listeners close in ${delayMs} ms (longer while clients still arrive, at most ${2 * delayMs} ms), then up to ${deadlineMs} ms for open streams`);
+    await closeWhenQuiet(this.#listeners, { ...drainStart, delayMs, signal: this.#hurry.signal }, this.metrics, this.#log);
     // Every worker says it opens no more streams here (or RETIRE_ANSWER_MS passes): the GoAway crosses none.
     this.#retiring = true;
     await this.#mesh.retireAll();

@@ -68,13 +68,13 @@ describe('the worker Deployment', () => {
   });
 
   it.each([
-    ['30s', 45],
-    ['1m30s', 105],
-    ['2m', 135],
-    ['500ms', 16],
-    ['1h', 3615],
-    ['1m0s500ms', 76],
-  ])('drainTimeout %s gives a termination grace period of %d s (5 s drain delay + drain + 10 s)', (drainTimeout, seconds) => {
+    ['30s', 50],
+    ['1m30s', 110],
+    ['2m', 140],
+    ['500ms', 21],
+    ['1h', 3620],
+    ['1m0s500ms', 81],
+  ])('drainTimeout %s gives a termination grace period of %d s (twice the 5 s drain delay + drain + 10 s)', (drainTimeout, seconds) => {
     const t = tc({ worker: { drainTimeout } });
     expect(desired.terminationGraceSeconds(t)).toBe(seconds);
     expect(desired.deployment(t, [], opts).spec!.template.spec!.terminationGracePeriodSeconds).toBe(seconds);
@@ -371,7 +371,7 @@ describe('high availability of the workers (docs/ha.md)', () => {
     const d = desired.deployment(tc(), [], opts);
     expect(d.spec!.strategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } });
     expect(YAML.parse(desired.workerConfigYaml(tc(), []))).toMatchObject({ drainDelay: '5s', drainTimeout: '30s' });
-    expect(d.spec!.template.spec!.terminationGracePeriodSeconds).toBe(5 + 30 + 10);
+    expect(d.spec!.template.spec!.terminationGracePeriodSeconds).toBe(2 * 5 + 30 + 10);
   });
 });
 

@@ -126,12 +126,14 @@ export function serviceAccount(tc: TunnelConnection): k8s.V1ServiceAccount {
 }
 
 /**
- * The pod's termination grace period: the worker's drain delay and drain time
- * (the duration parser the worker itself uses, so "1m30s" is 90 s here too)
- * plus 10 s to close. The CRD's pattern already refuses anything else.
+ * The pod's termination grace period: twice the worker's drain delay (its
+ * listeners stay open up to a second delay while clients still arrive,
+ * tunnel/drain-listeners.ts), its drain time (the duration parser the worker
+ * itself uses, so "1m30s" is 90 s here too), plus 10 s to close. The CRD's
+ * pattern already refuses anything else.
  */
 export function terminationGraceSeconds(tc: TunnelConnection): number {
-  const ms = parseDuration(WORKER_DRAIN_DELAY, 'drainDelay') + parseDuration(tc.spec.worker.drainTimeout, 'spec.worker.drainTimeout');
+  const ms = 2 * parseDuration(WORKER_DRAIN_DELAY, 'drainDelay') + parseDuration(tc.spec.worker.drainTimeout, 'spec.worker.drainTimeout');
   return Math.ceil(ms / 1000) + 10;
 }
 

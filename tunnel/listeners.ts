@@ -6,6 +6,7 @@
  * as it is *now* (a changed target applies to new connections at once).
  */
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { formatHostPort } from './address.js';
 import type { Mapping } from './mapping.js';
@@ -25,6 +26,8 @@ interface Entry {
 
 export class MappingListeners {
   readonly #entries = new Map<string, Entry>();
+  #accepted = 0;
+  #lastAcceptAt: number | undefined;
   readonly #onConnection: (mapping: Mapping, socket: net.Socket) => void;
   readonly #log: Logger;
   readonly #where: string;
@@ -34,6 +37,16 @@ export class MappingListeners {
     this.#onConnection = options.onConnection;
     this.#log = options.logger;
     this.#where = options.where;
+  }
+
+  /** Client connections accepted so far (drain-listeners.ts watches them). */
+  get accepted(): number {
+    return this.#accepted;
+  }
+
+  /** When the last client connection was accepted (`performance.now()` ms). */
+  get lastAcceptAt(): number | undefined {
+    return this.#lastAcceptAt;
   }
 
   get names(): string[] {
@@ -88,6 +101,8 @@ export class MappingListeners {
     // Accepted paused, then moved onto a socket that reads into the relay's shared buffer (accept.ts).
     const entry: Entry = { mapping, server: net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }) };
     entry.server.on('connection', (accepted) => {
+      this.#accepted++;
+      this.#lastAcceptAt = performance.now();
       const socket = adoptAccepted(accepted, Relay.socketOptions.onread, true);
       if (socket === accepted) {
         if (!this.#warned) {

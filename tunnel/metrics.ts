@@ -23,6 +23,7 @@ export class TunnelMetrics {
   readonly limitRefusals: Counter<'limit'>;
   readonly logLinesSuppressed: Counter<'kind'>;
   readonly streamBuffer: Gauge;
+  readonly drainClients: Counter<'phase'>;
 
   constructor(readonly role: Role, options: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -53,6 +54,12 @@ export class TunnelMetrics {
         this.set(Session.streamBytesHeldTotal);
       },
     });
+    this.drainClients = new Counter({
+      name: 'underpass_drain_client_connections_total',
+      help: 'Client connections accepted while draining, by phase: delay (within drainDelay) or extended (after it, while clients still arrived: load balancers slower than drainDelay).',
+      labelNames: ['phase'], registers,
+    });
+    for (const phase of ['delay', 'extended']) this.drainClients.inc({ phase }, 0);
     // Every limit this role enforces has a series from the start, so "never hit" reads as 0.
     for (const limit of role === 'worker' ? LIMIT_NAMES : CONNECTOR_LIMIT_NAMES) this.limitRefusals.inc({ limit }, 0);
   }

@@ -7,6 +7,7 @@
  */
 import dns from 'node:dns/promises';
 import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { AdminServer } from '../tunnel/admin.js';
 import type { AuditLog } from '../tunnel/audit.js';
@@ -25,6 +26,7 @@ import { readTlsFiles, TlsFileWatcher, type TlsMaterial } from '../tunnel/transp
 import { VERSION } from '../tunnel/version.js';
 import { muxLimits } from '../tunnel/limits.js';
 import { sleep } from '../tunnel/backoff.js';
+import { closeWhenQuiet } from '../tunnel/drain-listeners.js';
 import { AdmissionGate, admissionOfConfig } from './admission-gate.js';
 import { ClusterTargetGuard } from './cluster-target-guard.js';
 import { findWorkerMappingProblem, type WorkerConfig } from './config.js';
@@ -309,15 +311,15 @@ export class Worker {
     this.#workerSet.drain();
     const told = this.#registry.all.filter((s) => s.tellDraining());
     const toldAt = Date.now();
+    const drainStart = { startedAt: performance.now(), acceptedAtStart: this.#listeners.accepted };
     this.#reporter?.trigger(); // the operator learns at once that this worker is going away
     const delayMs = this.#hurry.signal.aborted ? 0 : this.#config.drainDelayMs;
     this.#log.info({ sessions: this.#registry.all.length, delayMs, deadlineMs },
-      `draining: not ready; listeners close in ${delayMs} ms, then ${this.#registry.all.length} connector session(s) get GoAway and up to ${deadlineMs} ms for open streams`);
+      `draining: not ready; listeners close in ${delayMs} ms (longer while clients still arrive, at most ${2 * delayMs} ms), then ${this.#registry.all.length} connector session(s) get GoAway and up to ${deadlineMs} ms for open streams`);
     this.#tlsWatcher?.stop();
     this.#configWatcher?.stop();
-    if (delayMs > 0) await sleep(delayMs, this.#hurry.signal);
+    await closeWhenQuiet(this.#listeners, { ...drainStart, delayMs, signal: this.#hurry.signal }, this.metrics, this.#log);
     const serverClosed = this.#server?.stopAccepting();
-    await this.#listeners.close();
     if (told.length > 0) {
       const grace = Math.max(PEER_GRACE_MS, 2 * Math.max(...told.map((s) => s.rttMs)));
       await sleep(toldAt + grace - Date.now(), this.#hurry.signal);

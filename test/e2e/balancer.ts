@@ -54,9 +54,12 @@ export class TcpBalancer {
   port = 0;
   /** Client connections reset because no backend was eligible or the chosen one refused. */
   refused = 0;
+  /** How late readiness changes take effect (BalancerOptions.propagationMs); may change between tests. */
+  propagationMs: number;
 
   constructor(o: BalancerOptions) {
     this.#o = o;
+    this.propagationMs = o.propagationMs ?? 0;
     this.#server = net.createServer({ allowHalfOpen: true }, (client) => this.#onClient(client));
     for (const b of o.backends) this.add(b);
   }
@@ -108,7 +111,7 @@ export class TcpBalancer {
     }
     if (ok !== state.ready) {
       const apply = (): void => { state.ready = ok; };
-      if (this.#o.propagationMs) setTimeout(apply, this.#o.propagationMs).unref();
+      if (this.propagationMs) setTimeout(apply, this.propagationMs).unref();
       else apply();
     }
     state.timer = setTimeout(() => void this.#poll(state), this.#o.pollMs ?? 100);

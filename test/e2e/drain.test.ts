@@ -4,7 +4,9 @@
  * learns a worker is not ready a little late. With `drainDelay` the worker
  * keeps its listeners open until the balancer has stopped sending clients:
  * no new connection fails and every in-flight stream finishes. Without it
- * (the control case) the clients the balancer still sends are refused.
+ * (the control case) the clients the balancer still sends are refused. A
+ * balancer slower than `drainDelay` (a busy node's kube-proxy) still fails
+ * nothing: the worker keeps its listeners open while clients keep arriving.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { LoadGenerator } from '../../cli/load-generator.js';
@@ -117,5 +119,31 @@ describe('worker drain under load (2 workers, 1 connector, a balancer with readi
     const onW1 = workers[1]!.proc.streams({ mapping: 'echo' });
     expect(onW1.length).toBeGreaterThan(0);
     expect(onW1.filter((l) => l.outcome !== 'closed')).toEqual([]);
+  }, 40_000);
+
+  it('with a balancer slower than drainDelay: the listeners stay open while clients still arrive and close 1 s after the last; nothing fails', async () => {
+    // drainDelay 3 s; the balancer acts on readiness 4 s late: clients keep coming until about 4.1 s.
+    if (workers[1]!.proc.alive) await workers[1]!.proc.stop('SIGKILL'); // run alone (-t): w1 of beforeAll
+    await startW(1, '3s');
+    await bothServing();
+    apps.propagationMs = 4_000;
+    try {
+      const load = new LoadGenerator({ targets: [{ name: 'connector-side', host: '127.0.0.1', port: apps.port, clients: 30 }], requests: 10, intervalMs: 50 });
+      load.start();
+      await new Promise((r) => setTimeout(r, 1_000));
+      workers[1]!.proc.child.kill('SIGTERM');
+      expect(await workers[1]!.proc.exited).toBe(0);
+      await new Promise((r) => setTimeout(r, 1_000));
+      const s = await load.stop();
+      note('SIGTERM, drainDelay 3s, balancer 4 s late', s);
+      expect(s.total.requests).toBeGreaterThan(500);
+      expect({ failedNew: s.total.failedNew, broken: s.total.broken, failures: s.failures.slice(0, 5) }).toEqual({ failedNew: 0, broken: 0, failures: [] });
+      // The worker says why it stayed open longer, with the numbers (and counts the late clients).
+      const line = workers[1]!.proc.logs.split('\n').find((l) => l.includes('listeners close:'));
+      expect(line).toMatch(/"late":[1-9]/);
+      expect(line).toMatch(/kept open \d+ ms beyond drainDelay \(3000 ms\) until no client came for 1000 ms/);
+    } finally {
+      apps.propagationMs = PROPAGATION_MS;
+    }
   }, 40_000);
 });
