@@ -128,13 +128,7 @@ describe('worker drain under load (2 workers, 1 connector, a balancer with readi
     await bothServing();
     apps.propagationMs = 4_000;
     try {
-      const load = new LoadGenerator({ targets: [{ name: 'connector-side', host: '127.0.0.1', port: apps.port, clients: 30 }], requests: 10, intervalMs: 50 });
-      load.start();
-      await new Promise((r) => setTimeout(r, 1_000));
-      workers[1]!.proc.child.kill('SIGTERM');
-      expect(await workers[1]!.proc.exited).toBe(0);
-      await new Promise((r) => setTimeout(r, 1_000));
-      const s = await load.stop();
+      const s = await stopUnderLoad();
       note('SIGTERM, drainDelay 3s, balancer 4 s late', s);
       expect(s.total.requests).toBeGreaterThan(500);
       expect({ failedNew: s.total.failedNew, broken: s.total.broken, failures: s.failures.slice(0, 5) }).toEqual({ failedNew: 0, broken: 0, failures: [] });
