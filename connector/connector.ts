@@ -12,6 +12,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { AdminServer } from '../tunnel/admin.js';
+import { CarrierOrder, type CarrierSource } from '../tunnel/carrier-order.js';
 import { closeWhenQuiet } from '../tunnel/drain-listeners.js';
 import type { AuditLog } from '../tunnel/audit.js';
 import { formatHostPort } from '../tunnel/address.js';
@@ -25,7 +26,7 @@ import { TunnelMetrics } from '../tunnel/metrics.js';
 import type { OpenRequest } from '../tunnel/open.js';
 import { certificateInfo, connectionFromCA, pemCertificates } from '../tunnel/pki.js';
 import { identityFromCertificate } from '../tunnel/identity.js';
-import { carryClient, serveStream, type Carrier, type FlowEnv, type Resolution } from '../tunnel/stream-flow.js';
+import { carryClient, serveStream, type FlowEnv, type Resolution } from '../tunnel/stream-flow.js';
 import type { TlsMaterial } from '../tunnel/transport/tls-files.js';
 import { VERSION } from '../tunnel/version.js';
 import type { ConnectorConfig } from './config.js';
@@ -46,6 +47,13 @@ export interface ConnectorDeps {
 async function systemLookup(host: string): Promise<string> {
   return (await dns.lookup(host)).address;
 }
+
+/** How a connector orders its links for a new stream (the key is the connector's name). */
+const LINK_ORDER: CarrierSource<WorkerLink, string> = {
+  preferred: (link) => link.serving,
+  fallback: (link) => !link.serving && link.usable && !link.retired,
+  carrier: (link, connector) => ({ session: link.session, connector, worker: link.instance }),
+};
 
 export class Connector {
   readonly #config: ConnectorConfig;
@@ -215,22 +223,9 @@ export class Connector {
    * Links for one new stream, round-robin: serving ones first, then those of
    * draining workers (they accept streams until their GoAway); never a link we retired.
    */
-  *#candidates(): Generator<Carrier> {
+  #candidates(): CarrierOrder<WorkerLink, string> {
     const links = this.#mesh.links;
-    const n = links.length;
-    if (n === 0) return;
-    const start = this.#next++ % n;
-    let draining = 0;
-    for (let i = 0; i < n; i++) {
-      const link = links[(start + i) % n]!;
-      if (link.serving) yield { session: link.session, connector: this.#config.name, worker: link.instance };
-      else if (link.usable && !link.retired) draining++;
-    }
-    if (draining === 0) return;
-    for (let i = 0; i < n; i++) {
-      const link = links[(start + i) % n]!;
-      if (!link.serving && link.usable && !link.retired) yield { session: link.session, connector: this.#config.name, worker: link.instance };
-    }
+    return new CarrierOrder(LINK_ORDER, links, links.length === 0 ? 0 : this.#next++ % links.length, this.#config.name);
   }
 
   /**

@@ -6,11 +6,12 @@
  * Sessions of a connector that said `draining` are used only when no other
  * can carry the stream.
  */
+import { CarrierOrder, type CarrierSource } from '../tunnel/carrier-order.js';
 import type { RefusalCode } from '../tunnel/open.js';
 import type { Carrier } from '../tunnel/stream-flow.js';
 import type { ConnectorSession } from './connector-session.js';
 
-export class SessionRegistry {
+export class SessionRegistry implements CarrierSource<ConnectorSession, string> {
   #sessions: ConnectorSession[] = [];
   #next = 0;
   readonly #worker: string;
@@ -60,22 +61,22 @@ export class SessionRegistry {
    * Sessions to try for one new stream, starting at the next round-robin
    * position: those of connectors not draining first, then draining ones.
    */
-  *candidates(mapping: string): Generator<Carrier> {
-    const list = this.#sessions;
-    const n = list.length;
-    if (n === 0) return;
-    const start = this.#next++ % n;
-    let draining = 0;
-    for (let i = 0; i < n; i++) {
-      const s = list[(start + i) % n]!;
-      if (!s.canCarry(mapping)) continue;
-      if (s.peerDraining) draining++;
-      else yield { session: s.mux, connector: s.connector, worker: this.#worker };
-    }
-    if (draining === 0) return;
-    for (let i = 0; i < n; i++) {
-      const s = list[(start + i) % n]!;
-      if (s.peerDraining && s.canCarry(mapping)) yield { session: s.mux, connector: s.connector, worker: this.#worker };
-    }
+  candidates(mapping: string): CarrierOrder<ConnectorSession, string> {
+    const n = this.#sessions.length;
+    return new CarrierOrder(this, this.#sessions, n === 0 ? 0 : this.#next++ % n, mapping);
+  }
+
+  // ---- CarrierSource (CarrierOrder's questions) ------------------------------
+
+  preferred(s: ConnectorSession, mapping: string): boolean {
+    return !s.peerDraining && s.canCarry(mapping);
+  }
+
+  fallback(s: ConnectorSession, mapping: string): boolean {
+    return s.peerDraining && s.canCarry(mapping);
+  }
+
+  carrier(s: ConnectorSession): Carrier {
+    return { session: s.mux, connector: s.connector, worker: this.#worker };
   }
 }
