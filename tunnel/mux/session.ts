@@ -53,6 +53,20 @@ export interface OutputLimitedTransport {
   readonly unreadOutput: number;
 }
 
+/**
+ * A transport the session may read and write past its Node stream sides (WebSocketStream): its
+ * payload comes to `transportData` as it is decoded, and a flush is one `writeDirect` — the
+ * message path then passes no Readable or Writable state machine of the transport at all.
+ */
+export interface DirectTransport {
+  /** False: the transport already holds data for its Readable side; read it as a Duplex. */
+  readDirect(reader: { transportData(chunk: Buffer): void }): boolean;
+  /** False: nothing was written (the Writable side holds data); write as a Duplex. */
+  writeDirect(chunks: Buffer[]): boolean;
+  /** Full: wait for 'drain'. */
+  readonly needDrain: boolean;
+}
+
 /** A flush of at least this many frames averaging at most SMALL_FRAME_AVERAGE bytes goes out as one buffer. */
 const MANY_FRAMES = 64;
 const SMALL_FRAME_AVERAGE = 128;
@@ -104,6 +118,8 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
   readonly #inPlace: InPlaceTransport | undefined;
   /** The transport's own unread-output limit, if it has one (WebSocketStream). */
   readonly #outputLimited: OutputLimitedTransport | undefined;
+  /** The transport read and written directly (WebSocketStream), if it agreed to it. */
+  readonly #direct: DirectTransport | undefined;
   readonly #now: () => number;
   readonly #reader: FrameReader;
   readonly #streams = new Map<number, Channel>();
@@ -170,6 +186,8 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     transport.on('error', Session.#onError);
     transport.on('close', Session.#onClose);
     transport.on('limit', Session.#onTransportLimit);
+    const direct = transport as Duplex & Partial<DirectTransport>;
+    this.#direct = typeof direct.readDirect === 'function' && direct.readDirect(this) ? (direct as Duplex & DirectTransport) : undefined;
     this.#startKeepalive();
   }
 
@@ -363,7 +381,7 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
   }
 
   get congested(): boolean {
-    return this.#heldCallbacks.length > 0 || this.#transport.writableNeedDrain;
+    return this.#heldCallbacks.length > 0 || (this.#direct ? this.#direct.needDrain : this.#transport.writableNeedDrain);
   }
 
   waitForDrain(channel: Channel): void {
@@ -528,6 +546,11 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     }
   }
 
+  /** The transport's payload, from a DirectTransport (not for other callers). */
+  transportData(chunk: Buffer): void {
+    this.#onTransportData(chunk);
+  }
+
   #onTransportData(chunk: Buffer): void {
     if (this.#isClosed) return;
     this.#lastInbound = this.#now();
@@ -580,23 +603,24 @@ export class Session extends EventEmitter implements StreamHost, FrameHandler {
     this.#out = [];
     this.#outCallbacks = [];
     const t = this.#transport;
-    t.cork();
-    if (out.length >= MANY_FRAMES && Session.#smallFrames(out)) {
-      // Many small frames (answers to pings, refused opens, FINs): one buffer, not a queue entry of
-      // ~100 bytes each while the transport waits — what a peer provokes stays as big as it is.
-      t.write(Buffer.concat(out));
-    } else {
-      for (const buf of out) t.write(buf);
+    // Many small frames (answers to pings, refused opens, FINs): one buffer, not a queue entry of
+    // ~100 bytes each while the transport waits — what a peer provokes stays as big as it is.
+    const batch = out.length >= MANY_FRAMES && Session.#smallFrames(out) ? [Buffer.concat(out)] : out;
+    const direct = this.#direct;
+    if (direct === undefined || !direct.writeDirect(batch)) {
+      t.cork();
+      for (const buf of batch) t.write(buf);
+      t.uncork();
     }
-    t.uncork();
-    if (t.writableNeedDrain) {
+    if (direct ? direct.needDrain : t.writableNeedDrain) {
       for (const cb of callbacks) this.#heldCallbacks.push(cb);
     } else {
       for (const cb of callbacks) cb();
     }
-    if (!this.#readPaused && t.writableLength > this.config.unreadOutputBytes) {
+    if (!this.#readPaused && direct === undefined && t.writableLength > this.config.unreadOutputBytes) {
       // The peer leaves our output unread: read nothing more from it (nothing it sends can make us
       // queue more) until the transport drains; the keepalive closes the session if it never does.
+      // (A DirectTransport pauses its socket by the same limit itself: limitUnreadOutput.)
       this.#readPaused = true;
       t.pause();
     }

@@ -2,7 +2,7 @@
  * The tunnel's WebSocket against the `ws` library in both directions (real
  * TLS sockets on loopback): conformance with a mainstream implementation.
  */
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import https from 'node:https';
@@ -10,6 +10,7 @@ import net, { type AddressInfo } from 'node:net';
 import { Duplex } from 'node:stream';
 import WebSocket, { WebSocketServer } from 'ws';
 import { createCA, issueConnectorCert, issueWorkerCert, loadCA } from '../pki.js';
+import { Session } from '../mux/session.js';
 import { WebSocketDuplex } from '../testing/ws-duplex.js';
 import { acceptWebSocket, connectWebSocket, WebSocketRefused, WebSocketStream } from './websocket.js';
 import { encodeControlFrame, encodeFrameHeader, Opcode } from './ws-frame.js';
@@ -175,6 +176,65 @@ describe('a ws client (random masks) against our WebSocket server', () => {
     expect(inPlace).toBeGreaterThan(10);
     stream.destroy();
   }, 30_000);
+
+  it('reads and writes past its stream sides for a direct reader: bytes intact and in order, none through the Readable side, needDrain then drain', async () => {
+    const stream = await connectWebSocket(new URL(`wss://localhost:${port}/`), { cert: tls.clientCert, key: tls.clientKey, ca: tls.ca, timeoutMs: 5_000 });
+    const viaReadable = jest.fn();
+    stream.on('data', viaReadable);
+    const echoed: Buffer[] = [];
+    let received = 0;
+    expect(stream.readDirect({ transportData: (c) => (echoed.push(Buffer.from(c)), (received += c.length)) })).toBe(true);
+    const sent: Buffer[] = [];
+    let total = 0;
+    let drains = 0;
+    while (total < 16 << 20) {
+      const parts = [randomBytes(1 + Math.floor(Math.random() * 100)), randomBytes(1 + Math.floor(Math.random() * (64 << 10)))];
+      expect(stream.writeDirect(parts)).toBe(true);
+      sent.push(...parts);
+      total += parts[0]!.length + parts[1]!.length;
+      if (stream.needDrain) {
+        await once(stream, 'drain');
+        drains++;
+        expect(stream.needDrain).toBe(false);
+      }
+    }
+    await new Promise<void>((resolve) => {
+      const check = (): void => (received >= total ? resolve() : void setTimeout(check, 10));
+      check();
+    });
+    expect(sha(Buffer.concat(echoed))).toBe(sha(Buffer.concat(sent)));
+    expect(drains).toBeGreaterThan(0); // 16 MiB against an echo: the socket filled at least once
+    expect(viaReadable).not.toHaveBeenCalled();
+    // Something waiting on the Writable side would be overtaken: declined.
+    stream.cork();
+    stream.write(Buffer.from('x'));
+    expect(stream.writeDirect([Buffer.from('y')])).toBe(false);
+    stream.destroy();
+  }, 30_000);
+
+  it('declines a direct reader while data waits on its Readable side (it would be overtaken)', async () => {
+    const stream = await connectWebSocket(new URL(`wss://localhost:${port}/`), { cert: tls.clientCert, key: tls.clientKey, ca: tls.ca, timeoutMs: 5_000 });
+    stream.write(Buffer.from('echo me'));
+    await new Promise<void>((resolve) => {
+      const check = (): void => (stream.readableLength > 0 ? resolve() : void setTimeout(check, 5));
+      check();
+    });
+    expect(stream.readDirect({ transportData: () => undefined })).toBe(false);
+    expect((stream.read() as Buffer).toString()).toBe('echo me');
+    stream.destroy();
+  });
+
+  it('carries a mux session directly: its frames pass no Node stream side of the WebSocket', async () => {
+    const stream = await connectWebSocket(new URL(`wss://localhost:${port}/`), { cert: tls.clientCert, key: tls.clientKey, ca: tls.ca, timeoutMs: 5_000 });
+    const push = jest.spyOn(stream, 'push');
+    const write = jest.spyOn(stream, 'write');
+    const session = new Session(stream, { client: true });
+    // The server echoes: our ping comes back as the peer's ping, which we answer, and that answer back as the ACK.
+    for (let i = 0; i < 20; i++) expect(await session.ping(5_000)).toBeGreaterThanOrEqual(0);
+    expect(push).not.toHaveBeenCalled();
+    expect(write).not.toHaveBeenCalled();
+    session.close();
+  });
 
   it('declines to write in place over a plain socket (its bytes may be referenced until the kernel takes them)', async () => {
     const server = net.createServer((sock) => sock.resume());

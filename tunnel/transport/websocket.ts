@@ -39,6 +39,11 @@ export function acceptKey(key: string): string {
   return createHash('sha1').update(key + GUID).digest('base64');
 }
 
+/** What takes a WebSocketStream's payload as it is decoded (the multiplexer), instead of its Readable side. */
+export interface TransportReader {
+  transportData(chunk: Buffer): void;
+}
+
 export class WebSocketStream extends Duplex {
   readonly socket: Socket;
   readonly #client: boolean;
@@ -55,6 +60,10 @@ export class WebSocketStream extends Duplex {
   #inputPaused = false;
   /** The answer to the latest ping, waiting for the socket to drain. */
   #pendingPong: Buffer | undefined;
+  /** Takes the payload directly (readDirect); undefined: it goes through the Readable side. */
+  #reader: TransportReader | undefined;
+  /** A direct write found the socket full: emit 'drain' when it drains. */
+  #directWaiting = false;
 
   constructor(socket: Socket, head: Buffer, role: 'client' | 'server') {
     super({ allowHalfOpen: false, readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
@@ -98,6 +107,10 @@ export class WebSocketStream extends Duplex {
       ws.#control(Opcode.Pong, pong);
     }
     ws.#maybeResume();
+    if (ws.#directWaiting) {
+      ws.#directWaiting = false;
+      ws.emit('drain');
+    }
   }
 
   static #onSocketClose(this: Socket): void {
@@ -114,6 +127,8 @@ export class WebSocketStream extends Duplex {
     // RFC 6455 5.5.1: nothing follows a close frame; whatever a peer sends after one is dropped.
     onData(chunk: Buffer): void {
       if (this.ws.#closeReceived) return;
+      const reader = this.ws.#reader;
+      if (reader) return reader.transportData(chunk);
       if (!this.ws.push(chunk)) {
         this.ws.#inputPaused = true;
         this.ws.socket.pause();
@@ -200,9 +215,58 @@ export class WebSocketStream extends Duplex {
     return true;
   }
 
+  /**
+   * From now on the payload goes to `reader` as it is decoded, not through the Readable side (two
+   * Node stream state machines less per message; 'end' and 'close' still come as events) — only
+   * when nothing waits in the Readable buffer, which would otherwise be overtaken. False: nothing
+   * changed, read the stream as a Duplex.
+   */
+  readDirect(reader: TransportReader): boolean {
+    if (this.readableLength !== 0 || this.readableEnded || this.destroyed) return false;
+    this.#reader = reader;
+    return true;
+  }
+
+  /**
+   * Writes `chunks` as one binary frame to the socket now, past the Writable side — only when
+   * nothing waits there (it would be overtaken); false: nothing was written, use write(). Once it
+   * was written, `needDrain` says whether the socket is full; 'drain' follows when it empties.
+   */
+  writeDirect(chunks: Buffer[]): boolean {
+    if (this.writableLength !== 0 || this.writableCorked !== 0 || this.writableEnded || this.destroyed) return false;
+    const s = this.socket;
+    if (s.destroyed || this.#closeSent) return false;
+    let total = 0;
+    for (const c of chunks) total += c.length;
+    this.#writeFrame(chunks, total);
+    if (s.writableNeedDrain) this.#directWaiting = true;
+    this.#checkOutput();
+    return true;
+  }
+
+  /** The socket (or this stream's Writable side) is full: writers should wait for 'drain'. */
+  get needDrain(): boolean {
+    return this.writableNeedDrain || this.socket.writableNeedDrain;
+  }
+
   #send(chunks: Buffer[], total: number, cb: Callback): void {
     const s = this.socket;
     if (s.destroyed || this.#closeSent) return cb(new UnderpassError('ERR_WS_CLOSED', 'the WebSocket is closed'));
+    this.#writeFrame(chunks, total);
+    if (s.writableNeedDrain) {
+      s.once('drain', () => {
+        cb();
+        this.#maybeResume(); // this batch has left our own buffer too
+      });
+    } else {
+      cb();
+    }
+    this.#checkOutput();
+  }
+
+  /** `chunks` (`total` bytes) as one frame (split above SEND_FRAME). */
+  #writeFrame(chunks: Buffer[], total: number): void {
+    const s = this.socket;
     if (total <= SMALL_FRAME) {
       // A small batch (opens, open headers, FINs, a few bytes) as one buffer: one write to the TLS
       // socket, which Node would otherwise gather from several into a copy of its own.
@@ -215,15 +279,6 @@ export class WebSocketStream extends Duplex {
       this.#writeFrames(chunks, total);
       s.uncork();
     }
-    if (s.writableNeedDrain) {
-      s.once('drain', () => {
-        cb();
-        this.#maybeResume(); // this batch has left our own buffer too
-      });
-    } else {
-      cb();
-    }
-    this.#checkOutput();
   }
 
   /** Past the unread-output limit, read nothing more from the peer until the socket drains. */
