@@ -270,7 +270,7 @@ const METHOD = `
   timed GiB measures a forwarder that has carried traffic, as a running tunnel has. The warm-up's
   own rate is in the details: a fresh Node process is much slower over its first 128 MiB
   (JIT compilation, heap growth) than OpenSSH.
-- RTT: one connection, 64 bytes out, wait for all 64 back, repeat; 1,000 warm-up round trips, then 20,000 timed.
+- RTT: first an untimed warm-up of ${FULL.rttWarmupSeconds} s of round trips on a connection of its own through the fresh forward (V8 compiles the message path in a new process's first seconds; the warm-up's p50 and CPU per round trip are in the details), then one connection, 64 bytes out, wait for all 64 back, repeat; ${FULL.rttWarmup.toLocaleString('en-US')} warm-up round trips, then ${FULL.rttSamples.toLocaleString('en-US')} timed.
 - Connection rate: 8 loops of connect → 64-byte round trip → half-close, for 5 s, after 2 s of the
   same untimed on the fresh forward (a fresh Node process compiles its connection path over its
   first thousands of connections); CPU time per connection of every process involved (forwarder,

@@ -23,6 +23,8 @@ export interface RttOptions {
   socket?: net.Socket;
   /** The message as several buffers, written corked (default: one buffer of `size` bytes). */
   parts?: Buffer[];
+  /** Go on past `samples` round trips until this many seconds have passed (an untimed warm-up; every round trip is kept). */
+  minSeconds?: number;
 }
 
 export async function rtt(fwd: Pick<Forward, 'port' | 'roles'>, o: RttOptions): Promise<RttResult> {
@@ -40,7 +42,8 @@ export async function rtt(fwd: Pick<Forward, 'port' | 'roles'>, o: RttOptions): 
     for (const p of parts) socket.write(p);
     socket.uncork();
   };
-  const times = new Float64Array(o.samples);
+  const times: number[] = [];
+  const until = o.minSeconds ? process.hrtime.bigint() + BigInt(Math.round(o.minSeconds * 1e9)) : 0n;
   let i = -o.warmup;
   let got = 0;
   let t0 = 0n;
@@ -52,9 +55,9 @@ export async function rtt(fwd: Pick<Forward, 'port' | 'roles'>, o: RttOptions): 
       if (got < size) return;
       if (got > size) return reject(new Error(`echo returned ${got} bytes for ${size}`));
       const t = process.hrtime.bigint();
-      if (i >= 0) times[i] = Number(t - t0) / 1e3;
+      if (i >= 0) times.push(Number(t - t0) / 1e3);
       i++;
-      if (i >= o.samples) return resolve();
+      if (i >= o.samples && t >= until) return resolve();
       got = 0;
       t0 = process.hrtime.bigint();
       send();
@@ -67,8 +70,8 @@ export async function rtt(fwd: Pick<Forward, 'port' | 'roles'>, o: RttOptions): 
   });
   socket.removeAllListeners('close');
   socket.destroy();
-  const sorted = Array.from(times).sort((a, b) => a - b);
+  const sorted = times.sort((a, b) => a - b);
   const cpuPerRoundTripUs: Record<string, number> = {};
-  for (const role of [...Object.keys(fwd.roles), 'bench']) cpuPerRoundTripUs[role] = ((cpu[role] ?? 0) / 100) * seconds * 1e6 / (o.warmup + o.samples);
+  for (const role of [...Object.keys(fwd.roles), 'bench']) cpuPerRoundTripUs[role] = ((cpu[role] ?? 0) / 100) * seconds * 1e6 / (o.warmup + sorted.length);
   return { p50: percentile(sorted, 50), p99: percentile(sorted, 99), samples: sorted.length, cpu, cpuPerRoundTripUs };
 }
