@@ -97,11 +97,12 @@ describe('CA rotation with overlap', () => {
     let ok = 0;
     const failures: string[] = [];
     let running = true;
+    const started0 = Date.now();
     const load = (async () => {
       for (let i = 0; running; i++) {
         const r = await exchange(ports.app1, `n${i}`, '127.0.0.1', 5_000);
         if (r.received.toString() === `n${i}`) ok++;
-        else failures.push(`${i}: ${r.error?.message ?? `got ${JSON.stringify(r.received.toString())}`}`);
+        else failures.push(`${i}: ${r.error?.message ?? `got ${JSON.stringify(r.received.toString())}`} (client port ${r.localPort ?? 'none'}, started ${Date.now() - started0}ms)`);
         await new Promise((res) => setTimeout(res, 20));
       }
     })();
@@ -119,6 +120,12 @@ describe('CA rotation with overlap', () => {
     await waitFor('more load after the rotation', () => ok > okAtEnd + 20, 10_000);
     running = false;
     await load;
+    if (failures.length > 0) {
+      // What each process said about the failed connections (their client port) and around them.
+      const ports = failures.map((f) => /client port (\d+)/.exec(f)?.[1]).filter(Boolean);
+      const about = (p: Proc, name: string): string => `--- ${name}: audit of the failed connections\n${p.audit.filter((a) => ports.some((port) => String(a.client ?? '').endsWith(`:${port}`))).map((a) => JSON.stringify(a)).join('\n')}\n--- ${name}: log\n${p.logs.slice(-20_000)}`;
+      process.stderr.write(`[rotation] failures (load started at 0 ms, annotation at ${started - started0} ms): ${failures.join('; ')}\n${[...workers.map((w, i) => about(w, `worker ${i}`)), about(connector, 'connector')].join('\n')}\n`);
+    }
     expect(failures).toEqual([]);
     // New connections went on through the whole rotation (how many depends on the machine's load).
     expect(okAtEnd - okAtStart).toBeGreaterThan(20);

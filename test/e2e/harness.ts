@@ -368,6 +368,8 @@ export async function tcpServer(onSocket: (s: net.Socket) => void, host = '127.0
 export interface ExchangeResult {
   received: Buffer;
   error?: Error;
+  /** The client's port, once connected (to find the connection in audit lines: their `client`). */
+  localPort?: number;
 }
 
 /** Connects, writes `data`, half-closes, reads until the server closes. */
@@ -376,6 +378,8 @@ export function exchange(port: number, data: Buffer | string, host = '127.0.0.1'
     const socket = net.connect({ port, host, allowHalfOpen: true });
     const parts: Buffer[] = [];
     let error: Error | undefined;
+    let localPort: number | undefined;
+    socket.once('connect', () => (localPort = socket.localPort));
     const timer = setTimeout(() => {
       error ??= new Error(`timed out after ${timeoutMs} ms`);
       socket.destroy();
@@ -384,7 +388,7 @@ export function exchange(port: number, data: Buffer | string, host = '127.0.0.1'
     socket.on('error', (err) => (error ??= err));
     socket.on('close', () => {
       clearTimeout(timer);
-      resolve({ received: Buffer.concat(parts), ...(error ? { error } : {}) });
+      resolve({ received: Buffer.concat(parts), ...(error ? { error } : {}), ...(localPort !== undefined ? { localPort } : {}) });
     });
     socket.end(data);
   });
