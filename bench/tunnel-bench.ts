@@ -105,8 +105,8 @@ async function main(): Promise<void> {
   try {
     const apps = await startApps(dir);
     cleanup.push(() => apps.stop());
-    const iperf = flags.quick ? undefined : await startIperfServer(dir);
-    if (iperf) cleanup.push(() => iperf.stop());
+    let iperf = flags.quick ? undefined : await startIperfServer(dir);
+    if (iperf) cleanup.push(() => iperf!.stop());
     else if (!flags.quick) skipped.push('iperf3 not installed: bulk transfers use the Node client');
     if (noRedis) skipped.push(`redis rows: ${noRedis}`);
     const redis = measurements.includes('redis') ? await startRedisServer(dir) : undefined;
@@ -177,7 +177,16 @@ async function main(): Promise<void> {
             } catch (err) {
               const msg = (err as Error).message.split('\n')[0]!;
               log(`  ${c.label} ${key} FAILED (attempt ${attempt}): ${(err as Error).message}`);
-              if (attempt < attempts) continue;
+              if (attempt < attempts) {
+                if ((key === 'bulk' || key === 'bulk8') && iperf) {
+                  // An iperf3 server whose client vanished mid-test stays "busy running a test" until its
+                  // own timeout: the retry gets a fresh one.
+                  await iperf.stop();
+                  iperf = await startIperfServer(dir);
+                  if (iperf) ctx.ports.iperf = iperf.port;
+                }
+                continue;
+              }
               results.note(rowKeys(key), c.id, 'failed');
               results.problems.push(`${c.label}, ${key}${rounds > 1 ? ` (round ${round + 1})` : ''}: ${msg}`);
               failed = true;
