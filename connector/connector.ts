@@ -35,6 +35,7 @@ import { Mesh } from './mesh.js';
 import { Credentials } from './credentials.js';
 import { CertificateRenewer } from './renewer.js';
 import { StateSecret } from './state-secret.js';
+import { renewForTrust } from './trust-renewal.js';
 
 export interface ConnectorDeps {
   logger: Logger;
@@ -323,9 +324,8 @@ export class Connector {
         }
       }
       await this.#credentials.trust(caPem);
-      const signer = firstCertificate(caPem);
       const mine = this.#credentials.current;
-      if (signer && mine && !new X509Certificate(mine.cert).checkIssued(signer)) {
+      if (mine && renewForTrust(new X509Certificate(mine.cert), cas.map((pem) => new X509Certificate(pem)))) {
         this.#log.info('the connection\'s CA changed: renewing this connector\'s certificate now');
         this.#renewer.renewSoon();
       }
@@ -350,8 +350,3 @@ function mappingStatus(m: Mapping, d: DialDecision): MappingStatusEntry {
     : { name: m.name, state: 'Failed', reason: 'ResolveFailed', message: d.message };
 }
 
-/** The first certificate of a PEM bundle. */
-function firstCertificate(pem: string): X509Certificate | undefined {
-  const m = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(pem);
-  return m ? new X509Certificate(m[0]) : undefined;
-}
