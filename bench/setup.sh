@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make bench` compares against, only what is missing (idempotent):
-#   - OpenSSH server and client, iperf3, wrk, redis-server and redis-tools (redis-benchmark) from Debian;
+#   - OpenSSH server and client, iperf3, wrk, redis-server and redis-tools (redis-benchmark),
+#     PostgreSQL (postgres, initdb, pgbench) from Debian;
 #   - chisel built from its Go module into $CACHE/bench-bin/ (skipped with a note if the
 #     build fails: the bench then runs without chisel).
 # Prints one line per tool. Never fails because chisel cannot be built.
@@ -19,6 +20,9 @@ command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-benchmark >/dev/null 2>&1 || missing+=(redis-tools)
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+pg="$(pg_bin)"
+{ [ -n "$pg" ] && [ -x "$pg/postgres" ] && [ -x "$pg/initdb" ] && [ -x "$pg/pgbench" ]; } || missing+=(postgresql)
 
 if [ ${#missing[@]} -gt 0 ]; then
   # shellcheck disable=SC2207
@@ -31,12 +35,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   if ! $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
     echo "bench/setup: apt-get install ${missing[*]} failed; contenders that need them will be skipped"
   fi
-  # Debian's postinst may start an sshd on port 22 and a redis-server on 6379; the bench runs its own
-  # on free ports and needs neither.
+  # Debian's postinst may start an sshd on port 22, a redis-server on 6379 and a PostgreSQL cluster on
+  # 5432; the bench runs its own on free ports and needs none of them.
 fi
 
 for tool in /usr/sbin/sshd ssh iperf3 wrk redis-server redis-benchmark; do
   if command -v "$tool" >/dev/null 2>&1; then echo "bench/setup: $(basename "$tool"): $(command -v "$tool")"; else echo "bench/setup: $(basename "$tool"): MISSING"; fi
+done
+pg="$(pg_bin)"
+for tool in postgres initdb pgbench; do
+  if [ -n "$pg" ] && [ -x "$pg/$tool" ]; then echo "bench/setup: $tool: $pg/$tool"; else echo "bench/setup: $tool: MISSING"; fi
 done
 
 mkdir -p "$BIN_DIR"

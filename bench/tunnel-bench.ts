@@ -19,6 +19,7 @@ import { CONTENDER_IDS, inRoundOrder, ROOT, log, type Contender, type ContenderI
 import { directContender } from './tunnel/direct.js';
 import { loadAvg, machine, raiseOpenFileLimit } from './tunnel/env.js';
 import { httpTool } from './tunnel/http.js';
+import { pgMissing, startPgServer } from './tunnel/pgsql.js';
 import { redisMissing, startRedisServer } from './tunnel/redis.js';
 import { applies, FULL, MEASUREMENTS, measure, QUICK, Results, ROUNDED, rowKeys, type Ctx, type MeasurementKey } from './tunnel/plan.js';
 import { cpuTable, renderTable, resultsTable, soakSection, verdict, writeDocs, writeSoakDocs } from './tunnel/report.js';
@@ -31,7 +32,7 @@ const HELP = `usage: node dist/bench/tunnel-bench.js [options]
   --quick              tiny sizes, direct + Underpass only, Node-based clients (the test suite's smoke run)
   --only a,b           measurements: ${MEASUREMENTS.join(', ')} (default: all but soak)
   --contenders a,b     ${CONTENDER_IDS.join(', ')} (default: all that are installed)
-  --rounds N           rounds of bulk, bulk8, rtt, connrate and redis, median reported (default 3; 1 with --quick)
+  --rounds N           rounds of bulk, bulk8, rtt, connrate, redis and pgbench, median reported (default 3; 1 with --quick)
   --no-docs            do not write docs/benchmarks.md
   --soak-seconds N     soak duration (default 600; 3 with --quick)
   --keep               keep the temp dir with every process's log`;
@@ -87,6 +88,9 @@ async function main(): Promise<void> {
   const noRedis = measurements.includes('redis') ? redisMissing() : undefined;
   if (noRedis && flags.only) fail(`--only redis: ${noRedis}`);
   if (noRedis) measurements = measurements.filter((x) => x !== 'redis');
+  const noPg = measurements.includes('pgbench') ? pgMissing() : undefined;
+  if (noPg && flags.only) fail(`--only pgbench: ${noPg}`);
+  if (noPg) measurements = measurements.filter((x) => x !== 'pgbench');
   const wanted: ContenderId[] = flags.contenders ?? (flags.quick ? ['direct', 'underpass'] : CONTENDER_IDS);
   // Only the contenders some selected measurement applies to (a soak-only run starts no sshd).
   const needed = wanted.filter((id) => measurements.some((m) => applies(m, id) === true));
@@ -111,6 +115,9 @@ async function main(): Promise<void> {
     if (noRedis) skipped.push(`redis rows: ${noRedis}`);
     const redis = measurements.includes('redis') ? await startRedisServer(dir) : undefined;
     if (redis) cleanup.push(() => redis.stop());
+    if (noPg) skipped.push(`pgbench row: ${noPg}`);
+    const pg = measurements.includes('pgbench') ? await startPgServer(dir) : undefined;
+    if (pg) cleanup.push(() => pg.stop());
     const pki = needed.includes('underpass') && measurements.includes('idle-sessions') ? await makePki(path.join(dir, 'sessions')) : undefined;
     const ctx: Ctx = {
       sizes,
@@ -118,6 +125,7 @@ async function main(): Promise<void> {
       httpTool: httpTool(flags.quick),
       ports: { echo: apps.echo, bulk: apps.bulk, http: apps.http, ...(iperf ? { iperf: iperf.port } : {}), ...(redis ? { redis: redis.port } : {}) },
       ...(redis ? { redisPid: redis.pid } : {}),
+      ...(pg ? { pg } : {}),
       pki,
       logDir: dir,
       appsPid: apps.pid,
@@ -204,6 +212,7 @@ async function main(): Promise<void> {
       `cpu: ${m.cpu}, ${m.cores} cores; memory ${m.memory}; kernel ${m.kernel}; Node ${m.node}`,
       `load average (1, 5, 15 min): ${loadBefore} before, ${loadAfter} after`,
       ...(redis ? [`redis: redis-server ${redis.version} (no persistence) as the target of the redis-benchmark rows`] : []),
+      ...(pg ? [`PostgreSQL: ${pg.version} (fsync off, scale 1) as the target of the pgbench row; pgbench of the same version`] : []),
       ...contenders.filter((c) => Object.keys(c.info).length).map((c) => `${c.label}: ${Object.entries(c.info).map(([k, v]) => `${k} ${v}`).join('; ')}`),
       ...skipped.map((s) => `skipped: ${s}`),
     ];
@@ -251,7 +260,7 @@ function docsMain(facts: string[]): string {
     '',
     'Underpass against direct TCP, OpenSSH `ssh -L` and chisel, on one machine over loopback, every',
     'contender in the same run, with a bare Node forwarder of our design beside them as the floor (round',
-    'trips and connections; "How it is measured"). Bulk, RTT, connection-rate and redis-benchmark rows are the median of three rounds (every',
+    'trips and connections; "How it is measured"). Bulk, RTT, connection-rate, redis-benchmark and pgbench rows are the median of three rounds (every',
     'contender once per round, the order reversed every other round; each round\'s value is in the',
     'details); the rest are one run. A shared 2-core machine: read the numbers next to the load average.',
     '',
@@ -297,7 +306,7 @@ const METHOD = `
   closed first — a worker that has served connectors before — cold and half-way readings as above).
   The floor row holds the same number of mutual-TLS connections, after the same warm-up, on a bare
   Node TLS server with the worker's TLS settings and Node options and nothing else.
-- Rounds: bulk, 8-stream bulk, RTT, connection rate and redis-benchmark run three times (\`--rounds N\`), every
+- Rounds: bulk, 8-stream bulk, RTT, connection rate, redis-benchmark and pgbench run three times (\`--rounds N\`), every
   contender once per round with a fresh forward, the order reversed every other round so no
   contender always runs first; a cell is the median round (its CPU row and per-connection detail
   are that round's), and every round's value is listed in the details. Memory and HTTP rows run once.
@@ -310,6 +319,13 @@ const METHOD = `
   them. A client nobody here wrote, many small exchanges in flight at once: what a tunnel mostly
   carries. The details give redis-benchmark's p50/p99 and the CPU time per request of every
   forwarder process and of redis-server.
+- pgbench: PostgreSQL's own benchmark client, \`pgbench -S -n -c 16 -j 2 -T 10\` (16 clients on
+  persistent connections, the simple query protocol, one \`SELECT abalance FROM pgbench_accounts
+  WHERE aid = …\` per transaction) against a PostgreSQL server the bench starts on a fresh data
+  directory (scale 1, fsync off, loopback only; Debian's postgresql package) after an untimed 2 s on
+  the fresh forward; transactions per second as pgbench reports them (without connection time). A
+  SQL client and server nobody here wrote: the workload this issue was first measured with. CPU
+  time per transaction of the forwarder and of the server (its backends included) in the details.
 - HTTP: \`wrk -t2 -c32 -d10s\` against a Node \`http\` server answering 32 bytes, after an untimed
   \`-d2s\` on the fresh forward.
 - CPU: utime + stime from /proc/PID/stat of the forwarder's processes over each transfer; system calls

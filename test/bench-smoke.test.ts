@@ -2,13 +2,14 @@
  * Smoke run of the tunnel benchmark (bench/tunnel-bench.ts) so it cannot rot:
  * `--quick` (a few MiB, direct TCP + Underpass, Node clients only; no sshd,
  * chisel, iperf3 or wrk needed; the redis-benchmark rows run when redis-server and
- * redis-benchmark are installed, and are skipped, saying why, when not). Asserts that it exits 0 and prints a results
+ * redis-benchmark are installed, the pgbench row when PostgreSQL is, and each is skipped, saying why, when not). Asserts that it exits 0 and prints a results
  * table whose Underpass cells are positive numbers — never how fast they are.
  * Requires `make build` (dist/).
  */
 import { describe, expect, it } from '@jest/globals';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { pgMissing } from '../bench/tunnel/pgsql.js';
 import { redisMissing } from '../bench/tunnel/redis.js';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +23,9 @@ const CHURN = path.join(ROOT, 'dist/bench/node-read-churn.js');
 /** Why the redis rows cannot run here (redis-server or redis-benchmark missing), or undefined. */
 const NO_REDIS = redisMissing();
 if (NO_REDIS) console.log(`tunnel benchmark smoke run: redis-benchmark rows skipped: ${NO_REDIS}`);
+/** Why the pgbench row cannot run here (PostgreSQL missing, or root without a `postgres` user), or undefined. */
+const NO_PG = pgMissing();
+if (NO_PG) console.log(`tunnel benchmark smoke run: pgbench row skipped: ${NO_PG}`);
 
 function runBench(args: string[], script = SCRIPT, env: NodeJS.ProcessEnv = process.env): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -58,6 +62,8 @@ describe('tunnel benchmark smoke run', () => {
     const wanted = ['1 stream', '8 streams', 'RTT p50', 'new connections', 'idle streams', 'idle connector sessions', 'HTTP'];
     if (!NO_REDIS) wanted.push('redis-benchmark SET', 'redis-benchmark GET');
     else expect(stdout).toContain(`skipped: redis rows: ${NO_REDIS}`);
+    if (!NO_PG) wanted.push('pgbench -S');
+    else expect(stdout).toContain(`skipped: pgbench row: ${NO_PG}`);
     for (const want of wanted) {
       expect(labels.some((l) => l.includes(want))).toBe(true);
     }

@@ -217,14 +217,19 @@ export function sum(values: Iterable<number>): number {
   return s;
 }
 
-/** CPU seconds (user + system) per role, each role counting its whole process tree. */
+/**
+ * CPU seconds (user + system) per role, each role counting its whole process tree: every live
+ * process's own time and the time of its children that have exited and been waited for (cutime,
+ * cstime), so a child that ends during a measurement (a PostgreSQL backend when its client
+ * disconnects) still counts once, in its parent.
+ */
 export function cpuByRole(roles: Record<string, number>): Record<string, number> {
   const out: Record<string, number> = {};
   for (const [role, pid] of Object.entries(roles)) {
     let ticks = 0;
     for (const p of processTree(pid)) {
       const f = statFields(p);
-      if (f) ticks += Number(f[11]) + Number(f[12]);
+      if (f) ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
     }
     out[role] = ticks / clockTicks;
   }

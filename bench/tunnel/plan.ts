@@ -9,12 +9,13 @@ import { log, withDeadline } from './common.js';
 import { httpLoad, type HttpTool } from './http.js';
 import { idleSessions, idleStreams, tlsFloor, warmUpCount } from './memory.js';
 import type { CpuRow, Row } from './report.js';
+import { PG_CLIENTS, pgBench, type PgServer } from './pgsql.js';
 import { REDIS_CLIENTS, redisBench, REDIS_TESTS } from './redis.js';
 import { rtt } from './rtt.js';
 import { bulk, type BulkTool } from './throughput.js';
 import type { UnderpassPki } from './underpass.js';
 
-export const MEASUREMENTS = ['bulk', 'bulk8', 'rtt', 'connrate', 'redis', 'idle-streams', 'idle-sessions', 'http', 'soak'] as const;
+export const MEASUREMENTS = ['bulk', 'bulk8', 'rtt', 'connrate', 'redis', 'pgbench', 'idle-streams', 'idle-sessions', 'http', 'soak'] as const;
 export type MeasurementKey = (typeof MEASUREMENTS)[number];
 
 export interface Sizes {
@@ -50,6 +51,8 @@ export interface Sizes {
   httpSeconds: number;
   /** Requests per redis-benchmark test (SET, GET), after an untimed run of a tenth of them on the fresh forward. */
   redisRequests: number;
+  /** Seconds of each timed pgbench run, after an untimed run of a fifth of them on the fresh forward. */
+  pgSeconds: number;
   /** Seconds RSS may settle before each memory reading. */
   settleSeconds: number;
   /**
@@ -61,16 +64,18 @@ export interface Sizes {
 }
 
 /** The measurements repeated `rounds` times (the others are slow, or steady from run to run). */
-export const ROUNDED: ReadonlySet<MeasurementKey> = new Set(['bulk', 'bulk8', 'rtt', 'connrate', 'redis']);
+export const ROUNDED: ReadonlySet<MeasurementKey> = new Set(['bulk', 'bulk8', 'rtt', 'connrate', 'redis', 'pgbench']);
 
-export const FULL: Sizes = { bulkBytes: 2 ** 30, bulkWarmupBytes: 128 * 2 ** 20, idleStreams: 10_000, idleSessions: 1_000, rttWarmup: 1_000, rttSamples: 20_000, rttWarmupSeconds: 5, loopSeconds: 5, warmupSeconds: 2, httpSeconds: 10, redisRequests: 200_000, settleSeconds: 3, rounds: 3 };
-export const QUICK: Sizes = { bulkBytes: 8 * 2 ** 20, bulkWarmupBytes: 2 ** 20, idleStreams: 200, idleSessions: 20, rttWarmup: 200, rttSamples: 2_000, rttWarmupSeconds: 0.5, loopSeconds: 2, warmupSeconds: 0.5, httpSeconds: 2, redisRequests: 5_000, settleSeconds: 0.5, rounds: 1 };
+export const FULL: Sizes = { bulkBytes: 2 ** 30, bulkWarmupBytes: 128 * 2 ** 20, idleStreams: 10_000, idleSessions: 1_000, rttWarmup: 1_000, rttSamples: 20_000, rttWarmupSeconds: 5, loopSeconds: 5, warmupSeconds: 2, httpSeconds: 10, redisRequests: 200_000, pgSeconds: 10, settleSeconds: 3, rounds: 3 };
+export const QUICK: Sizes = { bulkBytes: 8 * 2 ** 20, bulkWarmupBytes: 2 ** 20, idleStreams: 200, idleSessions: 20, rttWarmup: 200, rttSamples: 2_000, rttWarmupSeconds: 0.5, loopSeconds: 2, warmupSeconds: 0.5, httpSeconds: 2, redisRequests: 5_000, pgSeconds: 2, settleSeconds: 0.5, rounds: 1 };
 
 export interface Ctx {
   sizes: Sizes;
   bulkTool: BulkTool;
   httpTool: HttpTool;
   ports: { echo: number; bulk: number; http: number; iperf?: number; redis?: number };
+  /** The PostgreSQL server of the pgbench row (its CPU per transaction is reported beside the forwarder's). */
+  pg?: PgServer;
   /** The redis-server process (its CPU per request is reported beside the forwarder's). */
   redisPid?: number;
   pki: UnderpassPki | undefined;
@@ -114,6 +119,7 @@ export class Results {
     for (const test of REDIS_TESTS) {
       this.add(`redis-${test.toLowerCase()}`, { label: `redis-benchmark ${test}, ${REDIS_CLIENTS} clients, not pipelined, ${s.redisRequests.toLocaleString('en-US')} requests`, unit: 'req/s', decimals: 0, values: {}, target: even });
     }
+    this.add('pgbench', { label: `pgbench -S (SELECT by primary key), ${PG_CLIENTS} clients, persistent connections, ${s.pgSeconds} s`, unit: 'tx/s', decimals: 0, values: {}, target: even });
     this.add('http', { label: `HTTP GET, 32 keep-alive connections, ${s.httpSeconds} s (${ctx.httpTool === 'wrk' ? 'wrk -t2 -c32' : 'Node client'})`, unit: 'req/s', decimals: 0, values: {} });
   }
 
@@ -195,6 +201,7 @@ function targetPort(m: MeasurementKey, ctx: Ctx): number {
   if (m === 'bulk' || m === 'bulk8') return ctx.bulkTool === 'iperf3' ? ctx.ports.iperf! : ctx.ports.bulk;
   if (m === 'http') return ctx.ports.http;
   if (m === 'redis') return ctx.ports.redis!;
+  if (m === 'pgbench') return ctx.pg!.port;
   return ctx.ports.echo;
 }
 
@@ -288,6 +295,20 @@ async function run(m: MeasurementKey, c: Contender, ctx: Ctx, r: Results, fwd: F
         r.set(`redis-${test.toLowerCase()}`, c.id, res.perSecond, { detail });
         log(`  ${c.label} redis ${test}: ${res.perSecond.toFixed(0)} req/s, p50 ${res.p50Ms} ms; CPU ${fmtCpu(res.cpu)}`);
       }
+      return;
+    }
+    case 'pgbench': {
+      const pg = ctx.pg!;
+      const warmSeconds = Math.max(1, Math.round(s.pgSeconds / 5));
+      const warm = await pgBench(fwd, pg, { seconds: warmSeconds, timeoutMs: ctx.deadlineMs });
+      if (round === 0) r.details.push(`${c.label}, pgbench: untimed warm-up of ${warmSeconds} s on the fresh forward${s.rounds > 1 ? ' (first round; every round warms up its own forward)' : ''}: ${warm.perSecond.toFixed(0)} tx/s`);
+      const res = await pgBench(fwd, pg, { seconds: s.pgSeconds, timeoutMs: ctx.deadlineMs, extraRoles: { postgres: pg.pid } });
+      const per = Object.entries(res.cpuPerTxUs).map(([role, us]) => `${role} ${us.toFixed(0)} µs`).join(', ');
+      const forwarder = Object.entries(res.cpuPerTxUs).filter(([role]) => role !== 'postgres');
+      const detail = `${c.label}, pgbench ${res.perSecond.toFixed(0)} tx/s${s.rounds > 1 ? ' (the median round)' : ''}: latency average ${res.latencyMs} ms (pgbench's); CPU time per transaction ${per}` +
+        `${forwarder.length > 1 ? ` (forwarder ${forwarder.reduce((a, [, us]) => a + us, 0).toFixed(0)} µs in all)` : ''}; machine ${res.cpu.machine?.toFixed(0)}% of ${os.availableParallelism() * 100}%`;
+      r.set('pgbench', c.id, res.perSecond, { detail });
+      log(`  ${c.label} pgbench: ${res.perSecond.toFixed(0)} tx/s, latency ${res.latencyMs} ms; CPU ${fmtCpu(res.cpu)}`);
       return;
     }
     case 'idle-streams': {
