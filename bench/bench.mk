@@ -10,7 +10,7 @@ BENCH_ULIMIT := ulimit -n 65535 2>/dev/null || ulimit -n $$(ulimit -Hn) 2>/dev/n
 
 .PHONY: bench bench-setup bench-soak bench-quick bench-ha
 
-bench-setup: ## install what the tunnel benchmark compares against: OpenSSH, iperf3, wrk, redis (Debian), chisel (Go module)
+bench-setup: ## install what the tunnel benchmark compares against: OpenSSH, iperf3, wrk, redis, PostgreSQL (Debian), chisel (Go module)
 	bash bench/setup.sh
 
 bench: build bench-setup ## Underpass vs direct TCP, ssh -L, chisel on loopback: prints a table, rewrites docs/benchmarks.md
