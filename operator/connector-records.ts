@@ -31,6 +31,8 @@ import type { EnrollRequest } from '../tunnel/operator-channel.js';
 export const DEFAULT_TOKEN_TTL = '1h';
 /** Held on every TunnelConnector so that deleting one revokes its certificates first. */
 export const REVOKE_FINALIZER = 'underpass.dev/revoke';
+/** Writes of the token's "used" mark tried before an enrollment gives up on a TunnelConnector that keeps changing. */
+const ENROLL_WRITE_ATTEMPTS = 5;
 
 export interface RecordsDeps {
   kube: Kube;
@@ -168,20 +170,36 @@ export class ConnectorRecords {
     if (!key) throw new TokenError('TOKEN_INVALID', `no token was ever issued for connection ${connection.namespace}/${connection.name}`);
     const now = this.#d.now();
     const claims = await verifyToken(req.token, key, connection, now);
-    // Read from the API, not the cache: single use must hold against a cache that lags.
-    const tcn = await this.#read(connection.namespace, recordName(connection.name, claims.connector));
-    const e = tcn?.status?.enrollment;
-    if (!tcn || tcn.metadata.deletionTimestamp) throw new TokenError('TOKEN_UNKNOWN', `connector ${claims.connector} has no TunnelConnector (deleted?); ask for a new token`);
-    if (tcn.spec.revoked === true) throw new UnderpassError('CONNECTOR_REVOKED', `connector ${claims.connector} is revoked; delete its TunnelConnector to enroll it again`);
-    if (e?.usedTokenId === claims.jti) throw new TokenError('TOKEN_USED', `this token was already used (at ${e.usedAt ?? '?'}); a token enrolls once: ask for a new one`);
-    if (e?.tokenId !== claims.jti) throw new TokenError('TOKEN_UNKNOWN', 'this token was replaced by a newer one for the same connector; use the newest');
-    const refused = admissionRefusal(admissionFromList(tc.spec.connectors), { connector: claims.connector, certificateSerial: '' });
-    if (refused) throw new UnderpassError(refused.code, refused.message);
-    try {
-      await this.#writeStatus(tcn, { ...tcn.status, enrollment: { ...e, usedTokenId: claims.jti, usedAt: now.toISOString() } });
-    } catch (err) {
-      if (isConflict(err)) throw new TokenError('TOKEN_USED', 'this token is being used by another request at the same time', { cause: err });
-      throw err;
+    // Read from the API, not the cache: single use must hold against a cache that lags. The "used"
+    // mark is written with the resourceVersion read, so of two requests with one token only one
+    // can write it. A conflict alone does not mean that: any write to the TunnelConnector between
+    // our read and our write (the operator's own status updates, a label) conflicts too — it is
+    // read again and checked again, and only a token found used is refused.
+    let tcn: TunnelConnector | undefined;
+    for (let attempt = 1; ; attempt++) {
+      tcn = await this.#read(connection.namespace, recordName(connection.name, claims.connector));
+      const e = tcn?.status?.enrollment;
+      if (!tcn || tcn.metadata.deletionTimestamp) throw new TokenError('TOKEN_UNKNOWN', `connector ${claims.connector} has no TunnelConnector (deleted?); ask for a new token`);
+      if (tcn.spec.revoked === true) throw new UnderpassError('CONNECTOR_REVOKED', `connector ${claims.connector} is revoked; delete its TunnelConnector to enroll it again`);
+      if (e?.usedTokenId === claims.jti) {
+        throw new TokenError('TOKEN_USED', attempt > 1
+          ? 'this token was used by another request at the same time; a token enrolls once: ask for a new one'
+          : `this token was already used (at ${e.usedAt ?? '?'}); a token enrolls once: ask for a new one`);
+      }
+      if (e?.tokenId !== claims.jti) throw new TokenError('TOKEN_UNKNOWN', 'this token was replaced by a newer one for the same connector; use the newest');
+      const refused = admissionRefusal(admissionFromList(tc.spec.connectors), { connector: claims.connector, certificateSerial: '' });
+      if (refused) throw new UnderpassError(refused.code, refused.message);
+      try {
+        await this.#writeStatus(tcn, { ...tcn.status, enrollment: { ...e, usedTokenId: claims.jti, usedAt: now.toISOString() } });
+        break;
+      } catch (err) {
+        if (!isConflict(err)) throw err;
+        if (attempt >= ENROLL_WRITE_ATTEMPTS) {
+          throw new UnderpassError('ERR_ENROLL_BUSY', `TunnelConnector ${connection.namespace}/${recordName(connection.name, claims.connector)} changed under ${attempt} attempts to mark the token used; the token is still unused: retry`, { cause: err });
+        }
+        this.#d.logger.info({ connection: `${connection.namespace}/${connection.name}`, connector: claims.connector, attempt },
+          `enrollment of connector ${claims.connector}: its TunnelConnector changed while the token was being marked used; reading it again`);
+      }
     }
     const signed = await this.#d.pki.signConnector(tc, claims.connector, req.csr, now);
     await this.recordCertificate(connection.namespace, connection.name, claims.connector, signed);
