@@ -19,14 +19,18 @@ import type { TunnelConnection, TunnelConnector } from './types.js';
 const NS = 'team-a';
 const connection = { namespace: NS, name: 'dc1' };
 
-function setup(opts: { interfere?: (reads: number) => boolean } = {}) {
+/**
+ * `issuing`: the TunnelConnector as the operator leaves it between writing a new token's Secret and
+ * recording its id — spec.enrollment.requestId r2 not answered yet, status still naming r1's token.
+ */
+function setup(opts: { interfere?: (reads: number) => boolean; issuing?: boolean } = {}) {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const jti = randomUUID();
   let stored: TunnelConnector = {
     apiVersion: 'underpass.dev/v1alpha1', kind: 'TunnelConnector',
     metadata: { name: 'dc1.site-a', namespace: NS, resourceVersion: '1', uid: 'u1' },
-    spec: { connection: 'dc1', connector: 'site-a' },
-    status: { enrollment: { requestId: 'r1', tokenSecret: 'dc1.site-a-token', tokenId: jti, expiresAt: new Date(Date.now() + 3_600_000).toISOString() } },
+    spec: { connection: 'dc1', connector: 'site-a', enrollment: { requestId: opts.issuing ? 'r2' : 'r1' } },
+    status: { enrollment: { requestId: 'r1', tokenSecret: 'dc1.site-a-token', tokenId: opts.issuing ? randomUUID() : jti, expiresAt: new Date(Date.now() + 3_600_000).toISOString() } },
   } as unknown as TunnelConnector;
   let reads = 0;
   let statusWrites = 0;
@@ -65,7 +69,13 @@ function setup(opts: { interfere?: (reads: number) => boolean } = {}) {
   } as unknown as RecordsDeps;
   const records = new ConnectorRecords(deps);
   const token = signToken(privateKey, { connection, connector: 'site-a', jti, ttlMs: 3_600_000, caHashes: ['a'.repeat(64)] });
-  return { records, token, get stored() { return stored; }, get statusWrites() { return statusWrites; }, get reads() { return reads; } };
+  /** The operator's second write of issuance: the new token's id recorded for request r2. */
+  const recordIssued = (): void => {
+    stored = structuredClone(stored);
+    stored.status!.enrollment = { ...stored.status!.enrollment, requestId: 'r2', tokenId: jti };
+    bump();
+  };
+  return { records, token, recordIssued, get stored() { return stored; }, get statusWrites() { return statusWrites; }, get reads() { return reads; } };
 }
 
 describe('enrollment token single use against concurrent writes', () => {
@@ -97,5 +107,37 @@ describe('enrollment token single use against concurrent writes', () => {
     await expect(s.records.enroll(connection, { token: await s.token, csr: 'CSR' })).rejects.toMatchObject({ code: 'ERR_ENROLL_BUSY' });
     expect(s.stored.status?.enrollment?.usedTokenId).toBeUndefined();
     expect(s.reads).toBe(5);
+  });
+});
+
+describe('enrollment while the token is still being issued', () => {
+  it('waits for the token id to be recorded instead of refusing it as unknown (the connector read the Secret first)', async () => {
+    const s = setup({ issuing: true });
+    const token = await s.token;
+    setTimeout(() => s.recordIssued(), 300);
+    const answer = await s.records.enroll(connection, { token, csr: 'CSR' });
+    expect(answer.connector).toBe('site-a');
+    expect(s.stored.status?.enrollment?.usedTokenId).toBeDefined();
+  });
+
+  it('answers the retryable ERR_ENROLL_BUSY, not the final TOKEN_UNKNOWN, when the issuance does not finish', async () => {
+    const s = setup({ issuing: true });
+    const started = Date.now();
+    await expect(s.records.enroll(connection, { token: await s.token, csr: 'CSR' })).rejects.toMatchObject({ code: 'ERR_ENROLL_BUSY' });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_900);
+    expect(s.stored.status?.enrollment?.usedTokenId).toBeUndefined();
+  });
+
+  it('still refuses at once a token that a later issuance replaced (the request answered)', async () => {
+    const s = setup({ issuing: true });
+    const old = await s.token;
+    s.recordIssued();
+    // Issue r3 and finish it: the token of r2 is replaced for good.
+    const e = s.stored.status!.enrollment!;
+    s.stored.spec.enrollment = { requestId: 'r3' };
+    s.stored.status!.enrollment = { ...e, requestId: 'r3', tokenId: randomUUID() };
+    const started = Date.now();
+    await expect(s.records.enroll(connection, { token: old, csr: 'CSR' })).rejects.toMatchObject({ code: 'TOKEN_UNKNOWN' });
+    expect(Date.now() - started).toBeLessThan(500);
   });
 });

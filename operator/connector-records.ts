@@ -33,6 +33,14 @@ export const DEFAULT_TOKEN_TTL = '1h';
 export const REVOKE_FINALIZER = 'underpass.dev/revoke';
 /** Writes of the token's "used" mark tried before an enrollment gives up on a TunnelConnector that keeps changing. */
 const ENROLL_WRITE_ATTEMPTS = 5;
+/**
+ * A token is written to its Secret before its id is recorded in the status (#issueToken says why):
+ * a connector that enrolls in between finds an id it does not know while the issuance is still in
+ * progress (spec.enrollment.requestId not yet answered in status). It reads again this often, this
+ * long, before answering ERR_ENROLL_BUSY (retryable) instead of TOKEN_UNKNOWN (final).
+ */
+const ISSUING_POLL_MS = 100;
+const ISSUING_WAIT_MS = 2_000;
 
 export interface RecordsDeps {
   kube: Kube;
@@ -176,7 +184,9 @@ export class ConnectorRecords {
     // our read and our write (the operator's own status updates, a label) conflicts too — it is
     // read again and checked again, and only a token found used is refused.
     let tcn: TunnelConnector | undefined;
-    for (let attempt = 1; ; attempt++) {
+    const name = `${connection.namespace}/${recordName(connection.name, claims.connector)}`;
+    const issuingUntil = Date.now() + ISSUING_WAIT_MS;
+    for (let attempt = 1; ; ) {
       tcn = await this.#read(connection.namespace, recordName(connection.name, claims.connector));
       const e = tcn?.status?.enrollment;
       if (!tcn || tcn.metadata.deletionTimestamp) throw new TokenError('TOKEN_UNKNOWN', `connector ${claims.connector} has no TunnelConnector (deleted?); ask for a new token`);
@@ -186,7 +196,16 @@ export class ConnectorRecords {
           ? 'this token was used by another request at the same time; a token enrolls once: ask for a new one'
           : `this token was already used (at ${e.usedAt ?? '?'}); a token enrolls once: ask for a new one`);
       }
-      if (e?.tokenId !== claims.jti) throw new TokenError('TOKEN_UNKNOWN', 'this token was replaced by a newer one for the same connector; use the newest');
+      if (e?.tokenId !== claims.jti) {
+        const requested = tcn.spec.enrollment?.requestId;
+        if (!requested || requested === e?.requestId) throw new TokenError('TOKEN_UNKNOWN', 'this token was replaced by a newer one for the same connector; use the newest');
+        // A token is being issued (its Secret may be written already, its id not yet recorded): this may be it.
+        if (Date.now() >= issuingUntil) {
+          throw new UnderpassError('ERR_ENROLL_BUSY', `a token for TunnelConnector ${name} is still being issued (spec.enrollment.requestId ${requested} not answered in status after ${ISSUING_WAIT_MS} ms); the token is unused: retry`);
+        }
+        await new Promise((r) => setTimeout(r, ISSUING_POLL_MS));
+        continue;
+      }
       const refused = admissionRefusal(admissionFromList(tc.spec.connectors), { connector: claims.connector, certificateSerial: '' });
       if (refused) throw new UnderpassError(refused.code, refused.message);
       try {
@@ -195,10 +214,11 @@ export class ConnectorRecords {
       } catch (err) {
         if (!isConflict(err)) throw err;
         if (attempt >= ENROLL_WRITE_ATTEMPTS) {
-          throw new UnderpassError('ERR_ENROLL_BUSY', `TunnelConnector ${connection.namespace}/${recordName(connection.name, claims.connector)} changed under ${attempt} attempts to mark the token used; the token is still unused: retry`, { cause: err });
+          throw new UnderpassError('ERR_ENROLL_BUSY', `TunnelConnector ${name} changed under ${attempt} attempts to mark the token used; the token is still unused: retry`, { cause: err });
         }
         this.#d.logger.info({ connection: `${connection.namespace}/${connection.name}`, connector: claims.connector, attempt },
           `enrollment of connector ${claims.connector}: its TunnelConnector changed while the token was being marked used; reading it again`);
+        attempt++;
       }
     }
     const signed = await this.#d.pki.signConnector(tc, claims.connector, req.csr, now);
