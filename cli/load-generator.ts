@@ -7,6 +7,7 @@
  * timeout, wrong bytes) is a **broken in-flight stream**.
  */
 import net from 'node:net';
+import { formatHostPort } from '../tunnel/address.js';
 
 export interface LoadTarget {
   /** A label for the summary, e.g. connector-side. */
@@ -38,6 +39,11 @@ export interface LoadFailure {
   /** Round trips done on that connection before it failed. */
   done: number;
   message: string;
+  /**
+   * This end's address:port of the connection, once connected: the `client` of the worker's or
+   * connector's audit line for the same stream, which says where it went and why it failed.
+   */
+  client?: string;
 }
 
 export interface TargetCounts {
@@ -175,6 +181,7 @@ export class LoadGenerator {
       let received: Buffer[] = [];
       let receivedBytes = 0;
       let sentAt = 0;
+      let client: string | undefined;
       /** Counted already (completed or failed): later events of this socket change nothing. */
       let over = false;
       // Whether the name was resolved tells a lost DNS answer (the resolver retries after 5 s) from a
@@ -202,7 +209,9 @@ export class LoadGenerator {
           counts.broken++;
           this.#bucket().broken++;
         }
-        if (this.#failures.length < MAX_FAILURES) this.#failures.push({ at: Date.now() - this.#started, started, target: t.name, kind, done, message });
+        if (this.#failures.length < MAX_FAILURES) {
+          this.#failures.push({ at: Date.now() - this.#started, started, target: t.name, kind, done, message, ...(client ? { client } : {}) });
+        }
         // A failed connection is retried after a short pause, as a client would, not in a tight loop.
         setTimeout(finish, Math.min(100, intervalMs));
       };
@@ -217,7 +226,10 @@ export class LoadGenerator {
         timer = setTimeout(() => fail(`no answer within ${timeoutMs} ms (round trip ${done + 1})`), timeoutMs);
         socket.write(expected);
       };
-      socket.once('connect', send);
+      socket.once('connect', () => {
+        client = socket.localAddress ? formatHostPort({ host: socket.localAddress, port: socket.localPort ?? 0 }) : undefined;
+        send();
+      });
       socket.on('data', (chunk: Buffer) => {
         if (over) return;
         if (!expected) return fail('data before any request');

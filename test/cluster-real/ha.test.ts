@@ -10,6 +10,8 @@
  * pod killed with --grace-period=0 fails only streams that were on it, and connections started 2 s
  * after the kill succeed. The load is `underpass loadtest run` from the image, in a pod.
  * UNDERPASS_HA_TABLE=<file> writes the table of every event there (make bench-ha puts it in docs/ha.md).
+ * UNDERPASS_HA_KILL_ROUNDS=<n> kills a worker pod and a connector pod n times each instead of once
+ * (to find what fails one run in many; each round is about a minute).
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { spawn } from 'node:child_process';
@@ -42,11 +44,12 @@ const CLUSTER_PORT = 19201;
 const CONNECTOR_CLIENTS = 50;
 const CLUSTER_CLIENTS = 10;
 const CLIENTS = CONNECTOR_CLIENTS + CLUSTER_CLIENTS;
+const KILL_ROUNDS = Math.max(1, Number(process.env.UNDERPASS_HA_KILL_ROUNDS) || 1);
 const SCENARIO = { connectors: [{ release: CONNECTOR, namespace: PEER }], tunnelNamespace: TEAM, namespaces: NAMESPACES };
 
 interface Mesh { workers: string[]; connectors: Array<{ name: string; host?: string; workers: string[]; missing: string[] }> }
 interface Counts { connections: number; completed: number; requests: number; failedNew: number; broken: number; latencyMs?: { p50: number; p99: number } }
-interface Summary { startedAt: string; durationMs: number; total: Counts; targets: Record<string, Counts>; failures: LoadFailure[] }
+interface Summary { startedAt: string; durationMs: number; total: Counts; targets: Record<string, Counts>; failures: Array<LoadFailure & { evidence?: string[] }> }
 /** A load run around one event: the summary, and when the event started and ended in the load's clock (ms since its start). */
 interface LoadRun { summary: Summary; eventAt: number; eventMs: number }
 
@@ -141,37 +144,73 @@ suite('full mesh in the local cluster: 2 connector replicas x 3 worker pods', ()
    */
   let loads = 0;
   /**
-   * Follows the logs of the worker pods that exist now; the function it returns stops and gives what
-   * each of them said when its listeners closed while draining (tunnel/drain-listeners.ts): how long
-   * after draining began the last client arrived, i.e. how long kube-proxy kept sending clients.
+   * Follows the logs of the worker and connector pods that exist now (a pod killed later too, up to
+   * its end). The function it returns stops and gives:
+   * - `drains`: what each worker said when its listeners closed while draining
+   *   (tunnel/drain-listeners.ts): how long after draining began the last client arrived, i.e. how
+   *   long kube-proxy kept sending clients;
+   * - `evidence(client)`: every line any of them wrote about that client address (the audit line of
+   *   its stream on the worker and on the connector: where it went, how it ended, after how long),
+   *   so a failed connection in the load says what happened to it.
    */
-  const followDrains = async (): Promise<() => string[]> => {
-    const said: string[] = [];
-    const procs = (await workerNames()).map((name) => {
-      const p = spawn(path.join(cluster.bin, 'kubectl'), ['--kubeconfig', cluster.kubeconfig, 'logs', '-f', '--since=5s', '-n', TEAM, `pod/${name}`],
+  const followLogs = async (): Promise<() => Promise<{ drains: string[]; notable: string[]; evidence: (client: string) => string[] }>> => {
+    const drains: string[] = [];
+    const kept: Array<{ pod: string; line: string }> = [];
+    const notable: string[] = [];
+    const podsNow = async (): Promise<Array<{ ns: string; name: string }>> => [
+      ...(await workerNames()).map((name) => ({ ns: TEAM, name })),
+      ...(await pods(cluster, PEER, CONNECTOR_SELECTOR)).filter((p) => !p.metadata.deletionTimestamp).map((p) => ({ ns: PEER, name: p.metadata.name })),
+    ];
+    const take = (ns: string, name: string, line: string): void => {
+      // Stream audit lines name their client; the rest only when the client may be in them.
+      if (line.includes('"client":"') || line.includes('"source":"')) kept.push({ pod: name, line });
+      // Warnings, errors and shutdown steps, for the times around a failure.
+      else if (notable.length < 300 && /"level":[45]0|draining|SIGTERM|session-closed/.test(line)) notable.push(`${name}: ${line.slice(0, 400)}`);
+      if (ns !== TEAM || !line.includes('listeners close:')) return;
+      try {
+        const l = JSON.parse(line) as { arrived?: number; late?: number; lastAfterMs?: number; extendedMs?: number };
+        drains.push(`${name.slice(-5)} ${l.lastAfterMs === undefined ? 'no client' : `last client at ${l.lastAfterMs} ms`}${l.late ? ` (${l.late} late, open ${l.extendedMs} ms more)` : ''}`);
+      } catch {
+        drains.push(`${name.slice(-5)}: ${line.slice(0, 200)}`);
+      }
+    };
+    const followed = await podsNow();
+    const procs = followed.map(({ ns, name }) => {
+      const p = spawn(path.join(cluster.bin, 'kubectl'), ['--kubeconfig', cluster.kubeconfig, 'logs', '-f', '--since=15s', '-n', ns, `pod/${name}`],
         { stdio: ['ignore', 'pipe', 'ignore'] });
       let buf = '';
       p.stdout.setEncoding('utf8').on('data', (d: string) => {
         buf += d;
         for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-          const line = buf.slice(0, i);
+          take(ns, name, buf.slice(0, i));
           buf = buf.slice(i + 1);
-          if (!line.includes('listeners close:')) continue;
-          try {
-            const l = JSON.parse(line) as { arrived?: number; late?: number; lastAfterMs?: number; extendedMs?: number };
-            said.push(`${name.slice(-5)} ${l.lastAfterMs === undefined ? 'no client' : `last client at ${l.lastAfterMs} ms`}${l.late ? ` (${l.late} late, open ${l.extendedMs} ms more)` : ''}`);
-          } catch {
-            said.push(`${name.slice(-5)}: ${line.slice(0, 200)}`);
-          }
         }
       });
       p.on('error', () => undefined);
       return p;
     });
-    return () => {
+    return async () => {
       for (const p of procs) p.kill();
-      return said;
+      // Pods that started during the event (a replacement, a rollout's new replicas): read them now.
+      for (const { ns, name } of await podsNow()) {
+        if (followed.some((f) => f.name === name)) continue;
+        const r = await cluster.kubectl(['logs', '-n', ns, `pod/${name}`], { timeoutMs: 30_000 });
+        for (const line of r.stdout.split('\n')) if (line) take(ns, name, line);
+      }
+      return {
+        drains,
+        notable,
+        evidence: (client) => kept.filter(({ line }) => line.includes(`"${client}"`)).map(({ pod, line }) => `${pod}: ${line.slice(0, 600)}`),
+      };
     };
+  };
+  /** The kernel's counters of the NetworkPolicy queue (cluster-start.sh): packets it dropped show here. */
+  const nfqueueStats = (): string => {
+    try {
+      return fs.readFileSync('/proc/net/netfilter/nfnetlink_queue', 'utf8').trim() || '(no queue)';
+    } catch (err) {
+      return `(unreadable: ${(err as Error).message})`;
+    }
   };
   const duringLoad = async (name: string, seconds: number, event: () => Promise<string | void>): Promise<LoadRun> => {
     const pod = `load-${++loads}`;
@@ -195,17 +234,25 @@ suite('full mesh in the local cluster: 2 connector replicas x 3 worker pods', ()
     });
     await cluster.kubectlOk(['wait', '-n', TEAM, '--for=jsonpath={.status.phase}=Running', `pod/${pod}`, '--timeout=60s'], { timeoutMs: 70_000 });
     await sleep(8_000); // steady load first
-    const drains = await followDrains();
+    const logs = await followLogs();
+    const queueBefore = nfqueueStats();
     const t0 = Date.now();
     let note = await event();
     const eventMs = Date.now() - t0;
     await cluster.kubectlOk(['wait', '-n', TEAM, '--for=jsonpath={.status.phase}=Succeeded', `pod/${pod}`, `--timeout=${seconds + 60}s`], { timeoutMs: (seconds + 70) * 1000 });
-    const drained = drains();
+    const { drains: drained, notable, evidence } = await logs();
     if (drained.length) note = `${note ? `${note}; ` : ''}worker drains (ms after SIGTERM): ${drained.join(', ')}`;
     const out = await cluster.kubectlOk(['logs', '-n', TEAM, pod]);
     const summary = JSON.parse(out.slice(out.indexOf('{\n'))) as Summary;
     await cluster.kubectl(['delete', 'pod', '-n', TEAM, pod, '--wait=false']);
     const eventAt = t0 - Date.parse(summary.startedAt); // the pod's clock is this machine's
+    if (summary.failures.length) {
+      // What the worker and connector logged about each failed connection, on the failure itself.
+      for (const f of summary.failures) f.evidence = f.client ? evidence(f.client) : ['(no client address: it never connected)'];
+      console.log(`${name}: ${summary.failures.length} failed; NetworkPolicy queue (/proc/net/netfilter/nfnetlink_queue) before the event: ${queueBefore}; after: ${nfqueueStats()}\n` +
+        summary.failures.slice(0, 10).map((f) => `  ${JSON.stringify(f)}`).join('\n') +
+        `\nwarnings, errors, drains and closed sessions of those pods meanwhile:\n  ${notable.join('\n  ')}`);
+    }
     if (eventAt + eventMs > summary.durationMs) {
       throw new Error(`${name}: the event (${eventMs} ms from ${eventAt} ms) outlasted the load (${seconds} s): give the load more time`);
     }
@@ -343,26 +390,29 @@ suite('full mesh in the local cluster: 2 connector replicas x 3 worker pods', ()
   }), 15 * 60_000);
 
   it('a worker pod killed with --grace-period=0 under steady load fails only streams that were on it; connections started 2 s later succeed', () => inStep(async () => {
-    const victim = (await workerNames())[0]!;
-    let note = '';
-    const r = await duringLoad('worker pod killed (--grace-period=0)', 40, async () => {
-      await cluster.kubectlOk(['delete', 'pod', '-n', TEAM, victim, '--grace-period=0', '--force', '--wait=false']);
-      await meshOf(WORKERS, 'after the kill');
-    });
-    note = expectOnlyTheLostPodsStreams(r);
-    table[table.length - 1] = table[table.length - 1]!.replace(/ \|$/, `${note} |`);
-  }), 10 * 60_000);
+    for (let round = 1; round <= KILL_ROUNDS; round++) {
+      const victim = (await workerNames())[0]!;
+      const r = await duringLoad(`worker pod killed (--grace-period=0)${KILL_ROUNDS > 1 ? `, round ${round}` : ''}`, 40, async () => {
+        await cluster.kubectlOk(['delete', 'pod', '-n', TEAM, victim, '--grace-period=0', '--force', '--wait=false']);
+        await meshOf(WORKERS, 'after the kill');
+      });
+      const note = expectOnlyTheLostPodsStreams(r);
+      table[table.length - 1] = table[table.length - 1]!.replace(/ \|$/, `${note} |`);
+    }
+  }), KILL_ROUNDS * 10 * 60_000);
 
   it('a connector pod killed with --grace-period=0 under steady load fails only streams that were on it; connections started 2 s later succeed', () => inStep(async () => {
-    const victim = (await pods(cluster, PEER, CONNECTOR_SELECTOR)).filter((p) => !p.metadata.deletionTimestamp)[0]!.metadata.name;
-    const r = await duringLoad('connector pod killed (--grace-period=0)', 40, async () => {
-      await cluster.kubectlOk(['delete', 'pod', '-n', PEER, victim, '--grace-period=0', '--force', '--wait=false']);
-      await waitForReadyPods(cluster, PEER, CONNECTOR_SELECTOR, 2, 120_000);
-      await meshOf(WORKERS, 'after the connector kill');
-    });
-    const note = expectOnlyTheLostPodsStreams(r);
-    table[table.length - 1] = table[table.length - 1]!.replace(/ \|$/, `${note} |`);
-  }), 10 * 60_000);
+    for (let round = 1; round <= KILL_ROUNDS; round++) {
+      const victim = (await pods(cluster, PEER, CONNECTOR_SELECTOR)).filter((p) => !p.metadata.deletionTimestamp)[0]!.metadata.name;
+      const r = await duringLoad(`connector pod killed (--grace-period=0)${KILL_ROUNDS > 1 ? `, round ${round}` : ''}`, 40, async () => {
+        await cluster.kubectlOk(['delete', 'pod', '-n', PEER, victim, '--grace-period=0', '--force', '--wait=false']);
+        await waitForReadyPods(cluster, PEER, CONNECTOR_SELECTOR, 2, 120_000);
+        await meshOf(WORKERS, 'after the connector kill');
+      });
+      const note = expectOnlyTheLostPodsStreams(r);
+      table[table.length - 1] = table[table.length - 1]!.replace(/ \|$/, `${note} |`);
+    }
+  }), KILL_ROUNDS * 10 * 60_000);
 
   afterAll(() => {
     if (!table.length) return;
