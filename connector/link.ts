@@ -27,6 +27,8 @@ import { VERSION } from '../tunnel/version.js';
 import { workerIdentityCheck } from './worker-identity.js';
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** How long streams a worker opened wait for its first config before they are served anyway (it sends it with its welcome). */
+const CONFIG_WAIT_MS = 5_000;
 /** How long the worker has to answer 'retire' before the session gets GoAway anyway (an older worker does not answer). */
 export const RETIRE_ANSWER_MS = 2_000;
 /** Request and response headers of the mesh (worker/tunnel-server.ts has the same names). */
@@ -108,6 +110,19 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
   readonly #renewals = new Map<string, { resolve: (a: { certificate: string; ca: string }) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   /** Messages that arrived before the mesh listened (the config may come in the same read as the welcome). */
   #early: ControlMessage[] | undefined = [];
+  /**
+   * Streams the worker opened before this end can serve them: it counts the session ready once it
+   * has sent its welcome and config, so a stream may come in the same read — before the mesh
+   * listens (activate) and before the config, which the control channel delivers a turn later
+   * than the multiplexer announces a stream (test/e2e/early-stream.test.ts). Held (their bytes
+   * wait in the channel, within its window; bounded by the session's stream limit) until both,
+   * then served in order.
+   */
+  #earlyStreams: Channel[] | undefined = [];
+  #activated = false;
+  #configured = false;
+  /** A worker that sends no config: held streams are served anyway after this long (and refused as unknown mappings). */
+  #configWait: NodeJS.Timeout | undefined;
   #closedError: Error | undefined;
   #closed = false;
   rttMs = 0;
@@ -117,7 +132,10 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
     this.url = url;
     this.session = session;
     this.#opts = opts;
-    session.on('channel', (channel) => this.emit('stream', channel));
+    session.on('channel', (channel) => {
+      if (this.#earlyStreams) this.#earlyStreams.push(channel);
+      else this.#deliver(channel);
+    });
     session.on('rtt', (ms) => {
       this.rttMs = ms;
       opts.metrics.keepaliveRtt.set({ peer: url.href }, ms / 1000);
@@ -127,6 +145,7 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
     session.once('close', (err) => {
       this.#closed = true;
       this.#closedError = err;
+      clearTimeout(this.#configWait); // held streams were reset with the session
       this.emit('closed', err);
     });
     this.#control = new ControlChannel(session.open());
@@ -156,11 +175,34 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
     this.#announced = this.#welcome.workers ?? [];
   }
 
-  /** Starts delivering control messages (those that came early first): call once the listeners are on. */
+  /**
+   * Starts delivering control messages and streams, those that came early first (the config
+   * before any stream, as the worker sent them): call once the listeners are on.
+   */
   activate(): void {
+    this.#activated = true;
     const early = this.#early ?? [];
     this.#early = undefined;
     for (const msg of early) this.#dispatch(msg);
+    if (!this.#configured && this.#earlyStreams) {
+      this.#configWait = setTimeout(() => this.#releaseStreams(true), CONFIG_WAIT_MS);
+      this.#configWait.unref();
+    }
+    this.#releaseStreams(false);
+  }
+
+  /** Serves the held streams once the mesh listens and the worker's mapping set is applied (or `anyway`). */
+  #releaseStreams(anyway: boolean): void {
+    const streams = this.#earlyStreams;
+    if (!streams || !this.#activated || (!this.#configured && !anyway)) return;
+    this.#earlyStreams = undefined;
+    clearTimeout(this.#configWait);
+    for (const channel of streams) this.#deliver(channel);
+  }
+
+  /** A stream nobody serves is reset at once (the worker tries another connector), never left unanswered. */
+  #deliver(channel: Channel): void {
+    if (!this.emit('stream', channel)) channel.reset();
   }
 
   get welcome(): Welcome {
@@ -287,6 +329,10 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
     switch (msg.type) {
       case 'config':
         this.emit('config', msg);
+        if (!this.#configured) {
+          this.#configured = true;
+          this.#releaseStreams(false);
+        }
         return;
       case 'workers':
         this.#announced = msg.workers;

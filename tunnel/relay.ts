@@ -149,6 +149,18 @@ export class Relay implements ChannelSink {
   readHeader(timeoutMs: number, what: string, cb: HeaderCallback): void {
     const timer = setTimeout(Relay.#headerTimeout, timeoutMs, this, timeoutMs);
     this.#header = { cb, what, reader: new JsonFrame16Reader(OPEN_HEADER_MAX, what), received: 0, timer };
+    // A channel whose first frames came before its consumer (connector/link.ts holds the streams a
+    // worker opens before the mesh takes the session) handed them over at attachChannel: read the
+    // header from them, as if they came now; what follows it is kept for `run` as usual.
+    const held = this.#held;
+    if (held) {
+      this.#held = undefined;
+      this.#giveBack();
+      for (const chunk of held) this.onData(chunk);
+    }
+    if (!this.#header) return;
+    if (this.#channelGone) this.#headerDone(undefined, this.error ?? new UnderpassError('ERR_OPEN_EOF', `stream reset before the ${what}`));
+    else if (this.#remoteEnded) this.#headerDone(undefined, new UnderpassError('ERR_OPEN_EOF', `stream ended before the ${what}`));
   }
 
   /** From now on the channel's payload is dropped (after a refusal; the peer still gets credit). */

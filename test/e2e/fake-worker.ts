@@ -23,6 +23,12 @@ export interface FakeWorkerOptions {
   ca: Buffer | string;
   mappings?: Mapping[];
   connection?: string;
+  /**
+   * Called right after the welcome and the config are sent, in the same tick, with the socket
+   * corked: whatever it writes (a stream it opens) reaches the connector in the same read as the
+   * welcome, as a busy connector reads a worker that opened a stream at once.
+   */
+  onWelcome?: (session: Session) => void;
 }
 
 export interface Attached {
@@ -51,10 +57,10 @@ export async function startFakeWorker(o: FakeWorkerOptions): Promise<FakeWorker>
   server.on('tlsClientError', () => undefined);
   server.on('upgrade', (req, socket, head) => {
     upgrades++;
-    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws));
+    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, socket));
   });
   const attached = new Promise<Attached>((resolve) => {
-    wss.once('connection', (ws) => {
+    wss.once('connection', (ws, socket: Duplex) => {
       const session = new Session(new WebSocketDuplex(ws), { client: false });
       let control: ControlChannel | undefined;
       session.on('stream', (first: Duplex) => {
@@ -67,8 +73,13 @@ export async function startFakeWorker(o: FakeWorkerOptions): Promise<FakeWorker>
         });
         const c = control;
         void c.expect('hello', 5_000).then(() => {
+          if (o.onWelcome) socket.cork();
           c.send({ type: 'welcome', protocol: PROTOCOL_VERSION, connection: o.connection ?? 'team-a/dc1', worker: { instance: 'fake-worker', version: 'test' }, session: 'fake' });
           c.send({ type: 'config', revision: 1, mappings: o.mappings ?? [] });
+          if (o.onWelcome) {
+            o.onWelcome(session);
+            process.nextTick(() => socket.uncork());
+          }
           resolve({ session, statuses });
         });
       });
