@@ -119,7 +119,6 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
    * then served in order.
    */
   #earlyStreams: Channel[] | undefined = [];
-  #activated = false;
   #configured = false;
   /** A worker that sends no config: held streams are served anyway after this long (and refused as unknown mappings). */
   #configWait: NodeJS.Timeout | undefined;
@@ -180,7 +179,6 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
    * before any stream, as the worker sent them): call once the listeners are on.
    */
   activate(): void {
-    this.#activated = true;
     const early = this.#early ?? [];
     this.#early = undefined;
     for (const msg of early) this.#dispatch(msg);
@@ -194,7 +192,8 @@ export class WorkerLink extends EventEmitter<LinkEvents> {
   /** Serves the held streams once the mesh listens and the worker's mapping set is applied (or `anyway`). */
   #releaseStreams(anyway: boolean): void {
     const streams = this.#earlyStreams;
-    if (!streams || !this.#activated || (!this.#configured && !anyway)) return;
+    // Activated: the early control messages are delivered (#early is then undefined for good).
+    if (!streams || this.#early !== undefined || (!this.#configured && !anyway)) return;
     this.#earlyStreams = undefined;
     clearTimeout(this.#configWait);
     for (const channel of streams) this.#deliver(channel);
