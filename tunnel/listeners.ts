@@ -10,7 +10,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { formatHostPort } from './address.js';
 import type { Mapping } from './mapping.js';
-import { adoptAccepted, adoptionProblem } from './accept.js';
+import { acceptInto, acceptProblem, adoptionProblem } from './accept.js';
 import { Relay } from './relay.js';
 
 export interface ListenResult {
@@ -98,27 +98,21 @@ export class MappingListeners {
   }
 
   #listen(mapping: Mapping): Promise<void> {
-    // Accepted paused, then moved onto a socket that reads into the relay's shared buffer (accept.ts).
-    const entry: Entry = { mapping, server: net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }) };
-    entry.server.on('connection', (accepted) => {
+    // Each accepted connection becomes one socket reading into the relay's shared buffer, with
+    // TCP_NODELAY and keep-alive from the listening socket (accept.ts).
+    const entry: Entry = { mapping, server: net.createServer({ allowHalfOpen: true, pauseOnConnect: true }) };
+    const onSocket = (socket: net.Socket): void => {
       this.#accepted++;
       this.#lastAcceptAt = performance.now();
-      const socket = adoptAccepted(accepted, Relay.socketOptions.onread, true);
-      if (socket === accepted) {
-        if (!this.#warned) {
-          this.#warned = true;
-          this.#log.warn({ problem: adoptionProblem() }, `accepted sockets read by Node's default allocation (${adoptionProblem()}): more garbage collection per byte on Node 24+`);
-        }
-        // Still paused (pauseOnConnect): the relay's pipe resumes it, as it resumes an adopted one.
-      }
-      socket.setKeepAlive(true, 30_000);
+      // Paused: the relay's pipe resumes it.
       this.#onConnection(entry.mapping, socket);
-    });
+    };
     return new Promise((resolve, reject) => {
       entry.server.once('error', reject);
       entry.server.listen({ host: mapping.listen.address, port: mapping.listen.port }, () => {
         entry.server.off('error', reject);
         entry.server.on('error', (err) => this.#log.error({ mapping: mapping.name, err: err.message }, 'listener error'));
+        if (acceptInto(entry.server, Relay.socketOptions.onread, true, onSocket, (problem) => this.#warnAccept(problem)) !== 'direct') this.#warnAccept(acceptProblem());
         this.#entries.set(mapping.name, entry);
         const bound = entry.server.address() as net.AddressInfo;
         this.#log.info({ mapping: mapping.name, listen: formatHostPort({ host: bound.address, port: bound.port }), target: formatHostPort(mapping.target) },
@@ -126,6 +120,16 @@ export class MappingListeners {
         resolve();
       });
     });
+  }
+
+  /** Once per process: accepted sockets take Node's slower path (accept.ts says what each costs). */
+  #warnAccept(problem: string | undefined): void {
+    if (this.#warned) return;
+    this.#warned = true;
+    const detail = adoptionProblem() === undefined
+      ? 'one more socket object and five setsockopt calls per connection'
+      : 'reads by Node\'s default allocation: more garbage collection per byte on Node 24+';
+    this.#log.warn({ problem }, `accepted connections take Node's slower path (${problem ?? 'unknown'}): ${detail}`);
   }
 
   #describe(m: Mapping): string {

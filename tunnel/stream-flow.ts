@@ -181,12 +181,12 @@ export interface CarryOptions {
  * Opener side. `carriers` yields sessions in the order to try (round-robin start). Runs by
  * callbacks, not promises: an application connection is a relay, a channel and the few closures
  * of its open handshake, and nothing of it stays suspended while the connection is idle.
+ * `socket` comes from MappingListeners, with TCP_NODELAY and keep-alive already on (accept.ts).
  */
 export function carryClient(env: FlowEnv, mapping: Mapping, socket: net.Socket, carriers: Iterable<Carrier>, opts: CarryOptions): void {
   const started = Date.now();
   const client = formatPeer(socket);
   const r = new Relay(socket);
-  socket.setNoDelay(true);
   const f = new Finish(opts.self, mapping.name, client, mapping.target.side, formatHostPort(mapping.target));
   if (!sourceAllowed(mapping, socket.remoteAddress)) {
     socket.resetAndDestroy();
