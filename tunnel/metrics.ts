@@ -9,6 +9,22 @@ import { Session } from './mux/session.js';
 
 export type Role = 'worker' | 'connector';
 
+/**
+ * One mapping label's stream counts as plain numbers: what every connection adds costs a property
+ * update here, and prom-client gets the sums when scraped (each metric's `collect`). Through
+ * prom-client directly, the five label-keyed updates of a connection (open, closed, finished,
+ * bytes in and out) cost about 4 µs, 2–3 % of a worker's or connector's CPU per connection.
+ */
+class StreamCounts {
+  open = 0;
+  /** Pending until the next scrape: */
+  bytesIn = 0;
+  bytesOut = 0;
+  closed = 0;
+  /** Outcomes other than a clean close, by `outcome\0reason`. */
+  other: Map<string, { outcome: string; reason: string; n: number }> | undefined;
+}
+
 export class TunnelMetrics {
   readonly registry = new Registry();
   readonly sessions: Gauge<'role'>;
@@ -30,9 +46,38 @@ export class TunnelMetrics {
     this.registry.setDefaultLabels({ role });
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'underpass_' });
     this.sessions = new Gauge({ name: 'underpass_sessions', help: 'Tunnel sessions currently established (worker: connectors attached; connector: workers reached).', labelNames: ['role'], registers });
-    this.streamsOpen = new Gauge({ name: 'underpass_streams_open', help: 'Application streams currently open, by mapping.', labelNames: ['mapping'], registers });
-    this.streamsTotal = new Counter({ name: 'underpass_streams_total', help: 'Application streams finished, by mapping, outcome (closed, refused, failed) and reason.', labelNames: ['mapping', 'outcome', 'reason'], registers });
-    this.bytes = new Counter({ name: 'underpass_stream_bytes_total', help: 'Application bytes carried, by mapping and direction (in = client to target, out = target to client).', labelNames: ['mapping', 'direction'], registers });
+    const counts = this.#streams;
+    this.streamsOpen = new Gauge({
+      name: 'underpass_streams_open', help: 'Application streams currently open, by mapping.', labelNames: ['mapping'], registers,
+      collect() {
+        for (const [mapping, c] of counts) this.set({ mapping }, c.open);
+      },
+    });
+    this.streamsTotal = new Counter({
+      name: 'underpass_streams_total', help: 'Application streams finished, by mapping, outcome (closed, refused, failed) and reason.', labelNames: ['mapping', 'outcome', 'reason'], registers,
+      collect() {
+        for (const [mapping, c] of counts) {
+          if (c.closed > 0) this.inc({ mapping, outcome: 'closed', reason: '' }, c.closed);
+          c.closed = 0;
+          if (c.other === undefined) continue;
+          for (const o of c.other.values()) {
+            if (o.n > 0) this.inc({ mapping, outcome: o.outcome, reason: o.reason }, o.n);
+            o.n = 0;
+          }
+        }
+      },
+    });
+    this.bytes = new Counter({
+      name: 'underpass_stream_bytes_total', help: 'Application bytes carried, by mapping and direction (in = client to target, out = target to client).', labelNames: ['mapping', 'direction'], registers,
+      collect() {
+        for (const [mapping, c] of counts) {
+          if (c.bytesIn > 0) this.inc({ mapping, direction: 'in' }, c.bytesIn);
+          if (c.bytesOut > 0) this.inc({ mapping, direction: 'out' }, c.bytesOut);
+          c.bytesIn = 0;
+          c.bytesOut = 0;
+        }
+      },
+    });
     this.dialSeconds = new Histogram({
       name: 'underpass_dial_duration_seconds',
       help: 'Time to connect to a mapping target, by mapping and result.',
@@ -62,6 +107,43 @@ export class TunnelMetrics {
     for (const phase of ['delay', 'extended']) this.drainClients.inc({ phase }, 0);
     // Every limit this role enforces has a series from the start, so "never hit" reads as 0.
     for (const limit of role === 'worker' ? LIMIT_NAMES : CONNECTOR_LIMIT_NAMES) this.limitRefusals.inc({ limit }, 0);
+  }
+
+  /** A stream of `mapping` (a configured name) started relaying. */
+  streamOpened(mapping: string): void {
+    this.#counts(mapping).open++;
+  }
+
+  /** …and stopped. */
+  streamClosed(mapping: string): void {
+    this.#counts(mapping).open--;
+  }
+
+  /**
+   * A stream finished: `label` is a configured mapping name, "" or "(unknown)" (stream-flow.ts),
+   * never a name a peer made up.
+   */
+  streamFinished(label: string, outcome: string, reason: string, bytesIn: number, bytesOut: number): void {
+    const c = this.#counts(label);
+    c.bytesIn += bytesIn;
+    c.bytesOut += bytesOut;
+    if (outcome === 'closed' && reason === '') {
+      c.closed++;
+      return;
+    }
+    const key = `${outcome}\0${reason}`;
+    const other = (c.other ??= new Map());
+    const o = other.get(key);
+    if (o) o.n++;
+    else other.set(key, { outcome, reason, n: 1 });
+  }
+
+  readonly #streams = new Map<string, StreamCounts>();
+
+  #counts(label: string): StreamCounts {
+    let c = this.#streams.get(label);
+    if (c === undefined) this.#streams.set(label, (c = new StreamCounts()));
+    return c;
   }
 
   /** Counts one refusal at `limit` (a name of tunnel/limits.ts; nothing else becomes a label). */

@@ -117,9 +117,7 @@ export function sourceAllowed(mapping: Mapping, address: string | undefined): bo
 }
 
 function record(env: FlowEnv, started: number, f: Finish, limiter?: LineLimiter): void {
-  env.metrics.streamsTotal.inc({ mapping: f.label, outcome: f.outcome, reason: f.reason ?? '' });
-  if (f.bytesIn) env.metrics.bytes.inc({ mapping: f.label, direction: 'in' }, f.bytesIn);
-  if (f.bytesOut) env.metrics.bytes.inc({ mapping: f.label, direction: 'out' }, f.bytesOut);
+  env.metrics.streamFinished(f.label, f.outcome, f.reason ?? '', f.bytesIn, f.bytesOut);
   if (f.outcome !== 'closed' && limiter && !limiter.allow(`${f.outcome}:${f.reason ?? ''}`)) {
     env.metrics.logLinesSuppressed.inc({ kind: 'stream' });
     return;
@@ -272,9 +270,9 @@ export function carryClient(env: FlowEnv, mapping: Mapping, socket: net.Socket, 
  * acceptor the socket is the target, so bytes to it came from the client.
  */
 function relayed(env: FlowEnv, started: number, mapping: Mapping, r: Relay, f: Finish, socketIsTarget: boolean, limiter?: LineLimiter): void {
-  env.metrics.streamsOpen.inc({ mapping: mapping.name });
+  env.metrics.streamOpened(mapping.name);
   r.run((result) => {
-    env.metrics.streamsOpen.dec({ mapping: mapping.name });
+    env.metrics.streamClosed(mapping.name);
     f.bytesIn = socketIsTarget ? result.bytesToSocket : result.bytesFromSocket;
     f.bytesOut = socketIsTarget ? result.bytesFromSocket : result.bytesToSocket;
     if (result.error) f.end('failed', failedReason(result.error, 'ABORTED'), result.error.message);
