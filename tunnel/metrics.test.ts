@@ -1,5 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
-import { TunnelMetrics } from './metrics.js';
+import { Histogram, Registry } from 'prom-client';
+import { DialHistogram, TunnelMetrics } from './metrics.js';
 
 /** The value of one series in the exposition text (the registry adds the role label last), or undefined when it is absent. */
 function series(text: string, name: string, labels: string): number | undefined {
@@ -54,5 +55,40 @@ describe('TunnelMetrics stream counts (plain numbers, handed to prom-client when
     expect(total.values).toEqual([expect.objectContaining({ labels: { mapping: 'db', outcome: 'closed', reason: '' }, value: 1 })]);
     const bytes = await m.bytes.get();
     expect(bytes.values.map((v) => [v.labels.direction, v.value])).toEqual([['in', 5], ['out', 7]]);
+  });
+});
+
+describe('DialHistogram (plain numbers, registered as a prom-client metric)', () => {
+  it('exposes exactly what prom-client\'s Histogram exposes for the same observations', async () => {
+    const buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+    const ours = new Registry();
+    const theirs = new Registry();
+    for (const r of [ours, theirs]) r.setDefaultLabels({ role: 'connector' });
+    const dial = new DialHistogram({ name: 'underpass_dial_duration_seconds', help: 'Time to connect to a mapping target, by mapping and result.', buckets, registers: [ours] });
+    const reference = new Histogram({ name: 'underpass_dial_duration_seconds', help: 'Time to connect to a mapping target, by mapping and result.', labelNames: ['mapping', 'result'], buckets, registers: [theirs] });
+    const observations: Array<[string, string, number]> = [
+      ['db', 'ok', 0.0003], ['db', 'ok', 0.0005], ['db', 'ok', 0.00051], ['db', 'ok', 0.02], ['db', 'error', 10],
+      ['db', 'error', 11.5], ['web', 'ok', 0.25], ['web', 'ok', 0], ['web "x"', 'ok', 2.5],
+    ];
+    for (const [mapping, result, v] of observations) {
+      dial.observe(mapping, result, v);
+      reference.observe({ mapping, result }, v);
+    }
+    const text = await ours.metrics();
+    expect(text).toBe(await theirs.metrics());
+    expect(text).toContain('underpass_dial_duration_seconds_bucket{le="+Inf",role="connector",mapping="db",result="error"} 2');
+    expect(text).toContain('underpass_dial_duration_seconds_bucket{le="10",role="connector",mapping="db",result="error"} 1');
+    expect(text).toContain('underpass_dial_duration_seconds_bucket{le="0.0005",role="connector",mapping="db",result="ok"} 2');
+    expect(text).toContain('underpass_dial_duration_seconds_count{role="connector",mapping="web",result="ok"} 2');
+    // get() as prom-client's: each value carries its series' labels.
+    expect((await dial.get()).values.find((v) => v.metricName.endsWith('_count'))).toEqual(expect.objectContaining({ labels: { mapping: 'db', result: 'ok' }, value: 4 }));
+  });
+
+  it('ignores a value that is not a finite number instead of corrupting the sum', async () => {
+    const r = new Registry();
+    const dial = new DialHistogram({ name: 'h', help: 'h', buckets: [1], registers: [r] });
+    dial.observe('db', 'ok', Number.NaN);
+    dial.observe('db', 'ok', 0.5);
+    expect(await r.metrics()).toContain('h_sum{mapping="db",result="ok"} 0.5');
   });
 });

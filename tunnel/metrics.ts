@@ -3,7 +3,7 @@
  * (never the global one), every name prefixed `underpass_`, labels bounded
  * (mapping names, outcomes, reasons — never client addresses).
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { CONNECTOR_LIMIT_NAMES, LIMIT_NAMES, type LimitName } from './limits.js';
 import { Session } from './mux/session.js';
 
@@ -25,13 +25,104 @@ class StreamCounts {
   other: Map<string, { outcome: string; reason: string; n: number }> | undefined;
 }
 
+interface HistogramValue {
+  metricName: string;
+  labels: Record<string, string | number>;
+  sharedLabels: Record<string, string>;
+  value: number;
+}
+
+interface HistogramData {
+  name: string;
+  help: string;
+  type: 'histogram';
+  values: HistogramValue[];
+  aggregator: 'sum';
+}
+
+/** One label set's buckets (non-cumulative; the last one is +Inf), sum and count. */
+interface HistogramSeries {
+  labels: Record<string, string>;
+  counts: number[];
+  sum: number;
+  count: number;
+}
+
+/**
+ * A histogram by mapping and result, kept as plain numbers and registered with the registry as a
+ * prom-client metric (`get()`, the interface the registry reads every metric through; the
+ * exposition is the same as prom-client's `Histogram`). Why not `Histogram` itself: every
+ * observation there hashes its labels and counts into an object keyed by the bucket's bound as a
+ * string, a number-to-string conversion per call — with one observation per dialled connection,
+ * 2–3 % of a connector's CPU per connection in the connection-rate row.
+ */
+export class DialHistogram {
+  readonly name: string;
+  readonly help: string;
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  readonly upperBounds: readonly number[];
+  /** mapping → result → series */
+  readonly #series = new Map<string, Map<string, HistogramSeries>>();
+
+  constructor(config: { name: string; help: string; buckets: number[]; registers: Registry[] }) {
+    this.name = config.name;
+    this.help = config.help;
+    this.upperBounds = [...config.buckets].sort((a, b) => a - b);
+    for (const r of config.registers) r.registerMetric(this as never);
+  }
+
+  observe(mapping: string, result: string, seconds: number): void {
+    if (!Number.isFinite(seconds)) return;
+    let byResult = this.#series.get(mapping);
+    if (byResult === undefined) this.#series.set(mapping, (byResult = new Map()));
+    let s = byResult.get(result);
+    if (s === undefined) byResult.set(result, (s = { labels: { mapping, result }, counts: new Array<number>(this.upperBounds.length + 1).fill(0), sum: 0, count: 0 }));
+    const bounds = this.upperBounds;
+    let i = 0;
+    while (i < bounds.length && seconds > bounds[i]!) i++;
+    s.counts[i]!++;
+    s.sum += seconds;
+    s.count++;
+  }
+
+  /** What the registry prints: as prom-client's Histogram gives it (`le` first, the series' labels shared). */
+  getForPromString(): HistogramData {
+    const values: HistogramValue[] = [];
+    for (const byResult of this.#series.values()) {
+      for (const s of byResult.values()) {
+        let cumulative = 0;
+        for (let i = 0; i <= this.upperBounds.length; i++) {
+          cumulative += s.counts[i]!;
+          const le = i < this.upperBounds.length ? this.upperBounds[i]! : '+Inf';
+          values.push({ metricName: `${this.name}_bucket`, labels: { le }, sharedLabels: s.labels, value: cumulative });
+        }
+        values.push({ metricName: `${this.name}_sum`, labels: {}, sharedLabels: s.labels, value: s.sum });
+        values.push({ metricName: `${this.name}_count`, labels: {}, sharedLabels: s.labels, value: s.count });
+      }
+    }
+    return { name: this.name, help: this.help, type: 'histogram', values, aggregator: 'sum' };
+  }
+
+  /** The same values with every series' labels in each value, as prom-client's `Histogram.get()`. */
+  get(): HistogramData {
+    const data = this.getForPromString();
+    data.values = data.values.map(({ sharedLabels, labels, ...rest }) => ({ ...rest, labels: { ...labels, ...sharedLabels }, sharedLabels: {} }));
+    return data;
+  }
+
+  reset(): void {
+    this.#series.clear();
+  }
+}
+
 export class TunnelMetrics {
   readonly registry = new Registry();
   readonly sessions: Gauge<'role'>;
   readonly streamsOpen: Gauge<'mapping'>;
   readonly streamsTotal: Counter<'mapping' | 'outcome' | 'reason'>;
   readonly bytes: Counter<'mapping' | 'direction'>;
-  readonly dialSeconds: Histogram<'mapping' | 'result'>;
+  readonly dialSeconds: DialHistogram;
   readonly handshakeFailures: Counter<'reason'>;
   readonly reconnects: Counter<'worker'>;
   readonly keepaliveRtt: Gauge<'peer'>;
@@ -78,10 +169,9 @@ export class TunnelMetrics {
         }
       },
     });
-    this.dialSeconds = new Histogram({
+    this.dialSeconds = new DialHistogram({
       name: 'underpass_dial_duration_seconds',
       help: 'Time to connect to a mapping target, by mapping and result.',
-      labelNames: ['mapping', 'result'],
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
     });
